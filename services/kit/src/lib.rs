@@ -1,1 +1,29 @@
-pub fn x(){}
+//! The shared service kit: everything the five Helpdesk services have in common.
+//!
+//! - [`config`]: typed configuration from the environment, one-line errors naming the variable.
+//! - [`error`]: the contract's error shape (`{statusCode, message, error}`) and JSON extraction.
+//! - [`http`]: the middleware stack (request id, logs, metrics, CORS, body limit) and the
+//!   `/health`, `/ready`, `/metrics` routes.
+//! - [`auth`]: Ed25519 JWTs for users and services, and their extractors.
+//! - [`events`]: the event envelope and a typed payload per event type.
+//! - [`outbox`]: the transactional outbox and its relay.
+//! - [`bus`]: the message bus trait, its RabbitMQ implementation and the idempotent consumer runner.
+//! - [`db`]: a pool per service on its own schema, with its migrations.
+//! - [`peer`]: calls to another service with timeout, retries and a circuit breaker.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod outbox;
+pub mod peer;
+pub mod ratelimit;
+pub mod runtime;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{ApiError, ApiJson, ApiResult};

@@ -1,0 +1,347 @@
+//! RabbitMQ implementation of [`Bus`] with lapin: durable topic exchanges, persistent messages,
+//! publisher confirms, manual acks, per-delay retry queues and a dead-letter queue per consumer.
+//!
+//! Retry topology for a consumer queue `Q`: `Q.retry.<ms>ms` queues hold a failed message for their
+//! TTL and then dead-letter it back to `Q` through the default exchange; `Q.dlq` keeps messages
+//! that failed `max_attempts` times, with the last error in the `x-last-error` header.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription};
+use crate::events::ALL_EXCHANGES;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPT_HEADER: &str = "x-attempt";
+const ERROR_HEADER: &str = "x-last-error";
+
+/// A RabbitMQ bus. Exchange and queue names get `prefix` so several platforms (or tests) can share
+/// one broker; the virtual host comes from the URL.
+pub struct AmqpBus {
+    url: String,
+    prefix: String,
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl std::fmt::Debug for AmqpBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpBus").field("prefix", &self.prefix).finish()
+    }
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> BusError {
+    BusError(format!("{context}: {e}"))
+}
+
+impl AmqpBus {
+    /// A bus for `url`; nothing connects until first use, so a service starts while the broker is down.
+    pub fn new(url: &str, prefix: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            publisher: Mutex::new(None),
+        }
+    }
+
+    /// The broker-side name of a logical exchange or queue.
+    pub fn name(&self, logical: &str) -> String {
+        format!("{}{}", self.prefix, logical)
+    }
+
+    async fn connect(&self) -> Result<Connection, BusError> {
+        let props = ConnectionProperties::default();
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
+            .await
+            .map_err(|_| BusError("timed out connecting to RabbitMQ".into()))?
+            .map_err(|e| err("cannot connect to RabbitMQ", e))
+    }
+
+    async fn declare_exchanges(&self, channel: &Channel) -> Result<(), BusError> {
+        for exchange in ALL_EXCHANGES {
+            channel
+                .exchange_declare(
+                    self.name(exchange).into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions { durable: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("declaring exchange", e))?;
+        }
+        Ok(())
+    }
+
+    async fn publisher_channel(&self) -> Result<Channel, BusError> {
+        let mut guard = self.publisher.lock().await;
+        if let Some((conn, channel)) = guard.as_ref() {
+            if conn.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        *guard = None;
+        let conn = self.connect().await?;
+        let channel = conn.create_channel().await.map_err(|e| err("opening channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| err("enabling publisher confirms", e))?;
+        self.declare_exchanges(&channel).await?;
+        *guard = Some((conn, channel.clone()));
+        Ok(channel)
+    }
+
+    async fn drop_publisher(&self) {
+        *self.publisher.lock().await = None;
+    }
+
+    fn properties(message: &OutgoingMessage) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for (k, v) in &message.headers {
+            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+        }
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message.message_id.as_str().into())
+            .with_headers(headers);
+        if let Some(c) = message.headers.get("correlation-id") {
+            props = props.with_correlation_id(c.as_str().into());
+        }
+        props
+    }
+
+    async fn publish_inner(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
+        let channel = match self.publisher_channel().await {
+            Ok(c) => c,
+            Err(e) => return PublishOutcome { confirmed: 0, error: Some(e) },
+        };
+        // Pipeline the batch, then collect confirmations in order.
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let exchange = self.name(&m.exchange);
+            match channel
+                .basic_publish(
+                    exchange.into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &m.body,
+                    Self::properties(m),
+                )
+                .await
+            {
+                Ok(confirm) => pending.push(confirm),
+                Err(e) => {
+                    pending.clear();
+                    self.drop_publisher().await;
+                    return PublishOutcome { confirmed: 0, error: Some(err("publishing", e)) };
+                }
+            }
+        }
+        let mut confirmed = 0;
+        for confirm in pending {
+            match confirm.await {
+                Ok(c) if c.is_ack() => confirmed += 1,
+                Ok(_) => {
+                    return PublishOutcome { confirmed, error: Some(BusError("broker refused (nack) a message".into())) };
+                }
+                Err(e) => {
+                    self.drop_publisher().await;
+                    return PublishOutcome { confirmed, error: Some(err("awaiting confirmation", e)) };
+                }
+            }
+        }
+        PublishOutcome { confirmed, error: None }
+    }
+
+    /// Declares a consumer's queue, its retry queues and its dead-letter queue, and binds it.
+    async fn declare_consumer_topology(&self, channel: &Channel, sub: &Subscription) -> Result<String, BusError> {
+        self.declare_exchanges(channel).await?;
+        let queue = self.name(&sub.queue);
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await
+            .map_err(|e| err("declaring queue", e))?;
+        channel
+            .queue_declare(format!("{queue}.dlq").into(), durable, FieldTable::default())
+            .await
+            .map_err(|e| err("declaring dead-letter queue", e))?;
+        for attempt in 1..sub.max_attempts {
+            let mut args = FieldTable::default();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(sub.retry_delay(attempt).as_millis() as i64));
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.as_str().into()));
+            channel
+                .queue_declare(retry_queue(&queue, sub, attempt).into(), durable, args)
+                .await
+                .map_err(|e| err("declaring retry queue", e))?;
+        }
+        for (exchange, pattern) in &sub.bindings {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.name(exchange).into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("binding queue", e))?;
+        }
+        Ok(queue)
+    }
+
+    async fn consume_once(
+        &self,
+        sub: &Subscription,
+        handler: &Arc<dyn MessageHandler>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BusError> {
+        let conn = self.connect().await?;
+        let channel = conn.create_channel().await.map_err(|e| err("opening channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| err("enabling publisher confirms", e))?;
+        let queue = self.declare_consumer_topology(&channel, sub).await?;
+        channel
+            .basic_qos(sub.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| err("setting prefetch", e))?;
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("{queue}-{}", uuid::Uuid::new_v4()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("starting consumer", e))?;
+        tracing::info!(queue = %queue, "consuming");
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = deliveries.next() => next,
+            };
+            let delivery = match delivery {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(err("receiving", e)),
+                None => return Err(BusError("consumer stream ended".into())),
+            };
+            let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER);
+            let outcome = handler.handle(&delivery.data).await;
+            let failure = match outcome {
+                Ok(()) => None,
+                Err(HandlerError::Permanent(e)) => Some((e, true)),
+                Err(HandlerError::Transient(e)) => Some((e, attempt + 1 >= sub.max_attempts)),
+            };
+            if let Some((error, give_up)) = failure {
+                let target = if give_up {
+                    metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
+                    tracing::warn!(queue = %queue, attempt = attempt + 1, %error, "message dead-lettered");
+                    format!("{queue}.dlq")
+                } else {
+                    metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone()).increment(1);
+                    tracing::info!(queue = %queue, attempt = attempt + 1, %error, "message will be retried");
+                    retry_queue(&queue, sub, attempt + 1)
+                };
+                let mut props = delivery.properties.clone();
+                let mut headers = props.headers().clone().unwrap_or_default();
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
+                headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(truncate(&error, 1000).into()));
+                props = props.with_headers(headers).with_delivery_mode(2);
+                let moved = match channel
+                    .basic_publish("".into(), target.into(), BasicPublishOptions::default(), &delivery.data, props)
+                    .await
+                {
+                    Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+                    Err(_) => false,
+                };
+                if !moved {
+                    // Keep the message: it comes back when we reconnect.
+                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    return Err(BusError("could not move a failed message to its retry queue".into()));
+                }
+            } else {
+                metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone()).increment(1);
+            }
+            delivery.ack(BasicAckOptions::default()).await.map_err(|e| err("acknowledging", e))?;
+        }
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = conn.close(200, "shutdown".into()).await;
+        Ok(())
+    }
+}
+
+fn retry_queue(queue: &str, sub: &Subscription, attempt: u32) -> String {
+    format!("{queue}.retry.{}ms", sub.retry_delay(attempt).as_millis())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn header_u32(props: &BasicProperties, key: &str) -> u32 {
+    let Some(headers) = props.headers() else { return 0 };
+    match headers.inner().get(key) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, u32::MAX as i64) as u32,
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
+
+#[async_trait]
+impl Bus for AmqpBus {
+    async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
+        let outcome = self.publish_inner(messages).await;
+        for m in &messages[..outcome.confirmed] {
+            metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
+                .increment(1);
+        }
+        outcome
+    }
+
+    async fn consume(&self, subscription: Subscription, handler: Arc<dyn MessageHandler>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume_once(&subscription, &handler, &shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(queue = %subscription.queue, error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer disconnected");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn healthy(&self) -> bool {
+        self.publisher_channel().await.is_ok()
+    }
+}
+
+/// Headers a message carries for correlation.
+pub fn correlation_headers(correlation_id: Option<&str>) -> BTreeMap<String, String> {
+    let mut h = BTreeMap::new();
+    if let Some(c) = correlation_id {
+        h.insert("correlation-id".to_string(), c.to_string());
+    }
+    h
+}

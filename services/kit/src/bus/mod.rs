@@ -1,0 +1,111 @@
+//! The message bus: publishing with confirmation and consuming with retries and a dead-letter
+//! queue. [`Bus`] is small so that the RabbitMQ implementation ([`amqp::AmqpBus`]) and an
+//! in-process one for local runs share every semantic the services rely on.
+
+pub mod amqp;
+pub mod consumer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+pub use consumer::{EventHandler, IdempotentConsumer};
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    /// Logical exchange name (the bus adds its prefix).
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    /// The event id; brokers use it as the message id.
+    pub message_id: String,
+    /// Extra headers (correlation id, `traceparent`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What happened to a batch: the first `confirmed` messages were confirmed by the broker; when
+/// `error` is set, the rest were not (some may still have arrived: delivery is at least once).
+#[derive(Debug)]
+pub struct PublishOutcome {
+    pub confirmed: usize,
+    pub error: Option<BusError>,
+}
+
+/// A bus failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("message bus: {0}")]
+pub struct BusError(pub String);
+
+/// Why a handler did not process a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (database down, peer unavailable).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never succeed (malformed message): straight to the dead-letter queue.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Transient(format!("database: {e}"))
+    }
+}
+
+/// Processes one message body.
+#[async_trait]
+pub trait MessageHandler: Send + Sync + 'static {
+    async fn handle(&self, body: &[u8]) -> Result<(), HandlerError>;
+}
+
+/// A consumer's queue and what it receives.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Logical queue name, e.g. `audit-service.events`.
+    pub queue: String,
+    /// (exchange, routing-key pattern) pairs, e.g. `("user.events", "user.*")`.
+    pub bindings: Vec<(String, String)>,
+    /// Delivery attempts before the message goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub retry_base_delay: Duration,
+    /// Messages in flight per consumer.
+    pub prefetch: u16,
+}
+
+impl Subscription {
+    /// The delay before retry number `attempt` (1-based), growing exponentially, capped at 5 min.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        (self.retry_base_delay * factor).min(Duration::from_secs(300))
+    }
+}
+
+/// Consumer retry settings from the environment: `EVENT_MAX_ATTEMPTS` (default 5) and
+/// `EVENT_RETRY_BASE_DELAY` (default 1s).
+pub fn retry_settings(env: &crate::config::Env) -> Result<(u32, Duration), crate::config::ConfigError> {
+    let attempts: u32 = env.parse_or("EVENT_MAX_ATTEMPTS", 5)?;
+    if attempts == 0 {
+        return Err(crate::config::ConfigError::new("EVENT_MAX_ATTEMPTS", "must be at least 1"));
+    }
+    Ok((attempts, env.duration_or("EVENT_RETRY_BASE_DELAY", Duration::from_secs(1))?))
+}
+
+/// A message bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes persistently, in order, and waits for the broker's confirmations.
+    async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome;
+
+    /// Consumes `subscription` with `handler` until `shutdown`, reconnecting after failures.
+    /// Failed messages are retried with growing delay, then dead-lettered; the queue keeps flowing.
+    async fn consume(&self, subscription: Subscription, handler: Arc<dyn MessageHandler>, shutdown: CancellationToken);
+
+    /// Whether the broker is reachable now (readiness).
+    async fn healthy(&self) -> bool;
+}

@@ -1,0 +1,116 @@
+//! A PostgreSQL pool per service, on the service's own schema.
+//!
+//! The connection's `search_path` is the schema, so a service's SQL never names it, and moving a
+//! service to its own database is a change of `DATABASE_URL` only.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
+
+use crate::config::{ConfigError, Env};
+
+/// Database settings of one service.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub schema: String,
+    pub max_connections: u32,
+}
+
+impl DbConfig {
+    /// `DATABASE_URL` (or `<PREFIX>_DATABASE_URL`), `<PREFIX>_DB_SCHEMA` (default: the service's
+    /// schema) and `<PREFIX>_DB_MAX_CONNECTIONS`.
+    pub fn from_env(env: &Env, prefix: &str, default_schema: &str) -> Result<Self, ConfigError> {
+        let own = format!("{prefix}_DATABASE_URL");
+        let url = match env.raw(&own) {
+            Some(url) => url,
+            None => env.required("DATABASE_URL")?,
+        };
+        PgConnectOptions::from_str(&url).map_err(|e| {
+            ConfigError::new("DATABASE_URL", format!("is not a valid PostgreSQL URL: {e}"))
+        })?;
+        let schema_var = format!("{prefix}_DB_SCHEMA");
+        let schema = env.string_or(&schema_var, default_schema);
+        if schema.is_empty()
+            || schema.len() > 48
+            || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(ConfigError::new(schema_var, "must be lowercase letters, digits and _"));
+        }
+        Ok(Self {
+            url,
+            schema,
+            max_connections: env.parse_or(&format!("{prefix}_DB_MAX_CONNECTIONS"), 10)?,
+        })
+    }
+}
+
+/// Creates the schema when missing and opens a pool whose `search_path` is that schema.
+pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
+    let base = PgConnectOptions::from_str(&cfg.url)?;
+    {
+        let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect_with(&base))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        // Serialise concurrent first starts (several replicas, parallel tests).
+        sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-schema'))")
+            .execute(&mut conn)
+            .await?;
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", cfg.schema)))
+            .execute(&mut conn)
+            .await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-schema'))")
+            .execute(&mut conn)
+            .await?;
+        created?;
+        conn.close().await?;
+    }
+    let opts = base.options([("search_path", cfg.schema.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+}
+
+/// The tables the kit itself needs in every service schema: the outbox and the record of handled
+/// events. Idempotent; run before the service's own migrations.
+const KIT_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS outbox (
+    id           BIGSERIAL PRIMARY KEY,
+    event_id     UUID NOT NULL UNIQUE,
+    exchange     TEXT NOT NULL,
+    routing_key  TEXT NOT NULL,
+    aggregate_id TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    headers      JSONB NOT NULL DEFAULT '{}',
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts     INT NOT NULL DEFAULT 0,
+    last_error   TEXT
+);
+CREATE TABLE IF NOT EXISTS processed_events (
+    consumer     TEXT NOT NULL,
+    event_id     UUID NOT NULL,
+    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+CREATE INDEX IF NOT EXISTS processed_events_at ON processed_events (processed_at);
+"#;
+
+/// Runs the kit's tables and then the service's migrations, under one advisory lock per schema.
+pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-kit-' || current_schema()))")
+        .execute(&mut *conn)
+        .await?;
+    let result = sqlx::raw_sql(KIT_SCHEMA).execute(&mut *conn).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-kit-' || current_schema()))")
+        .execute(&mut *conn)
+        .await?;
+    result?;
+    drop(conn);
+    migrator.run(pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The transactional outbox: a change and the event announcing it are written in one transaction;
+//! [`OutboxRelay`] publishes committed events to the bus and deletes them once the broker confirms.
+//!
+//! The relay is woken by `LISTEN/NOTIFY` with a polling fallback. Several replicas may run it: a
+//! transaction-scoped advisory lock lets one relay at a time take a batch (the others wait for
+//! the next round), which keeps events in commit order (so in order per aggregate) without
+//! double publication in the normal case. Delivery is at least once: consumers are idempotent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{Bus, BusError, OutgoingMessage};
+use crate::events::{DomainEvent, Envelope, EventMetadata};
+
+/// Who caused an event: the request's correlation id, the acting user, the causing event.
+#[derive(Debug, Clone, Default)]
+pub struct EventContext {
+    pub correlation_id: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+}
+
+impl EventContext {
+    fn metadata(&self) -> EventMetadata {
+        EventMetadata {
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id,
+            user_id: self.user_id,
+        }
+    }
+
+    /// The context for events caused by handling `event`.
+    pub fn caused_by(event: &Envelope) -> Self {
+        Self {
+            correlation_id: event.metadata.correlation_id.clone(),
+            user_id: event.metadata.user_id,
+            causation_id: Some(event.event_id),
+        }
+    }
+}
+
+/// The NOTIFY channel of a schema's outbox.
+pub fn channel(schema: &str) -> String {
+    format!("{schema}_outbox")
+}
+
+/// Records `payload` as an event in the caller's transaction; it is published after commit.
+pub async fn publish<E: DomainEvent>(
+    tx: &mut PgConnection,
+    payload: &E,
+    ctx: &EventContext,
+) -> Result<Envelope, sqlx::Error> {
+    let envelope = Envelope::wrap(payload, ctx.metadata());
+    enqueue(tx, &envelope).await?;
+    Ok(envelope)
+}
+
+/// Records an already built envelope.
+pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
+    let body = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let headers = serde_json::json!({ "correlation-id": envelope.metadata.correlation_id });
+    sqlx::query(
+        "INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.exchange())
+    .bind(&envelope.event_type)
+    .bind(&envelope.aggregate_id)
+    .bind(body)
+    .bind(headers)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Errors of one relay round.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Publishes the outbox of one service schema.
+pub struct OutboxRelay {
+    pool: PgPool,
+    bus: Arc<dyn Bus>,
+    schema: String,
+    batch_size: i64,
+    poll_interval: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, bus: Arc<dyn Bus>, schema: &str) -> Self {
+        Self {
+            pool,
+            bus,
+            schema: schema.to_string(),
+            batch_size: 200,
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+
+    /// Sets the polling fallback interval.
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Publishes one batch; returns how many events were confirmed (0 when another replica holds
+    /// the relay lock or the outbox is empty).
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '-outbox-relay'))")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "SELECT id, event_id, exchange, routing_key, body, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            ids.push(row.try_get::<i64, _>("id")?);
+            let headers: serde_json::Value = row.try_get("headers")?;
+            let headers = headers
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages.push(OutgoingMessage {
+                exchange: row.try_get("exchange")?,
+                routing_key: row.try_get("routing_key")?,
+                body: row.try_get::<String, _>("body")?.into_bytes(),
+                message_id: row.try_get::<Uuid, _>("event_id")?.to_string(),
+                headers,
+            });
+        }
+        let outcome = self.bus.publish(&messages).await;
+        if outcome.confirmed > 0 {
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+                .bind(&ids[..outcome.confirmed])
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(error) = &outcome.error {
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                .bind(ids[outcome.confirmed])
+                .bind(error.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        match outcome.error {
+            Some(e) => Err(e.into()),
+            None => Ok(outcome.confirmed),
+        }
+    }
+
+    /// Unpublished events.
+    pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await
+    }
+
+    /// Relays until `shutdown`: drains on every notification and every poll interval, backs off
+    /// while the broker or the database is unavailable.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let wait = match self.relay_once().await {
+                Ok(n) if n as i64 >= self.batch_size => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(schema = %self.schema, error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
+                    let b = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    Some(b)
+                }
+            };
+            if let Ok(n) = self.backlog().await {
+                metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone()).set(n as f64);
+            }
+            if let Some(delay) = wait {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                continue;
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = notified => {
+                    if r.is_err() {
+                        // The listener reconnects on its next use; poll meanwhile.
+                        tokio::time::sleep(self.poll_interval.min(Duration::from_millis(500))).await;
+                    }
+                }
+                _ = tokio::time::sleep(self.poll_interval) => {
+                    if listener.is_none() {
+                        listener = self.listen().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(&channel(&self.schema)).await.ok()?;
+        Some(listener)
+    }
+}

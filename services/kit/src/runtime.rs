@@ -1,0 +1,100 @@
+//! Running a service: the `serve` / `migrate` commands, graceful shutdown, background workers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A background task (outbox relay, consumer, ...) that ends when the shutdown token is cancelled.
+pub type Worker = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A built service: its full router and its background workers.
+pub struct Service {
+    pub name: &'static str,
+    pub router: Router,
+    pub workers: Vec<Worker>,
+}
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Run migrations, then serve (the default).
+    Serve,
+    /// Run migrations and exit (the operator's migration Job).
+    Migrate,
+}
+
+/// Parses the first argument: none or `serve`, or `migrate`.
+pub fn command_from_args() -> Result<Command, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => Ok(Command::Serve),
+        Some("migrate") => Ok(Command::Migrate),
+        Some("-h" | "--help") => Err("usage: <service> [serve|migrate]".into()),
+        Some(other) => Err(format!("unknown command {other:?}; usage: <service> [serve|migrate]")),
+    }
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+/// Binds the listen address with a clear error when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {addr}: the port is already in use (set BIND_ADDR or --port)")
+        } else {
+            anyhow::anyhow!("cannot listen on {addr}: {e}")
+        }
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Runs workers and the HTTP server until `shutdown`; waits (bounded) for workers to finish
+/// the message they are handling.
+pub async fn run(listener: TcpListener, router: Router, workers: Vec<Worker>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let handles: Vec<_> = workers.into_iter().map(tokio::spawn).collect();
+    let served = serve(listener, router, shutdown.clone()).await;
+    shutdown.cancel();
+    let drain = futures_util::future::join_all(handles);
+    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        tracing::warn!("workers did not stop within 30 s");
+    }
+    served.map_err(Into::into)
+}
