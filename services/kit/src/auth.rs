@@ -28,9 +28,10 @@ pub const DEFAULT_ISSUER: &str = "helpdesk";
 
 /// A user's role.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema, sqlx::Type,
 )]
 #[serde(rename_all = "UPPERCASE")]
+#[sqlx(type_name = "text", rename_all = "UPPERCASE")]
 pub enum Role {
     User,
     Agent,

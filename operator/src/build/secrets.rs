@@ -1,0 +1,143 @@
+//! Secrets holding generated material. Their content comes from [`SecretMaterial`], which the
+//! reconciler reads back from the cluster, so re-building never changes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+
+use super::{BuildInput, Child, Kind, child};
+use crate::material::{Owned, PRIVATE_KEY, PUBLIC_KEY};
+use crate::names::{self, AMQP_PORT, POSTGRES_PORT};
+
+pub const FINGERPRINT_ANNOTATION: &str = "helpdesk.dev/signing-key-fingerprint";
+pub const DATABASE: &str = "helpdesk";
+
+fn secret(input: &BuildInput, name: &str, component: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: input.meta(name, component),
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
+    let m = input.material;
+    let inst = input.name();
+    if let Owned::Ours(keys) = &m.jwt {
+        let s = secret(
+            input,
+            &input.resolved.jwt_secret,
+            "jwt",
+            &[(PRIVATE_KEY, &keys.private_pem), (PUBLIC_KEY, &keys.public_pem)],
+        );
+        out.push(child(Kind::Secret, &s));
+    }
+    if let Owned::Ours(admin) = &m.admin {
+        let s = secret(
+            input,
+            &input.resolved.admin_secret,
+            "bootstrap-admin",
+            &[("email", &admin.email), ("password", &admin.password)],
+        );
+        out.push(child(Kind::Secret, &s));
+    }
+    let tokens: Vec<(&str, &str)> = m
+        .service_tokens
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut s = secret(input, &names::service_tokens_secret(inst), "service-tokens", &tokens);
+    s.metadata.annotations = Some(BTreeMap::from([(
+        FINGERPRINT_ANNOTATION.to_string(),
+        m.signing_fingerprint.clone(),
+    )]));
+    out.push(child(Kind::Secret, &s));
+
+    if let Some(c) = &m.postgres {
+        let host = names::postgres_name(inst);
+        let url = format!(
+            "postgres://{}:{}@{host}:{POSTGRES_PORT}/{DATABASE}",
+            c.username, c.password
+        );
+        let s = secret(
+            input,
+            &names::postgres_secret(inst),
+            "postgres",
+            &[
+                ("username", &c.username),
+                ("password", &c.password),
+                ("database", DATABASE),
+                ("url", &url),
+            ],
+        );
+        out.push(child(Kind::Secret, &s));
+    }
+    if let Some(c) = &m.rabbitmq {
+        let host = names::rabbitmq_name(inst);
+        let url = format!("amqp://{}:{}@{host}:{AMQP_PORT}/%2f", c.username, c.password);
+        let s = secret(
+            input,
+            &names::rabbitmq_secret(inst),
+            "rabbitmq",
+            &[
+                ("username", &c.username),
+                ("password", &c.password),
+                ("erlang-cookie", &c.erlang_cookie),
+                ("url", &url),
+            ],
+        );
+        out.push(child(Kind::Secret, &s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn data(s: &Secret, key: &str) -> String {
+        String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    #[test]
+    fn generated_secrets_for_a_minimal_platform() {
+        let all = build_default("  ingress: {host: h.example.com}");
+        assert_eq!(
+            names_of(&all, Kind::Secret),
+            ["hd-jwt", "hd-admin", "hd-service-tokens", "hd-postgres-credentials", "hd-rabbitmq-credentials"]
+        );
+        let jwt: Secret = get(&all, Kind::Secret, "hd-jwt");
+        assert!(data(&jwt, "private.pem").contains("PRIVATE KEY"));
+        let pg: Secret = get(&all, Kind::Secret, "hd-postgres-credentials");
+        assert!(data(&pg, "url").starts_with("postgres://helpdesk:"));
+        assert!(data(&pg, "url").ends_with("@hd-postgres:5432/helpdesk"));
+        let mq: Secret = get(&all, Kind::Secret, "hd-rabbitmq-credentials");
+        assert!(data(&mq, "url").ends_with("@hd-rabbitmq:5672/%2f"));
+        let tokens: Secret = get(&all, Kind::Secret, "hd-service-tokens");
+        assert_eq!(tokens.data.as_ref().unwrap().len(), 5);
+        assert!(tokens.metadata.annotations.unwrap().contains_key(FINGERPRINT_ANNOTATION));
+    }
+
+    #[test]
+    fn supplied_and_external_secrets_are_not_created() {
+        let p = platform(
+            "  ingress: {host: h.example.com}\n  postgres: {external: {secretRef: {name: db, key: url}}}\n  rabbitmq: {external: {secretRef: {name: mq}}}",
+        );
+        let r = crate::validate::validate(&p, &Default::default()).unwrap();
+        let mut m = crate::material::SecretMaterial::generate("a@b.c", false, false);
+        m.jwt = Owned::Theirs;
+        m.admin = Owned::Theirs;
+        let all = super::super::build(&BuildInput {
+            platform: &p,
+            resolved: &r,
+            material: &m,
+            deploy_versions: Default::default(),
+        });
+        assert_eq!(names_of(&all, Kind::Secret), ["hd-service-tokens"]);
+    }
+}

@@ -1,0 +1,289 @@
+//! Validation (pure): turns a spec plus the cluster's capabilities into resolved choices, or into
+//! the list of problems reported in status.
+
+use crate::crd::{
+    CloudNativePgSpec, ExternalPostgres, ExternalRabbitmq, HelpdeskPlatform, IngressKind,
+    ManagedPostgres, ManagedRabbitmq, RabbitmqClusterOperatorSpec, ServiceMonitorMode,
+};
+use crate::names::{self, Component};
+
+/// Which optional APIs the cluster serves (discovered by the controller, flags in `render`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `route.openshift.io/v1` Route; also means OpenShift's random UIDs.
+    pub routes: bool,
+    /// `postgresql.cnpg.io/v1` Cluster.
+    pub cloud_native_pg: bool,
+    /// `rabbitmq.com/v1beta1` RabbitmqCluster.
+    pub rabbitmq_operator: bool,
+    /// `monitoring.coreos.com/v1` ServiceMonitor.
+    pub service_monitor: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PostgresMode {
+    Managed(ManagedPostgres),
+    CloudNativePg(CloudNativePgSpec),
+    External(ExternalPostgres),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RabbitmqMode {
+    Managed(ManagedRabbitmq),
+    ClusterOperator(RabbitmqClusterOperatorSpec),
+    External(ExternalRabbitmq),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposure {
+    Ingress,
+    Route,
+}
+
+/// A validated platform: every choice the builders need, made once.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub postgres: PostgresMode,
+    pub rabbitmq: RabbitmqMode,
+    pub exposure: Exposure,
+    pub service_monitor: bool,
+    /// Random UIDs (OpenShift): leave runAsUser/fsGroup to the platform.
+    pub openshift: bool,
+    pub jwt_secret: String,
+    pub admin_secret: String,
+}
+
+impl Resolved {
+    pub fn url(&self, p: &HelpdeskPlatform) -> String {
+        format!("https://{}", p.spec.ingress.host)
+    }
+}
+
+/// Checks what the schema cannot (or what `render` gets without an API server to enforce it).
+pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, Vec<String>> {
+    let mut errs = Vec::new();
+    let s = &p.spec;
+    let name = p.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        errs.push("metadata.name is required".to_string());
+    }
+    if name.len() > 40 {
+        errs.push("metadata.name must be at most 40 characters (children append suffixes)".into());
+    }
+    let namespace = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    if s.version.is_empty()
+        || !s
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        errs.push(format!("spec.version {:?} is not a valid image tag", s.version));
+    }
+    if !is_dns_name(&s.ingress.host) {
+        errs.push(format!("spec.ingress.host {:?} is not a DNS name", s.ingress.host));
+    }
+    for c in Component::SERVICES {
+        let svc = s.services.get(c);
+        if let Some(a) = &svc.autoscaling
+            && (a.min_replicas < 1 || a.min_replicas > a.max_replicas)
+        {
+            errs.push(format!(
+                "spec.services.{}.autoscaling: minReplicas ({}) must be between 1 and maxReplicas ({})",
+                c.as_str(),
+                a.min_replicas,
+                a.max_replicas
+            ));
+        }
+        if svc.replicas < 0 {
+            errs.push(format!("spec.services.{}.replicas must not be negative", c.as_str()));
+        }
+    }
+    if !s.auth.token_ttl.ends_with(['s', 'm', 'h', 'd'])
+        || s.auth.token_ttl[..s.auth.token_ttl.len().saturating_sub(1)]
+            .parse::<u64>()
+            .is_err()
+    {
+        errs.push(format!("spec.auth.tokenTtl {:?} must look like 7d, 12h, 30m", s.auth.token_ttl));
+    }
+
+    let pg = &s.postgres;
+    let postgres = match (&pg.managed, &pg.cloud_native_pg, &pg.external) {
+        (None, None, None) => Some(PostgresMode::Managed(ManagedPostgres::default())),
+        (Some(m), None, None) => Some(PostgresMode::Managed(m.clone())),
+        (None, Some(c), None) => {
+            if !caps.cloud_native_pg {
+                errs.push("spec.postgres.cloudNativePG: the CloudNativePG Cluster API (postgresql.cnpg.io/v1) is not installed in this cluster".into());
+            }
+            Some(PostgresMode::CloudNativePg(c.clone()))
+        }
+        (None, None, Some(e)) => Some(PostgresMode::External(e.clone())),
+        _ => {
+            errs.push("spec.postgres: set exactly one of managed, cloudNativePG, external".into());
+            None
+        }
+    };
+    let mq = &s.rabbitmq;
+    let rabbitmq = match (&mq.managed, &mq.rabbitmq_cluster_operator, &mq.external) {
+        (None, None, None) => Some(RabbitmqMode::Managed(ManagedRabbitmq::default())),
+        (Some(m), None, None) => Some(RabbitmqMode::Managed(m.clone())),
+        (None, Some(o), None) => {
+            if !caps.rabbitmq_operator {
+                errs.push("spec.rabbitmq.rabbitmqClusterOperator: the RabbitmqCluster API (rabbitmq.com/v1beta1) is not installed in this cluster".into());
+            }
+            Some(RabbitmqMode::ClusterOperator(o.clone()))
+        }
+        (None, None, Some(e)) => Some(RabbitmqMode::External(e.clone())),
+        _ => {
+            errs.push(
+                "spec.rabbitmq: set exactly one of managed, rabbitmqClusterOperator, external".into(),
+            );
+            None
+        }
+    };
+    let exposure = match s.ingress.kind {
+        IngressKind::Auto if caps.routes => Exposure::Route,
+        IngressKind::Auto | IngressKind::Ingress => Exposure::Ingress,
+        IngressKind::Route => {
+            if !caps.routes {
+                errs.push("spec.ingress.kind is route but the Route API (route.openshift.io/v1) is not installed".into());
+            }
+            Exposure::Route
+        }
+    };
+    let service_monitor = match s.monitoring.service_monitor {
+        ServiceMonitorMode::Auto => caps.service_monitor,
+        ServiceMonitorMode::Enabled => {
+            if !caps.service_monitor {
+                errs.push("spec.monitoring.serviceMonitor is true but the ServiceMonitor API (monitoring.coreos.com/v1) is not installed".into());
+            }
+            true
+        }
+        ServiceMonitorMode::Disabled => false,
+    };
+    if let Some(f) = &s.frontend
+        && f.image.trim().is_empty()
+    {
+        errs.push("spec.frontend.image must not be empty".into());
+    }
+
+    match (postgres, rabbitmq) {
+        (Some(postgres), Some(rabbitmq)) if errs.is_empty() => Ok(Resolved {
+            jwt_secret: s
+                .auth
+                .signing_key_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| names::jwt_secret_default(&name)),
+            admin_secret: s
+                .auth
+                .bootstrap_admin_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| names::admin_secret_default(&name)),
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            name,
+            namespace,
+            postgres,
+            rabbitmq,
+            exposure,
+            service_monitor,
+            openshift: caps.routes,
+        }),
+        _ => Err(errs),
+    }
+}
+
+fn is_dns_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform(spec: &str) -> HelpdeskPlatform {
+        serde_yaml::from_str(&format!(
+            "apiVersion: helpdesk.dev/v1alpha1\nkind: HelpdeskPlatform\nmetadata: {{name: hd, namespace: ns}}\nspec:\n{spec}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn minimal_spec_resolves_to_managed_datastores_and_ingress() {
+        let r = validate(
+            &platform("  ingress: {host: helpdesk.example.com}"),
+            &Capabilities::default(),
+        )
+        .unwrap();
+        assert!(matches!(r.postgres, PostgresMode::Managed(_)));
+        assert!(matches!(r.rabbitmq, RabbitmqMode::Managed(_)));
+        assert_eq!(r.exposure, Exposure::Ingress);
+        assert!(!r.service_monitor);
+        assert_eq!(r.jwt_secret, "hd-jwt");
+        assert_eq!(r.admin_secret, "hd-admin");
+    }
+
+    #[test]
+    fn auto_picks_route_and_service_monitor_when_the_apis_exist() {
+        let caps = Capabilities {
+            routes: true,
+            service_monitor: true,
+            ..Default::default()
+        };
+        let r = validate(&platform("  ingress: {host: a.example.com}"), &caps).unwrap();
+        assert_eq!(r.exposure, Exposure::Route);
+        assert!(r.service_monitor && r.openshift);
+    }
+
+    #[test]
+    fn problems_are_all_reported() {
+        let errs = validate(
+            &platform(
+                r#"  version: "bad tag!"
+  ingress: {host: "Not_A_Host", kind: route}
+  postgres: {managed: {}, external: {secretRef: {name: x}}}
+  rabbitmq: {rabbitmqClusterOperator: {}}
+  services: {ticket: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}
+  auth: {tokenTtl: "seven days"}
+"#,
+            ),
+            &Capabilities::default(),
+        )
+        .unwrap_err();
+        let all = errs.join("\n");
+        for needle in [
+            "spec.version",
+            "spec.ingress.host",
+            "spec.postgres: set exactly one",
+            "RabbitmqCluster API",
+            "Route API",
+            "spec.services.ticket.autoscaling",
+            "tokenTtl",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in {all}");
+        }
+    }
+
+    #[test]
+    fn delegated_modes_need_their_crds() {
+        let p = platform("  ingress: {host: a.b}\n  postgres: {cloudNativePG: {instances: 3}}");
+        assert!(validate(&p, &Capabilities::default()).is_err());
+        let caps = Capabilities {
+            cloud_native_pg: true,
+            ..Default::default()
+        };
+        let r = validate(&p, &caps).unwrap();
+        assert!(matches!(r.postgres, PostgresMode::CloudNativePg(ref c) if c.instances == 3));
+    }
+}

@@ -1,0 +1,235 @@
+//! Signup, login, the current user, password change, token validation and the JWKS.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use helpdesk_kit::auth::{AuthUser, ServiceCaller};
+use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, check_length, is_valid_email};
+use helpdesk_kit::events::{UserCreated, UserUpdated};
+use helpdesk_kit::http::{ClientIp, RequestId};
+use helpdesk_kit::outbox::{self, EventContext};
+use helpdesk_kit::ratelimit::enforce;
+
+use crate::AppState;
+use crate::users::{self, NewUser, User, UserRow};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(signup))
+        .route("/auth/login", post(login))
+        .route("/auth/me", get(me))
+        .route("/auth/change-password", post(change_password))
+        .route("/auth/validate", post(validate))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignupRequest {
+    pub email: String,
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuthResponse {
+    pub user: User,
+    pub token: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    pub old_password: String,
+    pub new_password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ValidateRequest {
+    pub token: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ValidateResponse {
+    pub valid: bool,
+    pub user: User,
+}
+
+/// `{message}` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+impl Message {
+    pub fn new(m: &str) -> ApiJson<Message> {
+        ApiJson(Message { message: m.to_string() })
+    }
+}
+
+/// Checks a new password against the configured length limits.
+pub fn check_password(state: &AppState, field: &str, password: &str) -> ApiResult<()> {
+    let n = password.chars().count();
+    let min = state.config.password_min_length;
+    if n < min {
+        return Err(ApiError::bad_request(format!("{field} must be at least {min} characters")));
+    }
+    if n > 128 {
+        return Err(ApiError::bad_request(format!("{field} must be at most 128 characters")));
+    }
+    Ok(())
+}
+
+fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
+    match value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => {
+            check_length(field, &v, 1, 100)?;
+            Ok(Some(v))
+        }
+    }
+}
+
+fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
+    state.keys.issue_user_token(row.id, &row.email, row.role).map_err(ApiError::internal)
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/auth/signup", request_body = SignupRequest, tag = "auth",
+    responses((status = 201, body = AuthResponse), (status = 400, description = "Invalid field"), (status = 409, description = "Email already exists")))]
+pub async fn signup(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<SignupRequest>,
+) -> ApiResult<(StatusCode, ApiJson<AuthResponse>)> {
+    let email = body.email.trim().to_string();
+    if !is_valid_email(&email) {
+        return Err(ApiError::bad_request("email must be a valid email address"));
+    }
+    check_password(&state, "password", &body.password)?;
+    let first_name = optional_name("firstName", body.first_name)?;
+    let last_name = optional_name("lastName", body.last_name)?;
+    if users::find_by_email(&state.pool, &email).await?.is_some() {
+        return Err(ApiError::conflict("Email already exists"));
+    }
+    let hash = state.passwords.hash(body.password).await?;
+    let mut tx = state.pool.begin().await?;
+    let new = NewUser {
+        email: &email,
+        password_hash: &hash,
+        first_name: first_name.as_deref(),
+        last_name: last_name.as_deref(),
+        role: state.config.signup_default_role,
+    };
+    let row = match users::insert(&mut tx, &new).await {
+        Ok(row) => row,
+        Err(e) if users::is_duplicate_email(&e) => return Err(ApiError::conflict("Email already exists")),
+        Err(e) => return Err(e.into()),
+    };
+    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(row.id), causation_id: None };
+    outbox::publish(&mut tx, &UserCreated { user: row.snapshot() }, &ctx).await?;
+    tx.commit().await?;
+    let token = issue(&state, &row)?;
+    Ok((StatusCode::CREATED, ApiJson(AuthResponse { user: User::from(&row), token })))
+}
+
+/// Sign in.
+#[utoipa::path(post, path = "/auth/login", request_body = LoginRequest, tag = "auth",
+    responses((status = 200, body = AuthResponse), (status = 401, description = "Invalid credentials"), (status = 429, description = "Too many attempts")))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<ApiJson<AuthResponse>> {
+    let email = body.email.trim().to_lowercase();
+    if email.is_empty() || body.password.is_empty() {
+        return Err(ApiError::bad_request("email and password are required"));
+    }
+    if body.password.chars().count() > 128 {
+        return Err(ApiError::unauthorized("Invalid credentials"));
+    }
+    enforce(&[
+        (state.limiters.login_ip.as_ref(), ip.as_str()),
+        (state.limiters.login_account.as_ref(), email.as_str()),
+    ])?;
+    let row = users::find_by_email(&state.pool, &email).await?;
+    let ok = state.passwords.verify(body.password, row.as_ref().map(|r| r.password_hash.clone())).await?;
+    match row {
+        Some(row) if ok => {
+            let token = issue(&state, &row)?;
+            Ok(ApiJson(AuthResponse { user: User::from(&row), token }))
+        }
+        _ => Err(ApiError::unauthorized("Invalid credentials")),
+    }
+}
+
+/// Loads the signed-in user; a token of a deleted account no longer works.
+pub async fn current_user(state: &AppState, auth: &AuthUser) -> ApiResult<UserRow> {
+    users::find_by_id(&state.pool, auth.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, description = "Not signed in")))]
+pub async fn me(State(state): State<AppState>, auth: AuthUser) -> ApiResult<ApiJson<User>> {
+    let row = current_user(&state, &auth).await?;
+    Ok(ApiJson(User::from(&row)))
+}
+
+/// Change the signed-in user's password.
+#[utoipa::path(post, path = "/auth/change-password", request_body = ChangePasswordRequest, tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Message), (status = 400, description = "Current password is incorrect")))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<ApiJson<Message>> {
+    check_password(&state, "newPassword", &body.new_password)?;
+    let row = current_user(&state, &auth).await?;
+    if body.old_password.chars().count() > 128
+        || !state.passwords.verify(body.old_password, Some(row.password_hash.clone())).await?
+    {
+        return Err(ApiError::bad_request("Current password is incorrect"));
+    }
+    let hash = state.passwords.hash(body.new_password).await?;
+    let mut tx = state.pool.begin().await?;
+    users::set_password(&mut tx, row.id, &hash).await?;
+    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(row.id), causation_id: None };
+    outbox::publish(&mut tx, &UserUpdated { user: row.snapshot(), changes: vec!["password".into()] }, &ctx).await?;
+    tx.commit().await?;
+    Ok(Message::new("Password changed successfully"))
+}
+
+/// Validate a user token (internal: for callers that cannot verify JWTs themselves).
+#[utoipa::path(post, path = "/auth/validate", request_body = ValidateRequest, tag = "internal", security(("bearer" = [])),
+    responses((status = 200, body = ValidateResponse), (status = 401, description = "Invalid token or missing service credential")))]
+pub async fn validate(
+    State(state): State<AppState>,
+    _caller: ServiceCaller,
+    ApiJson(body): ApiJson<ValidateRequest>,
+) -> ApiResult<ApiJson<ValidateResponse>> {
+    let claims = state.keys.verify_user_token(body.token.trim())?;
+    let row = users::find_by_id(&state.pool, claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
+    Ok(ApiJson(ValidateResponse { valid: true, user: User::from(&row) }))
+}
+
+/// Public keys that verify user tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWKS")))]
+pub async fn jwks(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(state.keys.jwks())
+}

@@ -1,0 +1,210 @@
+//! user-service: accounts, sign-in, password reset, and the JWTs every other service verifies.
+//!
+//! Modules: [`auth`] (signup, login, me, change password, token validation, JWKS), [`reset`]
+//! (forgot / reset password), [`internal`] (routes for admin-service), [`users`] (the table),
+//! [`passwords`] (argon2id), [`bootstrap`] (the first administrator).
+
+pub mod auth;
+pub mod bootstrap;
+pub mod internal;
+pub mod passwords;
+pub mod reset;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use helpdesk_kit::auth::{JwtKeys, Role};
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::db::DbConfig;
+use helpdesk_kit::http::{self, HttpConfig, Readiness};
+use helpdesk_kit::outbox::OutboxRelay;
+use helpdesk_kit::ratelimit::KeyedLimiter;
+use helpdesk_kit::runtime::Service;
+
+pub use passwords::HashingConfig;
+
+/// The service's name in logs and metrics.
+pub const SERVICE: &str = "user-service";
+
+/// The service's migrations (`migrations/user`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/user");
+
+/// Rate limits, per minute (0 disables one).
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub login_per_ip: u32,
+    pub login_per_account: u32,
+    pub forgot_per_ip: u32,
+    pub forgot_per_account: u32,
+    pub reset_per_ip: u32,
+}
+
+/// Everything user-service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub db: DbConfig,
+    pub amqp_url: Option<String>,
+    pub bus_prefix: String,
+    pub keys: Arc<JwtKeys>,
+    pub frontend_base_url: String,
+    pub signup_default_role: Role,
+    pub password_min_length: usize,
+    pub hashing: HashingConfig,
+    pub bootstrap_admin: Option<(String, String)>,
+    pub rate_limits: RateLimits,
+    pub reset_token_ttl: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let bootstrap_admin = match (env.raw("BOOTSTRAP_ADMIN_EMAIL"), env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?) {
+            (Some(email), Some(password)) => {
+                if !helpdesk_kit::error::is_valid_email(email.trim()) {
+                    return Err(ConfigError::new("BOOTSTRAP_ADMIN_EMAIL", "is not a valid email address"));
+                }
+                if password.chars().count() < 8 {
+                    return Err(ConfigError::new("BOOTSTRAP_ADMIN_PASSWORD", "must be at least 8 characters"));
+                }
+                Some((email.trim().to_string(), password))
+            }
+            (Some(_), None) => return Err(ConfigError::new("BOOTSTRAP_ADMIN_PASSWORD", "is required when BOOTSTRAP_ADMIN_EMAIL is set")),
+            (None, Some(_)) => return Err(ConfigError::new("BOOTSTRAP_ADMIN_EMAIL", "is required when BOOTSTRAP_ADMIN_PASSWORD is set")),
+            (None, None) => None,
+        };
+        let signup_default_role = env
+            .string_or("SIGNUP_DEFAULT_ROLE", "AGENT")
+            .parse()
+            .map_err(|e: String| ConfigError::new("SIGNUP_DEFAULT_ROLE", e))?;
+        let password_min_length: usize = env.parse_or("USER_PASSWORD_MIN_LENGTH", 6)?;
+        if !(1..=128).contains(&password_min_length) {
+            return Err(ConfigError::new("USER_PASSWORD_MIN_LENGTH", "must be between 1 and 128"));
+        }
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            db: DbConfig::from_env(env, "USER", "users")?,
+            amqp_url: env.raw("AMQP_URL"),
+            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            keys: Arc::new(JwtKeys::from_env(env, true)?),
+            frontend_base_url: env.string_or("FRONTEND_BASE_URL", "http://localhost:3000").trim_end_matches('/').to_string(),
+            signup_default_role,
+            password_min_length,
+            hashing: HashingConfig::from_env(env)?,
+            bootstrap_admin,
+            rate_limits: RateLimits {
+                login_per_ip: env.parse_or("USER_LOGIN_RATE_PER_IP", 60)?,
+                login_per_account: env.parse_or("USER_LOGIN_RATE_PER_ACCOUNT", 10)?,
+                forgot_per_ip: env.parse_or("USER_FORGOT_RATE_PER_IP", 10)?,
+                forgot_per_account: env.parse_or("USER_FORGOT_RATE_PER_ACCOUNT", 3)?,
+                reset_per_ip: env.parse_or("USER_RESET_RATE_PER_IP", 10)?,
+            },
+            reset_token_ttl: env.duration_or("USER_RESET_TOKEN_TTL", Duration::from_secs(3600))?,
+        })
+    }
+}
+
+/// Rate limiters built from [`RateLimits`].
+pub struct Limiters {
+    pub login_ip: Option<KeyedLimiter>,
+    pub login_account: Option<KeyedLimiter>,
+    pub forgot_ip: Option<KeyedLimiter>,
+    pub forgot_account: Option<KeyedLimiter>,
+    pub reset_ip: Option<KeyedLimiter>,
+}
+
+/// Shared state of the handlers.
+pub struct Inner {
+    pub pool: PgPool,
+    pub keys: Arc<JwtKeys>,
+    pub passwords: passwords::Passwords,
+    pub limiters: Limiters,
+    pub config: Config,
+}
+
+/// Handler state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(s: &AppState) -> Self {
+        s.keys.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Helpdesk user-service", description = "Accounts, sign-in and password reset"),
+    paths(
+        auth::signup, auth::login, auth::me, auth::change_password, auth::validate, auth::jwks,
+        reset::forgot_password, reset::reset_password,
+        internal::get_user, internal::list_users, internal::change_role, internal::delete_user,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer scheme to the OpenAPI document.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The service's API routes, without the shared stack.
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .merge(auth::routes())
+        .merge(reset::routes())
+        .merge(internal::routes())
+        .with_state(state)
+}
+
+/// Connects, migrates and builds the service: its full router and its outbox relay.
+pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    bootstrap::ensure_admin(&pool, &config).await?;
+    let limit = |n: u32| KeyedLimiter::per_minute(n);
+    let r = &config.rate_limits;
+    let limiters = Limiters {
+        login_ip: limit(r.login_per_ip),
+        login_account: limit(r.login_per_account),
+        forgot_ip: limit(r.forgot_per_ip),
+        forgot_account: limit(r.forgot_per_account),
+        reset_ip: limit(r.reset_per_ip),
+    };
+    let state = AppState(Arc::new(Inner {
+        pool: pool.clone(),
+        keys: config.keys.clone(),
+        passwords: passwords::Passwords::new(&config.hashing)?,
+        limiters,
+        config: config.clone(),
+    }));
+    let readiness = Readiness { service: SERVICE, pool: pool.clone(), bus: Some(bus.clone()) };
+    let router = api_router(state)
+        .merge(http::operational_routes(readiness))
+        .merge(http::docs_routes(ApiDoc::openapi()));
+    let router = http::finish(router, SERVICE, &config.http);
+    let relay = OutboxRelay::new(pool, bus, &config.db.schema);
+    Ok(Service { name: SERVICE, router, workers: vec![Box::pin(relay.run(shutdown))] })
+}

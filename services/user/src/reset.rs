@@ -1,0 +1,145 @@
+//! Forgot / reset password. Tokens are 32 random bytes, stored only as SHA-256, valid for an hour,
+//! single use; a successful reset voids the user's other outstanding tokens.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use base64::Engine;
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, is_valid_email};
+use helpdesk_kit::events::{UserPasswordResetRequested, UserUpdated};
+use helpdesk_kit::http::{ClientIp, RequestId};
+use helpdesk_kit::outbox::{self, EventContext};
+use helpdesk_kit::ratelimit::enforce;
+
+use crate::AppState;
+use crate::auth::{Message, check_password};
+use crate::users;
+
+const FORGOT_ANSWER: &str = "If the email exists, a reset link has been sent";
+const INVALID_TOKEN: &str = "Invalid or expired reset token";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/forgot-password", post(forgot_password))
+        .route("/auth/reset-password", post(reset_password))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ForgotPasswordRequest {
+    pub email: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPasswordRequest {
+    pub token: String,
+    pub new_password: String,
+}
+
+fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Request a reset link by email.
+#[utoipa::path(post, path = "/auth/forgot-password", request_body = ForgotPasswordRequest, tag = "auth",
+    responses((status = 200, body = Message), (status = 429, description = "Too many requests")))]
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<ForgotPasswordRequest>,
+) -> ApiResult<ApiJson<Message>> {
+    let email = body.email.trim().to_lowercase();
+    if !is_valid_email(&email) {
+        return Err(ApiError::bad_request("email must be a valid email address"));
+    }
+    enforce(&[
+        (state.limiters.forgot_ip.as_ref(), ip.as_str()),
+        (state.limiters.forgot_account.as_ref(), email.as_str()),
+    ])?;
+    let Some(user) = users::find_by_email(&state.pool, &email).await? else {
+        return Ok(Message::new(FORGOT_ANSWER));
+    };
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let expires_at = chrono::Utc::now()
+        + chrono::Duration::from_std(state.config.reset_token_ttl).unwrap_or(chrono::Duration::hours(1));
+    let mut tx = state.pool.begin().await?;
+    sqlx::query("INSERT INTO password_reset_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(Uuid::now_v7())
+        .bind(user.id)
+        .bind(hash_token(&token))
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    let event = UserPasswordResetRequested {
+        user_id: user.id,
+        email: user.email.clone(),
+        first_name: user.first_name.clone(),
+        reset_link: format!("{}/reset-password?token={token}", state.config.frontend_base_url),
+        expires_at,
+    };
+    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(user.id), causation_id: None };
+    outbox::publish(&mut tx, &event, &ctx).await?;
+    tx.commit().await?;
+    Ok(Message::new(FORGOT_ANSWER))
+}
+
+/// Set a new password with a reset token.
+#[utoipa::path(post, path = "/auth/reset-password", request_body = ResetPasswordRequest, tag = "auth",
+    responses((status = 200, body = Message), (status = 400, description = "Invalid or expired reset token")))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<ResetPasswordRequest>,
+) -> ApiResult<ApiJson<Message>> {
+    enforce(&[(state.limiters.reset_ip.as_ref(), ip.as_str())])?;
+    check_password(&state, "newPassword", &body.new_password)?;
+    let token = body.token.trim();
+    if token.is_empty() || token.len() > 256 {
+        return Err(ApiError::bad_request(INVALID_TOKEN));
+    }
+    let token_hash = hash_token(token);
+    // Cheap check first, so an invalid token costs no hashing.
+    let valid: Option<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM password_reset_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&state.pool)
+    .await?;
+    if valid.is_none() {
+        return Err(ApiError::bad_request(INVALID_TOKEN));
+    }
+    let hash = state.passwords.hash(body.new_password).await?;
+    let mut tx = state.pool.begin().await?;
+    // Claim the token atomically: of two concurrent resets, one wins.
+    let user_id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE password_reset_tokens SET used_at = now() \
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+    )
+    .bind(&token_hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user_id) = user_id else {
+        return Err(ApiError::bad_request(INVALID_TOKEN));
+    };
+    let Some(user) = users::lock_by_id(&mut tx, user_id).await? else {
+        return Err(ApiError::bad_request(INVALID_TOKEN));
+    };
+    users::set_password(&mut tx, user_id, &hash).await?;
+    sqlx::query("UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(user_id), causation_id: None };
+    outbox::publish(&mut tx, &UserUpdated { user: user.snapshot(), changes: vec!["password".into()] }, &ctx).await?;
+    tx.commit().await?;
+    Ok(Message::new("Password reset successful"))
+}

@@ -1,0 +1,155 @@
+//! Accounts: the `users` table and its JSON view.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use helpdesk_kit::auth::Role;
+use helpdesk_kit::events::UserSnapshot;
+
+/// A stored account.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The contract's User object (never a password hash).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&UserRow> for User {
+    fn from(r: &UserRow) -> Self {
+        User {
+            id: r.id,
+            email: r.email.clone(),
+            first_name: r.first_name.clone(),
+            last_name: r.last_name.clone(),
+            role: r.role,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl UserRow {
+    pub fn snapshot(&self) -> UserSnapshot {
+        UserSnapshot {
+            id: self.id,
+            email: self.email.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            role: self.role,
+            created_at: self.created_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at";
+
+pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE lower(email) = lower($1)")))
+        .bind(email)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Locks the row for the rest of the transaction.
+pub async fn lock_by_id(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Users with one of `roles` (all when empty), newest first.
+pub async fn list(db: impl PgExecutor<'_>, roles: &[Role]) -> sqlx::Result<Vec<UserRow>> {
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE cardinality($1::text[]) = 0 OR role = ANY($1) ORDER BY created_at DESC, id DESC"
+    )))
+    .bind(roles)
+    .fetch_all(db)
+    .await
+}
+
+/// A new account.
+pub struct NewUser<'a> {
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub role: Role,
+}
+
+/// Inserts an account; a case-insensitive duplicate email violates `users_email_lower_key`.
+pub async fn insert(db: &mut PgConnection, new: &NewUser<'_>) -> sqlx::Result<UserRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users (id, email, password_hash, first_name, last_name, role) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(new.email)
+    .bind(new.password_hash)
+    .bind(new.first_name)
+    .bind(new.last_name)
+    .bind(new.role)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_password(db: &mut PgConnection, id: Uuid, hash: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_role(db: &mut PgConnection, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(role)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn delete(db: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// Locks every ADMIN row and returns how many there are (serialises last-admin checks).
+pub async fn lock_admins(db: &mut PgConnection) -> sqlx::Result<i64> {
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE role = 'ADMIN' FOR UPDATE")
+        .fetch_all(db)
+        .await?;
+    Ok(ids.len() as i64)
+}
+
+/// Whether `e` is the case-insensitive email uniqueness violation.
+pub fn is_duplicate_email(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some("users_email_lower_key"))
+}
