@@ -98,3 +98,77 @@ pub async fn run(listener: TcpListener, router: Router, workers: Vec<Worker>, sh
     }
     served.map_err(Into::into)
 }
+
+/// What a service binary needs to know about its service; [`service_main`] does the rest.
+pub trait ServiceDef {
+    /// Name in logs and metrics, e.g. `user-service`.
+    const NAME: &'static str;
+    type Config: Send + 'static;
+    /// Reads the configuration (one-line error naming the variable on failure).
+    fn load(env: &crate::config::Env) -> Result<Self::Config, crate::config::ConfigError>;
+    fn db(config: &Self::Config) -> &crate::db::DbConfig;
+    fn http(config: &Self::Config) -> &crate::http::HttpConfig;
+    /// `AMQP_URL` and the exchange/queue prefix.
+    fn bus(config: &Self::Config) -> (Option<&str>, &str);
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+    fn build(
+        config: Self::Config,
+        pool: sqlx::PgPool,
+        bus: std::sync::Arc<dyn crate::bus::Bus>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Service>> + Send;
+}
+
+/// The whole `main` of a service binary: `serve` (default) or `migrate`, configuration errors on
+/// one line with exit code 2, graceful shutdown on SIGTERM/SIGINT.
+pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    crate::telemetry::init_logging();
+    let command = match command_from_args() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", D::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let config = match D::load(&crate::config::Env::process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", D::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", D::NAME);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_def::<D>(config, command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: {e:#}", D::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::Result<()> {
+    let pool = crate::db::connect(D::db(&config))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))?;
+    crate::db::migrate(&pool, D::migrator()).await?;
+    if command == Command::Migrate {
+        tracing::info!(service = D::NAME, "migrations applied");
+        return Ok(());
+    }
+    let (amqp, prefix) = D::bus(&config);
+    let amqp = amqp.ok_or_else(|| anyhow::anyhow!("invalid configuration: AMQP_URL is required but not set"))?;
+    let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::new(amqp, prefix));
+    let shutdown = shutdown_on_signals();
+    let listener = bind(D::http(&config).bind_addr).await?;
+    let service = D::build(config, pool, bus, shutdown.clone()).await?;
+    tracing::info!(service = D::NAME, addr = %listener.local_addr()?, "listening");
+    run(listener, service.router, service.workers, shutdown).await
+}
