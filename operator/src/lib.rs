@@ -1,0 +1,11 @@
+//! The Helpdesk operator: reconciles a `HelpdeskPlatform` into the running platform.
+//!
+//! Pipeline per reconcile: dereference (reads) → [`validate`] (pure) → [`build`] (pure) →
+//! apply (writes) → status. `render` runs the pure part without a cluster.
+
+pub mod build;
+pub mod crd;
+pub mod material;
+pub mod names;
+pub mod render;
+pub mod validate;

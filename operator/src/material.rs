@@ -61,7 +61,8 @@ impl JwtKeys {
 
     /// Rebuilds the pair from a stored private key (the public half is derived, never trusted).
     pub fn from_private_pem(pem: &str) -> Result<Self, MaterialError> {
-        let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| MaterialError::BadKey(e.to_string()))?;
+        let key =
+            SigningKey::from_pkcs8_pem(pem).map_err(|e| MaterialError::BadKey(e.to_string()))?;
         Ok(Self::from_signing_key(&key))
     }
 
@@ -97,7 +98,10 @@ pub fn mint_service_tokens(
                 iat: now_unix,
                 exp: now_unix + SERVICE_TOKEN_LIFETIME_SECS,
             };
-            Ok((c.as_str().to_string(), jsonwebtoken::encode(&header, &claims, &key)?))
+            Ok((
+                c.as_str().to_string(),
+                jsonwebtoken::encode(&header, &claims, &key)?,
+            ))
         })
         .collect()
 }
@@ -203,7 +207,9 @@ mod tests {
         v.set_audience(&[SERVICE_TOKEN_AUDIENCE]);
         v.set_issuer(&[SERVICE_TOKEN_ISSUER]);
         v.validate_exp = false;
-        let c = jsonwebtoken::decode::<Claims>(&tokens["ticket"], &dk, &v).unwrap().claims;
+        let c = jsonwebtoken::decode::<Claims>(&tokens["ticket"], &dk, &v)
+            .unwrap()
+            .claims;
         assert_eq!(c.sub, "ticket-service");
         assert_eq!(c.aud, "helpdesk-internal");
         assert_eq!(c.iss, "helpdesk");
@@ -225,7 +231,10 @@ mod tests {
     fn passwords_are_url_safe_and_distinct() {
         let a = random_password();
         assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(a, random_password());
     }
 }

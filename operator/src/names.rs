@@ -139,8 +139,14 @@ pub fn labels(instance: &str, component: &str, version: Option<&str>) -> BTreeMa
 pub fn selector_labels(instance: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), APP_NAME.to_string()),
-        ("app.kubernetes.io/instance".to_string(), instance.to_string()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
     ])
 }
 

@@ -73,17 +73,27 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
     if name.len() > 40 {
         errs.push("metadata.name must be at most 40 characters (children append suffixes)".into());
     }
-    let namespace = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let namespace = p
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     if s.version.is_empty()
         || !s
             .version
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
     {
-        errs.push(format!("spec.version {:?} is not a valid image tag", s.version));
+        errs.push(format!(
+            "spec.version {:?} is not a valid image tag",
+            s.version
+        ));
     }
     if !is_dns_name(&s.ingress.host) {
-        errs.push(format!("spec.ingress.host {:?} is not a DNS name", s.ingress.host));
+        errs.push(format!(
+            "spec.ingress.host {:?} is not a DNS name",
+            s.ingress.host
+        ));
     }
     for c in Component::SERVICES {
         let svc = s.services.get(c);
@@ -98,7 +108,10 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             ));
         }
         if svc.replicas < 0 {
-            errs.push(format!("spec.services.{}.replicas must not be negative", c.as_str()));
+            errs.push(format!(
+                "spec.services.{}.replicas must not be negative",
+                c.as_str()
+            ));
         }
     }
     if !s.auth.token_ttl.ends_with(['s', 'm', 'h', 'd'])
@@ -106,7 +119,10 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             .parse::<u64>()
             .is_err()
     {
-        errs.push(format!("spec.auth.tokenTtl {:?} must look like 7d, 12h, 30m", s.auth.token_ttl));
+        errs.push(format!(
+            "spec.auth.tokenTtl {:?} must look like 7d, 12h, 30m",
+            s.auth.token_ttl
+        ));
     }
 
     let pg = &s.postgres;
@@ -138,7 +154,8 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         (None, None, Some(e)) => Some(RabbitmqMode::External(e.clone())),
         _ => {
             errs.push(
-                "spec.rabbitmq: set exactly one of managed, rabbitmqClusterOperator, external".into(),
+                "spec.rabbitmq: set exactly one of managed, rabbitmqClusterOperator, external"
+                    .into(),
             );
             None
         }
@@ -153,7 +170,7 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             Exposure::Route
         }
     };
-    let service_monitor = match s.monitoring.service_monitor {
+    let service_monitor = match &s.monitoring.service_monitor {
         ServiceMonitorMode::Auto => caps.service_monitor,
         ServiceMonitorMode::Enabled => {
             if !caps.service_monitor {
@@ -162,6 +179,12 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             true
         }
         ServiceMonitorMode::Disabled => false,
+        ServiceMonitorMode::Invalid(v) => {
+            errs.push(format!(
+                "spec.monitoring.serviceMonitor must be auto, true or false, not {v}"
+            ));
+            false
+        }
     };
     if let Some(f) = &s.frontend
         && f.image.trim().is_empty()
@@ -202,7 +225,8 @@ fn is_dns_name(h: &str) -> bool {
         && h.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })

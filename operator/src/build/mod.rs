@@ -73,17 +73,40 @@ impl Kind {
             Kind::Service => ("", "v1", "Service", "services"),
             Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets"),
             Kind::PostgresCluster => ("postgresql.cnpg.io", "v1", "Cluster", "clusters"),
-            Kind::RabbitmqCluster => ("rabbitmq.com", "v1beta1", "RabbitmqCluster", "rabbitmqclusters"),
+            Kind::RabbitmqCluster => (
+                "rabbitmq.com",
+                "v1beta1",
+                "RabbitmqCluster",
+                "rabbitmqclusters",
+            ),
             Kind::Job => ("batch", "v1", "Job", "jobs"),
             Kind::Deployment => ("apps", "v1", "Deployment", "deployments"),
-            Kind::HorizontalPodAutoscaler => {
-                ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
-            }
-            Kind::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+            Kind::HorizontalPodAutoscaler => (
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+            ),
+            Kind::PodDisruptionBudget => (
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+            ),
             Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses"),
             Kind::Route => ("route.openshift.io", "v1", "Route", "routes"),
-            Kind::NetworkPolicy => ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
-            Kind::ServiceMonitor => ("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
+            Kind::NetworkPolicy => (
+                "networking.k8s.io",
+                "v1",
+                "NetworkPolicy",
+                "networkpolicies",
+            ),
+            Kind::ServiceMonitor => (
+                "monitoring.coreos.com",
+                "v1",
+                "ServiceMonitor",
+                "servicemonitors",
+            ),
         };
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
     }
@@ -308,11 +331,19 @@ mod tests {
                 "app.kubernetes.io/component",
                 "app.kubernetes.io/managed-by",
             ] {
-                assert!(labels.contains_key(key), "{:?} {} lacks {key}", c.kind, c.name());
+                assert!(
+                    labels.contains_key(key),
+                    "{:?} {} lacks {key}",
+                    c.kind,
+                    c.name()
+                );
             }
             assert_eq!(m.namespace.as_deref(), Some("support"));
             let owner = &m.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("HelpdeskPlatform", "1234-uid"));
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str()),
+                ("HelpdeskPlatform", "1234-uid")
+            );
             assert!(c.hash().is_some());
             let types = c.obj.types.as_ref().unwrap();
             assert_eq!(types.kind, c.kind.api_resource().kind);
@@ -330,8 +361,14 @@ mod tests {
             material: &m,
             deploy_versions: BTreeMap::new(),
         };
-        let a: Vec<_> = build(&input).iter().map(|c| c.hash().unwrap().to_string()).collect();
-        let b: Vec<_> = build(&input).iter().map(|c| c.hash().unwrap().to_string()).collect();
+        let a: Vec<_> = build(&input)
+            .iter()
+            .map(|c| c.hash().unwrap().to_string())
+            .collect();
+        let b: Vec<_> = build(&input)
+            .iter()
+            .map(|c| c.hash().unwrap().to_string())
+            .collect();
         assert_eq!(a, b);
     }
 
@@ -340,9 +377,18 @@ mod tests {
         let all = build_default(MINIMAL);
         assert_eq!(
             names_of(&all, Kind::Deployment),
-            ["hd-user", "hd-ticket", "hd-notification", "hd-audit", "hd-admin"]
+            [
+                "hd-user",
+                "hd-ticket",
+                "hd-notification",
+                "hd-audit",
+                "hd-admin"
+            ]
         );
-        assert_eq!(names_of(&all, Kind::StatefulSet), ["hd-postgres", "hd-rabbitmq"]);
+        assert_eq!(
+            names_of(&all, Kind::StatefulSet),
+            ["hd-postgres", "hd-rabbitmq"]
+        );
         assert_eq!(names_of(&all, Kind::Job).len(), 5);
         assert_eq!(names_of(&all, Kind::Ingress), ["hd"]);
         assert!(names_of(&all, Kind::HorizontalPodAutoscaler).is_empty());

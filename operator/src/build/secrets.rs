@@ -33,7 +33,10 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
             input,
             &input.resolved.jwt_secret,
             "jwt",
-            &[(PRIVATE_KEY, &keys.private_pem), (PUBLIC_KEY, &keys.public_pem)],
+            &[
+                (PRIVATE_KEY, &keys.private_pem),
+                (PUBLIC_KEY, &keys.public_pem),
+            ],
         );
         out.push(child(Kind::Secret, &s));
     }
@@ -51,7 +54,12 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut s = secret(input, &names::service_tokens_secret(inst), "service-tokens", &tokens);
+    let mut s = secret(
+        input,
+        &names::service_tokens_secret(inst),
+        "service-tokens",
+        &tokens,
+    );
     s.metadata.annotations = Some(BTreeMap::from([(
         FINGERPRINT_ANNOTATION.to_string(),
         m.signing_fingerprint.clone(),
@@ -79,7 +87,10 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
     }
     if let Some(c) = &m.rabbitmq {
         let host = names::rabbitmq_name(inst);
-        let url = format!("amqp://{}:{}@{host}:{AMQP_PORT}/%2f", c.username, c.password);
+        let url = format!(
+            "amqp://{}:{}@{host}:{AMQP_PORT}/%2f",
+            c.username, c.password
+        );
         let s = secret(
             input,
             &names::rabbitmq_secret(inst),
@@ -109,7 +120,13 @@ mod tests {
         let all = build_default("  ingress: {host: h.example.com}");
         assert_eq!(
             names_of(&all, Kind::Secret),
-            ["hd-jwt", "hd-admin", "hd-service-tokens", "hd-postgres-credentials", "hd-rabbitmq-credentials"]
+            [
+                "hd-jwt",
+                "hd-admin",
+                "hd-service-tokens",
+                "hd-postgres-credentials",
+                "hd-rabbitmq-credentials"
+            ]
         );
         let jwt: Secret = get(&all, Kind::Secret, "hd-jwt");
         assert!(data(&jwt, "private.pem").contains("PRIVATE KEY"));
@@ -120,7 +137,13 @@ mod tests {
         assert!(data(&mq, "url").ends_with("@hd-rabbitmq:5672/%2f"));
         let tokens: Secret = get(&all, Kind::Secret, "hd-service-tokens");
         assert_eq!(tokens.data.as_ref().unwrap().len(), 5);
-        assert!(tokens.metadata.annotations.unwrap().contains_key(FINGERPRINT_ANNOTATION));
+        assert!(
+            tokens
+                .metadata
+                .annotations
+                .unwrap()
+                .contains_key(FINGERPRINT_ANNOTATION)
+        );
     }
 
     #[test]

@@ -1,0 +1,535 @@
+//! PostgreSQL and RabbitMQ in their three modes: a StatefulSet the operator runs, a resource for
+//! CloudNativePG / the RabbitMQ Cluster Operator, or an external server named by a Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
+        core::v1::{
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+            VolumeMount, VolumeResourceRequirements,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use serde_json::json;
+
+use super::workloads::{container_security, pod_security, secret_env};
+use super::{BuildInput, Child, Kind, child};
+use crate::crd::PvcRetention;
+use crate::names::{self, AMQP_PORT, Component, POSTGRES_PORT};
+use crate::validate::{PostgresMode, RabbitmqMode};
+
+/// UID/GID of the official postgres and rabbitmq images; left out on OpenShift (random UIDs).
+const IMAGE_UID: i64 = 999;
+
+pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
+    let inst = input.name();
+    match &input.resolved.postgres {
+        PostgresMode::Managed(m) => {
+            let name = names::postgres_name(inst);
+            out.push(child(
+                Kind::Service,
+                &datastore_service(input, &name, "postgres", POSTGRES_PORT),
+            ));
+            let secret = names::postgres_secret(inst);
+            let container = Container {
+                name: "postgres".into(),
+                image: Some(m.image.clone()),
+                ports: Some(vec![port("postgres", POSTGRES_PORT)]),
+                env: Some(vec![
+                    secret_env("POSTGRES_USER", &secret, "username"),
+                    secret_env("POSTGRES_PASSWORD", &secret, "password"),
+                    secret_env("POSTGRES_DB", &secret, "database"),
+                    EnvVar {
+                        name: "PGDATA".into(),
+                        value: Some("/var/lib/postgresql/data/pgdata".into()),
+                        ..Default::default()
+                    },
+                ]),
+                readiness_probe: Some(exec_probe(
+                    &[
+                        "sh",
+                        "-c",
+                        "pg_isready -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -h 127.0.0.1",
+                    ],
+                    5,
+                )),
+                liveness_probe: Some(tcp_probe(POSTGRES_PORT)),
+                resources: m
+                    .resources
+                    .clone()
+                    .or_else(|| Some(datastore_resources("512Mi"))),
+                security_context: Some(container_security(true)),
+                volume_mounts: Some(vec![
+                    mount("data", "/var/lib/postgresql/data"),
+                    mount("run", "/var/run/postgresql"),
+                    mount("tmp", "/tmp"),
+                ]),
+                ..Default::default()
+            };
+            let sts = stateful_set(
+                input,
+                &name,
+                "postgres",
+                container,
+                &m.storage,
+                m.storage_class_name.as_deref(),
+                m.pvc_retention,
+                &["run", "tmp"],
+            );
+            out.push(child(Kind::StatefulSet, &sts));
+        }
+        PostgresMode::CloudNativePg(c) => {
+            let mut spec = json!({
+                "instances": c.instances,
+                "storage": {"size": c.storage},
+                "bootstrap": {"initdb": {"database": "helpdesk", "owner": "helpdesk"}},
+            });
+            if let Some(sc) = &c.storage_class_name {
+                spec["storage"]["storageClass"] = sc.clone().into();
+            }
+            if let Some(img) = &c.image_name {
+                spec["imageName"] = img.clone().into();
+            }
+            let cluster = json!({
+                "metadata": input.meta(&names::postgres_name(inst), "postgres"),
+                "spec": spec,
+            });
+            out.push(child(Kind::PostgresCluster, &cluster));
+        }
+        PostgresMode::External(_) => {}
+    }
+    match &input.resolved.rabbitmq {
+        RabbitmqMode::Managed(m) => {
+            let name = names::rabbitmq_name(inst);
+            out.push(child(
+                Kind::Service,
+                &datastore_service(input, &name, "rabbitmq", AMQP_PORT),
+            ));
+            let secret = names::rabbitmq_secret(inst);
+            let container = Container {
+                name: "rabbitmq".into(),
+                image: Some(m.image.clone()),
+                ports: Some(vec![port("amqp", AMQP_PORT)]),
+                env: Some(vec![
+                    secret_env("RABBITMQ_DEFAULT_USER", &secret, "username"),
+                    secret_env("RABBITMQ_DEFAULT_PASS", &secret, "password"),
+                    secret_env("RABBITMQ_ERLANG_COOKIE", &secret, "erlang-cookie"),
+                ]),
+                readiness_probe: Some(exec_probe(
+                    &["rabbitmq-diagnostics", "-q", "check_port_connectivity"],
+                    10,
+                )),
+                liveness_probe: Some(tcp_probe(AMQP_PORT)),
+                resources: m
+                    .resources
+                    .clone()
+                    .or_else(|| Some(datastore_resources("512Mi"))),
+                // The image's entrypoint writes its configuration below /etc and /var/lib.
+                security_context: Some(container_security(false)),
+                volume_mounts: Some(vec![mount("data", "/var/lib/rabbitmq")]),
+                ..Default::default()
+            };
+            let sts = stateful_set(
+                input,
+                &name,
+                "rabbitmq",
+                container,
+                &m.storage,
+                m.storage_class_name.as_deref(),
+                m.pvc_retention,
+                &[],
+            );
+            out.push(child(Kind::StatefulSet, &sts));
+        }
+        RabbitmqMode::ClusterOperator(o) => {
+            let mut persistence = json!({"storage": o.storage});
+            if let Some(sc) = &o.storage_class_name {
+                persistence["storageClassName"] = sc.clone().into();
+            }
+            let cluster = json!({
+                "metadata": input.meta(&names::rabbitmq_name(inst), "rabbitmq"),
+                "spec": {"replicas": o.replicas, "persistence": persistence},
+            });
+            out.push(child(Kind::RabbitmqCluster, &cluster));
+        }
+        RabbitmqMode::External(_) => {}
+    }
+}
+
+/// `DATABASE_URL` for one service (or its migration Job), whatever the mode.
+pub fn database_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
+    let inst = input.name();
+    vec![match &input.resolved.postgres {
+        PostgresMode::Managed(_) => {
+            secret_env("DATABASE_URL", &names::postgres_secret(inst), "url")
+        }
+        // CloudNativePG writes the application user's URL into `<cluster>-app`.
+        PostgresMode::CloudNativePg(_) => secret_env(
+            "DATABASE_URL",
+            &format!("{}-app", names::postgres_name(inst)),
+            "uri",
+        ),
+        PostgresMode::External(e) => {
+            let r = e.per_service.get(c).unwrap_or(&e.secret_ref);
+            secret_env("DATABASE_URL", &r.name, &r.key)
+        }
+    }]
+}
+
+/// `AMQP_URL`, whatever the mode. The RabbitMQ Cluster Operator only publishes user and password,
+/// so the URL is composed with Kubernetes' `$(VAR)` expansion.
+pub fn amqp_env(input: &BuildInput) -> Vec<EnvVar> {
+    let inst = input.name();
+    match &input.resolved.rabbitmq {
+        RabbitmqMode::Managed(_) => {
+            vec![secret_env("AMQP_URL", &names::rabbitmq_secret(inst), "url")]
+        }
+        RabbitmqMode::ClusterOperator(_) => {
+            let host = names::rabbitmq_name(inst);
+            let secret = format!("{host}-default-user");
+            vec![
+                secret_env("RABBITMQ_USERNAME", &secret, "username"),
+                secret_env("RABBITMQ_PASSWORD", &secret, "password"),
+                EnvVar {
+                    name: "AMQP_URL".into(),
+                    value: Some(format!(
+                        "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@{host}:{AMQP_PORT}/%2f"
+                    )),
+                    ..Default::default()
+                },
+            ]
+        }
+        RabbitmqMode::External(e) => {
+            vec![secret_env(
+                "AMQP_URL",
+                &e.secret_ref.name,
+                &e.secret_ref.key,
+            )]
+        }
+    }
+}
+
+fn port(name: &str, p: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: p,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn exec_probe(cmd: &[&str], period: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(6),
+        ..Default::default()
+    }
+}
+
+fn tcp_probe(p: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(p),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(30),
+        period_seconds: Some(10),
+        failure_threshold: Some(6),
+        ..Default::default()
+    }
+}
+
+fn datastore_resources(memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("256Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(memory.into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn datastore_service(input: &BuildInput, name: &str, component: &str, p: i32) -> Service {
+    Service {
+        metadata: input.meta(name, component),
+        spec: Some(ServiceSpec {
+            selector: Some(names::selector_labels(input.name(), component)),
+            ports: Some(vec![ServicePort {
+                name: Some(
+                    if p == POSTGRES_PORT {
+                        "postgres"
+                    } else {
+                        "amqp"
+                    }
+                    .into(),
+                ),
+                port: p,
+                target_port: Some(IntOrString::Int(p)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stateful_set(
+    input: &BuildInput,
+    name: &str,
+    component: &str,
+    container: Container,
+    storage: &str,
+    storage_class: Option<&str>,
+    retention: PvcRetention,
+    empty_dirs: &[&str],
+) -> StatefulSet {
+    let mut pod_security = pod_security();
+    if !input.resolved.openshift {
+        pod_security.run_as_user = Some(IMAGE_UID);
+        pod_security.run_as_group = Some(IMAGE_UID);
+        pod_security.fs_group = Some(IMAGE_UID);
+    }
+    let mut labels = names::labels(input.name(), component, Some(input.version()));
+    // No version on the pods: a platform upgrade must not restart the datastore.
+    labels.remove("app.kubernetes.io/version");
+    let volumes: Vec<Volume> = empty_dirs
+        .iter()
+        .map(|n| Volume {
+            name: n.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        })
+        .collect();
+    StatefulSet {
+        metadata: input.meta(name, component),
+        spec: StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(name.to_string()),
+            selector: LabelSelector {
+                match_labels: Some(names::selector_labels(input.name(), component)),
+                ..Default::default()
+            },
+            // PVCs are not owned by the platform; this policy (not a finalizer) decides their fate.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.as_str().into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: storage_class.map(str::to_string),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            Quantity(storage.to_string()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::validate::Capabilities;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    fn db_env(all: &[Child], svc: &str) -> EnvVar {
+        let d: Deployment = get(all, Kind::Deployment, svc);
+        d.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.name == "DATABASE_URL")
+            .unwrap()
+    }
+    fn secret_of(e: &EnvVar) -> (String, String) {
+        let r = e.value_from.clone().unwrap().secret_key_ref.unwrap();
+        (r.name, r.key)
+    }
+
+    #[test]
+    fn managed_datastores_are_statefulsets_with_retention() {
+        let all = build_default(
+            "  ingress: {host: h.example.com}\n  postgres: {managed: {storage: 20Gi, storageClassName: fast, pvcRetention: Delete}}",
+        );
+        let sts: StatefulSet = get(&all, Kind::StatefulSet, "hd-postgres");
+        let spec = sts.spec;
+        let pvc = &spec.volume_claim_templates.unwrap()[0];
+        let pvc_spec = pvc.spec.as_ref().unwrap();
+        assert_eq!(pvc_spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            pvc_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("20Gi".into())
+        );
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Delete")
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(999));
+        let svc: Service = get(&all, Kind::Service, "hd-postgres");
+        assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 5432);
+        assert_eq!(
+            secret_of(&db_env(&all, "hd-ticket")),
+            ("hd-postgres-credentials".into(), "url".into())
+        );
+        let mq: StatefulSet = get(&all, Kind::StatefulSet, "hd-rabbitmq");
+        assert_eq!(
+            mq.spec
+                .persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Retain")
+        );
+    }
+
+    #[test]
+    fn openshift_leaves_uids_to_the_platform() {
+        let caps = Capabilities {
+            routes: true,
+            ..Default::default()
+        };
+        let all = build_with("  ingress: {host: h.example.com}", caps);
+        let sts: StatefulSet = get(&all, Kind::StatefulSet, "hd-postgres");
+        let psc = sts.spec.template.spec.unwrap().security_context.unwrap();
+        assert_eq!((psc.run_as_user, psc.fs_group), (None, None));
+    }
+
+    #[test]
+    fn delegated_datastores_are_operator_resources() {
+        let caps = Capabilities {
+            cloud_native_pg: true,
+            rabbitmq_operator: true,
+            ..Default::default()
+        };
+        let all = build_with(
+            "  ingress: {host: h.example.com}\n  postgres: {cloudNativePG: {instances: 3, storage: 5Gi}}\n  rabbitmq: {rabbitmqClusterOperator: {replicas: 3}}",
+            caps,
+        );
+        assert!(names_of(&all, Kind::StatefulSet).is_empty());
+        let pg = find(&all, Kind::PostgresCluster, "hd-postgres");
+        assert_eq!(pg.obj.data["spec"]["instances"], 3);
+        assert_eq!(
+            pg.obj.types.as_ref().unwrap().api_version,
+            "postgresql.cnpg.io/v1"
+        );
+        let mq = find(&all, Kind::RabbitmqCluster, "hd-rabbitmq");
+        assert_eq!(mq.obj.data["spec"]["replicas"], 3);
+        assert_eq!(
+            secret_of(&db_env(&all, "hd-user")),
+            ("hd-postgres-app".into(), "uri".into())
+        );
+        let d: Deployment = get(&all, Kind::Deployment, "hd-user");
+        let env = d.spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let amqp = env.iter().find(|e| e.name == "AMQP_URL").unwrap();
+        assert_eq!(
+            amqp.value.as_deref(),
+            Some("amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@hd-rabbitmq:5672/%2f")
+        );
+        let pos = |n: &str| env.iter().position(|e| e.name == n).unwrap();
+        assert!(
+            pos("RABBITMQ_PASSWORD") < pos("AMQP_URL"),
+            "$(VAR) needs earlier vars"
+        );
+        assert_eq!(
+            names_of(&all, Kind::Secret).len(),
+            3,
+            "no datastore credentials of ours"
+        );
+    }
+
+    #[test]
+    fn external_datastores_with_per_service_urls() {
+        let all = build_default(
+            "  ingress: {host: h.example.com}\n  postgres: {external: {secretRef: {name: helpdesk-db, key: url}, perService: {audit: {name: audit-db, key: dsn}}}}\n  rabbitmq: {external: {secretRef: {name: helpdesk-amqp, key: url}}}",
+        );
+        assert!(names_of(&all, Kind::StatefulSet).is_empty());
+        assert_eq!(
+            secret_of(&db_env(&all, "hd-ticket")),
+            ("helpdesk-db".into(), "url".into())
+        );
+        assert_eq!(
+            secret_of(&db_env(&all, "hd-audit")),
+            ("audit-db".into(), "dsn".into())
+        );
+        let j: k8s_openapi::api::batch::v1::Job = get(&all, Kind::Job, "hd-audit-migrate-0-1-0");
+        let env = j.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert_eq!(
+            secret_of(env.iter().find(|e| e.name == "DATABASE_URL").unwrap()).0,
+            "audit-db"
+        );
+    }
+}

@@ -1,0 +1,558 @@
+//! Exposure (Ingress or Routes) with the contract's public paths, NetworkPolicies for the flows
+//! the architecture needs, and the ServiceMonitor.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::networking::v1::{
+        HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
+        IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule,
+        NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+        ServiceBackendPort,
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use serde_json::json;
+
+use super::workloads::HTTP_SERVER_LABEL;
+use super::{BuildInput, Child, Kind, child};
+use crate::names::{
+    self, AMQP_PORT, Component, DATASTORE_CLIENT_LABEL, METRICS_LABEL, POSTGRES_PORT,
+};
+use crate::validate::{Exposure, PostgresMode, RabbitmqMode};
+
+/// A public path and where it goes. Internal routes (`/users`, `/notifications`) are absent on purpose.
+pub struct PublicPath {
+    pub path: &'static str,
+    pub exact: bool,
+    /// Suffix of the Route name.
+    pub route: &'static str,
+    pub target: Option<Component>,
+}
+
+pub const PUBLIC_PATHS: &[PublicPath] = &[
+    PublicPath {
+        path: "/auth",
+        exact: false,
+        route: "auth",
+        target: Some(Component::User),
+    },
+    PublicPath {
+        path: "/.well-known",
+        exact: false,
+        route: "well-known",
+        target: Some(Component::User),
+    },
+    PublicPath {
+        path: "/tickets",
+        exact: false,
+        route: "tickets",
+        target: Some(Component::Ticket),
+    },
+    PublicPath {
+        path: "/admin",
+        exact: false,
+        route: "admin",
+        target: Some(Component::Admin),
+    },
+    PublicPath {
+        path: "/audit",
+        exact: false,
+        route: "audit",
+        target: Some(Component::Audit),
+    },
+    PublicPath {
+        path: "/api/docs",
+        exact: false,
+        route: "api-docs",
+        target: Some(Component::User),
+    },
+    PublicPath {
+        path: "/api/openapi.json",
+        exact: true,
+        route: "openapi",
+        target: Some(Component::User),
+    },
+    // `None`: the frontend, only when one is configured.
+    PublicPath {
+        path: "/",
+        exact: false,
+        route: "frontend",
+        target: None,
+    },
+];
+
+fn backend_service(input: &BuildInput, p: &PublicPath) -> Option<String> {
+    match p.target {
+        Some(c) => Some(names::service_name(input.name(), c)),
+        None => input
+            .platform
+            .spec
+            .frontend
+            .as_ref()
+            .map(|_| names::frontend_name(input.name())),
+    }
+}
+
+fn with_annotations(
+    input: &BuildInput,
+    mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    let a = &input.platform.spec.ingress.annotations;
+    if !a.is_empty() {
+        meta.annotations = Some(a.clone());
+    }
+    meta
+}
+
+pub(super) fn exposure(input: &BuildInput, out: &mut Vec<Child>) {
+    let spec = &input.platform.spec.ingress;
+    match input.resolved.exposure {
+        Exposure::Ingress => {
+            let paths = PUBLIC_PATHS
+                .iter()
+                .filter_map(|p| {
+                    backend_service(input, p).map(|svc| HTTPIngressPath {
+                        path: Some(p.path.into()),
+                        path_type: if p.exact { "Exact" } else { "Prefix" }.into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: svc,
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    ..Default::default()
+                                }),
+                            }),
+                            ..Default::default()
+                        },
+                    })
+                })
+                .collect();
+            let ing = Ingress {
+                metadata: with_annotations(input, input.meta(input.name(), "ingress")),
+                spec: Some(IngressSpec {
+                    ingress_class_name: spec.class_name.clone(),
+                    tls: spec.tls_secret_name.as_ref().map(|s| {
+                        vec![IngressTLS {
+                            hosts: Some(vec![spec.host.clone()]),
+                            secret_name: Some(s.clone()),
+                        }]
+                    }),
+                    rules: Some(vec![IngressRule {
+                        host: Some(spec.host.clone()),
+                        http: Some(HTTPIngressRuleValue { paths }),
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            out.push(child(Kind::Ingress, &ing));
+        }
+        Exposure::Route => {
+            // A Route carries one path, so each public prefix gets its own.
+            for p in PUBLIC_PATHS {
+                let Some(svc) = backend_service(input, p) else {
+                    continue;
+                };
+                let name = names::child_name(input.name(), p.route);
+                let route = json!({
+                    "metadata": with_annotations(input, input.meta(&name, "route")),
+                    "spec": {
+                        "host": spec.host,
+                        "path": p.path,
+                        "to": {"kind": "Service", "name": svc, "weight": 100},
+                        "port": {"targetPort": "http"},
+                        "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+                        "wildcardPolicy": "None",
+                    },
+                });
+                out.push(child(Kind::Route, &route));
+            }
+        }
+    }
+}
+
+fn selector(input: &BuildInput, extra: &[(&str, &str)]) -> LabelSelector {
+    let mut m = BTreeMap::from([
+        (
+            "app.kubernetes.io/instance".to_string(),
+            input.name().to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            names::MANAGER.to_string(),
+        ),
+    ]);
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.to_string());
+    }
+    LabelSelector {
+        match_labels: Some(m),
+        ..Default::default()
+    }
+}
+
+fn tcp(port: IntOrString) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(port),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn pods(sel: LabelSelector) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(sel),
+        ..Default::default()
+    }
+}
+
+fn anywhere() -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: "0.0.0.0/0".into(),
+            except: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn policy(
+    input: &BuildInput,
+    suffix: &str,
+    pod_selector: LabelSelector,
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
+) -> Child {
+    let mut types = Vec::new();
+    if ingress.is_some() {
+        types.push("Ingress".to_string());
+    }
+    if egress.is_some() {
+        types.push("Egress".to_string());
+    }
+    let np = NetworkPolicy {
+        metadata: input.meta(&names::child_name(input.name(), suffix), "network-policy"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(pod_selector),
+            policy_types: Some(types),
+            ingress,
+            egress,
+        }),
+    };
+    child(Kind::NetworkPolicy, &np)
+}
+
+/// Default deny for the platform's own pods, then one allow-list per flow of the architecture:
+/// ingress controller → HTTP servers, clients → datastores, ticket → audit, admin → user,
+/// notification → SMTP, everyone → DNS.
+pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
+    let s = &input.platform.spec;
+    if !s.network_policies {
+        return;
+    }
+    let inst = input.name();
+    out.push(policy(
+        input,
+        "default-deny",
+        selector(input, &[]),
+        Some(vec![]),
+        Some(vec![]),
+    ));
+    out.push(policy(
+        input,
+        "allow-dns",
+        selector(input, &[]),
+        None,
+        Some(vec![NetworkPolicyEgressRule {
+            ports: Some(vec![
+                NetworkPolicyPort {
+                    port: Some(IntOrString::Int(53)),
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+                tcp(IntOrString::Int(53)),
+            ]),
+            to: None,
+        }]),
+    ));
+    // The ingress controller and Prometheus may live in any namespace the operator cannot know,
+    // so the HTTP port is open to the cluster; internal routes are protected by service tokens.
+    out.push(policy(
+        input,
+        "allow-http",
+        selector(input, &[(HTTP_SERVER_LABEL, "true")]),
+        Some(vec![NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector::default()),
+                ..Default::default()
+            }]),
+            ports: Some(vec![tcp(IntOrString::String("http".into()))]),
+        }]),
+        None,
+    ));
+
+    let mut datastore_egress = Vec::new();
+    let component = |c: &str| selector(input, &[("app.kubernetes.io/component", c)]);
+    match &input.resolved.postgres {
+        PostgresMode::Managed(_) => {
+            datastore_egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![pods(component("postgres"))]),
+                ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
+            });
+            out.push(policy(
+                input,
+                "postgres-ingress",
+                component("postgres"),
+                Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(selector(
+                        input,
+                        &[(DATASTORE_CLIENT_LABEL, "true")],
+                    ))]),
+                    ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
+                }]),
+                None,
+            ));
+        }
+        PostgresMode::CloudNativePg(_) => datastore_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "cnpg.io/cluster".to_string(),
+                    names::postgres_name(inst),
+                )])),
+                ..Default::default()
+            })]),
+            ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
+        }),
+        PostgresMode::External(_) => datastore_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![anywhere()]),
+            ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
+        }),
+    }
+    match &input.resolved.rabbitmq {
+        RabbitmqMode::Managed(_) => {
+            datastore_egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![pods(component("rabbitmq"))]),
+                ports: Some(vec![tcp(IntOrString::Int(AMQP_PORT))]),
+            });
+            out.push(policy(
+                input,
+                "rabbitmq-ingress",
+                component("rabbitmq"),
+                Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(selector(
+                        input,
+                        &[(DATASTORE_CLIENT_LABEL, "true")],
+                    ))]),
+                    ports: Some(vec![tcp(IntOrString::Int(AMQP_PORT))]),
+                }]),
+                None,
+            ));
+        }
+        RabbitmqMode::ClusterOperator(_) => datastore_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![pods(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_string(),
+                    names::rabbitmq_name(inst),
+                )])),
+                ..Default::default()
+            })]),
+            ports: Some(vec![tcp(IntOrString::Int(AMQP_PORT))]),
+        }),
+        RabbitmqMode::External(_) => datastore_egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![anywhere()]),
+            ports: Some(vec![
+                tcp(IntOrString::Int(AMQP_PORT)),
+                tcp(IntOrString::Int(5671)),
+            ]),
+        }),
+    }
+    out.push(policy(
+        input,
+        "datastore-egress",
+        selector(input, &[(DATASTORE_CLIENT_LABEL, "true")]),
+        None,
+        Some(datastore_egress),
+    ));
+    for c in Component::SERVICES {
+        let peers = c.http_peers();
+        if peers.is_empty() {
+            continue;
+        }
+        let to = peers.iter().map(|p| pods(component(p.as_str()))).collect();
+        out.push(policy(
+            input,
+            &format!("{}-egress", c.as_str()),
+            component(c.as_str()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(to),
+                ports: Some(vec![tcp(IntOrString::String("http".into()))]),
+            }]),
+        ));
+    }
+    if let Some(smtp) = &s.smtp {
+        out.push(policy(
+            input,
+            "notification-smtp",
+            component(Component::Notification.as_str()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![anywhere()]),
+                ports: Some(vec![tcp(IntOrString::Int(smtp.port))]),
+            }]),
+        ));
+    }
+}
+
+pub(super) fn service_monitor(input: &BuildInput, out: &mut Vec<Child>) {
+    if !input.resolved.service_monitor {
+        return;
+    }
+    let sm = json!({
+        "metadata": input.meta(input.name(), "monitoring"),
+        "spec": {
+            "selector": selector(input, &[(METRICS_LABEL, "true")]),
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+        },
+    });
+    out.push(child(Kind::ServiceMonitor, &sm));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::validate::Capabilities;
+
+    #[test]
+    fn ingress_routes_public_paths_only() {
+        let all = build_default(
+            "  ingress: {host: h.example.com, className: nginx, tlsSecretName: h-tls, annotations: {a: b}}\n  frontend: {image: fe:1}",
+        );
+        let ing: Ingress = get(&all, Kind::Ingress, "hd");
+        assert_eq!(ing.metadata.annotations.as_ref().unwrap()["a"], "b");
+        let spec = ing.spec.unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        assert_eq!(spec.tls.unwrap()[0].secret_name.as_deref(), Some("h-tls"));
+        let rule = &spec.rules.unwrap()[0];
+        assert_eq!(rule.host.as_deref(), Some("h.example.com"));
+        let routes: Vec<(String, String)> = rule
+            .http
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .map(|p| {
+                (
+                    p.path.clone().unwrap(),
+                    p.backend.service.as_ref().unwrap().name.clone(),
+                )
+            })
+            .collect();
+        let get = |path: &str| {
+            routes
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, s)| s.as_str())
+        };
+        assert_eq!(get("/auth"), Some("hd-user"));
+        assert_eq!(get("/tickets"), Some("hd-ticket"));
+        assert_eq!(get("/admin"), Some("hd-admin"));
+        assert_eq!(get("/audit"), Some("hd-audit"));
+        assert_eq!(get("/.well-known"), Some("hd-user"));
+        assert_eq!(get("/"), Some("hd-frontend"));
+        assert_eq!(get("/users"), None);
+        assert_eq!(get("/notifications"), None);
+    }
+
+    #[test]
+    fn no_frontend_no_root_path() {
+        let all = build_default("  ingress: {host: h.example.com}");
+        let ing: Ingress = get(&all, Kind::Ingress, "hd");
+        let paths = &ing.spec.unwrap().rules.unwrap()[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .paths
+            .clone();
+        assert!(paths.iter().all(|p| p.path.as_deref() != Some("/")));
+    }
+
+    #[test]
+    fn routes_on_openshift() {
+        let caps = Capabilities {
+            routes: true,
+            ..Default::default()
+        };
+        let all = build_with("  ingress: {host: h.example.com}", caps);
+        assert!(names_of(&all, Kind::Ingress).is_empty());
+        let routes = names_of(&all, Kind::Route);
+        assert_eq!(routes.len(), 7);
+        let r = find(&all, Kind::Route, "hd-tickets");
+        assert_eq!(r.obj.data["spec"]["to"]["name"], "hd-ticket");
+        assert_eq!(r.obj.data["spec"]["path"], "/tickets");
+        assert_eq!(r.obj.data["spec"]["tls"]["termination"], "edge");
+    }
+
+    #[test]
+    fn network_policies_follow_the_architecture() {
+        let all = build_default(
+            "  ingress: {host: h.example.com}\n  smtp: {host: smtp.example.com, port: 2525}",
+        );
+        let mut names = names_of(&all, Kind::NetworkPolicy);
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "hd-admin-egress",
+                "hd-allow-dns",
+                "hd-allow-http",
+                "hd-datastore-egress",
+                "hd-default-deny",
+                "hd-notification-smtp",
+                "hd-postgres-ingress",
+                "hd-rabbitmq-ingress",
+                "hd-ticket-egress",
+            ]
+        );
+        let t: NetworkPolicy = get(&all, Kind::NetworkPolicy, "hd-ticket-egress");
+        let to = &t.spec.unwrap().egress.unwrap()[0].to.clone().unwrap()[0];
+        assert_eq!(
+            to.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/component"],
+            "audit"
+        );
+        let smtp: NetworkPolicy = get(&all, Kind::NetworkPolicy, "hd-notification-smtp");
+        assert_eq!(
+            smtp.spec.unwrap().egress.unwrap()[0]
+                .ports
+                .as_ref()
+                .unwrap()[0]
+                .port,
+            Some(IntOrString::Int(2525))
+        );
+        let off = build_default("  ingress: {host: h.example.com}\n  networkPolicies: false");
+        assert!(names_of(&off, Kind::NetworkPolicy).is_empty());
+    }
+
+    #[test]
+    fn service_monitor_when_available() {
+        let caps = Capabilities {
+            service_monitor: true,
+            ..Default::default()
+        };
+        let all = build_with("  ingress: {host: h.example.com}", caps);
+        let sm = find(&all, Kind::ServiceMonitor, "hd");
+        assert_eq!(sm.obj.data["spec"]["endpoints"][0]["path"], "/metrics");
+        let none = build_with(
+            "  ingress: {host: h.example.com}\n  monitoring: {serviceMonitor: false}",
+            caps,
+        );
+        assert!(names_of(&none, Kind::ServiceMonitor).is_empty());
+    }
+}
