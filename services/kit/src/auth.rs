@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePublicKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{
+    DecodePublicKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -28,7 +30,17 @@ pub const DEFAULT_ISSUER: &str = "helpdesk";
 
 /// A user's role.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema, utoipa::ToSchema, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    utoipa::ToSchema,
+    sqlx::Type,
 )]
 #[serde(rename_all = "UPPERCASE")]
 #[sqlx(type_name = "text", rename_all = "UPPERCASE")]
@@ -65,7 +77,9 @@ impl std::str::FromStr for Role {
             "USER" => Ok(Role::User),
             "AGENT" => Ok(Role::Agent),
             "ADMIN" => Ok(Role::Admin),
-            other => Err(format!("role must be one of USER, AGENT, ADMIN, got {other:?}")),
+            other => Err(format!(
+                "role must be one of USER, AGENT, ADMIN, got {other:?}"
+            )),
         }
     }
 }
@@ -136,8 +150,8 @@ impl JwtKeys {
     ) -> Result<Self, KeyError> {
         let verifying = ed25519_dalek::VerifyingKey::from_public_key_pem(public_pem.trim())
             .map_err(|_| KeyError::BadPublicKey)?;
-        let decoding =
-            DecodingKey::from_ed_pem(public_pem.trim().as_bytes()).map_err(|_| KeyError::BadPublicKey)?;
+        let decoding = DecodingKey::from_ed_pem(public_pem.trim().as_bytes())
+            .map_err(|_| KeyError::BadPublicKey)?;
         let encoding = match private_pem {
             None => None,
             Some(pem) => {
@@ -147,7 +161,10 @@ impl JwtKeys {
                 if signing.verifying_key() != verifying {
                     return Err(KeyError::Mismatch);
                 }
-                Some(EncodingKey::from_ed_pem(pem.trim().as_bytes()).map_err(|_| KeyError::BadPrivateKey)?)
+                Some(
+                    EncodingKey::from_ed_pem(pem.trim().as_bytes())
+                        .map_err(|_| KeyError::BadPrivateKey)?,
+                )
             }
         };
         let public_raw = verifying.to_bytes();
@@ -165,12 +182,18 @@ impl JwtKeys {
     /// Keys from `JWT_PUBLIC_KEY(_FILE)`, `JWT_PRIVATE_KEY(_FILE)` (only when `with_private`),
     /// `JWT_ISSUER` and `JWT_TTL`.
     pub fn from_env(env: &Env, with_private: bool) -> Result<Self, ConfigError> {
-        let public = env
-            .value_or_file("JWT_PUBLIC_KEY")?
-            .ok_or_else(|| ConfigError::new("JWT_PUBLIC_KEY", "is required (PEM, or JWT_PUBLIC_KEY_FILE)"))?;
+        let public = env.value_or_file("JWT_PUBLIC_KEY")?.ok_or_else(|| {
+            ConfigError::new(
+                "JWT_PUBLIC_KEY",
+                "is required (PEM, or JWT_PUBLIC_KEY_FILE)",
+            )
+        })?;
         let private = if with_private {
             Some(env.value_or_file("JWT_PRIVATE_KEY")?.ok_or_else(|| {
-                ConfigError::new("JWT_PRIVATE_KEY", "is required (PEM, or JWT_PRIVATE_KEY_FILE)")
+                ConfigError::new(
+                    "JWT_PRIVATE_KEY",
+                    "is required (PEM, or JWT_PRIVATE_KEY_FILE)",
+                )
             })?)
         } else {
             None
@@ -178,7 +201,11 @@ impl JwtKeys {
         let issuer = env.string_or("JWT_ISSUER", DEFAULT_ISSUER);
         let ttl = env.duration_or("JWT_TTL", Duration::from_secs(7 * 86_400))?;
         Self::from_pem(&public, private.as_deref(), &issuer, ttl).map_err(|e| {
-            let var = if matches!(e, KeyError::BadPublicKey) { "JWT_PUBLIC_KEY" } else { "JWT_PRIVATE_KEY" };
+            let var = if matches!(e, KeyError::BadPublicKey) {
+                "JWT_PUBLIC_KEY"
+            } else {
+                "JWT_PRIVATE_KEY"
+            };
             ConfigError::new(var, e.to_string())
         })
     }
@@ -234,9 +261,13 @@ impl JwtKeys {
 
     /// Verifies a service credential.
     pub fn verify_service_token(&self, token: &str) -> Result<ServiceClaims, ApiError> {
-        jsonwebtoken::decode::<ServiceClaims>(token, &self.decoding, &self.validation(SERVICE_AUDIENCE))
-            .map(|d| d.claims)
-            .map_err(|_| ApiError::unauthorized("A valid service credential is required"))
+        jsonwebtoken::decode::<ServiceClaims>(
+            token,
+            &self.decoding,
+            &self.validation(SERVICE_AUDIENCE),
+        )
+        .map(|d| d.claims)
+        .map_err(|_| ApiError::unauthorized("A valid service credential is required"))
     }
 
     /// The JWKS document with the public key.
@@ -274,9 +305,15 @@ pub fn generate_key_pair() -> (String, String) {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The signed-in user, as stated by a valid user token. Services that keep a user read model
@@ -296,7 +333,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
         let keys = Arc::<JwtKeys>::from_ref(state);
         let claims = keys.verify_user_token(token)?;
         Ok(AuthUser {
@@ -325,7 +363,9 @@ where
             .ok_or_else(|| ApiError::unauthorized("A valid service credential is required"))?;
         let keys = Arc::<JwtKeys>::from_ref(state);
         let claims = keys.verify_service_token(token)?;
-        Ok(ServiceCaller { service: claims.sub })
+        Ok(ServiceCaller {
+            service: claims.sub,
+        })
     }
 }
 
@@ -335,7 +375,13 @@ mod tests {
 
     fn keys() -> JwtKeys {
         let (private, public) = generate_key_pair();
-        JwtKeys::from_pem(&public, Some(&private), DEFAULT_ISSUER, Duration::from_secs(3600)).unwrap()
+        JwtKeys::from_pem(
+            &public,
+            Some(&private),
+            DEFAULT_ISSUER,
+            Duration::from_secs(3600),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -346,8 +392,13 @@ mod tests {
         let claims = k.verify_user_token(&token).unwrap();
         assert_eq!(claims.sub, id);
         assert_eq!(claims.role, Role::Agent);
-        assert!(k.verify_service_token(&token).is_err(), "a user token is not a service credential");
-        let svc = k.issue_service_token("admin-service", Duration::from_secs(60)).unwrap();
+        assert!(
+            k.verify_service_token(&token).is_err(),
+            "a user token is not a service credential"
+        );
+        let svc = k
+            .issue_service_token("admin-service", Duration::from_secs(60))
+            .unwrap();
         assert_eq!(k.verify_service_token(&svc).unwrap().sub, "admin-service");
         assert!(k.verify_user_token(&svc).is_err());
     }
@@ -356,19 +407,25 @@ mod tests {
     fn foreign_key_and_alg_none_are_refused() {
         let k = keys();
         let other = keys();
-        let token = other.issue_user_token(Uuid::new_v4(), "a@b.co", Role::Admin).unwrap();
+        let token = other
+            .issue_user_token(Uuid::new_v4(), "a@b.co", Role::Admin)
+            .unwrap();
         assert!(k.verify_user_token(&token).is_err());
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let payload = token.split('.').nth(1).unwrap();
-        assert!(k.verify_user_token(&format!("{header}.{payload}.")).is_err());
+        assert!(
+            k.verify_user_token(&format!("{header}.{payload}."))
+                .is_err()
+        );
     }
 
     #[test]
     fn mismatched_private_key_is_refused() {
         let (_, public) = generate_key_pair();
         let (private, _) = generate_key_pair();
-        let err = JwtKeys::from_pem(&public, Some(&private), "x", Duration::from_secs(1)).unwrap_err();
+        let err =
+            JwtKeys::from_pem(&public, Some(&private), "x", Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, KeyError::Mismatch));
     }
 }

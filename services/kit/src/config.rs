@@ -117,7 +117,10 @@ impl Env {
     pub fn socket_addr_or(&self, key: &str, default: &str) -> Result<SocketAddr, ConfigError> {
         let v = self.string_or(key, default);
         v.parse().map_err(|_| {
-            ConfigError::new(key, format!("must be host:port like 0.0.0.0:8080, got {v:?}"))
+            ConfigError::new(
+                key,
+                format!("must be host:port like 0.0.0.0:8080, got {v:?}"),
+            )
         })
     }
 
@@ -126,7 +129,10 @@ impl Env {
         match self.raw(key) {
             None => Ok(default),
             Some(v) => parse_duration(&v).ok_or_else(|| {
-                ConfigError::new(key, format!("must be a duration like 7d, 12h or 30s, got {v:?}"))
+                ConfigError::new(
+                    key,
+                    format!("must be a duration like 7d, 12h or 30s, got {v:?}"),
+                )
             }),
         }
     }
@@ -151,9 +157,9 @@ impl Env {
         let file_key = format!("{key}_FILE");
         match self.raw(&file_key) {
             None => Ok(None),
-            Some(path) => std::fs::read_to_string(&path).map(Some).map_err(|e| {
-                ConfigError::new(file_key, format!("cannot read file {path:?}: {e}"))
-            }),
+            Some(path) => std::fs::read_to_string(&path)
+                .map(Some)
+                .map_err(|e| ConfigError::new(file_key, format!("cannot read file {path:?}: {e}"))),
         }
     }
 }
@@ -195,6 +201,9 @@ mod tests {
         assert_eq!(err.var, "BIND_ADDR");
         assert!(err.to_string().contains("BIND_ADDR"));
         assert_eq!(env.bool_or("FLAG", false).unwrap_err().var, "FLAG");
-        assert_eq!(env.required("DATABASE_URL").unwrap_err().var, "DATABASE_URL");
+        assert_eq!(
+            env.required("DATABASE_URL").unwrap_err().var,
+            "DATABASE_URL"
+        );
     }
 }

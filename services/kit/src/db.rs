@@ -29,15 +29,23 @@ impl DbConfig {
             None => env.required("DATABASE_URL")?,
         };
         PgConnectOptions::from_str(&url).map_err(|e| {
-            ConfigError::new("DATABASE_URL", format!("is not a valid PostgreSQL URL: {e}"))
+            ConfigError::new(
+                "DATABASE_URL",
+                format!("is not a valid PostgreSQL URL: {e}"),
+            )
         })?;
         let schema_var = format!("{prefix}_DB_SCHEMA");
         let schema = env.string_or(&schema_var, default_schema);
         if schema.is_empty()
             || schema.len() > 48
-            || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
-            return Err(ConfigError::new(schema_var, "must be lowercase letters, digits and _"));
+            return Err(ConfigError::new(
+                schema_var,
+                "must be lowercase letters, digits and _",
+            ));
         }
         Ok(Self {
             url,
@@ -51,16 +59,22 @@ impl DbConfig {
 pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
     let base = PgConnectOptions::from_str(&cfg.url)?;
     {
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect_with(&base))
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            sqlx::PgConnection::connect_with(&base),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)??;
         // Serialise concurrent first starts (several replicas, parallel tests).
         sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-schema'))")
             .execute(&mut conn)
             .await?;
-        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", cfg.schema)))
-            .execute(&mut conn)
-            .await;
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            cfg.schema
+        )))
+        .execute(&mut conn)
+        .await;
         sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-schema'))")
             .execute(&mut conn)
             .await?;
@@ -111,6 +125,9 @@ pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Resul
         .await?;
     result?;
     drop(conn);
-    migrator.run(pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
     Ok(())
 }

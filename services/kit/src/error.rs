@@ -171,7 +171,9 @@ pub fn check_length(field: &str, value: &str, min: usize, max: usize) -> ApiResu
     let n = value.chars().count();
     if n < min {
         if min == 1 {
-            return Err(ApiError::bad_request(format!("{field} should not be empty")));
+            return Err(ApiError::bad_request(format!(
+                "{field} should not be empty"
+            )));
         }
         return Err(ApiError::bad_request(format!(
             "{field} must be at least {min} characters"
@@ -219,7 +221,12 @@ mod tests {
 
     #[test]
     fn lengths_name_the_field() {
-        assert!(check_length("title", "", 1, 200).unwrap_err().message.contains("title"));
+        assert!(
+            check_length("title", "", 1, 200)
+                .unwrap_err()
+                .message
+                .contains("title")
+        );
         assert!(check_length("title", &"x".repeat(201), 1, 200).is_err());
         assert!(check_length("title", "ok", 1, 200).is_ok());
     }

@@ -123,7 +123,19 @@ pub struct UserRef {
 }
 
 /// A ticket's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema, sqlx::Type)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+    sqlx::Type,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TicketStatus {
@@ -149,7 +161,9 @@ impl std::str::FromStr for TicketStatus {
             "OPEN" => Ok(TicketStatus::Open),
             "IN_PROGRESS" => Ok(TicketStatus::InProgress),
             "DONE" => Ok(TicketStatus::Done),
-            other => Err(format!("status must be one of OPEN, IN_PROGRESS, DONE, got {other:?}")),
+            other => Err(format!(
+                "status must be one of OPEN, IN_PROGRESS, DONE, got {other:?}"
+            )),
         }
     }
 }
@@ -187,7 +201,9 @@ macro_rules! domain_event {
 pub struct UserCreated {
     pub user: UserSnapshot,
 }
-domain_event!(UserCreated, "user.created", USER_EVENTS, "user", |p| p.user.id);
+domain_event!(UserCreated, "user.created", USER_EVENTS, "user", |p| p
+    .user
+    .id);
 
 /// `user.updated`: the account changed; `changes` names what (e.g. `password`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -196,7 +212,9 @@ pub struct UserUpdated {
     pub user: UserSnapshot,
     pub changes: Vec<String>,
 }
-domain_event!(UserUpdated, "user.updated", USER_EVENTS, "user", |p| p.user.id);
+domain_event!(UserUpdated, "user.updated", USER_EVENTS, "user", |p| p
+    .user
+    .id);
 
 /// `user.deleted`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -215,7 +233,13 @@ pub struct UserRoleChanged {
     pub old_role: Role,
     pub new_role: Role,
 }
-domain_event!(UserRoleChanged, "user.role_changed", USER_EVENTS, "user", |p| p.user.id);
+domain_event!(
+    UserRoleChanged,
+    "user.role_changed",
+    USER_EVENTS,
+    "user",
+    |p| p.user.id
+);
 
 /// `user.password_reset_requested`: carries the reset link for the email. Only
 /// notification-service uses the link; audit strips it.
@@ -243,7 +267,13 @@ pub struct TicketCreated {
     pub ticket: TicketSnapshot,
     pub creator: UserRef,
 }
-domain_event!(TicketCreated, "ticket.created", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketCreated,
+    "ticket.created",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.updated`: `changes` names the changed fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -252,7 +282,13 @@ pub struct TicketUpdated {
     pub ticket: TicketSnapshot,
     pub changes: Vec<String>,
 }
-domain_event!(TicketUpdated, "ticket.updated", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketUpdated,
+    "ticket.updated",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.status_changed` (→ email to the creator).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -263,7 +299,13 @@ pub struct TicketStatusChanged {
     pub new_status: TicketStatus,
     pub creator: UserRef,
 }
-domain_event!(TicketStatusChanged, "ticket.status_changed", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketStatusChanged,
+    "ticket.status_changed",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.assigned` (→ emails to the creator and the assignee).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -274,7 +316,13 @@ pub struct TicketAssigned {
     pub previous_assignee_id: Option<Uuid>,
     pub creator: UserRef,
 }
-domain_event!(TicketAssigned, "ticket.assigned", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketAssigned,
+    "ticket.assigned",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.unassigned` (→ email to the creator).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -284,7 +332,13 @@ pub struct TicketUnassigned {
     pub previous_assignee_id: Option<Uuid>,
     pub creator: UserRef,
 }
-domain_event!(TicketUnassigned, "ticket.unassigned", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketUnassigned,
+    "ticket.unassigned",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.deleted`: the last state of the ticket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -292,7 +346,13 @@ domain_event!(TicketUnassigned, "ticket.unassigned", TICKET_EVENTS, "ticket", |p
 pub struct TicketDeleted {
     pub ticket: TicketSnapshot,
 }
-domain_event!(TicketDeleted, "ticket.deleted", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketDeleted,
+    "ticket.deleted",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `ticket.comment_added`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -303,7 +363,13 @@ pub struct TicketCommentAdded {
     pub author_id: Uuid,
     pub is_internal: bool,
 }
-domain_event!(TicketCommentAdded, "ticket.comment_added", TICKET_EVENTS, "ticket", |p| p.ticket.id);
+domain_event!(
+    TicketCommentAdded,
+    "ticket.comment_added",
+    TICKET_EVENTS,
+    "ticket",
+    |p| p.ticket.id
+);
 
 /// `email.queued`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -314,7 +380,13 @@ pub struct EmailQueued {
     pub subject: String,
     pub template: Option<String>,
 }
-domain_event!(EmailQueued, "email.queued", NOTIFICATION_EVENTS, "email", |p| p.email_id);
+domain_event!(
+    EmailQueued,
+    "email.queued",
+    NOTIFICATION_EVENTS,
+    "email",
+    |p| p.email_id
+);
 
 /// `email.sent`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -324,7 +396,8 @@ pub struct EmailSent {
     pub to: String,
     pub attempts: i32,
 }
-domain_event!(EmailSent, "email.sent", NOTIFICATION_EVENTS, "email", |p| p.email_id);
+domain_event!(EmailSent, "email.sent", NOTIFICATION_EVENTS, "email", |p| p
+    .email_id);
 
 /// `email.failed`: gave up after the configured attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -335,13 +408,22 @@ pub struct EmailFailed {
     pub attempts: i32,
     pub error: String,
 }
-domain_event!(EmailFailed, "email.failed", NOTIFICATION_EVENTS, "email", |p| p.email_id);
+domain_event!(
+    EmailFailed,
+    "email.failed",
+    NOTIFICATION_EVENTS,
+    "email",
+    |p| p.email_id
+);
 
 /// The JSON Schema of every event (envelope with its typed payload), keyed by event type.
 pub fn all_schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn one<E: DomainEvent>() -> (&'static str, serde_json::Value) {
         let schema = schemars::schema_for!(Envelope<E>);
-        (E::EVENT_TYPE, serde_json::to_value(schema).unwrap_or_default())
+        (
+            E::EVENT_TYPE,
+            serde_json::to_value(schema).unwrap_or_default(),
+        )
     }
     vec![
         one::<UserCreated>(),
@@ -412,9 +494,18 @@ mod tests {
                 std::fs::write(&path, &text).unwrap();
                 continue;
             }
-            let on_disk = std::fs::read_to_string(&path)
-                .unwrap_or_else(|_| panic!("{} is missing; run with UPDATE_EVENT_SCHEMAS=1", path.display()));
-            assert_eq!(on_disk, text, "{} drifted from the Rust types; run with UPDATE_EVENT_SCHEMAS=1", path.display());
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!(
+                    "{} is missing; run with UPDATE_EVENT_SCHEMAS=1",
+                    path.display()
+                )
+            });
+            assert_eq!(
+                on_disk,
+                text,
+                "{} drifted from the Rust types; run with UPDATE_EVENT_SCHEMAS=1",
+                path.display()
+            );
         }
     }
 

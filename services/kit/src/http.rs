@@ -44,7 +44,10 @@ impl HttpConfig {
         }
         for origin in &cors_origins {
             if origin != "*" && HeaderValue::from_str(origin).is_err() {
-                return Err(ConfigError::new("CORS_ALLOWED_ORIGINS", format!("has an invalid origin {origin:?}")));
+                return Err(ConfigError::new(
+                    "CORS_ALLOWED_ORIGINS",
+                    format!("has an invalid origin {origin:?}"),
+                ));
             }
         }
         Ok(Self {
@@ -81,17 +84,19 @@ struct TrustForwarded(bool);
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let trust = parts.extensions.get::<TrustForwarded>().is_some_and(|t| t.0);
-        if trust {
-            if let Some(ip) = parts
+        let trust = parts
+            .extensions
+            .get::<TrustForwarded>()
+            .is_some_and(|t| t.0);
+        if trust
+            && let Some(ip) = parts
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
-            {
-                return Ok(ClientIp(ip.to_string()));
-            }
+        {
+            return Ok(ClientIp(ip.to_string()));
         }
         let ip = parts
             .extensions
@@ -104,10 +109,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic())).then(|| s.to_string())
+    (!s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic()))
+        .then(|| s.to_string())
 }
 
-async fn observe(State((service, trust)): State<(&'static str, bool)>, mut req: Request, next: Next) -> Response {
+async fn observe(
+    State((service, trust)): State<(&'static str, bool)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
@@ -120,7 +130,8 @@ async fn observe(State((service, trust)): State<(&'static str, bool)>, mut req: 
     req.extensions_mut().insert(TrustForwarded(trust));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", service, request_id = %id, method = %method, path = %path);
+    let span =
+        tracing::info_span!("request", service, request_id = %id, method = %method, path = %path);
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     let status = res.status().as_u16();
@@ -190,12 +201,27 @@ fn cors(origins: &[String]) -> CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()))
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID.clone()])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            REQUEST_ID.clone(),
+        ])
         .expose_headers([REQUEST_ID.clone(), HeaderName::from_static("x-next-cursor")])
         .max_age(Duration::from_secs(600))
 }
@@ -209,7 +235,10 @@ pub fn finish(router: Router, service: &'static str, cfg: &HttpConfig) -> Router
         .layer(RequestBodyLimitLayer::new(cfg.body_limit))
         .layer(middleware::from_fn(error_shape))
         .layer(cors(&cfg.cors_origins))
-        .layer(middleware::from_fn_with_state((service, cfg.trust_forwarded_for), observe))
+        .layer(middleware::from_fn_with_state(
+            (service, cfg.trust_forwarded_for),
+            observe,
+        ))
 }
 
 /// What `/ready` checks.
@@ -222,7 +251,11 @@ pub struct Readiness {
 
 async fn check_database(pool: &PgPool) -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(pool)).await,
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(pool)
+        )
+        .await,
         Ok(Ok(_))
     )
 }
@@ -231,14 +264,19 @@ async fn ready(State(r): State<Readiness>) -> Response {
     let db = check_database(&r.pool).await;
     let broker = match &r.bus {
         None => true,
-        Some(bus) => tokio::time::timeout(Duration::from_secs(2), bus.healthy()).await.unwrap_or(false),
+        Some(bus) => tokio::time::timeout(Duration::from_secs(2), bus.healthy())
+            .await
+            .unwrap_or(false),
     };
     let checks = serde_json::json!({
         "database": if db { "ok" } else { "unavailable" },
         "broker": if broker { "ok" } else { "unavailable" },
     });
     if db && broker {
-        return axum::Json(serde_json::json!({"status": "ready", "service": r.service, "checks": checks})).into_response();
+        return axum::Json(
+            serde_json::json!({"status": "ready", "service": r.service, "checks": checks}),
+        )
+        .into_response();
     }
     let down: Vec<&str> = [(!db).then_some("database"), (!broker).then_some("broker")]
         .into_iter()
@@ -255,9 +293,16 @@ async fn ready(State(r): State<Readiness>) -> Response {
 
 /// `/health`, `/ready` and `/metrics`.
 pub fn operational_routes(readiness: Readiness) -> Router {
+    // Install the recorder now, so what happens before the first scrape is counted.
+    crate::telemetry::prometheus();
     let service = readiness.service;
     Router::new()
-        .route("/health", get(move || async move { axum::Json(serde_json::json!({"status": "ok", "service": service})) }))
+        .route(
+            "/health",
+            get(move || async move {
+                axum::Json(serde_json::json!({"status": "ok", "service": service}))
+            }),
+        )
         .route("/ready", get(ready))
         .route(
             "/metrics",

@@ -121,9 +121,11 @@ impl OutboxRelay {
     /// the relay lock or the outbox is empty).
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '-outbox-relay'))")
-            .fetch_one(&mut *tx)
-            .await?;
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '-outbox-relay'))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked {
             return Ok(0);
         }
@@ -181,7 +183,9 @@ impl OutboxRelay {
 
     /// Unpublished events.
     pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await
+        sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Relays until `shutdown`: drains on every notification and every poll interval, backs off
@@ -204,7 +208,8 @@ impl OutboxRelay {
                 }
             };
             if let Ok(n) = self.backlog().await {
-                metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone()).set(n as f64);
+                metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone())
+                    .set(n as f64);
             }
             if let Some(delay) = wait {
                 tokio::select! {

@@ -25,11 +25,12 @@ pub enum PeerError {
 impl From<PeerError> for ApiError {
     fn from(e: PeerError) -> Self {
         match e {
-            PeerError::Unavailable(peer) => {
-                ApiError::unavailable(format!("{peer} is temporarily unavailable, please try again shortly"))
-            }
+            PeerError::Unavailable(peer) => ApiError::unavailable(format!(
+                "{peer} is temporarily unavailable, please try again shortly"
+            )),
             PeerError::Rejected { status, message } => ApiError::new(
-                axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+                axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
                 message,
             ),
         }
@@ -57,7 +58,13 @@ pub struct PeerClient {
 
 impl PeerClient {
     /// `timeout` bounds each attempt; idempotent calls are tried `1 + retries` times.
-    pub fn new(name: &str, base_url: &str, token: Option<String>, timeout: Duration, retries: u32) -> Self {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        token: Option<String>,
+        timeout: Duration,
+        retries: u32,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
@@ -71,7 +78,10 @@ impl PeerClient {
             retries,
             failure_threshold: 5,
             cooldown: Duration::from_secs(10),
-            breaker: Mutex::new(Breaker { failures: 0, open_until: None }),
+            breaker: Mutex::new(Breaker {
+                failures: 0,
+                open_until: None,
+            }),
         }
     }
 
@@ -109,7 +119,9 @@ impl PeerClient {
         let attempts = if idempotent { 1 + self.retries } else { 1 };
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=attempts {
-            let mut req = self.http.request(method.clone(), format!("{}{}", self.base_url, path));
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{}", self.base_url, path));
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -122,7 +134,10 @@ impl PeerClient {
             match req.send().await {
                 Ok(res) if res.status().is_success() => {
                     self.record(true);
-                    return res.json::<T>().await.map_err(|_| PeerError::Unavailable(self.name.clone()));
+                    return res
+                        .json::<T>()
+                        .await
+                        .map_err(|_| PeerError::Unavailable(self.name.clone()));
                 }
                 Ok(res) if res.status().is_client_error() => {
                     self.record(true);
@@ -131,12 +146,20 @@ impl PeerClient {
                         .json::<serde_json::Value>()
                         .await
                         .ok()
-                        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                        .and_then(|v| {
+                            v.get("message")
+                                .and_then(|m| m.as_str())
+                                .map(str::to_string)
+                        })
                         .unwrap_or_else(|| format!("{} refused the request", self.name));
                     return Err(PeerError::Rejected { status, message });
                 }
-                Ok(res) => tracing::warn!(peer = %self.name, status = res.status().as_u16(), attempt, "peer call failed"),
-                Err(e) => tracing::warn!(peer = %self.name, error = %e, attempt, "peer call failed"),
+                Ok(res) => {
+                    tracing::warn!(peer = %self.name, status = res.status().as_u16(), attempt, "peer call failed")
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %self.name, error = %e, attempt, "peer call failed")
+                }
             }
             self.record(false);
             if attempt < attempts && !self.breaker_open() {

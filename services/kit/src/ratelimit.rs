@@ -40,8 +40,10 @@ impl KeyedLimiter {
 /// Checks every `(limiter, key)` pair; the first one over its limit answers 429.
 pub fn enforce(limits: &[(Option<&KeyedLimiter>, &str)]) -> Result<(), ApiError> {
     for (limiter, key) in limits {
-        if let Some(l) = limiter {
-            if let Err(wait) = l.check(key) {
+        if let Some(l) = limiter
+            && let Err(wait) = l.check(key)
+        {
+            {
                 return Err(ApiError::too_many_requests(format!(
                     "Too many attempts, try again in {} seconds",
                     wait.as_secs().max(1)

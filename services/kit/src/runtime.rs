@@ -35,7 +35,9 @@ pub fn command_from_args() -> Result<Command, String> {
         None | Some("serve") => Ok(Command::Serve),
         Some("migrate") => Ok(Command::Migrate),
         Some("-h" | "--help") => Err("usage: <service> [serve|migrate]".into()),
-        Some(other) => Err(format!("unknown command {other:?}; usage: <service> [serve|migrate]")),
+        Some(other) => Err(format!(
+            "unknown command {other:?}; usage: <service> [serve|migrate]"
+        )),
     }
 }
 
@@ -47,14 +49,15 @@ pub fn shutdown_on_signals() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    t.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -72,7 +75,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("cannot listen on {addr}: the port is already in use (set BIND_ADDR or --port)")
+            anyhow::anyhow!(
+                "cannot listen on {addr}: the port is already in use (set BIND_ADDR or --port)"
+            )
         } else {
             anyhow::anyhow!("cannot listen on {addr}: {e}")
         }
@@ -80,20 +85,35 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// Runs workers and the HTTP server until `shutdown`; waits (bounded) for workers to finish
 /// the message they are handling.
-pub async fn run(listener: TcpListener, router: Router, workers: Vec<Worker>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    workers: Vec<Worker>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let handles: Vec<_> = workers.into_iter().map(tokio::spawn).collect();
     let served = serve(listener, router, shutdown.clone()).await;
     shutdown.cancel();
     let drain = futures_util::future::join_all(handles);
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("workers did not stop within 30 s");
     }
     served.map_err(Into::into)
@@ -138,7 +158,10 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{}: cannot start the async runtime: {e}", D::NAME);
@@ -164,7 +187,9 @@ async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::
         return Ok(());
     }
     let (amqp, prefix) = D::bus(&config);
-    let amqp = amqp.ok_or_else(|| anyhow::anyhow!("invalid configuration: AMQP_URL is required but not set"))?;
+    let amqp = amqp.ok_or_else(|| {
+        anyhow::anyhow!("invalid configuration: AMQP_URL is required but not set")
+    })?;
     let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::new(amqp, prefix));
     let shutdown = shutdown_on_signals();
     let listener = bind(D::http(&config).bind_addr).await?;

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use sqlx::{PgConnection, PgPool};
@@ -32,33 +35,69 @@ async fn fixture() -> Fixture {
     testing::require_postgres().await;
     testing::require_rabbitmq().await;
     let schema = unique("t_kit_");
-    let cfg = DbConfig { url: database_url(), schema: schema.clone(), max_connections: 5 };
+    let cfg = DbConfig {
+        url: database_url(),
+        schema: schema.clone(),
+        max_connections: 5,
+    };
     let pool = db::connect(&cfg).await.expect("connect");
-    db::migrate(&pool, &NO_MIGRATIONS).await.expect("kit tables");
-    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL, n INT NOT NULL)").execute(&pool).await.unwrap();
-    Fixture { pool, schema, prefix: format!("{}.", unique("t")) }
+    db::migrate(&pool, &NO_MIGRATIONS)
+        .await
+        .expect("kit tables");
+    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL, n INT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    Fixture {
+        pool,
+        schema,
+        prefix: format!("{}.", unique("t")),
+    }
 }
 
 /// A queue bound to `exchange` that records what arrives.
 async fn tap(prefix: &str, exchange: &str) -> (Connection, String) {
-    let conn = Connection::connect(&amqp_url(), Default::default()).await.unwrap();
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let bus = AmqpBus::new(&amqp_url(), prefix);
     assert!(bus.healthy().await, "declares the exchanges");
     let queue = format!("{prefix}tap");
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(queue.as_str().into(), format!("{prefix}{exchange}").into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        format!("{prefix}{exchange}").into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     (conn, queue)
 }
 
 async fn drain(conn: &Connection, queue: &str, want: usize) -> Vec<(String, Envelope)> {
     let ch = conn.create_channel().await.unwrap();
     let mut consumer = ch
-        .basic_consume(queue.into(), "tap".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -68,17 +107,28 @@ async fn drain(conn: &Connection, queue: &str, want: usize) -> Vec<(String, Enve
             .expect("expected message did not arrive")
             .unwrap()
             .unwrap();
-        got.push((d.routing_key.to_string(), serde_json::from_slice(&d.data).unwrap()));
+        got.push((
+            d.routing_key.to_string(),
+            serde_json::from_slice(&d.data).unwrap(),
+        ));
     }
     // Nothing more within a short grace period.
-    if let Ok(Some(Ok(extra))) = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
-        panic!("unexpected extra message {:?}", String::from_utf8_lossy(&extra.data));
+    if let Ok(Some(Ok(extra))) =
+        tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+    {
+        panic!(
+            "unexpected extra message {:?}",
+            String::from_utf8_lossy(&extra.data)
+        );
     }
     got
 }
 
 fn deleted(id: Uuid) -> UserDeleted {
-    UserDeleted { id, email: format!("{id}@example.com") }
+    UserDeleted {
+        id,
+        email: format!("{id}@example.com"),
+    }
 }
 
 #[tokio::test]
@@ -90,17 +140,29 @@ async fn committed_events_are_published_once_and_rolled_back_ones_never() {
 
     let rolled_back = Uuid::new_v4();
     let mut tx = f.pool.begin().await.unwrap();
-    outbox::publish(&mut tx, &deleted(rolled_back), &EventContext::default()).await.unwrap();
+    outbox::publish(&mut tx, &deleted(rolled_back), &EventContext::default())
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
     let committed = Uuid::new_v4();
-    let ctx = EventContext { correlation_id: Some("req-1".into()), user_id: Some(committed), causation_id: None };
+    let ctx = EventContext {
+        correlation_id: Some("req-1".into()),
+        user_id: Some(committed),
+        causation_id: None,
+    };
     let mut tx = f.pool.begin().await.unwrap();
-    let env = outbox::publish(&mut tx, &deleted(committed), &ctx).await.unwrap();
+    let env = outbox::publish(&mut tx, &deleted(committed), &ctx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     assert_eq!(relay.relay_once().await.unwrap(), 1);
-    assert_eq!(relay.relay_once().await.unwrap(), 0, "nothing left to publish");
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        0,
+        "nothing left to publish"
+    );
     let got = drain(&conn, &queue, 1).await;
     assert_eq!(got[0].0, "user.deleted");
     assert_eq!(got[0].1, env);
@@ -114,23 +176,33 @@ async fn committed_events_are_published_once_and_rolled_back_ones_never() {
 async fn events_written_while_the_broker_is_down_are_published_when_it_is_back() {
     let f = fixture().await;
     let (conn, queue) = tap(&f.prefix, USER_EVENTS).await;
-    let down: Arc<dyn Bus> = Arc::new(AmqpBus::new("amqp://guest:guest@127.0.0.1:1/%2f", &f.prefix));
+    let down: Arc<dyn Bus> = Arc::new(AmqpBus::new(
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        &f.prefix,
+    ));
     let relay_down = OutboxRelay::new(f.pool.clone(), down.clone(), &f.schema);
     assert!(!down.healthy().await);
 
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         let mut tx = f.pool.begin().await.unwrap();
-        outbox::publish(&mut tx, &deleted(*id), &EventContext::default()).await.unwrap();
+        outbox::publish(&mut tx, &deleted(*id), &EventContext::default())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     assert!(relay_down.relay_once().await.is_err());
-    assert_eq!(relay_down.backlog().await.unwrap(), 3, "nothing is lost while the broker is down");
+    assert_eq!(
+        relay_down.backlog().await.unwrap(),
+        3,
+        "nothing is lost while the broker is down"
+    );
 
     // The broker is back: the running relay (woken by polling) publishes everything, in order.
     let up: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
     let shutdown = CancellationToken::new();
-    let relay = OutboxRelay::new(f.pool.clone(), up, &f.schema).with_poll_interval(Duration::from_millis(100));
+    let relay = OutboxRelay::new(f.pool.clone(), up, &f.schema)
+        .with_poll_interval(Duration::from_millis(100));
     let task = tokio::spawn(relay.run(shutdown.clone()));
     let got = drain(&conn, &queue, 3).await;
     let order: Vec<String> = got.iter().map(|(_, e)| e.aggregate_id.clone()).collect();
@@ -147,11 +219,14 @@ async fn relay_wakes_on_notify_without_waiting_for_the_poll() {
     let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
     let shutdown = CancellationToken::new();
     // A poll interval far longer than the test's wait: only NOTIFY can wake it in time.
-    let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema).with_poll_interval(Duration::from_secs(60));
+    let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema)
+        .with_poll_interval(Duration::from_secs(60));
     let task = tokio::spawn(relay.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await; // let it start listening
     let mut tx = f.pool.begin().await.unwrap();
-    outbox::publish(&mut tx, &deleted(Uuid::new_v4()), &EventContext::default()).await.unwrap();
+    outbox::publish(&mut tx, &deleted(Uuid::new_v4()), &EventContext::default())
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let got = drain(&conn, &queue, 1).await;
     assert_eq!(got.len(), 1);
@@ -176,27 +251,44 @@ impl EventHandler for Recorder {
         if p.email.starts_with("fail") {
             return Err(HandlerError::Transient("simulated failure".into()));
         }
-        sqlx::query("INSERT INTO effects (event_id, n) VALUES ($1, 1)").bind(event.event_id).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO effects (event_id, n) VALUES ($1, 1)")
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 }
 
 async fn publish_raw(prefix: &str, body: &[u8]) {
-    let conn = Connection::connect(&amqp_url(), Default::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_publish(format!("{prefix}{USER_EVENTS}").into(), "user.deleted".into(), BasicPublishOptions::default(), body, BasicProperties::default())
-        .await
-        .unwrap()
+    let conn = Connection::connect(&amqp_url(), Default::default())
         .await
         .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        format!("{prefix}{USER_EVENTS}").into(),
+        "user.deleted".into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     let _ = conn.close(200, "bye".into()).await;
 }
 
 async fn dlq_messages(queue: &str) -> Vec<Vec<u8>> {
-    let conn = Connection::connect(&amqp_url(), Default::default()).await.unwrap();
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let mut out = Vec::new();
-    while let Some(m) = ch.basic_get(format!("{queue}.dlq").into(), BasicGetOptions::default()).await.unwrap() {
+    while let Some(m) = ch
+        .basic_get(format!("{queue}.dlq").into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
         out.push(m.delivery.data.clone());
         m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -208,8 +300,14 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
     let f = fixture().await;
     let bus = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
     assert!(bus.healthy().await);
-    let recorder = Arc::new(Recorder { calls: AtomicUsize::new(0) });
-    let handler = Arc::new(IdempotentConsumer::new("test", f.pool.clone(), recorder.clone()));
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let handler = Arc::new(IdempotentConsumer::new(
+        "test",
+        f.pool.clone(),
+        recorder.clone(),
+    ));
     let sub = Subscription {
         queue: "kit-test".into(),
         bindings: vec![(USER_EVENTS.into(), "user.*".into())],
@@ -224,15 +322,33 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
     // Wait until the queue exists and is bound.
     let queue = bus.name("kit-test");
     eventually(Duration::from_secs(10), "consumer queue", || async {
-        let conn = Connection::connect(&amqp_url(), Default::default()).await.ok()?;
+        let conn = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .ok()?;
         let ch = conn.create_channel().await.ok()?;
-        let ok = ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.is_ok();
+        let ok = ch
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
         ok.then_some(())
     })
     .await;
 
     let good = Envelope::wrap(&deleted(Uuid::new_v4()), EventMetadata::default());
-    let failing = Envelope::wrap(&UserDeleted { id: Uuid::new_v4(), email: "fail@example.com".into() }, EventMetadata::default());
+    let failing = Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "fail@example.com".into(),
+        },
+        EventMetadata::default(),
+    );
     let later = Envelope::wrap(&deleted(Uuid::new_v4()), EventMetadata::default());
     publish_raw(&f.prefix, b"this is not json").await;
     publish_raw(&f.prefix, &serde_json::to_vec(&failing).unwrap()).await;
@@ -243,26 +359,42 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
     let count = |id: Uuid| {
         let pool = f.pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1").bind(id).fetch_one(&pool).await.unwrap()
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
         }
     };
-    eventually(Duration::from_secs(10), "later events flow past the failing one", || async {
-        (count(later.event_id).await == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "later events flow past the failing one",
+        || async { (count(later.event_id).await == 1).then_some(()) },
+    )
     .await;
-    assert_eq!(count(good.event_id).await, 1, "a redelivered event is applied once");
+    assert_eq!(
+        count(good.event_id).await,
+        1,
+        "a redelivered event is applied once"
+    );
     // The failing message is tried max_attempts times, then dead-lettered with the poison one.
-    let dead = std::sync::Mutex::new(Vec::new());
-    eventually(Duration::from_secs(10), "dead-lettered messages", || async {
-        let mut dead = dead.lock().unwrap();
-        dead.extend(dlq_messages(&queue).await);
-        (dead.len() >= 2).then_some(())
-    })
+    let dead = tokio::sync::Mutex::new(Vec::new());
+    eventually(
+        Duration::from_secs(10),
+        "dead-lettered messages",
+        || async {
+            let mut dead = dead.lock().await;
+            dead.extend(dlq_messages(&queue).await);
+            (dead.len() >= 2).then_some(())
+        },
+    )
     .await;
-    let dead = dead.into_inner().unwrap();
+    let dead = dead.into_inner();
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().any(|m| m == b"this is not json"));
-    assert!(dead.iter().any(|m| serde_json::from_slice::<Envelope>(m).is_ok_and(|e| e.event_id == failing.event_id)));
+    assert!(dead.iter().any(|m| {
+        serde_json::from_slice::<Envelope>(m).is_ok_and(|e| e.event_id == failing.event_id)
+    }));
     assert_eq!(count(failing.event_id).await, 0);
     shutdown.cancel();
     task.await.unwrap();

@@ -73,7 +73,9 @@ pub struct Message {
 
 impl Message {
     pub fn new(m: &str) -> ApiJson<Message> {
-        ApiJson(Message { message: m.to_string() })
+        ApiJson(Message {
+            message: m.to_string(),
+        })
     }
 }
 
@@ -82,16 +84,23 @@ pub fn check_password(state: &AppState, field: &str, password: &str) -> ApiResul
     let n = password.chars().count();
     let min = state.config.password_min_length;
     if n < min {
-        return Err(ApiError::bad_request(format!("{field} must be at least {min} characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at least {min} characters"
+        )));
     }
     if n > 128 {
-        return Err(ApiError::bad_request(format!("{field} must be at most 128 characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most 128 characters"
+        )));
     }
     Ok(())
 }
 
 fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
-    match value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+    match value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    {
         None => Ok(None),
         Some(v) => {
             check_length(field, &v, 1, 100)?;
@@ -101,7 +110,10 @@ fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>
 }
 
 fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
-    state.keys.issue_user_token(row.id, &row.email, row.role).map_err(ApiError::internal)
+    state
+        .keys
+        .issue_user_token(row.id, &row.email, row.role)
+        .map_err(ApiError::internal)
 }
 
 /// Create an account.
@@ -133,14 +145,33 @@ pub async fn signup(
     };
     let row = match users::insert(&mut tx, &new).await {
         Ok(row) => row,
-        Err(e) if users::is_duplicate_email(&e) => return Err(ApiError::conflict("Email already exists")),
+        Err(e) if users::is_duplicate_email(&e) => {
+            return Err(ApiError::conflict("Email already exists"));
+        }
         Err(e) => return Err(e.into()),
     };
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(row.id), causation_id: None };
-    outbox::publish(&mut tx, &UserCreated { user: row.snapshot() }, &ctx).await?;
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: Some(row.id),
+        causation_id: None,
+    };
+    outbox::publish(
+        &mut tx,
+        &UserCreated {
+            user: row.snapshot(),
+        },
+        &ctx,
+    )
+    .await?;
     tx.commit().await?;
     let token = issue(&state, &row)?;
-    Ok((StatusCode::CREATED, ApiJson(AuthResponse { user: User::from(&row), token })))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(AuthResponse {
+            user: User::from(&row),
+            token,
+        }),
+    ))
 }
 
 /// Sign in.
@@ -163,11 +194,17 @@ pub async fn login(
         (state.limiters.login_account.as_ref(), email.as_str()),
     ])?;
     let row = users::find_by_email(&state.pool, &email).await?;
-    let ok = state.passwords.verify(body.password, row.as_ref().map(|r| r.password_hash.clone())).await?;
+    let ok = state
+        .passwords
+        .verify(body.password, row.as_ref().map(|r| r.password_hash.clone()))
+        .await?;
     match row {
         Some(row) if ok => {
             let token = issue(&state, &row)?;
-            Ok(ApiJson(AuthResponse { user: User::from(&row), token }))
+            Ok(ApiJson(AuthResponse {
+                user: User::from(&row),
+                token,
+            }))
         }
         _ => Err(ApiError::unauthorized("Invalid credentials")),
     }
@@ -200,15 +237,30 @@ pub async fn change_password(
     check_password(&state, "newPassword", &body.new_password)?;
     let row = current_user(&state, &auth).await?;
     if body.old_password.chars().count() > 128
-        || !state.passwords.verify(body.old_password, Some(row.password_hash.clone())).await?
+        || !state
+            .passwords
+            .verify(body.old_password, Some(row.password_hash.clone()))
+            .await?
     {
         return Err(ApiError::bad_request("Current password is incorrect"));
     }
     let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
     users::set_password(&mut tx, row.id, &hash).await?;
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(row.id), causation_id: None };
-    outbox::publish(&mut tx, &UserUpdated { user: row.snapshot(), changes: vec!["password".into()] }, &ctx).await?;
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: Some(row.id),
+        causation_id: None,
+    };
+    outbox::publish(
+        &mut tx,
+        &UserUpdated {
+            user: row.snapshot(),
+            changes: vec!["password".into()],
+        },
+        &ctx,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Message::new("Password changed successfully"))
 }
@@ -225,7 +277,10 @@ pub async fn validate(
     let row = users::find_by_id(&state.pool, claims.sub)
         .await?
         .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
-    Ok(ApiJson(ValidateResponse { valid: true, user: User::from(&row) }))
+    Ok(ApiJson(ValidateResponse {
+        valid: true,
+        user: User::from(&row),
+    }))
 }
 
 /// Public keys that verify user tokens.

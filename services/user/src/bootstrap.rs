@@ -5,9 +5,9 @@ use helpdesk_kit::events::{UserCreated, UserRoleChanged};
 use helpdesk_kit::outbox::{self, EventContext};
 use sqlx::PgPool;
 
+use crate::Config;
 use crate::passwords::Passwords;
 use crate::users::{self, NewUser};
-use crate::Config;
 
 /// Creates (or promotes) the configured bootstrap admin when the platform has no ADMIN yet.
 /// Safe with several replicas starting at once (advisory lock).
@@ -22,7 +22,9 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
     if users::lock_admins(&mut tx).await? > 0 {
         return Ok(());
     }
-    let hash = Passwords::new(&config.hashing)?.hash(password.clone()).await?;
+    let hash = Passwords::new(&config.hashing)?
+        .hash(password.clone())
+        .await?;
     let ctx = EventContext::default();
     match users::find_by_email(&mut *tx, email).await? {
         Some(existing) => {
@@ -30,15 +32,37 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
             // configured password, so only the holder of the secret can sign in as admin.
             users::set_password(&mut tx, existing.id, &hash).await?;
             let row = users::set_role(&mut tx, existing.id, Role::Admin).await?;
-            outbox::publish(&mut tx, &UserRoleChanged { user: row.snapshot(), old_role: existing.role, new_role: Role::Admin }, &ctx).await?;
+            outbox::publish(
+                &mut tx,
+                &UserRoleChanged {
+                    user: row.snapshot(),
+                    old_role: existing.role,
+                    new_role: Role::Admin,
+                },
+                &ctx,
+            )
+            .await?;
         }
         None => {
             let row = users::insert(
                 &mut tx,
-                &NewUser { email, password_hash: &hash, first_name: Some("Admin"), last_name: None, role: Role::Admin },
+                &NewUser {
+                    email,
+                    password_hash: &hash,
+                    first_name: Some("Admin"),
+                    last_name: None,
+                    role: Role::Admin,
+                },
             )
             .await?;
-            outbox::publish(&mut tx, &UserCreated { user: row.snapshot() }, &ctx).await?;
+            outbox::publish(
+                &mut tx,
+                &UserCreated {
+                    user: row.snapshot(),
+                },
+                &ctx,
+            )
+            .await?;
         }
     }
     tx.commit().await?;

@@ -44,8 +44,14 @@ fn actor(headers: &axum::http::HeaderMap) -> Option<Uuid> {
 /// One user (internal).
 #[utoipa::path(get, path = "/users/{id}", tag = "internal", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 404, description = "User not found")))]
-pub async fn get_user(State(state): State<AppState>, _c: ServiceCaller, ApiPath(id): ApiPath<Uuid>) -> ApiResult<ApiJson<User>> {
-    let row = users::find_by_id(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+pub async fn get_user(
+    State(state): State<AppState>,
+    _c: ServiceCaller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<ApiJson<User>> {
+    let row = users::find_by_id(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     Ok(ApiJson(User::from(&row)))
 }
 
@@ -83,16 +89,33 @@ pub async fn change_role(
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
     let mut tx = state.pool.begin().await?;
     let admins = users::lock_admins(&mut tx).await?;
-    let row = users::lock_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let row = users::lock_by_id(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     if row.role == role {
         return Ok(ApiJson(User::from(&row)));
     }
     if row.role == Role::Admin && admins <= 1 {
-        return Err(ApiError::bad_request("Cannot demote the last administrator"));
+        return Err(ApiError::bad_request(
+            "Cannot demote the last administrator",
+        ));
     }
     let updated = users::set_role(&mut tx, id, role).await?;
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: actor(&headers), causation_id: None };
-    outbox::publish(&mut tx, &UserRoleChanged { user: updated.snapshot(), old_role: row.role, new_role: role }, &ctx).await?;
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: actor(&headers),
+        causation_id: None,
+    };
+    outbox::publish(
+        &mut tx,
+        &UserRoleChanged {
+            user: updated.snapshot(),
+            old_role: row.role,
+            new_role: role,
+        },
+        &ctx,
+    )
+    .await?;
     tx.commit().await?;
     Ok(ApiJson(User::from(&updated)))
 }
@@ -109,13 +132,29 @@ pub async fn delete_user(
 ) -> ApiResult<ApiJson<Message>> {
     let mut tx = state.pool.begin().await?;
     let admins = users::lock_admins(&mut tx).await?;
-    let row = users::lock_by_id(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let row = users::lock_by_id(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     if row.role == Role::Admin && admins <= 1 {
-        return Err(ApiError::bad_request("Cannot delete the last administrator"));
+        return Err(ApiError::bad_request(
+            "Cannot delete the last administrator",
+        ));
     }
     users::delete(&mut tx, id).await?;
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: actor(&headers), causation_id: None };
-    outbox::publish(&mut tx, &UserDeleted { id, email: row.email.clone() }, &ctx).await?;
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: actor(&headers),
+        causation_id: None,
+    };
+    outbox::publish(
+        &mut tx,
+        &UserDeleted {
+            id,
+            email: row.email.clone(),
+        },
+        &ctx,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Message::new("User deleted successfully"))
 }

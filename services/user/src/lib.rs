@@ -66,18 +66,37 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let bootstrap_admin = match (env.raw("BOOTSTRAP_ADMIN_EMAIL"), env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?) {
+        let bootstrap_admin = match (
+            env.raw("BOOTSTRAP_ADMIN_EMAIL"),
+            env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?,
+        ) {
             (Some(email), Some(password)) => {
                 if !helpdesk_kit::error::is_valid_email(email.trim()) {
-                    return Err(ConfigError::new("BOOTSTRAP_ADMIN_EMAIL", "is not a valid email address"));
+                    return Err(ConfigError::new(
+                        "BOOTSTRAP_ADMIN_EMAIL",
+                        "is not a valid email address",
+                    ));
                 }
                 if password.chars().count() < 8 {
-                    return Err(ConfigError::new("BOOTSTRAP_ADMIN_PASSWORD", "must be at least 8 characters"));
+                    return Err(ConfigError::new(
+                        "BOOTSTRAP_ADMIN_PASSWORD",
+                        "must be at least 8 characters",
+                    ));
                 }
                 Some((email.trim().to_string(), password))
             }
-            (Some(_), None) => return Err(ConfigError::new("BOOTSTRAP_ADMIN_PASSWORD", "is required when BOOTSTRAP_ADMIN_EMAIL is set")),
-            (None, Some(_)) => return Err(ConfigError::new("BOOTSTRAP_ADMIN_EMAIL", "is required when BOOTSTRAP_ADMIN_PASSWORD is set")),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "BOOTSTRAP_ADMIN_PASSWORD",
+                    "is required when BOOTSTRAP_ADMIN_EMAIL is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "BOOTSTRAP_ADMIN_EMAIL",
+                    "is required when BOOTSTRAP_ADMIN_PASSWORD is set",
+                ));
+            }
             (None, None) => None,
         };
         let signup_default_role = env
@@ -86,7 +105,10 @@ impl Config {
             .map_err(|e: String| ConfigError::new("SIGNUP_DEFAULT_ROLE", e))?;
         let password_min_length: usize = env.parse_or("USER_PASSWORD_MIN_LENGTH", 6)?;
         if !(1..=128).contains(&password_min_length) {
-            return Err(ConfigError::new("USER_PASSWORD_MIN_LENGTH", "must be between 1 and 128"));
+            return Err(ConfigError::new(
+                "USER_PASSWORD_MIN_LENGTH",
+                "must be between 1 and 128",
+            ));
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
@@ -94,7 +116,10 @@ impl Config {
             amqp_url: env.raw("AMQP_URL"),
             bus_prefix: env.string_or("BUS_PREFIX", ""),
             keys: Arc::new(JwtKeys::from_env(env, true)?),
-            frontend_base_url: env.string_or("FRONTEND_BASE_URL", "http://localhost:3000").trim_end_matches('/').to_string(),
+            frontend_base_url: env
+                .string_or("FRONTEND_BASE_URL", "http://localhost:3000")
+                .trim_end_matches('/')
+                .to_string(),
             signup_default_role,
             password_min_length,
             hashing: HashingConfig::from_env(env)?,
@@ -167,7 +192,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -182,7 +212,12 @@ pub fn api_router(state: AppState) -> Router {
 }
 
 /// Connects, migrates and builds the service: its full router and its outbox relay.
-pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+pub async fn build(
+    config: Config,
+    pool: PgPool,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Service> {
     bootstrap::ensure_admin(&pool, &config).await?;
     let limit = |n: u32| KeyedLimiter::per_minute(n);
     let r = &config.rate_limits;
@@ -200,13 +235,21 @@ pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: Ca
         limiters,
         config: config.clone(),
     }));
-    let readiness = Readiness { service: SERVICE, pool: pool.clone(), bus: Some(bus.clone()) };
+    let readiness = Readiness {
+        service: SERVICE,
+        pool: pool.clone(),
+        bus: Some(bus.clone()),
+    };
     let router = api_router(state)
         .merge(http::operational_routes(readiness))
         .merge(http::docs_routes(ApiDoc::openapi()));
     let router = http::finish(router, SERVICE, &config.http);
     let relay = OutboxRelay::new(pool, bus, &config.db.schema);
-    Ok(Service { name: SERVICE, router, workers: vec![Box::pin(relay.run(shutdown))] })
+    Ok(Service {
+        name: SERVICE,
+        router,
+        workers: vec![Box::pin(relay.run(shutdown))],
+    })
 }
 
 /// user-service as a runnable service (binary, launcher).
@@ -230,7 +273,12 @@ impl helpdesk_kit::runtime::ServiceDef for UserService {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    async fn build(c: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    async fn build(
+        c: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
         build(c, pool, bus, shutdown).await
     }
 }

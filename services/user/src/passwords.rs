@@ -22,16 +22,26 @@ impl HashingConfig {
     /// `USER_ARGON2_MEMORY_KIB`, `USER_ARGON2_ITERATIONS`, `USER_ARGON2_PARALLELISM`,
     /// `USER_HASHING_CONCURRENCY`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let cfg = Self {
             memory_kib: env.parse_or("USER_ARGON2_MEMORY_KIB", 19_456)?,
             iterations: env.parse_or("USER_ARGON2_ITERATIONS", 2)?,
             parallelism: env.parse_or("USER_ARGON2_PARALLELISM", 1)?,
             max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", cpus)?,
         };
-        cfg.params().map_err(|e| ConfigError::new("USER_ARGON2_MEMORY_KIB", format!("invalid argon2 parameters: {e}")))?;
+        cfg.params().map_err(|e| {
+            ConfigError::new(
+                "USER_ARGON2_MEMORY_KIB",
+                format!("invalid argon2 parameters: {e}"),
+            )
+        })?;
         if cfg.max_concurrent == 0 {
-            return Err(ConfigError::new("USER_HASHING_CONCURRENCY", "must be at least 1"));
+            return Err(ConfigError::new(
+                "USER_HASHING_CONCURRENCY",
+                "must be at least 1",
+            ));
         }
         Ok(cfg)
     }
@@ -52,7 +62,9 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(cfg: &HashingConfig) -> anyhow::Result<Self> {
-        let params = cfg.params().map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let params = cfg
+            .params()
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = argon
             .hash_password(b"not-a-real-password")
@@ -65,7 +77,10 @@ impl Passwords {
         })
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static) -> anyhow::Result<T> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
         let _permit = self.permits.clone().acquire_owned().await?;
         let argon = self.argon.clone();
         Ok(tokio::task::spawn_blocking(move || f(&argon)).await?)
@@ -83,7 +98,10 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
         let ok = self
-            .blocking(move |a| a.verify_password(password.as_bytes(), hash.as_str()).is_ok())
+            .blocking(move |a| {
+                a.verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok()
+            })
             .await?;
         Ok(ok && known)
     }
@@ -95,7 +113,13 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {
-        let p = Passwords::new(&HashingConfig { memory_kib: 1024, iterations: 1, parallelism: 1, max_concurrent: 2 }).unwrap();
+        let p = Passwords::new(&HashingConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+        })
+        .unwrap();
         let h = p.hash("secret123".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
         assert!(p.verify("secret123".into(), Some(h.clone())).await.unwrap());

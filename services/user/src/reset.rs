@@ -69,7 +69,8 @@ pub async fn forgot_password(
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
     let expires_at = chrono::Utc::now()
-        + chrono::Duration::from_std(state.config.reset_token_ttl).unwrap_or(chrono::Duration::hours(1));
+        + chrono::Duration::from_std(state.config.reset_token_ttl)
+            .unwrap_or(chrono::Duration::hours(1));
     let mut tx = state.pool.begin().await?;
     sqlx::query("INSERT INTO password_reset_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(Uuid::now_v7())
@@ -82,10 +83,17 @@ pub async fn forgot_password(
         user_id: user.id,
         email: user.email.clone(),
         first_name: user.first_name.clone(),
-        reset_link: format!("{}/reset-password?token={token}", state.config.frontend_base_url),
+        reset_link: format!(
+            "{}/reset-password?token={token}",
+            state.config.frontend_base_url
+        ),
         expires_at,
     };
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(user.id), causation_id: None };
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: Some(user.id),
+        causation_id: None,
+    };
     outbox::publish(&mut tx, &event, &ctx).await?;
     tx.commit().await?;
     Ok(Message::new(FORGOT_ANSWER))
@@ -134,12 +142,26 @@ pub async fn reset_password(
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
     users::set_password(&mut tx, user_id, &hash).await?;
-    sqlx::query("UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    let ctx = EventContext { correlation_id: Some(request_id), user_id: Some(user_id), causation_id: None };
-    outbox::publish(&mut tx, &UserUpdated { user: user.snapshot(), changes: vec!["password".into()] }, &ctx).await?;
+    sqlx::query(
+        "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    let ctx = EventContext {
+        correlation_id: Some(request_id),
+        user_id: Some(user_id),
+        causation_id: None,
+    };
+    outbox::publish(
+        &mut tx,
+        &UserUpdated {
+            user: user.snapshot(),
+            changes: vec!["password".into()],
+        },
+        &ctx,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Message::new("Password reset successful"))
 }

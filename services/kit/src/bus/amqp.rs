@@ -20,7 +20,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription};
+use super::{
+    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription,
+};
 use crate::events::ALL_EXCHANGES;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +39,9 @@ pub struct AmqpBus {
 
 impl std::fmt::Debug for AmqpBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpBus").field("prefix", &self.prefix).finish()
+        f.debug_struct("AmqpBus")
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -74,7 +78,10 @@ impl AmqpBus {
                 .exchange_declare(
                     self.name(exchange).into(),
                     ExchangeKind::Topic,
-                    ExchangeDeclareOptions { durable: true, ..Default::default() },
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -85,14 +92,18 @@ impl AmqpBus {
 
     async fn publisher_channel(&self) -> Result<Channel, BusError> {
         let mut guard = self.publisher.lock().await;
-        if let Some((conn, channel)) = guard.as_ref() {
-            if conn.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some((conn, channel)) = guard.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         *guard = None;
         let conn = self.connect().await?;
-        let channel = conn.create_channel().await.map_err(|e| err("opening channel", e))?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -109,7 +120,10 @@ impl AmqpBus {
     fn properties(message: &OutgoingMessage) -> BasicProperties {
         let mut headers = FieldTable::default();
         for (k, v) in &message.headers {
-            headers.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+            headers.insert(
+                ShortString::from(k.as_str()),
+                AMQPValue::LongString(LongString::from(v.as_str())),
+            );
         }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
@@ -125,7 +139,12 @@ impl AmqpBus {
     async fn publish_inner(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
         let channel = match self.publisher_channel().await {
             Ok(c) => c,
-            Err(e) => return PublishOutcome { confirmed: 0, error: Some(e) },
+            Err(e) => {
+                return PublishOutcome {
+                    confirmed: 0,
+                    error: Some(e),
+                };
+            }
         };
         // Pipeline the batch, then collect confirmations in order.
         let mut pending = Vec::with_capacity(messages.len());
@@ -145,7 +164,10 @@ impl AmqpBus {
                 Err(e) => {
                     pending.clear();
                     self.drop_publisher().await;
-                    return PublishOutcome { confirmed: 0, error: Some(err("publishing", e)) };
+                    return PublishOutcome {
+                        confirmed: 0,
+                        error: Some(err("publishing", e)),
+                    };
                 }
             }
         }
@@ -154,35 +176,64 @@ impl AmqpBus {
             match confirm.await {
                 Ok(c) if c.is_ack() => confirmed += 1,
                 Ok(_) => {
-                    return PublishOutcome { confirmed, error: Some(BusError("broker refused (nack) a message".into())) };
+                    return PublishOutcome {
+                        confirmed,
+                        error: Some(BusError("broker refused (nack) a message".into())),
+                    };
                 }
                 Err(e) => {
                     self.drop_publisher().await;
-                    return PublishOutcome { confirmed, error: Some(err("awaiting confirmation", e)) };
+                    return PublishOutcome {
+                        confirmed,
+                        error: Some(err("awaiting confirmation", e)),
+                    };
                 }
             }
         }
-        PublishOutcome { confirmed, error: None }
+        PublishOutcome {
+            confirmed,
+            error: None,
+        }
     }
 
     /// Declares a consumer's queue, its retry queues and its dead-letter queue, and binds it.
-    async fn declare_consumer_topology(&self, channel: &Channel, sub: &Subscription) -> Result<String, BusError> {
+    async fn declare_consumer_topology(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+    ) -> Result<String, BusError> {
         self.declare_exchanges(channel).await?;
         let queue = self.name(&sub.queue);
-        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         channel
             .queue_declare(queue.as_str().into(), durable, FieldTable::default())
             .await
             .map_err(|e| err("declaring queue", e))?;
         channel
-            .queue_declare(format!("{queue}.dlq").into(), durable, FieldTable::default())
+            .queue_declare(
+                format!("{queue}.dlq").into(),
+                durable,
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| err("declaring dead-letter queue", e))?;
         for attempt in 1..sub.max_attempts {
             let mut args = FieldTable::default();
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(sub.retry_delay(attempt).as_millis() as i64));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.as_str().into()));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(sub.retry_delay(attempt).as_millis() as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(queue.as_str().into()),
+            );
             channel
                 .queue_declare(retry_queue(&queue, sub, attempt).into(), durable, args)
                 .await
@@ -210,7 +261,10 @@ impl AmqpBus {
         shutdown: &CancellationToken,
     ) -> Result<(), BusError> {
         let conn = self.connect().await?;
-        let channel = conn.create_channel().await.map_err(|e| err("opening channel", e))?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -260,10 +314,19 @@ impl AmqpBus {
                 let mut props = delivery.properties.clone();
                 let mut headers = props.headers().clone().unwrap_or_default();
                 headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
-                headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(truncate(&error, 1000).into()));
+                headers.insert(
+                    ERROR_HEADER.into(),
+                    AMQPValue::LongString(truncate(&error, 1000).into()),
+                );
                 props = props.with_headers(headers).with_delivery_mode(2);
                 let moved = match channel
-                    .basic_publish("".into(), target.into(), BasicPublishOptions::default(), &delivery.data, props)
+                    .basic_publish(
+                        "".into(),
+                        target.into(),
+                        BasicPublishOptions::default(),
+                        &delivery.data,
+                        props,
+                    )
                     .await
                 {
                     Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
@@ -271,13 +334,24 @@ impl AmqpBus {
                 };
                 if !moved {
                     // Keep the message: it comes back when we reconnect.
-                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                    return Err(BusError("could not move a failed message to its retry queue".into()));
+                    let _ = delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                    return Err(BusError(
+                        "could not move a failed message to its retry queue".into(),
+                    ));
                 }
             } else {
-                metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone()).increment(1);
+                metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone())
+                    .increment(1);
             }
-            delivery.ack(BasicAckOptions::default()).await.map_err(|e| err("acknowledging", e))?;
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| err("acknowledging", e))?;
         }
         let _ = channel.close(200, "shutdown".into()).await;
         let _ = conn.close(200, "shutdown".into()).await;
@@ -294,7 +368,9 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn header_u32(props: &BasicProperties, key: &str) -> u32 {
-    let Some(headers) = props.headers() else { return 0 };
+    let Some(headers) = props.headers() else {
+        return 0;
+    };
     match headers.inner().get(key) {
         Some(AMQPValue::LongUInt(n)) => *n,
         Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
@@ -315,7 +391,12 @@ impl Bus for AmqpBus {
         outcome
     }
 
-    async fn consume(&self, subscription: Subscription, handler: Arc<dyn MessageHandler>, shutdown: CancellationToken) {
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             match self.consume_once(&subscription, &handler, &shutdown).await {

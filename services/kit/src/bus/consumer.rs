@@ -28,7 +28,11 @@ pub struct IdempotentConsumer<H> {
 
 impl<H: EventHandler> IdempotentConsumer<H> {
     pub fn new(name: impl Into<String>, pool: PgPool, handler: Arc<H>) -> Self {
-        Self { name: name.into(), pool, handler }
+        Self {
+            name: name.into(),
+            pool,
+            handler,
+        }
     }
 
     /// Handles one parsed event; returns `false` when it had already been handled.

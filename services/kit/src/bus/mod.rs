@@ -88,12 +88,20 @@ impl Subscription {
 
 /// Consumer retry settings from the environment: `EVENT_MAX_ATTEMPTS` (default 5) and
 /// `EVENT_RETRY_BASE_DELAY` (default 1s).
-pub fn retry_settings(env: &crate::config::Env) -> Result<(u32, Duration), crate::config::ConfigError> {
+pub fn retry_settings(
+    env: &crate::config::Env,
+) -> Result<(u32, Duration), crate::config::ConfigError> {
     let attempts: u32 = env.parse_or("EVENT_MAX_ATTEMPTS", 5)?;
     if attempts == 0 {
-        return Err(crate::config::ConfigError::new("EVENT_MAX_ATTEMPTS", "must be at least 1"));
+        return Err(crate::config::ConfigError::new(
+            "EVENT_MAX_ATTEMPTS",
+            "must be at least 1",
+        ));
     }
-    Ok((attempts, env.duration_or("EVENT_RETRY_BASE_DELAY", Duration::from_secs(1))?))
+    Ok((
+        attempts,
+        env.duration_or("EVENT_RETRY_BASE_DELAY", Duration::from_secs(1))?,
+    ))
 }
 
 /// A message bus.
@@ -104,7 +112,12 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Consumes `subscription` with `handler` until `shutdown`, reconnecting after failures.
     /// Failed messages are retried with growing delay, then dead-lettered; the queue keeps flowing.
-    async fn consume(&self, subscription: Subscription, handler: Arc<dyn MessageHandler>, shutdown: CancellationToken);
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+        shutdown: CancellationToken,
+    );
 
     /// Whether the broker is reachable now (readiness).
     async fn healthy(&self) -> bool;

@@ -1,0 +1,247 @@
+//! A user-service per test: its own schema and broker prefix, real PostgreSQL and RabbitMQ,
+//! real HTTP on a random loopback port.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::bus::amqp::AmqpBus;
+use helpdesk_kit::config::Env;
+use helpdesk_kit::events::Envelope;
+use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, unique};
+use user_service::Config;
+
+pub const ADMIN_EMAIL: &str = "root@example.com";
+pub const ADMIN_PASSWORD: &str = "bootstrap-secret-1";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: Client,
+    pub pool: PgPool,
+    pub keys: TestKeys,
+    pub schema: String,
+    pub prefix: String,
+    pub shutdown: CancellationToken,
+    /// Every user event published, in order.
+    events: tokio::sync::mpsc::UnboundedReceiver<(String, Envelope)>,
+}
+
+pub async fn spawn() -> TestApp {
+    spawn_with(&[]).await
+}
+
+pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
+    testing::require_postgres().await;
+    testing::require_rabbitmq().await;
+    let keys = TestKeys::generate();
+    let schema = unique("t_user_");
+    let prefix = format!("{}.", unique("t"));
+    let mut env = Env::from_map([
+        ("DATABASE_URL", database_url()),
+        ("USER_DB_SCHEMA", schema.clone()),
+        ("USER_DB_MAX_CONNECTIONS", "5".into()),
+        ("AMQP_URL", amqp_url()),
+        ("BUS_PREFIX", prefix.clone()),
+        ("JWT_PUBLIC_KEY", keys.public_pem.clone()),
+        ("JWT_PRIVATE_KEY", keys.private_pem.clone()),
+        ("FRONTEND_BASE_URL", "https://helpdesk.test".into()),
+        ("BIND_ADDR", "127.0.0.1:0".into()),
+        ("USER_ARGON2_MEMORY_KIB", "1024".into()),
+        ("USER_ARGON2_ITERATIONS", "1".into()),
+        ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL.into()),
+        ("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
+        ("HTTP_BODY_LIMIT_BYTES", "65536".into()),
+    ]);
+    for (k, v) in extra {
+        env.set(*k, *v);
+    }
+    let config = Config::from_env(&env).expect("test configuration is valid");
+    let pool = helpdesk_kit::db::connect(&config.db)
+        .await
+        .expect("connect");
+    helpdesk_kit::db::migrate(&pool, &user_service::MIGRATOR)
+        .await
+        .expect("migrate");
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+    let events = tap(&prefix).await;
+    let shutdown = CancellationToken::new();
+    let listener = helpdesk_kit::runtime::bind(config.http.bind_addr)
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = user_service::build(config, pool.clone(), bus as Arc<dyn Bus>, shutdown.clone())
+        .await
+        .expect("build");
+    tokio::spawn(helpdesk_kit::runtime::run(
+        listener,
+        service.router,
+        service.workers,
+        shutdown.clone(),
+    ));
+    TestApp {
+        base,
+        http: Client::new(),
+        pool,
+        keys,
+        schema,
+        prefix,
+        shutdown,
+        events,
+    }
+}
+
+/// Subscribes to every user event before the service starts publishing.
+async fn tap(prefix: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, Envelope)> {
+    let probe = AmqpBus::new(&amqp_url(), prefix);
+    assert!(probe.healthy().await, "declares the exchanges");
+    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let queue = format!("{prefix}tap");
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        format!("{prefix}user.events").into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _conn = conn;
+        while let Some(Ok(d)) = consumer.next().await {
+            if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
+                let _ = tx.send((d.routing_key.to_string(), env));
+            }
+        }
+    });
+    rx
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Response {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn signup(&self, email: &str, password: &str) -> (Value, String) {
+        let res = self
+            .post(
+                "/auth/signup",
+                json!({"email": email, "password": password, "firstName": "Ada", "lastName": "L"}),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), 201, "signup of {email}");
+        let body: Value = res.json().await.unwrap();
+        let token = body["token"].as_str().unwrap().to_string();
+        (body["user"].clone(), token)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/auth/login",
+            json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    pub fn service_token(&self) -> String {
+        self.keys.service_token("admin-service")
+    }
+
+    /// The next published user event; panics if none arrives within 10 s.
+    pub async fn next_event(&mut self) -> (String, Envelope) {
+        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
+            .await
+            .expect("an event should have been published")
+            .expect("event tap closed")
+    }
+
+    /// Events of `event_type` until one matches `pred` (others are skipped).
+    pub async fn event_where(
+        &mut self,
+        event_type: &str,
+        pred: impl Fn(&Envelope) -> bool,
+    ) -> Envelope {
+        loop {
+            let (key, env) = self.next_event().await;
+            if key == event_type && pred(&env) {
+                return env;
+            }
+        }
+    }
+
+    /// Asserts no further event arrives within a grace period.
+    pub async fn assert_no_more_events(&mut self) {
+        if let Ok(Some((key, env))) =
+            tokio::time::timeout(Duration::from_millis(700), self.events.recv()).await
+        {
+            panic!("unexpected event {key}: {:?}", env.payload);
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        testing::drop_schema(&self.schema).await;
+    }
+}
+
+/// Asserts the contract's error shape and returns the message.
+pub async fn error(res: Response, status: u16) -> String {
+    assert_eq!(res.status().as_u16(), status);
+    let body: Value = res.json().await.expect("error body is JSON");
+    assert_eq!(body["statusCode"], status, "statusCode in {body}");
+    assert!(body["error"].is_string(), "error reason in {body}");
+    body["message"].as_str().expect("message").to_string()
+}
