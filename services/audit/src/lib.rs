@@ -1,1 +1,185 @@
-//! audit-service (under construction).
+//! audit-service: one append-only audit entry per domain event, and the routes that read them.
+//!
+//! Modules: [`recorder`] (consumes every event on every exchange), [`entries`] (the audit table,
+//! its routes and its queries), [`users`] (the read model of users for the `actor` object and for
+//! authorization), [`retention`] (removes entries older than the configured number of days),
+//! [`pagination`] (keyset cursors).
+
+pub mod entries;
+pub mod pagination;
+pub mod recorder;
+pub mod retention;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::FromRef;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use helpdesk_kit::auth::JwtKeys;
+use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
+use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::db::DbConfig;
+use helpdesk_kit::events::ALL_EXCHANGES;
+use helpdesk_kit::http::{self, HttpConfig, Readiness};
+use helpdesk_kit::runtime::Service;
+
+/// The service's name in logs and metrics.
+pub const SERVICE: &str = "audit-service";
+
+/// The queue that receives every event.
+pub const EVENTS_QUEUE: &str = "audit-service.events";
+
+/// The service's migrations (`migrations/audit`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/audit");
+
+/// Everything audit-service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub db: DbConfig,
+    pub amqp_url: Option<String>,
+    pub bus_prefix: String,
+    pub keys: Arc<JwtKeys>,
+    /// `AUDIT_RETENTION_DAYS` (default 365): entries older than this are removed.
+    pub retention_days: u32,
+    /// `AUDIT_RETENTION_INTERVAL` (default 1h): how often the retention job runs.
+    pub retention_interval: Duration,
+    pub event_max_attempts: u32,
+    pub event_retry_base_delay: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let (event_max_attempts, event_retry_base_delay) = bus::retry_settings(env)?;
+        let retention_days: u32 = env.parse_or("AUDIT_RETENTION_DAYS", 365)?;
+        if retention_days == 0 {
+            return Err(ConfigError::new("AUDIT_RETENTION_DAYS", "must be at least 1"));
+        }
+        let retention_interval = env.duration_or("AUDIT_RETENTION_INTERVAL", Duration::from_secs(3600))?;
+        if retention_interval.is_zero() {
+            return Err(ConfigError::new("AUDIT_RETENTION_INTERVAL", "must be longer than zero"));
+        }
+        Ok(Self {
+            http: HttpConfig::from_env(env)?,
+            db: DbConfig::from_env(env, "AUDIT", "audit")?,
+            amqp_url: env.raw("AMQP_URL"),
+            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            keys: Arc::new(JwtKeys::from_env(env, false)?),
+            retention_days,
+            retention_interval,
+            event_max_attempts,
+            event_retry_base_delay,
+        })
+    }
+}
+
+/// Shared state of the handlers.
+pub struct Inner {
+    pub pool: PgPool,
+    pub keys: Arc<JwtKeys>,
+    pub config: Config,
+}
+
+/// Handler state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(s: &AppState) -> Self {
+        s.keys.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Helpdesk audit-service", description = "The append-only audit log of every domain event"),
+    paths(entries::log_entry, entries::by_entity, entries::by_actor, entries::search),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer scheme to the OpenAPI document.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The service's API routes, without the shared stack.
+pub fn api_router(state: AppState) -> Router {
+    Router::new().merge(entries::routes()).with_state(state)
+}
+
+/// The subscription to every event on every exchange.
+pub fn events_subscription(config: &Config) -> Subscription {
+    Subscription {
+        queue: EVENTS_QUEUE.into(),
+        bindings: ALL_EXCHANGES.iter().map(|e| (e.to_string(), "#".to_string())).collect(),
+        max_attempts: config.event_max_attempts,
+        retry_base_delay: config.event_retry_base_delay,
+        prefetch: 32,
+    }
+}
+
+/// Builds the service: its full router, the event recorder and the retention job.
+pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    let state = AppState(Arc::new(Inner { pool: pool.clone(), keys: config.keys.clone(), config: config.clone() }));
+    let readiness = Readiness { service: SERVICE, pool: pool.clone(), bus: Some(bus.clone()) };
+    let router = api_router(state)
+        .merge(http::operational_routes(readiness))
+        .merge(http::docs_routes(ApiDoc::openapi()));
+    let router = http::finish(router, SERVICE, &config.http);
+    let consumer = Arc::new(IdempotentConsumer::new(EVENTS_QUEUE, pool.clone(), Arc::new(recorder::Recorder)));
+    let subscription = events_subscription(&config);
+    let consume = {
+        let shutdown = shutdown.clone();
+        async move { bus.consume(subscription, consumer, shutdown).await }
+    };
+    let retention = retention::run(pool, config.retention_days, config.retention_interval, shutdown);
+    Ok(Service { name: SERVICE, router, workers: vec![Box::pin(consume), Box::pin(retention)] })
+}
+
+/// audit-service as a runnable service (binary, launcher).
+pub struct AuditService;
+
+impl helpdesk_kit::runtime::ServiceDef for AuditService {
+    const NAME: &'static str = SERVICE;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    fn db(c: &Config) -> &DbConfig {
+        &c.db
+    }
+    fn http(c: &Config) -> &HttpConfig {
+        &c.http
+    }
+    fn bus(c: &Config) -> (Option<&str>, &str) {
+        (c.amqp_url.as_deref(), &c.bus_prefix)
+    }
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+    async fn build(c: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+        build(c, pool, bus, shutdown).await
+    }
+}

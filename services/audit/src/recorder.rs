@@ -1,0 +1,51 @@
+//! Turns every domain event into exactly one audit entry, and keeps the users read model current.
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+
+use helpdesk_kit::bus::{EventHandler, HandlerError};
+use helpdesk_kit::events::{DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserUpdated, redact_secrets};
+
+use crate::entries::{self, NewEntry};
+use crate::users;
+
+/// The audit-service's reaction to every event.
+pub struct Recorder;
+
+fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
+    match event.decode::<E>() {
+        Some(Ok(payload)) => Ok(payload),
+        Some(Err(e)) => Err(HandlerError::Permanent(format!("malformed {} payload: {e}", E::EVENT_TYPE))),
+        None => Err(HandlerError::Permanent(format!("expected {}, got {}", E::EVENT_TYPE, event.event_type))),
+    }
+}
+
+async fn update_users(tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+    match event.event_type.as_str() {
+        UserCreated::EVENT_TYPE => users::upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?,
+        UserUpdated::EVENT_TYPE => users::upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?,
+        UserRoleChanged::EVENT_TYPE => users::upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?,
+        UserDeleted::EVENT_TYPE => users::tombstone(tx, decode::<UserDeleted>(event)?.id).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        update_users(tx, event).await?;
+        let entry = NewEntry {
+            event_id: Some(event.event_id),
+            actor_id: event.metadata.user_id,
+            action: event.event_type.clone(),
+            entity_type: event.aggregate_type.clone(),
+            entity_id: event.aggregate_id.clone(),
+            metadata: redact_secrets(&event.payload),
+            created_at: Some(event.timestamp),
+        };
+        entries::insert(tx, &entry).await?;
+        metrics::counter!("helpdesk_audit_entries_recorded_total", "action" => event.event_type.clone()).increment(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! The read model of users (fed by `user.*` events): the `actor` of each entry, and who is calling.
+//!
+//! Authorization uses the caller's current role from this read model. A user whose `user.created`
+//! event has not arrived yet is judged by their token's claims (signed by user-service); a deleted
+//! user is refused (tombstone). Deleted users keep their row so old entries still name their actor.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use helpdesk_kit::auth::{AuthUser, Role};
+use helpdesk_kit::error::ApiError;
+use helpdesk_kit::events::UserSnapshot;
+
+use crate::AppState;
+
+/// An entry's actor (`UserRef`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+/// The signed-in user with their current role.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub id: Uuid,
+    pub role: Role,
+}
+
+#[derive(FromRow)]
+struct Lookup {
+    role: Option<Role>,
+    deleted: bool,
+}
+
+/// Resolves a verified token against the read model.
+pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
+    let found: Lookup = sqlx::query_as(
+        "SELECT u.role, (d.id IS NOT NULL) AS deleted FROM (VALUES ($1::uuid)) AS k (id) \
+         LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
+    )
+    .bind(token.id)
+    .fetch_one(pool)
+    .await?;
+    if found.deleted {
+        return Err(ApiError::unauthorized("User no longer exists"));
+    }
+    Ok(Caller { id: token.id, role: found.role.unwrap_or(token.role) })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = AuthUser::from_request_parts(parts, state).await?;
+        resolve(&state.pool, &token).await
+    }
+}
+
+/// A staff member (user token) or another service (service credential): the entity trail is read
+/// by staff directly and by ticket-service on their behalf.
+#[derive(Debug, Clone)]
+pub enum StaffOrService {
+    Staff(Caller),
+    Service(String),
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+impl FromRequestParts<AppState> for StaffOrService {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(Ok(service)) = bearer(parts).map(|t| state.keys.verify_service_token(t)) {
+            return Ok(StaffOrService::Service(service.sub));
+        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !caller.role.is_staff() {
+            return Err(ApiError::forbidden("Only staff can read the audit log"));
+        }
+        Ok(StaffOrService::Staff(caller))
+    }
+}
+
+/// Writes a user snapshot unless the row already reflects a newer event.
+pub async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, first_name, last_name, role, synced_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
+           last_name = EXCLUDED.last_name, role = EXCLUDED.role, synced_at = EXCLUDED.synced_at \
+         WHERE users.synced_at <= EXCLUDED.synced_at",
+    )
+    .bind(user.id)
+    .bind(&user.email)
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(user.role)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Records a deletion: the user's tokens are refused from now on.
+pub async fn tombstone(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING").bind(id).execute(&mut *tx).await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Comments on a ticket; internal notes are for staff only.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+use helpdesk_kit::auth::Role;
+use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
+use helpdesk_kit::events::TicketCommentAdded;
+use helpdesk_kit::http::RequestId;
+use helpdesk_kit::outbox;
+
+use crate::AppState;
+use crate::tickets::{self, NOT_FOUND, TicketRow, request_context};
+use crate::users::Caller;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/tickets/{id}/comments", get(list_comments).post(add_comment))
+}
+
+pub const BODY_MAX: usize = 10_000;
+
+/// A comment's author (`UserRef` with `role`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommentAuthor {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: Option<Role>,
+}
+
+/// The contract's Comment object.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    pub id: Uuid,
+    pub ticket_id: Uuid,
+    pub author_id: Uuid,
+    pub body: String,
+    pub is_internal: bool,
+    pub created_at: DateTime<Utc>,
+    pub author: CommentAuthor,
+}
+
+#[derive(FromRow)]
+struct CommentRow {
+    id: Uuid,
+    ticket_id: Uuid,
+    author_id: Uuid,
+    body: String,
+    is_internal: bool,
+    created_at: DateTime<Utc>,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    role: Option<Role>,
+}
+
+impl From<CommentRow> for Comment {
+    fn from(r: CommentRow) -> Self {
+        Comment {
+            id: r.id,
+            ticket_id: r.ticket_id,
+            author_id: r.author_id,
+            body: r.body,
+            is_internal: r.is_internal,
+            created_at: r.created_at,
+            author: CommentAuthor {
+                id: r.author_id,
+                email: r.email.unwrap_or_default(),
+                first_name: r.first_name,
+                last_name: r.last_name,
+                role: r.role,
+            },
+        }
+    }
+}
+
+const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal, c.created_at, \
+     u.email, u.first_name, u.last_name, u.role FROM comments c LEFT JOIN users u ON u.id = c.author_id";
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateComment {
+    /// 1–10 000 characters after trimming.
+    pub body: Option<String>,
+    /// Honoured only for staff.
+    pub is_internal: Option<bool>,
+}
+
+/// Who may read and write a ticket's comments: whoever can view the ticket, and any staff member.
+fn check_access(caller: &Caller, ticket: &TicketRow) -> ApiResult<()> {
+    if ticket.visible_to(caller) || caller.is_staff() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("You do not have access to this ticket"))
+    }
+}
+
+/// A ticket's comments, oldest first (a USER never sees internal notes).
+#[utoipa::path(get, path = "/tickets/{id}/comments", tag = "comments", security(("bearer" = [])),
+    responses((status = 200, body = [Comment]), (status = 403, description = "No access"), (status = 404, description = "Ticket not found")))]
+pub async fn list_comments(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> ApiResult<ApiJson<Vec<Comment>>> {
+    let ticket = tickets::find(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    check_access(&caller, &ticket)?;
+    let rows: Vec<CommentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{VIEW} WHERE c.ticket_id = $1 AND (NOT c.is_internal OR $2) ORDER BY c.created_at, c.id"
+    )))
+    .bind(id)
+    .bind(caller.is_staff())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(ApiJson(rows.into_iter().map(Comment::from).collect()))
+}
+
+/// Add a comment (`isInternal` only for staff).
+#[utoipa::path(post, path = "/tickets/{id}/comments", request_body = CreateComment, tag = "comments", security(("bearer" = [])),
+    responses((status = 201, body = Comment), (status = 400, description = "Invalid body"), (status = 403, description = "No access"),
+        (status = 404, description = "Ticket not found")))]
+pub async fn add_comment(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateComment>,
+) -> ApiResult<(StatusCode, ApiJson<Comment>)> {
+    let text = body.body.ok_or_else(|| ApiError::bad_request("body is required"))?.trim().to_string();
+    check_length("body", &text, 1, BODY_MAX)?;
+    let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
+    let mut tx = state.pool.begin().await?;
+    // Shares the ticket's lock so a concurrent delete cannot orphan the comment.
+    let ticket: TicketRow = sqlx::query_as(
+        "SELECT id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at \
+         FROM tickets WHERE id = $1 FOR SHARE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    check_access(&caller, &ticket)?;
+    let comment_id = Uuid::now_v7();
+    sqlx::query("INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5)")
+        .bind(comment_id)
+        .bind(id)
+        .bind(caller.id)
+        .bind(&text)
+        .bind(is_internal)
+        .execute(&mut *tx)
+        .await?;
+    let event = TicketCommentAdded { ticket: ticket.snapshot(), comment_id, author_id: caller.id, is_internal };
+    outbox::publish(&mut tx, &event, &request_context(request_id, &caller)).await?;
+    let row: CommentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE c.id = $1")))
+        .bind(comment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(Comment::from(row))))
+}
+
+/// `user.deleted`: removes the user's comments on other users' tickets (their own tickets are
+/// already gone with theirs).
+pub async fn remove_user_comments(tx: &mut PgConnection, user_id: Uuid) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM comments WHERE author_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected())
+}

@@ -1,0 +1,485 @@
+//! Tickets: create, list (own, inbox, all), read, update, delete.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use helpdesk_kit::auth::Role;
+use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length};
+use helpdesk_kit::events::{TicketCreated, TicketDeleted, TicketSnapshot, TicketStatus, TicketStatusChanged, TicketUpdated};
+use helpdesk_kit::http::RequestId;
+use helpdesk_kit::outbox::{self, EventContext};
+
+use crate::AppState;
+use crate::pagination::{Cursor, PageRequest, next_cursor_header};
+use crate::users::{self, Caller, UserRef};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tickets", get(list_tickets).post(create_ticket))
+        .route("/tickets/inbox", get(inbox))
+        .route("/tickets/{id}", get(get_ticket).patch(update_ticket).delete(delete_ticket))
+}
+
+pub const NOT_FOUND: &str = "Ticket not found";
+pub const TITLE_MAX: usize = 200;
+pub const DESCRIPTION_MAX: usize = 10_000;
+
+/// The contract's Ticket object.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: TicketStatus,
+    pub assigned_to_user_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub user: UserRef,
+    pub assigned_to: Option<UserRef>,
+}
+
+/// A stored ticket (without the embedded users).
+#[derive(Debug, Clone, FromRow)]
+pub struct TicketRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: TicketStatus,
+    pub assigned_to_user_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TicketRow {
+    pub fn snapshot(&self) -> TicketSnapshot {
+        TicketSnapshot {
+            id: self.id,
+            user_id: self.user_id,
+            title: self.title.clone(),
+            status: self.status,
+            assigned_to_user_id: self.assigned_to_user_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// Creator, assignee and ADMIN may read a ticket.
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        self.user_id == caller.id || self.assigned_to_user_id == Some(caller.id) || caller.is_admin()
+    }
+}
+
+#[derive(FromRow)]
+struct TicketViewRow {
+    #[sqlx(flatten)]
+    ticket: TicketRow,
+    creator_email: Option<String>,
+    creator_first_name: Option<String>,
+    creator_last_name: Option<String>,
+    assignee_email: Option<String>,
+    assignee_first_name: Option<String>,
+    assignee_last_name: Option<String>,
+}
+
+impl From<TicketViewRow> for Ticket {
+    fn from(r: TicketViewRow) -> Self {
+        let t = r.ticket;
+        let user = UserRef {
+            id: t.user_id,
+            email: r.creator_email.unwrap_or_default(),
+            first_name: r.creator_first_name,
+            last_name: r.creator_last_name,
+        };
+        let assigned_to = match (t.assigned_to_user_id, r.assignee_email) {
+            (Some(id), Some(email)) => Some(UserRef { id, email, first_name: r.assignee_first_name, last_name: r.assignee_last_name }),
+            _ => None,
+        };
+        Ticket {
+            id: t.id,
+            user_id: t.user_id,
+            title: t.title,
+            description: t.description,
+            status: t.status,
+            assigned_to_user_id: t.assigned_to_user_id,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            user,
+            assigned_to,
+        }
+    }
+}
+
+const ROW_COLUMNS: &str = "id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at";
+
+const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
+     c.email AS creator_email, c.first_name AS creator_first_name, c.last_name AS creator_last_name, \
+     a.email AS assignee_email, a.first_name AS assignee_first_name, a.last_name AS assignee_last_name \
+     FROM tickets t LEFT JOIN users c ON c.id = t.user_id LEFT JOIN users a ON a.id = t.assigned_to_user_id";
+
+/// A ticket with its embedded users.
+pub async fn view(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
+    let row: Option<TicketViewRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE t.id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(Ticket::from))
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Locks the ticket for the rest of the transaction.
+pub async fn lock(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The creator as embedded in events (a fallback reference when the read model lacks them).
+pub async fn creator_ref(db: &mut PgConnection, ticket: &TicketRow) -> sqlx::Result<helpdesk_kit::events::UserRef> {
+    let found = users::find(&mut *db, ticket.user_id).await?;
+    Ok(found
+        .map(|u| u.reference().into())
+        .unwrap_or(helpdesk_kit::events::UserRef { id: ticket.user_id, email: String::new(), first_name: None, last_name: None }))
+}
+
+/// The event context of a request.
+pub fn request_context(request_id: String, caller: &Caller) -> EventContext {
+    EventContext { correlation_id: Some(request_id), user_id: Some(caller.id), causation_id: None }
+}
+
+/// `{message}` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTicket {
+    /// 1–200 characters after trimming.
+    pub title: Option<String>,
+    /// 1–10 000 characters after trimming.
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateTicket {
+    /// `OPEN`, `IN_PROGRESS` or `DONE`.
+    pub status: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+fn required_text(field: &str, value: Option<String>, max: usize) -> ApiResult<String> {
+    let value = value.ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?;
+    let value = value.trim().to_string();
+    check_length(field, &value, 1, max)?;
+    Ok(value)
+}
+
+fn parse_status(value: &str) -> ApiResult<TicketStatus> {
+    value.parse().map_err(|e: String| ApiError::bad_request(e))
+}
+
+/// Create a ticket.
+#[utoipa::path(post, path = "/tickets", request_body = CreateTicket, tag = "tickets", security(("bearer" = [])),
+    responses((status = 201, body = Ticket), (status = 400, description = "Invalid field"), (status = 401, description = "Not signed in")))]
+pub async fn create_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiJson(body): ApiJson<CreateTicket>,
+) -> ApiResult<(StatusCode, ApiJson<Ticket>)> {
+    let title = required_text("title", body.title, TITLE_MAX)?;
+    let description = required_text("description", body.description, DESCRIPTION_MAX)?;
+    let mut tx = state.pool.begin().await?;
+    let row: TicketRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tickets (id, user_id, title, description) VALUES ($1, $2, $3, $4) RETURNING {ROW_COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(caller.id)
+    .bind(&title)
+    .bind(&description)
+    .fetch_one(&mut *tx)
+    .await?;
+    let creator = creator_ref(&mut tx, &row).await?;
+    let ctx = request_context(request_id, &caller);
+    outbox::publish(&mut tx, &TicketCreated { ticket: row.snapshot(), creator }, &ctx).await?;
+    let ticket = view(&mut *tx, row.id).await?.ok_or_else(|| ApiError::internal("created ticket vanished"))?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, ApiJson(ticket)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    /// ADMIN only: every ticket instead of the caller's own.
+    pub show_all: Option<bool>,
+    /// `OPEN`, `IN_PROGRESS` or `DONE`.
+    pub status: Option<String>,
+    /// An assignee's id, or `null` for unassigned tickets.
+    pub assigned_to_user_id: Option<String>,
+    /// Text in the title or description (case-insensitive).
+    pub q: Option<String>,
+    /// Page size, 1–500 (default 100).
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Which tickets a listing starts from.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    CreatedBy(Uuid),
+    AssignedTo(Uuid),
+}
+
+enum AssigneeFilter {
+    Any,
+    Unassigned,
+    User(Uuid),
+}
+
+struct Filters {
+    status: Option<TicketStatus>,
+    assignee: AssigneeFilter,
+    text: Option<String>,
+}
+
+impl Filters {
+    fn parse(q: &ListQuery) -> ApiResult<Self> {
+        let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(parse_status(s)?),
+        };
+        let assignee = match q.assigned_to_user_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => AssigneeFilter::Any,
+            Some("null") => AssigneeFilter::Unassigned,
+            Some(s) => AssigneeFilter::User(
+                s.parse().map_err(|_| ApiError::bad_request("assignedToUserId must be a UUID or null"))?,
+            ),
+        };
+        let text = match q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                check_length("q", s, 1, 200)?;
+                Some(s.to_string())
+            }
+        };
+        Ok(Self { status, assignee, text })
+    }
+}
+
+/// `%text%` for ILIKE with the pattern characters escaped.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+async fn page(state: &AppState, scope: Scope, q: &ListQuery) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+    let filters = Filters::parse(q)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(VIEW);
+    sql.push(" WHERE TRUE");
+    match scope {
+        Scope::All => {}
+        Scope::CreatedBy(id) => {
+            sql.push(" AND t.user_id = ").push_bind(id);
+        }
+        Scope::AssignedTo(id) => {
+            sql.push(" AND t.assigned_to_user_id = ").push_bind(id);
+        }
+    }
+    if let Some(status) = filters.status {
+        sql.push(" AND t.status = ").push_bind(status.as_str());
+    }
+    match filters.assignee {
+        AssigneeFilter::Any => {}
+        AssigneeFilter::Unassigned => {
+            sql.push(" AND t.assigned_to_user_id IS NULL");
+        }
+        AssigneeFilter::User(id) => {
+            sql.push(" AND t.assigned_to_user_id = ").push_bind(id);
+        }
+    }
+    if let Some(text) = &filters.text {
+        let pattern = like_pattern(text);
+        sql.push(" AND (t.title ILIKE ").push_bind(pattern.clone());
+        sql.push(" OR t.description ILIKE ").push_bind(pattern).push(")");
+    }
+    if let Some(after) = page.after {
+        sql.push(" AND (t.created_at, t.id) < (").push_bind(after.created_at);
+        sql.push(", ").push_bind(after.id).push(")");
+    }
+    sql.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ").push_bind(page.fetch());
+    let mut rows: Vec<TicketViewRow> = sql.build_query_as().fetch_all(&state.pool).await?;
+    let next = page.finish(&mut rows, |r| Cursor { created_at: r.ticket.created_at, id: r.ticket.id });
+    Ok((next_cursor_header(next), ApiJson(rows.into_iter().map(Ticket::from).collect())))
+}
+
+/// The caller's tickets (ADMIN with `showAll=true`: every ticket), newest first.
+#[utoipa::path(get, path = "/tickets", params(ListQuery), tag = "tickets", security(("bearer" = [])),
+    responses((status = 200, body = [Ticket], headers(("x-next-cursor" = String, description = "Cursor of the next page, when there is one"))),
+        (status = 400, description = "Invalid filter, limit or cursor")))]
+pub async fn list_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+    let scope = if caller.is_admin() && q.show_all == Some(true) { Scope::All } else { Scope::CreatedBy(caller.id) };
+    page(&state, scope, &q).await
+}
+
+/// Tickets assigned to the caller, newest first.
+#[utoipa::path(get, path = "/tickets/inbox", params(ListQuery), tag = "tickets", security(("bearer" = [])),
+    responses((status = 200, body = [Ticket], headers(("x-next-cursor" = String, description = "Cursor of the next page, when there is one"))),
+        (status = 400, description = "Invalid filter, limit or cursor")))]
+pub async fn inbox(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+    page(&state, Scope::AssignedTo(caller.id), &q).await
+}
+
+/// One ticket: its creator, its assignee or an ADMIN.
+#[utoipa::path(get, path = "/tickets/{id}", tag = "tickets", security(("bearer" = [])),
+    responses((status = 200, body = Ticket), (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
+pub async fn get_ticket(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> ApiResult<ApiJson<Ticket>> {
+    let ticket = view(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let visible = ticket.user_id == caller.id || ticket.assigned_to_user_id == Some(caller.id) || caller.is_admin();
+    if !visible {
+        return Err(ApiError::forbidden("You do not have access to this ticket"));
+    }
+    Ok(ApiJson(ticket))
+}
+
+/// Change a ticket's status, title or description: staff any ticket, USER only their own.
+#[utoipa::path(patch, path = "/tickets/{id}", request_body = UpdateTicket, tag = "tickets", security(("bearer" = [])),
+    responses((status = 200, body = Ticket), (status = 400, description = "Invalid field or status"),
+        (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
+pub async fn update_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateTicket>,
+) -> ApiResult<ApiJson<Ticket>> {
+    let status = body.status.as_deref().map(parse_status).transpose()?;
+    let title = body.title.map(|t| required_text("title", Some(t), TITLE_MAX)).transpose()?;
+    let description = body.description.map(|d| required_text("description", Some(d), DESCRIPTION_MAX)).transpose()?;
+    let mut tx = state.pool.begin().await?;
+    let before = lock(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    if !caller.is_staff() && before.user_id != caller.id {
+        return Err(ApiError::forbidden("You can only update your own tickets"));
+    }
+    let mut changes = Vec::new();
+    if status.is_some_and(|s| s != before.status) {
+        changes.push("status".to_string());
+    }
+    if title.as_ref().is_some_and(|t| *t != before.title) {
+        changes.push("title".to_string());
+    }
+    if description.as_ref().is_some_and(|d| *d != before.description) {
+        changes.push("description".to_string());
+    }
+    if !changes.is_empty() {
+        let after: TicketRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE tickets SET status = COALESCE($2, status), title = COALESCE($3, title), \
+             description = COALESCE($4, description), updated_at = now() WHERE id = $1 RETURNING {ROW_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(status.map(TicketStatus::as_str))
+        .bind(&title)
+        .bind(&description)
+        .fetch_one(&mut *tx)
+        .await?;
+        let ctx = request_context(request_id, &caller);
+        outbox::publish(&mut tx, &TicketUpdated { ticket: after.snapshot(), changes }, &ctx).await?;
+        if after.status != before.status {
+            let creator = creator_ref(&mut tx, &after).await?;
+            let changed =
+                TicketStatusChanged { ticket: after.snapshot(), old_status: before.status, new_status: after.status, creator };
+            outbox::publish(&mut tx, &changed, &ctx).await?;
+        }
+    }
+    let ticket = view(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    tx.commit().await?;
+    Ok(ApiJson(ticket))
+}
+
+/// Delete a ticket and its comments: ADMIN any ticket, others only their own.
+#[utoipa::path(delete, path = "/tickets/{id}", tag = "tickets", security(("bearer" = [])),
+    responses((status = 200, body = Message), (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
+pub async fn delete_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestId(request_id): RequestId,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<ApiJson<Message>> {
+    let mut tx = state.pool.begin().await?;
+    let ticket = lock(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    if !caller.is_admin() && ticket.user_id != caller.id {
+        let who = if caller.role == Role::Agent { "Agents" } else { "Users" };
+        return Err(ApiError::forbidden(format!("{who} can only delete tickets they created")));
+    }
+    delete_with_event(&mut tx, &ticket, &request_context(request_id, &caller)).await?;
+    tx.commit().await?;
+    Ok(ApiJson(Message { message: "Ticket deleted successfully".into() }))
+}
+
+/// Deletes a ticket (its comments go with it) and records `ticket.deleted`.
+async fn delete_with_event(tx: &mut PgConnection, ticket: &TicketRow, ctx: &EventContext) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM tickets WHERE id = $1").bind(ticket.id).execute(&mut *tx).await?;
+    outbox::publish(tx, &TicketDeleted { ticket: ticket.snapshot() }, ctx).await?;
+    Ok(())
+}
+
+/// `user.deleted`: removes every ticket the user created, one `ticket.deleted` each.
+pub async fn remove_user_tickets(tx: &mut PgConnection, user_id: Uuid, ctx: &EventContext) -> sqlx::Result<usize> {
+    let owned: Vec<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW_COLUMNS} FROM tickets WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE"
+    )))
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for ticket in &owned {
+        delete_with_event(tx, ticket, ctx).await?;
+    }
+    Ok(owned.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}
