@@ -413,6 +413,17 @@ impl Bus for AmqpBus {
         }
     }
 
+    async fn declare(&self, subscription: &Subscription) -> Result<(), BusError> {
+        let conn = self.connect().await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
+        let declared = self.declare_consumer_topology(&channel, subscription).await;
+        let _ = conn.close(200, "declared".into()).await;
+        declared.map(|_| ())
+    }
+
     async fn healthy(&self) -> bool {
         self.publisher_channel().await.is_ok()
     }

@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod consumer;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -109,6 +110,12 @@ pub fn retry_settings(
 pub trait Bus: Send + Sync + 'static {
     /// Publishes persistently, in order, and waits for the broker's confirmations.
     async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome;
+
+    /// Creates the subscription's queue and bindings now, so events published before the consumer
+    /// first runs are kept for it. Consumers also declare on start; this is for start-up order.
+    async fn declare(&self, _subscription: &Subscription) -> Result<(), BusError> {
+        Ok(())
+    }
 
     /// Consumes `subscription` with `handler` until `shutdown`, reconnecting after failures.
     /// Failed messages are retried with growing delay, then dead-lettered; the queue keeps flowing.

@@ -1,0 +1,277 @@
+//! An in-process bus for local runs (`helpdesk up` without `AMQP_URL`), kept in PostgreSQL so it
+//! has RabbitMQ's semantics where the services rely on them: topic routing to durable queues
+//! (fanned out at publish time, bindings persisted), at-least-once delivery that survives a crash,
+//! retries with growing delay, and a dead-letter state after `max_attempts` with the last error.
+//! Consumers are woken by `LISTEN/NOTIFY`, with a polling fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription,
+};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS bus_bindings (
+    queue    TEXT NOT NULL,
+    exchange TEXT NOT NULL,
+    pattern  TEXT NOT NULL,
+    PRIMARY KEY (queue, exchange, pattern)
+);
+CREATE TABLE IF NOT EXISTS bus_messages (
+    id           BIGSERIAL PRIMARY KEY,
+    queue        TEXT NOT NULL,
+    routing_key  TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    body         BYTEA NOT NULL,
+    attempts     INT NOT NULL DEFAULT 0,
+    available_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    dead_at      TIMESTAMPTZ,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS bus_messages_ready ON bus_messages (queue, id) WHERE dead_at IS NULL;
+"#;
+
+/// The PostgreSQL-backed bus. Give it a pool on its own schema (e.g. `bus`).
+pub struct PgBus {
+    pool: PgPool,
+}
+
+impl PgBus {
+    /// Creates the bus tables when missing.
+    pub async fn new(pool: PgPool) -> Result<Self, sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-pgbus'))")
+            .execute(&pool)
+            .await?;
+        let created = sqlx::raw_sql(SCHEMA).execute(&pool).await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-pgbus'))")
+            .execute(&pool)
+            .await?;
+        created?;
+        Ok(Self { pool })
+    }
+
+    async fn consume_batch(
+        &self,
+        sub: &Subscription,
+        handler: &Arc<dyn MessageHandler>,
+    ) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, body, attempts FROM bus_messages \
+             WHERE queue = $1 AND dead_at IS NULL AND available_at <= now() \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&sub.queue)
+        .bind(i64::from(sub.prefetch.max(1)))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let body: Vec<u8> = row.try_get("body")?;
+            let attempts: i32 = row.try_get("attempts")?;
+            let attempt = attempts.max(0) as u32 + 1;
+            let failure = match handler.handle(&body).await {
+                Ok(()) => None,
+                Err(HandlerError::Permanent(e)) => Some((e, true)),
+                Err(HandlerError::Transient(e)) => Some((e, attempt >= sub.max_attempts)),
+            };
+            match failure {
+                None => {
+                    metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone()).increment(1);
+                    sqlx::query("DELETE FROM bus_messages WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some((error, true)) => {
+                    metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
+                    tracing::warn!(queue = %sub.queue, attempt, %error, "message dead-lettered");
+                    sqlx::query("UPDATE bus_messages SET dead_at = now(), attempts = $2, last_error = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(attempt as i32)
+                        .bind(&error)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Some((error, false)) => {
+                    metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone()).increment(1);
+                    tracing::info!(queue = %sub.queue, attempt, %error, "message will be retried");
+                    let delay = sub.retry_delay(attempt);
+                    sqlx::query(
+                        "UPDATE bus_messages SET attempts = $2, last_error = $3, \
+                         available_at = now() + make_interval(secs => $4) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(attempt as i32)
+                    .bind(&error)
+                    .bind(delay.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// Messages of `queue` in the dead-letter state.
+    pub async fn dead_letters(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<(Vec<u8>, Option<String>)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT body, last_error FROM bus_messages WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("body")?, r.try_get("last_error")?)))
+            .collect()
+    }
+}
+
+/// Whether a topic `pattern` (`*` = one word, `#` = zero or more) matches `key`.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[async_trait]
+impl Bus for PgBus {
+    async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
+        let result: Result<(), sqlx::Error> = async {
+            let bindings: Vec<(String, String, String)> = sqlx::query_as("SELECT queue, exchange, pattern FROM bus_bindings")
+                .fetch_all(&self.pool)
+                .await?;
+            let mut tx = self.pool.begin().await?;
+            for m in messages {
+                let mut queues: Vec<&str> = bindings
+                    .iter()
+                    .filter(|(_, ex, pat)| *ex == m.exchange && topic_matches(pat, &m.routing_key))
+                    .map(|(q, _, _)| q.as_str())
+                    .collect();
+                queues.sort_unstable();
+                queues.dedup();
+                for q in queues {
+                    sqlx::query("INSERT INTO bus_messages (queue, routing_key, message_id, body) VALUES ($1, $2, $3, $4)")
+                        .bind(q)
+                        .bind(&m.routing_key)
+                        .bind(&m.message_id)
+                        .bind(&m.body)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
+                    .increment(1);
+            }
+            sqlx::query("SELECT pg_notify('helpdesk_bus', '')").execute(&mut *tx).await?;
+            tx.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => PublishOutcome {
+                confirmed: messages.len(),
+                error: None,
+            },
+            Err(e) => PublishOutcome {
+                confirmed: 0,
+                error: Some(BusError(format!("in-process bus: {e}"))),
+            },
+        }
+    }
+
+    async fn declare(&self, sub: &Subscription) -> Result<(), BusError> {
+        for (exchange, pattern) in &sub.bindings {
+            sqlx::query("INSERT INTO bus_bindings (queue, exchange, pattern) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&sub.queue)
+                .bind(exchange)
+                .bind(pattern)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| BusError(format!("in-process bus: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.declare(&subscription).await {
+            tracing::warn!(error = %e, "cannot register the subscription; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => l.listen("helpdesk_bus").await.ok().map(|_| l),
+            Err(_) => None,
+        };
+        // Retries become due without a notification: poll at least this often.
+        let poll = subscription
+            .retry_base_delay
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        while !shutdown.is_cancelled() {
+            match self.consume_batch(&subscription, &handler).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(queue = %subscription.queue, error = %e, "in-process bus consumer failed")
+                }
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = notified => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    async fn healthy(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("user.*", "user.created"));
+        assert!(!topic_matches("user.*", "user.password.reset"));
+        assert!(topic_matches("#", "ticket.status_changed"));
+        assert!(topic_matches("ticket.#", "ticket.created"));
+        assert!(!topic_matches("ticket.created", "ticket.deleted"));
+        assert!(topic_matches(
+            "user.password_reset_requested",
+            "user.password_reset_requested"
+        ));
+    }
+}

@@ -1,0 +1,186 @@
+//! The in-process (PostgreSQL) bus: routing, idempotent consumption, retries and dead letters,
+//! and the outbox relay on top of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use helpdesk_kit::bus::postgres::PgBus;
+use helpdesk_kit::bus::{
+    Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Subscription,
+};
+use helpdesk_kit::db::{self, DbConfig};
+use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
+use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
+use helpdesk_kit::testing::{self, database_url, eventually, unique};
+
+static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+
+async fn pool(schema: &str) -> PgPool {
+    let cfg = DbConfig {
+        url: database_url(),
+        schema: schema.to_string(),
+        max_connections: 5,
+    };
+    let pool = db::connect(&cfg).await.expect("connect");
+    db::migrate(&pool, &NO_MIGRATIONS)
+        .await
+        .expect("kit tables");
+    pool
+}
+
+struct Recorder {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let p: UserDeleted = event
+            .decode()
+            .ok_or_else(|| HandlerError::Permanent("unexpected event".into()))?
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        if p.email.starts_with("fail") {
+            return Err(HandlerError::Transient("simulated failure".into()));
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn raw(body: Vec<u8>) -> OutgoingMessage {
+    OutgoingMessage {
+        exchange: USER_EVENTS.into(),
+        routing_key: "user.deleted".into(),
+        body,
+        message_id: Uuid::new_v4().to_string(),
+        headers: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn in_process_bus_has_the_same_delivery_semantics() {
+    testing::require_postgres().await;
+    let (bus_schema, app_schema) = (unique("t_bus_"), unique("t_app_"));
+    let bus = Arc::new(PgBus::new(pool(&bus_schema).await).await.unwrap());
+    let app = pool(&app_schema).await;
+    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&app)
+        .await
+        .unwrap();
+
+    let sub = Subscription {
+        queue: "test.events".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 3,
+        retry_base_delay: Duration::from_millis(50),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let handler = Arc::new(IdempotentConsumer::new(
+        "test",
+        app.clone(),
+        recorder.clone(),
+    ));
+
+    // Published through the outbox relay, before the consumer runs: kept for it.
+    let id = Uuid::new_v4();
+    let mut tx = app.begin().await.unwrap();
+    let good = outbox::publish(
+        &mut tx,
+        &UserDeleted {
+            id,
+            email: "a@example.com".into(),
+        },
+        &EventContext::default(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let relay = OutboxRelay::new(app.clone(), bus.clone(), &app_schema);
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+
+    let failing = Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "fail@example.com".into(),
+        },
+        EventMetadata::default(),
+    );
+    let later = Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "b@example.com".into(),
+        },
+        EventMetadata::default(),
+    );
+    let unrouted = OutgoingMessage {
+        routing_key: "nothing.here".into(),
+        exchange: "other.events".into(),
+        ..raw(b"{}".to_vec())
+    };
+    let out = bus
+        .publish(&[
+            raw(b"not json".to_vec()),
+            raw(serde_json::to_vec(&failing).unwrap()),
+            raw(serde_json::to_vec(&good).unwrap()), // a redelivery of the relayed event
+            raw(serde_json::to_vec(&later).unwrap()),
+            unrouted,
+        ])
+        .await;
+    assert_eq!(out.confirmed, 5);
+    assert!(out.error.is_none());
+
+    let shutdown = CancellationToken::new();
+    let (b, s) = (bus.clone(), shutdown.clone());
+    let task = tokio::spawn(async move { b.consume(sub, handler, s).await });
+    let count = |id: Uuid| {
+        let app = app.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&app)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(Duration::from_secs(10), "the later event", || async {
+        (count(later.event_id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(good.event_id).await, 1, "redelivery applied once");
+    let dead = eventually(Duration::from_secs(10), "two dead letters", || async {
+        let d = bus.dead_letters("test.events").await.unwrap();
+        (d.len() == 2).then_some(d)
+    })
+    .await;
+    assert_eq!(dead[0].0, b"not json");
+    assert!(
+        dead[1]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("simulated failure")
+    );
+    assert_eq!(
+        recorder.calls.load(Ordering::SeqCst),
+        1 + 3 + 1,
+        "good once, failing 3 times, later once"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    testing::drop_schema(&bus_schema).await;
+    testing::drop_schema(&app_schema).await;
+}
