@@ -4,6 +4,7 @@
 //! apply (writes) → status. `render` runs the pure part without a cluster.
 
 pub mod build;
+pub mod consistency;
 pub mod crd;
 pub mod material;
 pub mod names;

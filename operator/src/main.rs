@@ -33,6 +33,9 @@ enum Command {
         /// Pretend the Prometheus operator's ServiceMonitor API exists.
         #[arg(long)]
         service_monitor: bool,
+        /// Also run the cross-object consistency checks (selectors, keys, ports); fail on problems.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             cloud_native_pg,
             rabbitmq_operator,
             service_monitor,
+            check,
         } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
@@ -59,7 +63,7 @@ fn main() -> anyhow::Result<()> {
                 rabbitmq_operator,
                 service_monitor,
             };
-            print!("{}", render::render_yaml(&text, &caps)?);
+            print!("{}", render::render_yaml(&text, &caps, check)?);
         }
     }
     Ok(())

@@ -13,6 +13,8 @@ pub enum RenderError {
     Parse(#[from] serde_yaml::Error),
     #[error("invalid HelpdeskPlatform {name}:\n  - {}", problems.join("\n  - "))]
     Invalid { name: String, problems: Vec<String> },
+    #[error("inconsistent objects for HelpdeskPlatform {name}:\n  - {}", problems.join("\n  - "))]
+    Inconsistent { name: String, problems: Vec<String> },
 }
 
 /// Builds the children of one platform as if every migration had finished.
@@ -38,7 +40,8 @@ pub fn render_platform(
 }
 
 /// Renders every `HelpdeskPlatform` document of a YAML stream into one multi-document YAML.
-pub fn render_yaml(input: &str, caps: &Capabilities) -> Result<String, RenderError> {
+/// With `check`, the cross-object consistency checks run too and fail the render.
+pub fn render_yaml(input: &str, caps: &Capabilities, check: bool) -> Result<String, RenderError> {
     let mut out = String::new();
     for doc in serde_yaml::Deserializer::from_str(input) {
         let value = serde_yaml::Value::deserialize(doc)?;
@@ -49,7 +52,20 @@ pub fn render_yaml(input: &str, caps: &Capabilities) -> Result<String, RenderErr
         if p.metadata.namespace.is_none() {
             p.metadata.namespace = Some("default".into());
         }
-        for c in render_platform(&p, caps)? {
+        let children = render_platform(&p, caps)?;
+        if check {
+            let problems = crate::consistency::check(
+                &children,
+                &crate::consistency::secrets_provided_elsewhere(&p),
+            );
+            if !problems.is_empty() {
+                return Err(RenderError::Inconsistent {
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    problems,
+                });
+            }
+        }
+        for c in children {
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&c.obj)?);
         }
