@@ -1,0 +1,339 @@
+//! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
+
+mod platform;
+mod postgres;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::Rng;
+
+use helpdesk_kit::auth::{DEFAULT_ISSUER, JwtKeys, generate_key_pair};
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::bus::amqp::AmqpBus;
+use helpdesk_kit::bus::postgres::PgBus;
+use helpdesk_kit::config::Env;
+use helpdesk_kit::db::DbConfig;
+use helpdesk_kit::runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "helpdesk",
+    version,
+    about = "The Helpdesk platform on one machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run all five services in one process behind one HTTP port.
+    Up {
+        /// HTTP port of the API.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Where the private PostgreSQL, keys, admin credentials and mail live.
+        #[arg(long, default_value = ".helpdesk")]
+        data_dir: PathBuf,
+    },
+    /// Run every service's migrations against DATABASE_URL (or the private PostgreSQL) and exit.
+    Migrate {
+        #[arg(long, default_value = ".helpdesk")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: single-threaded at this point, before any runtime or thread starts.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    helpdesk_kit::telemetry::init_logging();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("helpdesk: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Cmd::Up {
+            port,
+            bind,
+            data_dir,
+        } => rt.block_on(up(SocketAddr::new(bind, port), &data_dir)),
+        Cmd::Migrate { data_dir } => rt.block_on(migrate(&data_dir)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helpdesk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the data folder {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    dir.canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Signing keys from the environment, or generated once and kept in the data folder.
+fn signing_keys(env: &Env, dir: &Path) -> anyhow::Result<(String, String)> {
+    if let (Some(private), Some(public)) = (
+        env.value_or_file("JWT_PRIVATE_KEY")?,
+        env.value_or_file("JWT_PUBLIC_KEY")?,
+    ) {
+        return Ok((private, public));
+    }
+    let (priv_path, pub_path) = (dir.join("jwt-private.pem"), dir.join("jwt-public.pem"));
+    if let (Ok(private), Ok(public)) = (
+        std::fs::read_to_string(&priv_path),
+        std::fs::read_to_string(&pub_path),
+    ) {
+        return Ok((private, public));
+    }
+    let (private, public) = generate_key_pair();
+    write_private(&priv_path, &private)?;
+    write_private(&pub_path, &public)?;
+    Ok((private, public))
+}
+
+/// The first admin's credentials: from the environment, or generated once and stored.
+fn admin_credentials(env: &Env, dir: &Path) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    if let (Some(email), Some(password)) = (
+        env.raw("BOOTSTRAP_ADMIN_EMAIL"),
+        env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?,
+    ) {
+        return Ok((email, password, None));
+    }
+    let path = dir.join("admin-credentials");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some((email, password)) = text.trim().split_once('\n')
+    {
+        return Ok((
+            email.trim().to_string(),
+            password.trim().to_string(),
+            Some(path),
+        ));
+    }
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    let password: String = (0..20)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect();
+    let email = "admin@helpdesk.local".to_string();
+    write_private(&path, &format!("{email}\n{password}\n"))?;
+    Ok((email, password, Some(path)))
+}
+
+async fn database(
+    env: &Env,
+    dir: &Path,
+) -> anyhow::Result<(String, Option<postgres::EmbeddedPostgres>)> {
+    if let Some(url) = env.raw("DATABASE_URL") {
+        let cfg = DbConfig {
+            url: url.clone(),
+            schema: "public".into(),
+            max_connections: 1,
+        };
+        let pool = tokio::time::timeout(Duration::from_secs(10), helpdesk_kit::db::connect(&cfg))
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot reach DATABASE_URL: timed out"))?
+            .map_err(|e| anyhow::anyhow!("cannot reach DATABASE_URL: {e}"))?;
+        pool.close().await;
+        return Ok((url, None));
+    }
+    let dir = dir.to_path_buf();
+    let pg = tokio::task::spawn_blocking(move || postgres::EmbeddedPostgres::start(&dir)).await??;
+    Ok((pg.url(), Some(pg)))
+}
+
+async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
+    let dir = prepare_data_dir(data_dir)?;
+    let mut env = Env::process();
+    let (url, pg) = database(&env, &dir).await?;
+    let (private, public) = signing_keys(&env, &dir)?;
+    env.set("DATABASE_URL", url)
+        .set("JWT_PRIVATE_KEY", private)
+        .set("JWT_PUBLIC_KEY", public);
+    let result = platform::migrate_all(&env).await;
+    if let Some(pg) = pg {
+        pg.stop();
+    }
+    result?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn up(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    let dir = prepare_data_dir(data_dir)?;
+    let public_listener = runtime::bind(addr).await?;
+    let internal_listener = runtime::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let internal_url = format!("http://{}", internal_listener.local_addr()?);
+
+    let mut env = Env::process();
+    let (url, pg) = database(&env, &dir).await?;
+    let result = run_platform(
+        &mut env,
+        &dir,
+        url,
+        addr,
+        public_listener,
+        internal_listener,
+        internal_url,
+    )
+    .await;
+    if let Some(pg) = pg {
+        pg.stop();
+    }
+    result
+}
+
+async fn run_platform(
+    env: &mut Env,
+    dir: &Path,
+    database_url: String,
+    addr: SocketAddr,
+    public_listener: tokio::net::TcpListener,
+    internal_listener: tokio::net::TcpListener,
+    internal_url: String,
+) -> anyhow::Result<()> {
+    let (private, public) = signing_keys(env, dir)?;
+    let (admin_email, admin_password, stored) = admin_credentials(env, dir)?;
+    let keys = JwtKeys::from_pem(
+        &public,
+        Some(&private),
+        DEFAULT_ISSUER,
+        Duration::from_secs(3600),
+    )?;
+    let service_token = keys.issue_service_token("helpdesk", Duration::from_secs(365 * 86_400))?;
+    let mail_dir = dir.join("mail");
+    let port = addr.port();
+    env.set("DATABASE_URL", database_url)
+        .set("JWT_PRIVATE_KEY", private)
+        .set("JWT_PUBLIC_KEY", public)
+        .set("BOOTSTRAP_ADMIN_EMAIL", admin_email.clone())
+        .set("BOOTSTRAP_ADMIN_PASSWORD", admin_password.clone())
+        .set("SERVICE_TOKEN", service_token)
+        .set("USER_SERVICE_URL", internal_url.clone())
+        .set("AUDIT_SERVICE_URL", internal_url.clone());
+    if env.raw("CORS_ALLOWED_ORIGINS").is_none() {
+        env.set("CORS_ALLOWED_ORIGINS", "*");
+    }
+    if env.raw("FRONTEND_BASE_URL").is_none() {
+        env.set("FRONTEND_BASE_URL", "http://localhost:3000");
+    }
+    if env.raw("SMTP_URL").is_none() && env.raw("NOTIFICATION_MAIL_DIR").is_none() {
+        env.set(
+            "NOTIFICATION_MAIL_DIR",
+            mail_dir.to_string_lossy().to_string(),
+        );
+    }
+
+    let (bus, bus_label): (Arc<dyn Bus>, String) = match env.raw("AMQP_URL") {
+        Some(amqp) => {
+            let bus = AmqpBus::new(&amqp, &env.string_or("BUS_PREFIX", ""));
+            if !bus.healthy().await {
+                anyhow::bail!(
+                    "cannot reach AMQP_URL (RabbitMQ): check the URL and that the broker runs"
+                );
+            }
+            (Arc::new(bus), "RabbitMQ (AMQP_URL)".into())
+        }
+        None => {
+            let cfg = DbConfig {
+                url: env.required("DATABASE_URL")?,
+                schema: "bus".into(),
+                max_connections: 5,
+            };
+            let pool = helpdesk_kit::db::connect(&cfg).await?;
+            (
+                Arc::new(PgBus::new(pool).await?),
+                "in-process (kept in PostgreSQL, schema bus)".into(),
+            )
+        }
+    };
+
+    let shutdown = runtime::shutdown_on_signals();
+    let platform = platform::start(env, bus, shutdown.clone()).await?;
+    let handles: Vec<_> = platform.workers.into_iter().map(tokio::spawn).collect();
+    let internal = tokio::spawn(runtime::serve(
+        internal_listener,
+        platform.internal,
+        shutdown.clone(),
+    ));
+
+    let host = if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let base = format!("http://{host}:{port}");
+    println!("Helpdesk is running ({})", platform.services.join(", "));
+    println!("  API base URL: {base}   (point the frontend here)");
+    println!("  API docs:     {base}/api/docs");
+    match stored {
+        Some(path) => println!(
+            "  Admin:        {admin_email} / {admin_password}   (stored in {})",
+            path.display()
+        ),
+        None => println!("  Admin:        {admin_email} (password from BOOTSTRAP_ADMIN_PASSWORD)"),
+    }
+    match env.raw("SMTP_URL") {
+        Some(_) => println!("  Mail:         sent through SMTP_URL"),
+        None => println!(
+            "  Mail:         written as .eml files to {}",
+            env.string_or("NOTIFICATION_MAIL_DIR", "")
+        ),
+    }
+    println!("  Events:       {bus_label}");
+    println!("  Data:         {}", dir.display());
+    println!("Press Ctrl-C to stop.");
+
+    let served = runtime::serve(public_listener, platform.public, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = internal.await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(handles),
+    )
+    .await;
+    println!("Helpdesk stopped.");
+    served.map_err(Into::into)
+}

@@ -1,0 +1,222 @@
+//! The whole platform in one process: every service built with the same configuration names
+//! the operator sets, behind one port with the ingress's path routing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::config::Env;
+use helpdesk_kit::error::error_response;
+use helpdesk_kit::runtime::{Service, ServiceDef, Worker};
+
+/// Public path prefixes per service: the same table as the cluster's ingress.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("/auth", user_service::SERVICE),
+    ("/.well-known", user_service::SERVICE),
+];
+
+/// Prefixes reachable only on the internal listener (service-to-service calls).
+pub const INTERNAL_ROUTES: &[(&str, &str)] = &[("/users", user_service::SERVICE)];
+
+/// A started platform.
+pub struct Platform {
+    pub public: Router,
+    pub internal: Router,
+    pub workers: Vec<Worker>,
+    pub services: Vec<&'static str>,
+}
+
+/// Builds one service: configuration, pool, migrations, router and workers.
+pub async fn start_service<D: ServiceDef>(
+    env: &Env,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Service> {
+    let config = D::load(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
+    let pool = helpdesk_kit::db::connect(D::db(&config))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: cannot connect to DATABASE_URL: {e}", D::NAME))?;
+    helpdesk_kit::db::migrate(&pool, D::migrator()).await?;
+    D::build(config, pool, bus, shutdown).await
+}
+
+/// Runs every service's migrations.
+pub async fn migrate_all(env: &Env) -> anyhow::Result<()> {
+    migrate::<user_service::UserService>(env).await?;
+    Ok(())
+}
+
+async fn migrate<D: ServiceDef>(env: &Env) -> anyhow::Result<()> {
+    let config = D::load(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
+    let pool = helpdesk_kit::db::connect(D::db(&config)).await?;
+    helpdesk_kit::db::migrate(&pool, D::migrator()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Starts all services on `bus`.
+pub async fn start(
+    env: &Env,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Platform> {
+    let services =
+        vec![start_service::<user_service::UserService>(env, bus.clone(), shutdown.clone()).await?];
+    assemble(services).await
+}
+
+async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
+    let mut workers = Vec::new();
+    let mut routers = Vec::new();
+    let mut names = Vec::new();
+    for s in services {
+        workers.extend(s.workers);
+        names.push(s.name);
+        routers.push((s.name, s.router));
+    }
+    let find = |name: &str| {
+        routers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
+    };
+    let docs = merged_openapi(&routers).await;
+    let mut public =
+        operational(names.clone(), routers.clone()).merge(helpdesk_kit::http::docs_routes(docs));
+    let mut internal = operational(names.clone(), routers.clone());
+    for (prefix, name) in PUBLIC_ROUTES {
+        if let Some(r) = find(name) {
+            public = mount(public, prefix, r.clone());
+            internal = mount(internal, prefix, r);
+        }
+    }
+    for (prefix, name) in INTERNAL_ROUTES {
+        if let Some(r) = find(name) {
+            internal = mount(internal, prefix, r);
+        }
+    }
+    let not_found = || async { error_response(StatusCode::NOT_FOUND, "Not found") };
+    Ok(Platform {
+        public: public.fallback(not_found),
+        internal: internal.fallback(not_found),
+        workers,
+        services: names,
+    })
+}
+
+/// Forwards `prefix` and everything below it, path unchanged, to the service's own router (with
+/// its own middleware stack), as the ingress does.
+fn mount(router: Router, prefix: &str, service: Router) -> Router {
+    let forward = axum::routing::any(move |req: Request| {
+        let service = service.clone();
+        async move { service.oneshot(req).await.into_response() }
+    });
+    router
+        .route(prefix, forward.clone())
+        .route(&format!("{prefix}/{{*rest}}"), forward)
+}
+
+async fn call(router: &Router, path: &str) -> Option<(StatusCode, Vec<u8>)> {
+    let req = Request::get(path).body(axum::body::Body::empty()).ok()?;
+    let res = router.clone().oneshot(req).await.ok()?;
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 16 * 1024 * 1024)
+        .await
+        .ok()?;
+    Some((status, bytes.to_vec()))
+}
+
+/// One OpenAPI document with every service's public paths (internal ones left out).
+async fn merged_openapi(routers: &[(&'static str, Router)]) -> utoipa::openapi::OpenApi {
+    let mut merged = serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Helpdesk API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Every public route of the platform, behind one base URL."},
+        "paths": {},
+        "components": {"schemas": {}, "securitySchemes": {}},
+    });
+    for (_, router) in routers {
+        let Some((StatusCode::OK, body)) = call(router, "/api/openapi.json").await else {
+            continue;
+        };
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            continue;
+        };
+        if let Some(paths) = doc["paths"].as_object() {
+            for (path, item) in paths {
+                let public = PUBLIC_ROUTES
+                    .iter()
+                    .any(|(p, _)| path == p || path.starts_with(&format!("{p}/")));
+                if public {
+                    merged["paths"][path] = item.clone();
+                }
+            }
+        }
+        for section in ["schemas", "securitySchemes"] {
+            if let Some(items) = doc["components"][section].as_object() {
+                for (k, v) in items {
+                    merged["components"][section][k] = v.clone();
+                }
+            }
+        }
+    }
+    serde_json::from_value(merged)
+        .unwrap_or_else(|_| utoipa::openapi::OpenApiBuilder::new().build())
+}
+
+/// `/health`, `/ready` (every service ready) and `/metrics` for the whole process.
+fn operational(names: Vec<&'static str>, routers: Vec<(&'static str, Router)>) -> Router {
+    let routers = Arc::new(routers);
+    Router::new()
+        .route(
+            "/health",
+            get(move || async move {
+                axum::Json(serde_json::json!({"status": "ok", "services": names}))
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let routers = routers.clone();
+                async move { ready(&routers).await }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    helpdesk_kit::telemetry::prometheus().render(),
+                )
+            }),
+        )
+}
+
+async fn ready(routers: &[(&'static str, Router)]) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut all = true;
+    for (name, router) in routers {
+        let ok = matches!(call(router, "/ready").await, Some((StatusCode::OK, _)));
+        all &= ok;
+        checks.insert(
+            name.to_string(),
+            serde_json::json!(if ok { "ready" } else { "not ready" }),
+        );
+    }
+    if all {
+        axum::Json(serde_json::json!({"status": "ready", "services": checks})).into_response()
+    } else {
+        let body = serde_json::json!({"statusCode": 503, "message": "Not ready: a service is unavailable", "error": "Service Unavailable", "services": checks});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,241 @@
+//! A private PostgreSQL for `helpdesk up`, started from the machine's PostgreSQL binaries in a
+//! folder under `--data-dir`, reused on the next start. Works as root too: the server then runs as
+//! the `postgres` (or `nobody`) user, which owns the data folder.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// A running private PostgreSQL.
+pub struct EmbeddedPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+    /// Stop it on shutdown only when this process started it.
+    started_here: bool,
+}
+
+const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) or set DATABASE_URL";
+
+/// The folder holding `initdb` and `pg_ctl`: on PATH, or the usual install folders (newest first).
+pub fn find_binaries() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
+                return Some(dir);
+            }
+        }
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for root in [
+        "/usr/lib/postgresql",
+        "/usr/local/lib/postgresql",
+        "/opt/homebrew/opt",
+    ] {
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                candidates.push(e.path().join("bin"));
+            }
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
+    candidates.retain(|d| d.join("pg_ctl").is_file() && d.join("initdb").is_file());
+    // Highest major version first ("9.6" < "15" < "16").
+    candidates.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| {
+                n.trim_start_matches("postgresql@")
+                    .split('.')
+                    .next()
+                    .and_then(|v| v.parse::<u32>().ok())
+            })
+            .unwrap_or(0)
+    });
+    candidates.pop()
+}
+
+fn uid_gid_of(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl EmbeddedPostgres {
+    /// Initialises (first time) and starts the server in `<data_dir>/postgres`.
+    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        let bin = find_binaries().with_context(|| {
+            format!("PostgreSQL binaries (initdb, pg_ctl) not found: {INSTALL_HINT}")
+        })?;
+        let data = data_dir.join("postgres");
+        let run_as = if running_as_root() {
+            Some(uid_gid_of("postgres").or_else(|| uid_gid_of("nobody")).context("running as root, but there is no postgres or nobody user to run PostgreSQL as")?)
+        } else {
+            None
+        };
+        let mut pg = Self {
+            bin,
+            data,
+            port: 0,
+            run_as,
+            started_here: false,
+        };
+        if let Some(port) = pg.running_port() {
+            pg.port = port;
+            return Ok(pg);
+        }
+        if !pg.data.join("PG_VERSION").exists() {
+            pg.init()?;
+        }
+        pg.port = free_port()?;
+        pg.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            &pg.data.join("server.log").to_string_lossy(),
+            "-o",
+            &format!(
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
+                pg.port
+            ),
+        ])
+        .with_context(|| {
+            format!(
+                "PostgreSQL did not start; see {}",
+                pg.data.join("server.log").display()
+            )
+        })?;
+        pg.started_here = true;
+        Ok(pg)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.run_as {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+
+    fn init(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("cannot create {}", self.data.display()))?;
+        if let Some((uid, gid)) = self.run_as {
+            chown_tree(&self.data, uid, gid)
+                .context("cannot hand the PostgreSQL folder to its user")?;
+            // The server's user must reach the folder.
+            let mut dir = self.data.parent();
+            while let Some(d) = dir {
+                if let Ok(m) = std::fs::metadata(d)
+                    && m.mode() & 0o001 == 0
+                    && m.uid() != uid
+                {
+                    bail!(
+                        "{} is not reachable by the PostgreSQL user (uid {uid}); use a --data-dir outside it (e.g. under /var/tmp) or set DATABASE_URL",
+                        d.display()
+                    );
+                }
+                dir = d.parent();
+            }
+        }
+        let out = self
+            .command("initdb")
+            .args([
+                "-D",
+                &self.data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ])
+            .output()
+            .context("cannot run initdb")?;
+        if !out.status.success() {
+            bail!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .context("cannot run pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {}: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The port of a server already running on this data folder (from `postmaster.pid`).
+    fn running_port(&self) -> Option<u16> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let mut lines = pid_file.lines();
+        let pid: u32 = lines.next()?.trim().parse().ok()?;
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
+        }
+        lines.nth(2)?.trim().parse().ok()
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server if this process started it.
+    pub fn stop(&self) {
+        if self.started_here
+            && let Err(e) = self.pg_ctl(&["stop", "-m", "fast", "-w"])
+        {
+            eprintln!("helpdesk: stopping PostgreSQL failed: {e:#}");
+        }
+    }
+}
