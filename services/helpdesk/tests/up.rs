@@ -1,0 +1,191 @@
+//! `helpdesk up` as a user runs it: the real binary, its private PostgreSQL, one port.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use helpdesk_kit::testing::{database_url, eventually, unique};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn helpdesk(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
+    c.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("SMTP_URL")
+        .env_remove("BOOTSTRAP_ADMIN_EMAIL")
+        .env_remove("BOOTSTRAP_ADMIN_PASSWORD")
+        .env("USER_ARGON2_MEMORY_KIB", "1024")
+        .env("USER_ARGON2_ITERATIONS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+struct Up {
+    child: Child,
+    base: String,
+}
+
+impl Up {
+    async fn start(dir: &std::path::Path) -> Up {
+        let port = free_port();
+        let child = helpdesk(&[
+            "up",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            &dir.to_string_lossy(),
+        ])
+        .spawn()
+        .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let url = format!("{base}/ready");
+        eventually(Duration::from_secs(60), "helpdesk up to be ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        Up { child, base }
+    }
+
+    /// Ctrl-C / SIGTERM: a clean stop.
+    fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(status.success(), "clean exit, got {status}");
+        out
+    }
+}
+
+fn data_dir() -> PathBuf {
+    std::env::temp_dir().join(unique("helpdesk-up-"))
+}
+
+#[tokio::test]
+async fn up_serves_the_platform_on_one_port_and_reuses_its_data() {
+    let dir = data_dir();
+    let up = Up::start(&dir).await;
+    let http = reqwest::Client::new();
+    let creds = std::fs::read_to_string(dir.join("admin-credentials")).unwrap();
+    let (email, password) = creds.trim().split_once('\n').unwrap();
+    let res = http
+        .post(format!("{}/auth/login", up.base))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["user"]["role"], "ADMIN");
+    let res = http
+        .post(format!("{}/auth/signup", up.base))
+        .json(&json!({"email": "kim@example.com", "password": "secret12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // Internal routes are not exposed on the public port.
+    let res = http.get(format!("{}/users", up.base)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let docs: Value = http
+        .get(format!("{}/api/openapi.json", up.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(docs["paths"]["/auth/login"].is_object());
+    assert!(
+        docs["paths"].get("/users/{id}").is_none(),
+        "internal routes are not documented publicly"
+    );
+    let out = up.stop();
+    assert!(out.contains("API base URL"), "{out}");
+    assert!(
+        out.contains(email) && out.contains("admin-credentials"),
+        "prints the admin and where it is stored"
+    );
+    assert!(out.contains("Helpdesk stopped"));
+
+    // A second start reuses the database, keys and admin.
+    let up = Up::start(&dir).await;
+    let res = http
+        .post(format!("{}/auth/login", up.base))
+        .json(&json!({"email": "kim@example.com", "password": "secret12"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    up.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn fails_with(cmd: &mut Command, expected: &str) {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(line.contains(expected), "expected {expected:?} in {stderr}");
+}
+
+#[test]
+fn clear_errors() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = data_dir();
+    let d = dir.to_string_lossy().to_string();
+    fails_with(
+        &mut helpdesk(&["up", "--port", &port, "--data-dir", &d]),
+        "already in use",
+    );
+    fails_with(
+        &mut helpdesk(&[
+            "up",
+            "--port",
+            "0",
+            "--data-dir",
+            "/proc/helpdesk-cannot-write",
+        ]),
+        "data folder",
+    );
+    fails_with(
+        helpdesk(&["up", "--port", "0", "--data-dir", &d])
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres"),
+        "cannot reach DATABASE_URL",
+    );
+    fails_with(
+        helpdesk(&["up", "--port", "0", "--data-dir", &d])
+            .env("DATABASE_URL", database_url())
+            .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        "cannot reach AMQP_URL",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
