@@ -58,7 +58,12 @@ struct EntryRow {
 impl From<EntryRow> for AuditEvent {
     fn from(r: EntryRow) -> Self {
         let actor = match (r.actor_id, r.email) {
-            (Some(id), Some(email)) => Some(UserRef { id, email, first_name: r.first_name, last_name: r.last_name }),
+            (Some(id), Some(email)) => Some(UserRef {
+                id,
+                email,
+                first_name: r.first_name,
+                last_name: r.last_name,
+            }),
             _ => None,
         };
         AuditEvent {
@@ -111,10 +116,11 @@ pub async fn insert(db: &mut PgConnection, e: &NewEntry) -> sqlx::Result<Option<
 }
 
 async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<AuditEvent>> {
-    let row: Option<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE a.id = $1")))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row: Option<EntryRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE a.id = $1")))
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(AuditEvent::from))
 }
 
@@ -130,7 +136,11 @@ pub struct Filters {
 }
 
 /// One page of entries matching `filters`, newest first, and the next page's cursor.
-pub async fn list(db: impl PgExecutor<'_>, filters: &Filters, page: &PageRequest) -> sqlx::Result<(Vec<AuditEvent>, Option<Cursor>)> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filters: &Filters,
+    page: &PageRequest,
+) -> sqlx::Result<(Vec<AuditEvent>, Option<Cursor>)> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(VIEW);
     sql.push(" WHERE TRUE");
     if let Some(v) = &filters.action {
@@ -152,12 +162,17 @@ pub async fn list(db: impl PgExecutor<'_>, filters: &Filters, page: &PageRequest
         sql.push(" AND a.created_at <= ").push_bind(v);
     }
     if let Some(after) = page.after {
-        sql.push(" AND (a.created_at, a.id) < (").push_bind(after.created_at);
+        sql.push(" AND (a.created_at, a.id) < (")
+            .push_bind(after.created_at);
         sql.push(", ").push_bind(after.id).push(")");
     }
-    sql.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ").push_bind(page.fetch());
+    sql.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
+        .push_bind(page.fetch());
     let mut rows: Vec<EntryRow> = sql.build_query_as().fetch_all(db).await?;
-    let next = page.finish(&mut rows, |r| Cursor { created_at: r.created_at, id: r.id });
+    let next = page.finish(&mut rows, |r| Cursor {
+        created_at: r.created_at,
+        id: r.id,
+    });
     Ok((rows.into_iter().map(AuditEvent::from).collect(), next))
 }
 
@@ -174,7 +189,10 @@ pub struct LogRequest {
 }
 
 fn required(field: &str, value: Option<String>, max: usize) -> ApiResult<String> {
-    let v = value.ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?.trim().to_string();
+    let v = value
+        .ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?
+        .trim()
+        .to_string();
     check_length(field, &v, 1, max)?;
     Ok(v)
 }
@@ -202,8 +220,12 @@ pub async fn log_entry(
         created_at: None,
     };
     let mut conn = state.pool.acquire().await?;
-    let id = insert(&mut conn, &entry).await?.ok_or_else(|| ApiError::internal("audit entry was not written"))?;
-    let event = find(&mut *conn, id).await?.ok_or_else(|| ApiError::internal("audit entry vanished"))?;
+    let id = insert(&mut conn, &entry)
+        .await?
+        .ok_or_else(|| ApiError::internal("audit entry was not written"))?;
+    let event = find(&mut *conn, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("audit entry vanished"))?;
     Ok((StatusCode::CREATED, ApiJson(event)))
 }
 
@@ -228,7 +250,11 @@ pub async fn by_entity(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Page> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let filters = Filters { entity_type: Some(entity_type), entity_id: Some(entity_id), ..Default::default() };
+    let filters = Filters {
+        entity_type: Some(entity_type),
+        entity_id: Some(entity_id),
+        ..Default::default()
+    };
     let (items, next) = list(&state.pool, &filters, &page).await?;
     Ok((next_cursor_header(next), ApiJson(items)))
 }
@@ -253,7 +279,15 @@ pub async fn by_actor(
 ) -> ApiResult<Page> {
     require_admin(&caller)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let (items, next) = list(&state.pool, &Filters { actor_id: Some(id), ..Default::default() }, &page).await?;
+    let (items, next) = list(
+        &state.pool,
+        &Filters {
+            actor_id: Some(id),
+            ..Default::default()
+        },
+        &page,
+    )
+    .await?;
     Ok((next_cursor_header(next), ApiJson(items)))
 }
 
@@ -289,12 +323,16 @@ fn non_empty(v: Option<String>) -> Option<String> {
 /// Search the log (ADMIN).
 #[utoipa::path(get, path = "/audit/search", params(SearchQuery), tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = SearchPage), (status = 400, description = "Invalid filter"), (status = 403, description = "Not an ADMIN")))]
-pub async fn search(State(state): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<SearchQuery>) -> ApiResult<ApiJson<SearchPage>> {
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<ApiJson<SearchPage>> {
     require_admin(&caller)?;
-    if let (Some(from), Some(to)) = (q.from, q.to) {
-        if from > to {
-            return Err(ApiError::bad_request("from must not be after to"));
-        }
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from > to
+    {
+        return Err(ApiError::bad_request("from must not be after to"));
     }
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let filters = Filters {
@@ -306,5 +344,8 @@ pub async fn search(State(state): State<AppState>, caller: Caller, ApiQuery(q): 
         to: q.to,
     };
     let (items, next) = list(&state.pool, &filters, &page).await?;
-    Ok(ApiJson(SearchPage { items, next_cursor: next.map(|c| c.encode()) }))
+    Ok(ApiJson(SearchPage {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    }))
 }

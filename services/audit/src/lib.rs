@@ -58,11 +58,18 @@ impl Config {
         let (event_max_attempts, event_retry_base_delay) = bus::retry_settings(env)?;
         let retention_days: u32 = env.parse_or("AUDIT_RETENTION_DAYS", 365)?;
         if retention_days == 0 {
-            return Err(ConfigError::new("AUDIT_RETENTION_DAYS", "must be at least 1"));
+            return Err(ConfigError::new(
+                "AUDIT_RETENTION_DAYS",
+                "must be at least 1",
+            ));
         }
-        let retention_interval = env.duration_or("AUDIT_RETENTION_INTERVAL", Duration::from_secs(3600))?;
+        let retention_interval =
+            env.duration_or("AUDIT_RETENTION_INTERVAL", Duration::from_secs(3600))?;
         if retention_interval.is_zero() {
-            return Err(ConfigError::new("AUDIT_RETENTION_INTERVAL", "must be longer than zero"));
+            return Err(ConfigError::new(
+                "AUDIT_RETENTION_INTERVAL",
+                "must be longer than zero",
+            ));
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
@@ -119,7 +126,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -133,7 +145,10 @@ pub fn api_router(state: AppState) -> Router {
 pub fn events_subscription(config: &Config) -> Subscription {
     Subscription {
         queue: EVENTS_QUEUE.into(),
-        bindings: ALL_EXCHANGES.iter().map(|e| (e.to_string(), "#".to_string())).collect(),
+        bindings: ALL_EXCHANGES
+            .iter()
+            .map(|e| (e.to_string(), "#".to_string()))
+            .collect(),
         max_attempts: config.event_max_attempts,
         retry_base_delay: config.event_retry_base_delay,
         prefetch: 32,
@@ -141,21 +156,47 @@ pub fn events_subscription(config: &Config) -> Subscription {
 }
 
 /// Builds the service: its full router, the event recorder and the retention job.
-pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
-    let state = AppState(Arc::new(Inner { pool: pool.clone(), keys: config.keys.clone(), config: config.clone() }));
-    let readiness = Readiness { service: SERVICE, pool: pool.clone(), bus: Some(bus.clone()) };
+pub async fn build(
+    config: Config,
+    pool: PgPool,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Service> {
+    let state = AppState(Arc::new(Inner {
+        pool: pool.clone(),
+        keys: config.keys.clone(),
+        config: config.clone(),
+    }));
+    let readiness = Readiness {
+        service: SERVICE,
+        pool: pool.clone(),
+        bus: Some(bus.clone()),
+    };
     let router = api_router(state)
         .merge(http::operational_routes(readiness))
         .merge(http::docs_routes(ApiDoc::openapi()));
     let router = http::finish(router, SERVICE, &config.http);
-    let consumer = Arc::new(IdempotentConsumer::new(EVENTS_QUEUE, pool.clone(), Arc::new(recorder::Recorder)));
+    let consumer = Arc::new(IdempotentConsumer::new(
+        EVENTS_QUEUE,
+        pool.clone(),
+        Arc::new(recorder::Recorder),
+    ));
     let subscription = events_subscription(&config);
     let consume = {
         let shutdown = shutdown.clone();
         async move { bus.consume(subscription, consumer, shutdown).await }
     };
-    let retention = retention::run(pool, config.retention_days, config.retention_interval, shutdown);
-    Ok(Service { name: SERVICE, router, workers: vec![Box::pin(consume), Box::pin(retention)] })
+    let retention = retention::run(
+        pool,
+        config.retention_days,
+        config.retention_interval,
+        shutdown,
+    );
+    Ok(Service {
+        name: SERVICE,
+        router,
+        workers: vec![Box::pin(consume), Box::pin(retention)],
+    })
 }
 
 /// audit-service as a runnable service (binary, launcher).
@@ -179,7 +220,12 @@ impl helpdesk_kit::runtime::ServiceDef for AuditService {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    async fn build(c: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    async fn build(
+        c: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
         build(c, pool, bus, shutdown).await
     }
 }

@@ -57,7 +57,9 @@ impl PageRequest {
     pub fn parse(limit: Option<u32>, cursor: Option<&str>) -> ApiResult<Self> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
         }
         let after = match cursor.map(str::trim).filter(|c| !c.is_empty()) {
             None => None,
@@ -97,10 +99,17 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_garbage() {
-        let c = Cursor { created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(), id: Uuid::new_v4() };
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         for bad in ["", "!!!", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ"] {
-            assert_eq!(Cursor::decode(bad).unwrap_err().status.as_u16(), 400, "{bad}");
+            assert_eq!(
+                Cursor::decode(bad).unwrap_err().status.as_u16(),
+                400,
+                "{bad}"
+            );
         }
     }
 
@@ -111,7 +120,10 @@ mod tests {
         assert!(PageRequest::parse(Some(501), None).is_err());
         let p = PageRequest::parse(Some(2), None).unwrap();
         let mut rows = vec![1, 2, 3];
-        let key = |_: &i32| Cursor { created_at: Utc::now(), id: Uuid::nil() };
+        let key = |_: &i32| Cursor {
+            created_at: Utc::now(),
+            id: Uuid::nil(),
+        };
         assert!(p.finish(&mut rows, key).is_some());
         assert_eq!(rows, vec![1, 2]);
     }

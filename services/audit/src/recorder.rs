@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use helpdesk_kit::bus::{EventHandler, HandlerError};
-use helpdesk_kit::events::{DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserUpdated, redact_secrets};
+use helpdesk_kit::events::{
+    DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserUpdated, redact_secrets,
+};
 
 use crate::entries::{self, NewEntry};
 use crate::users;
@@ -15,16 +17,29 @@ pub struct Recorder;
 fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
     match event.decode::<E>() {
         Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!("malformed {} payload: {e}", E::EVENT_TYPE))),
-        None => Err(HandlerError::Permanent(format!("expected {}, got {}", E::EVENT_TYPE, event.event_type))),
+        Some(Err(e)) => Err(HandlerError::Permanent(format!(
+            "malformed {} payload: {e}",
+            E::EVENT_TYPE
+        ))),
+        None => Err(HandlerError::Permanent(format!(
+            "expected {}, got {}",
+            E::EVENT_TYPE,
+            event.event_type
+        ))),
     }
 }
 
 async fn update_users(tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
     match event.event_type.as_str() {
-        UserCreated::EVENT_TYPE => users::upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?,
-        UserUpdated::EVENT_TYPE => users::upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?,
-        UserRoleChanged::EVENT_TYPE => users::upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?,
+        UserCreated::EVENT_TYPE => {
+            users::upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?
+        }
+        UserUpdated::EVENT_TYPE => {
+            users::upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?
+        }
+        UserRoleChanged::EVENT_TYPE => {
+            users::upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?
+        }
         UserDeleted::EVENT_TYPE => users::tombstone(tx, decode::<UserDeleted>(event)?.id).await?,
         _ => {}
     }

@@ -52,13 +52,19 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     if found.deleted {
         return Err(ApiError::unauthorized("User no longer exists"));
     }
-    Ok(Caller { id: token.id, role: found.role.unwrap_or(token.role) })
+    Ok(Caller {
+        id: token.id,
+        role: found.role.unwrap_or(token.role),
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = AuthUser::from_request_parts(parts, state).await?;
         resolve(&state.pool, &token).await
     }
@@ -73,15 +79,24 @@ pub enum StaffOrService {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 impl FromRequestParts<AppState> for StaffOrService {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(Ok(service)) = bearer(parts).map(|t| state.keys.verify_service_token(t)) {
             return Ok(StaffOrService::Service(service.sub));
         }
@@ -94,7 +109,11 @@ impl FromRequestParts<AppState> for StaffOrService {
 }
 
 /// Writes a user snapshot unless the row already reflects a newer event.
-pub async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn upsert(
+    tx: &mut PgConnection,
+    user: &UserSnapshot,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO users (id, email, first_name, last_name, role, synced_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
@@ -114,6 +133,9 @@ pub async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc
 
 /// Records a deletion: the user's tokens are refused from now on.
 pub async fn tombstone(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING").bind(id).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

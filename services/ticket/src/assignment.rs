@@ -34,7 +34,11 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::E
     Option::<Uuid>::deserialize(d).map(Some)
 }
 
-async fn set_assignee(tx: &mut PgConnection, id: Uuid, assignee: Option<Uuid>) -> sqlx::Result<TicketRow> {
+async fn set_assignee(
+    tx: &mut PgConnection,
+    id: Uuid,
+    assignee: Option<Uuid>,
+) -> sqlx::Result<TicketRow> {
     sqlx::query_as(
         "UPDATE tickets SET assigned_to_user_id = $2, updated_at = now() WHERE id = $1 \
          RETURNING id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at",
@@ -45,9 +49,18 @@ async fn set_assignee(tx: &mut PgConnection, id: Uuid, assignee: Option<Uuid>) -
     .await
 }
 
-async fn publish_unassigned(tx: &mut PgConnection, before: &TicketRow, after: &TicketRow, ctx: &EventContext) -> sqlx::Result<()> {
+async fn publish_unassigned(
+    tx: &mut PgConnection,
+    before: &TicketRow,
+    after: &TicketRow,
+    ctx: &EventContext,
+) -> sqlx::Result<()> {
     let creator = creator_ref(tx, after).await?;
-    let event = TicketUnassigned { ticket: after.snapshot(), previous_assignee_id: before.assigned_to_user_id, creator };
+    let event = TicketUnassigned {
+        ticket: after.snapshot(),
+        previous_assignee_id: before.assigned_to_user_id,
+        creator,
+    };
     outbox::publish(tx, &event, ctx).await?;
     Ok(())
 }
@@ -64,15 +77,23 @@ pub async fn assign_ticket(
     ApiJson(body): ApiJson<AssignRequest>,
 ) -> ApiResult<ApiJson<Ticket>> {
     if !caller.is_admin() {
-        return Err(ApiError::forbidden("Only administrators can assign tickets"));
+        return Err(ApiError::forbidden(
+            "Only administrators can assign tickets",
+        ));
     }
-    let target = body.assigned_to_user_id.ok_or_else(|| ApiError::bad_request("assignedToUserId is required (a user id or null)"))?;
+    let target = body
+        .assigned_to_user_id
+        .ok_or_else(|| ApiError::bad_request("assignedToUserId is required (a user id or null)"))?;
     let mut tx = state.pool.begin().await?;
-    let before = tickets::lock(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let before = tickets::lock(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     let assignee = match target {
         None => None,
         Some(user_id) => {
-            let user = users::find(&mut *tx, user_id).await?.ok_or_else(|| ApiError::bad_request("Assignee does not exist"))?;
+            let user = users::find(&mut *tx, user_id)
+                .await?
+                .ok_or_else(|| ApiError::bad_request("Assignee does not exist"))?;
             if !user.role.is_staff() {
                 return Err(ApiError::bad_request("Assignee must be an AGENT or ADMIN"));
             }
@@ -97,13 +118,19 @@ pub async fn assign_ticket(
             None => publish_unassigned(&mut tx, &before, &after, &ctx).await?,
         }
     }
-    let ticket = tickets::view(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let ticket = tickets::view(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     tx.commit().await?;
     Ok(ApiJson(ticket))
 }
 
 /// `user.deleted`: unassigns every ticket assigned to the user, one `ticket.unassigned` each.
-pub async fn unassign_user(tx: &mut PgConnection, user_id: Uuid, ctx: &EventContext) -> sqlx::Result<usize> {
+pub async fn unassign_user(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    ctx: &EventContext,
+) -> sqlx::Result<usize> {
     let assigned: Vec<TicketRow> = sqlx::query_as(
         "SELECT id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at \
          FROM tickets WHERE assigned_to_user_id = $1 ORDER BY created_at, id FOR UPDATE",

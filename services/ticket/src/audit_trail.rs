@@ -54,7 +54,12 @@ pub struct ActorRef {
 
 impl From<ActorRef> for UserRef {
     fn from(a: ActorRef) -> Self {
-        UserRef { id: a.id, email: a.email, first_name: a.first_name, last_name: a.last_name }
+        UserRef {
+            id: a.id,
+            email: a.email,
+            first_name: a.first_name,
+            last_name: a.last_name,
+        }
     }
 }
 
@@ -69,10 +74,16 @@ pub async fn ticket_audit(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<Vec<AuditEvent>>> {
     if !caller.is_staff() {
-        return Err(ApiError::forbidden("Only staff can view a ticket's audit trail"));
+        return Err(ApiError::forbidden(
+            "Only staff can view a ticket's audit trail",
+        ));
     }
-    tickets::find(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    let peer = state.audit.as_ref().ok_or_else(|| ApiError::unavailable("The audit trail is not configured (AUDIT_SERVICE_URL)"))?;
+    tickets::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let peer = state.audit.as_ref().ok_or_else(|| {
+        ApiError::unavailable("The audit trail is not configured (AUDIT_SERVICE_URL)")
+    })?;
     let path = format!("/audit/entity/ticket/{id}?limit=500");
     let call = peer.call::<(), Vec<AuditEvent>>(Method::GET, &path, None, Some(&request_id), true);
     match tokio::time::timeout(state.config.audit.deadline, call).await {
@@ -83,7 +94,10 @@ pub async fn ticket_audit(
         Ok(Err(PeerError::Rejected { status, message })) => {
             // A refusal here is our misconfiguration (e.g. a bad SERVICE_TOKEN), not the caller's.
             tracing::error!(status, %message, "audit-service refused the audit trail request");
-            Err(ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "audit-service refused the request"))
+            Err(ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "audit-service refused the request",
+            ))
         }
         Ok(Ok(events)) => Ok(ApiJson(events)),
     }

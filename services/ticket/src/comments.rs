@@ -20,7 +20,10 @@ use crate::tickets::{self, NOT_FOUND, TicketRow, request_context};
 use crate::users::Caller;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/tickets/{id}/comments", get(list_comments).post(add_comment))
+    Router::new().route(
+        "/tickets/{id}/comments",
+        get(list_comments).post(add_comment),
+    )
 }
 
 pub const BODY_MAX: usize = 10_000;
@@ -107,8 +110,14 @@ fn check_access(caller: &Caller, ticket: &TicketRow) -> ApiResult<()> {
 /// A ticket's comments, oldest first (a USER never sees internal notes).
 #[utoipa::path(get, path = "/tickets/{id}/comments", tag = "comments", security(("bearer" = [])),
     responses((status = 200, body = [Comment]), (status = 403, description = "No access"), (status = 404, description = "Ticket not found")))]
-pub async fn list_comments(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> ApiResult<ApiJson<Vec<Comment>>> {
-    let ticket = tickets::find(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+pub async fn list_comments(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<ApiJson<Vec<Comment>>> {
+    let ticket = tickets::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     check_access(&caller, &ticket)?;
     let rows: Vec<CommentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{VIEW} WHERE c.ticket_id = $1 AND (NOT c.is_internal OR $2) ORDER BY c.created_at, c.id"
@@ -131,7 +140,11 @@ pub async fn add_comment(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateComment>,
 ) -> ApiResult<(StatusCode, ApiJson<Comment>)> {
-    let text = body.body.ok_or_else(|| ApiError::bad_request("body is required"))?.trim().to_string();
+    let text = body
+        .body
+        .ok_or_else(|| ApiError::bad_request("body is required"))?
+        .trim()
+        .to_string();
     check_length("body", &text, 1, BODY_MAX)?;
     let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
     let mut tx = state.pool.begin().await?;
@@ -154,7 +167,12 @@ pub async fn add_comment(
         .bind(is_internal)
         .execute(&mut *tx)
         .await?;
-    let event = TicketCommentAdded { ticket: ticket.snapshot(), comment_id, author_id: caller.id, is_internal };
+    let event = TicketCommentAdded {
+        ticket: ticket.snapshot(),
+        comment_id,
+        author_id: caller.id,
+        is_internal,
+    };
     outbox::publish(&mut tx, &event, &request_context(request_id, &caller)).await?;
     let row: CommentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE c.id = $1")))
         .bind(comment_id)
@@ -167,5 +185,9 @@ pub async fn add_comment(
 /// `user.deleted`: removes the user's comments on other users' tickets (their own tickets are
 /// already gone with theirs).
 pub async fn remove_user_comments(tx: &mut PgConnection, user_id: Uuid) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM comments WHERE author_id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected())
+    Ok(sqlx::query("DELETE FROM comments WHERE author_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected())
 }

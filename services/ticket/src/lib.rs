@@ -75,7 +75,10 @@ impl Config {
         let (event_max_attempts, event_retry_base_delay) = bus::retry_settings(env)?;
         let retries: u32 = env.parse_or("TICKET_AUDIT_RETRIES", 1)?;
         if retries > 3 {
-            return Err(ConfigError::new("TICKET_AUDIT_RETRIES", "must be at most 3"));
+            return Err(ConfigError::new(
+                "TICKET_AUDIT_RETRIES",
+                "must be at most 3",
+            ));
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
@@ -85,14 +88,17 @@ impl Config {
             keys: Arc::new(JwtKeys::from_env(env, false)?),
             audit: AuditPeerConfig {
                 url: env.raw("AUDIT_SERVICE_URL"),
-                service_token: env.value_or_file("SERVICE_TOKEN")?.map(|t| t.trim().to_string()),
+                service_token: env
+                    .value_or_file("SERVICE_TOKEN")?
+                    .map(|t| t.trim().to_string()),
                 timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(800))?,
                 retries,
                 deadline: env.duration_or("TICKET_AUDIT_DEADLINE", Duration::from_millis(1900))?,
             },
             event_max_attempts,
             event_retry_base_delay,
-            outbox_poll_interval: env.duration_or("TICKET_OUTBOX_POLL_INTERVAL", Duration::from_secs(2))?,
+            outbox_poll_interval: env
+                .duration_or("TICKET_OUTBOX_POLL_INTERVAL", Duration::from_secs(2))?,
         })
     }
 }
@@ -144,7 +150,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -171,24 +182,53 @@ pub fn users_subscription(config: &Config) -> Subscription {
 }
 
 /// Builds the service: its full router, its outbox relay and its users consumer.
-pub async fn build(config: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+pub async fn build(
+    config: Config,
+    pool: PgPool,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Service> {
     let audit = config.audit.url.as_deref().map(|url| {
-        PeerClient::new("audit-service", url, config.audit.service_token.clone(), config.audit.timeout, config.audit.retries)
+        PeerClient::new(
+            "audit-service",
+            url,
+            config.audit.service_token.clone(),
+            config.audit.timeout,
+            config.audit.retries,
+        )
     });
-    let state = AppState(Arc::new(Inner { pool: pool.clone(), keys: config.keys.clone(), audit, config: config.clone() }));
-    let readiness = Readiness { service: SERVICE, pool: pool.clone(), bus: Some(bus.clone()) };
+    let state = AppState(Arc::new(Inner {
+        pool: pool.clone(),
+        keys: config.keys.clone(),
+        audit,
+        config: config.clone(),
+    }));
+    let readiness = Readiness {
+        service: SERVICE,
+        pool: pool.clone(),
+        bus: Some(bus.clone()),
+    };
     let router = api_router(state)
         .merge(http::operational_routes(readiness))
         .merge(http::docs_routes(ApiDoc::openapi()));
     let router = http::finish(router, SERVICE, &config.http);
-    let relay = OutboxRelay::new(pool.clone(), bus.clone(), &config.db.schema).with_poll_interval(config.outbox_poll_interval);
-    let consumer = Arc::new(IdempotentConsumer::new(USERS_QUEUE, pool, Arc::new(users::UserEvents)));
+    let relay = OutboxRelay::new(pool.clone(), bus.clone(), &config.db.schema)
+        .with_poll_interval(config.outbox_poll_interval);
+    let consumer = Arc::new(IdempotentConsumer::new(
+        USERS_QUEUE,
+        pool,
+        Arc::new(users::UserEvents),
+    ));
     let subscription = users_subscription(&config);
     let consume = {
         let shutdown = shutdown.clone();
         async move { bus.consume(subscription, consumer, shutdown).await }
     };
-    Ok(Service { name: SERVICE, router, workers: vec![Box::pin(relay.run(shutdown)), Box::pin(consume)] })
+    Ok(Service {
+        name: SERVICE,
+        router,
+        workers: vec![Box::pin(relay.run(shutdown)), Box::pin(consume)],
+    })
 }
 
 /// ticket-service as a runnable service (binary, launcher).
@@ -212,7 +252,12 @@ impl helpdesk_kit::runtime::ServiceDef for TicketService {
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
     }
-    async fn build(c: Config, pool: PgPool, bus: Arc<dyn Bus>, shutdown: CancellationToken) -> anyhow::Result<Service> {
+    async fn build(
+        c: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
         build(c, pool, bus, shutdown).await
     }
 }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length};
-use helpdesk_kit::events::{TicketCreated, TicketDeleted, TicketSnapshot, TicketStatus, TicketStatusChanged, TicketUpdated};
+use helpdesk_kit::events::{
+    TicketCreated, TicketDeleted, TicketSnapshot, TicketStatus, TicketStatusChanged, TicketUpdated,
+};
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox::{self, EventContext};
 
@@ -23,7 +25,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tickets", get(list_tickets).post(create_ticket))
         .route("/tickets/inbox", get(inbox))
-        .route("/tickets/{id}", get(get_ticket).patch(update_ticket).delete(delete_ticket))
+        .route(
+            "/tickets/{id}",
+            get(get_ticket).patch(update_ticket).delete(delete_ticket),
+        )
 }
 
 pub const NOT_FOUND: &str = "Ticket not found";
@@ -74,7 +79,9 @@ impl TicketRow {
 
     /// Creator, assignee and ADMIN may read a ticket.
     pub fn visible_to(&self, caller: &Caller) -> bool {
-        self.user_id == caller.id || self.assigned_to_user_id == Some(caller.id) || caller.is_admin()
+        self.user_id == caller.id
+            || self.assigned_to_user_id == Some(caller.id)
+            || caller.is_admin()
     }
 }
 
@@ -100,7 +107,12 @@ impl From<TicketViewRow> for Ticket {
             last_name: r.creator_last_name,
         };
         let assigned_to = match (t.assigned_to_user_id, r.assignee_email) {
-            (Some(id), Some(email)) => Some(UserRef { id, email, first_name: r.assignee_first_name, last_name: r.assignee_last_name }),
+            (Some(id), Some(email)) => Some(UserRef {
+                id,
+                email,
+                first_name: r.assignee_first_name,
+                last_name: r.assignee_last_name,
+            }),
             _ => None,
         };
         Ticket {
@@ -118,7 +130,8 @@ impl From<TicketViewRow> for Ticket {
     }
 }
 
-const ROW_COLUMNS: &str = "id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at";
+const ROW_COLUMNS: &str =
+    "id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at";
 
 const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
      c.email AS creator_email, c.first_name AS creator_first_name, c.last_name AS creator_last_name, \
@@ -127,39 +140,56 @@ const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.
 
 /// A ticket with its embedded users.
 pub async fn view(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-    let row: Option<TicketViewRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE t.id = $1")))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row: Option<TicketViewRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE t.id = $1")))
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(Ticket::from))
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// Locks the ticket for the rest of the transaction.
 pub async fn lock(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE")))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// The creator as embedded in events (a fallback reference when the read model lacks them).
-pub async fn creator_ref(db: &mut PgConnection, ticket: &TicketRow) -> sqlx::Result<helpdesk_kit::events::UserRef> {
+pub async fn creator_ref(
+    db: &mut PgConnection,
+    ticket: &TicketRow,
+) -> sqlx::Result<helpdesk_kit::events::UserRef> {
     let found = users::find(&mut *db, ticket.user_id).await?;
     Ok(found
         .map(|u| u.reference().into())
-        .unwrap_or(helpdesk_kit::events::UserRef { id: ticket.user_id, email: String::new(), first_name: None, last_name: None }))
+        .unwrap_or(helpdesk_kit::events::UserRef {
+            id: ticket.user_id,
+            email: String::new(),
+            first_name: None,
+            last_name: None,
+        }))
 }
 
 /// The event context of a request.
 pub fn request_context(request_id: String, caller: &Caller) -> EventContext {
-    EventContext { correlation_id: Some(request_id), user_id: Some(caller.id), causation_id: None }
+    EventContext {
+        correlation_id: Some(request_id),
+        user_id: Some(caller.id),
+        causation_id: None,
+    }
 }
 
 /// `{message}` answers.
@@ -220,8 +250,18 @@ pub async fn create_ticket(
     .await?;
     let creator = creator_ref(&mut tx, &row).await?;
     let ctx = request_context(request_id, &caller);
-    outbox::publish(&mut tx, &TicketCreated { ticket: row.snapshot(), creator }, &ctx).await?;
-    let ticket = view(&mut *tx, row.id).await?.ok_or_else(|| ApiError::internal("created ticket vanished"))?;
+    outbox::publish(
+        &mut tx,
+        &TicketCreated {
+            ticket: row.snapshot(),
+            creator,
+        },
+        &ctx,
+    )
+    .await?;
+    let ticket = view(&mut *tx, row.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("created ticket vanished"))?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, ApiJson(ticket)))
 }
@@ -269,13 +309,19 @@ impl Filters {
             None => None,
             Some(s) => Some(parse_status(s)?),
         };
-        let assignee = match q.assigned_to_user_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            None => AssigneeFilter::Any,
-            Some("null") => AssigneeFilter::Unassigned,
-            Some(s) => AssigneeFilter::User(
-                s.parse().map_err(|_| ApiError::bad_request("assignedToUserId must be a UUID or null"))?,
-            ),
-        };
+        let assignee =
+            match q
+                .assigned_to_user_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                None => AssigneeFilter::Any,
+                Some("null") => AssigneeFilter::Unassigned,
+                Some(s) => AssigneeFilter::User(s.parse().map_err(|_| {
+                    ApiError::bad_request("assignedToUserId must be a UUID or null")
+                })?),
+            };
         let text = match q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {
@@ -283,7 +329,11 @@ impl Filters {
                 Some(s.to_string())
             }
         };
-        Ok(Self { status, assignee, text })
+        Ok(Self {
+            status,
+            assignee,
+            text,
+        })
     }
 }
 
@@ -301,7 +351,11 @@ fn like_pattern(text: &str) -> String {
     p
 }
 
-async fn page(state: &AppState, scope: Scope, q: &ListQuery) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+async fn page(
+    state: &AppState,
+    scope: Scope,
+    q: &ListQuery,
+) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
     let filters = Filters::parse(q)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(VIEW);
@@ -330,16 +384,26 @@ async fn page(state: &AppState, scope: Scope, q: &ListQuery) -> ApiResult<(Heade
     if let Some(text) = &filters.text {
         let pattern = like_pattern(text);
         sql.push(" AND (t.title ILIKE ").push_bind(pattern.clone());
-        sql.push(" OR t.description ILIKE ").push_bind(pattern).push(")");
+        sql.push(" OR t.description ILIKE ")
+            .push_bind(pattern)
+            .push(")");
     }
     if let Some(after) = page.after {
-        sql.push(" AND (t.created_at, t.id) < (").push_bind(after.created_at);
+        sql.push(" AND (t.created_at, t.id) < (")
+            .push_bind(after.created_at);
         sql.push(", ").push_bind(after.id).push(")");
     }
-    sql.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ").push_bind(page.fetch());
+    sql.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ")
+        .push_bind(page.fetch());
     let mut rows: Vec<TicketViewRow> = sql.build_query_as().fetch_all(&state.pool).await?;
-    let next = page.finish(&mut rows, |r| Cursor { created_at: r.ticket.created_at, id: r.ticket.id });
-    Ok((next_cursor_header(next), ApiJson(rows.into_iter().map(Ticket::from).collect())))
+    let next = page.finish(&mut rows, |r| Cursor {
+        created_at: r.ticket.created_at,
+        id: r.ticket.id,
+    });
+    Ok((
+        next_cursor_header(next),
+        ApiJson(rows.into_iter().map(Ticket::from).collect()),
+    ))
 }
 
 /// The caller's tickets (ADMIN with `showAll=true`: every ticket), newest first.
@@ -351,7 +415,11 @@ pub async fn list_tickets(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
-    let scope = if caller.is_admin() && q.show_all == Some(true) { Scope::All } else { Scope::CreatedBy(caller.id) };
+    let scope = if caller.is_admin() && q.show_all == Some(true) {
+        Scope::All
+    } else {
+        Scope::CreatedBy(caller.id)
+    };
     page(&state, scope, &q).await
 }
 
@@ -370,9 +438,17 @@ pub async fn inbox(
 /// One ticket: its creator, its assignee or an ADMIN.
 #[utoipa::path(get, path = "/tickets/{id}", tag = "tickets", security(("bearer" = [])),
     responses((status = 200, body = Ticket), (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
-pub async fn get_ticket(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<Uuid>) -> ApiResult<ApiJson<Ticket>> {
-    let ticket = view(&state.pool, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    let visible = ticket.user_id == caller.id || ticket.assigned_to_user_id == Some(caller.id) || caller.is_admin();
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<ApiJson<Ticket>> {
+    let ticket = view(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let visible = ticket.user_id == caller.id
+        || ticket.assigned_to_user_id == Some(caller.id)
+        || caller.is_admin();
     if !visible {
         return Err(ApiError::forbidden("You do not have access to this ticket"));
     }
@@ -391,10 +467,18 @@ pub async fn update_ticket(
     ApiJson(body): ApiJson<UpdateTicket>,
 ) -> ApiResult<ApiJson<Ticket>> {
     let status = body.status.as_deref().map(parse_status).transpose()?;
-    let title = body.title.map(|t| required_text("title", Some(t), TITLE_MAX)).transpose()?;
-    let description = body.description.map(|d| required_text("description", Some(d), DESCRIPTION_MAX)).transpose()?;
+    let title = body
+        .title
+        .map(|t| required_text("title", Some(t), TITLE_MAX))
+        .transpose()?;
+    let description = body
+        .description
+        .map(|d| required_text("description", Some(d), DESCRIPTION_MAX))
+        .transpose()?;
     let mut tx = state.pool.begin().await?;
-    let before = lock(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let before = lock(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     if !caller.is_staff() && before.user_id != caller.id {
         return Err(ApiError::forbidden("You can only update your own tickets"));
     }
@@ -405,7 +489,10 @@ pub async fn update_ticket(
     if title.as_ref().is_some_and(|t| *t != before.title) {
         changes.push("title".to_string());
     }
-    if description.as_ref().is_some_and(|d| *d != before.description) {
+    if description
+        .as_ref()
+        .is_some_and(|d| *d != before.description)
+    {
         changes.push("description".to_string());
     }
     if !changes.is_empty() {
@@ -420,15 +507,29 @@ pub async fn update_ticket(
         .fetch_one(&mut *tx)
         .await?;
         let ctx = request_context(request_id, &caller);
-        outbox::publish(&mut tx, &TicketUpdated { ticket: after.snapshot(), changes }, &ctx).await?;
+        outbox::publish(
+            &mut tx,
+            &TicketUpdated {
+                ticket: after.snapshot(),
+                changes,
+            },
+            &ctx,
+        )
+        .await?;
         if after.status != before.status {
             let creator = creator_ref(&mut tx, &after).await?;
-            let changed =
-                TicketStatusChanged { ticket: after.snapshot(), old_status: before.status, new_status: after.status, creator };
+            let changed = TicketStatusChanged {
+                ticket: after.snapshot(),
+                old_status: before.status,
+                new_status: after.status,
+                creator,
+            };
             outbox::publish(&mut tx, &changed, &ctx).await?;
         }
     }
-    let ticket = view(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let ticket = view(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     tx.commit().await?;
     Ok(ApiJson(ticket))
 }
@@ -443,25 +544,53 @@ pub async fn delete_ticket(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<Message>> {
     let mut tx = state.pool.begin().await?;
-    let ticket = lock(&mut tx, id).await?.ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    let ticket = lock(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     if !caller.is_admin() && ticket.user_id != caller.id {
-        let who = if caller.role == Role::Agent { "Agents" } else { "Users" };
-        return Err(ApiError::forbidden(format!("{who} can only delete tickets they created")));
+        let who = if caller.role == Role::Agent {
+            "Agents"
+        } else {
+            "Users"
+        };
+        return Err(ApiError::forbidden(format!(
+            "{who} can only delete tickets they created"
+        )));
     }
     delete_with_event(&mut tx, &ticket, &request_context(request_id, &caller)).await?;
     tx.commit().await?;
-    Ok(ApiJson(Message { message: "Ticket deleted successfully".into() }))
+    Ok(ApiJson(Message {
+        message: "Ticket deleted successfully".into(),
+    }))
 }
 
 /// Deletes a ticket (its comments go with it) and records `ticket.deleted`.
-async fn delete_with_event(tx: &mut PgConnection, ticket: &TicketRow, ctx: &EventContext) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tickets WHERE id = $1").bind(ticket.id).execute(&mut *tx).await?;
-    outbox::publish(tx, &TicketDeleted { ticket: ticket.snapshot() }, ctx).await?;
+async fn delete_with_event(
+    tx: &mut PgConnection,
+    ticket: &TicketRow,
+    ctx: &EventContext,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM tickets WHERE id = $1")
+        .bind(ticket.id)
+        .execute(&mut *tx)
+        .await?;
+    outbox::publish(
+        tx,
+        &TicketDeleted {
+            ticket: ticket.snapshot(),
+        },
+        ctx,
+    )
+    .await?;
     Ok(())
 }
 
 /// `user.deleted`: removes every ticket the user created, one `ticket.deleted` each.
-pub async fn remove_user_tickets(tx: &mut PgConnection, user_id: Uuid, ctx: &EventContext) -> sqlx::Result<usize> {
+pub async fn remove_user_tickets(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    ctx: &EventContext,
+) -> sqlx::Result<usize> {
     let owned: Vec<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ROW_COLUMNS} FROM tickets WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE"
     )))

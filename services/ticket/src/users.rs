@@ -20,7 +20,9 @@ use uuid::Uuid;
 use helpdesk_kit::auth::{AuthUser, Role};
 use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::ApiError;
-use helpdesk_kit::events::{DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated};
+use helpdesk_kit::events::{
+    DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated,
+};
 use helpdesk_kit::outbox::EventContext;
 
 use crate::AppState;
@@ -37,7 +39,12 @@ pub struct UserRef {
 
 impl From<UserRef> for helpdesk_kit::events::UserRef {
     fn from(u: UserRef) -> Self {
-        Self { id: u.id, email: u.email, first_name: u.first_name, last_name: u.last_name }
+        Self {
+            id: u.id,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+        }
     }
 }
 
@@ -53,7 +60,12 @@ pub struct UserRow {
 
 impl UserRow {
     pub fn reference(&self) -> UserRef {
-        UserRef { id: self.id, email: self.email.clone(), first_name: self.first_name.clone(), last_name: self.last_name.clone() }
+        UserRef {
+            id: self.id,
+            email: self.email.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+        }
     }
 }
 
@@ -102,7 +114,11 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
         return Err(ApiError::unauthorized("User no longer exists"));
     }
     if let (Some(email), Some(role)) = (found.email, found.role) {
-        return Ok(Caller { id: token.id, email, role });
+        return Ok(Caller {
+            id: token.id,
+            email,
+            role,
+        });
     }
     sqlx::query(
         "INSERT INTO users (id, email, role, provisional) \
@@ -114,13 +130,20 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     .bind(token.role)
     .execute(pool)
     .await?;
-    Ok(Caller { id: token.id, email: token.email.clone(), role: token.role })
+    Ok(Caller {
+        id: token.id,
+        email: token.email.clone(),
+        role: token.role,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = AuthUser::from_request_parts(parts, state).await?;
         resolve(&state.pool, &token).await
     }
@@ -155,15 +178,25 @@ async fn remove(tx: &mut PgConnection, id: Uuid, ctx: &EventContext) -> Result<(
     crate::tickets::remove_user_tickets(tx, id, ctx).await?;
     crate::assignment::unassign_user(tx, id, ctx).await?;
     crate::comments::remove_user_comments(tx, id).await?;
-    sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
 fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
     match event.decode::<E>() {
         Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!("malformed {} payload: {e}", E::EVENT_TYPE))),
-        None => Err(HandlerError::Permanent(format!("expected {}, got {}", E::EVENT_TYPE, event.event_type))),
+        Some(Err(e)) => Err(HandlerError::Permanent(format!(
+            "malformed {} payload: {e}",
+            E::EVENT_TYPE
+        ))),
+        None => Err(HandlerError::Permanent(format!(
+            "expected {}, got {}",
+            E::EVENT_TYPE,
+            event.event_type
+        ))),
     }
 }
 
@@ -174,10 +207,23 @@ pub struct UserEvents;
 impl EventHandler for UserEvents {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
-            UserCreated::EVENT_TYPE => upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?,
-            UserUpdated::EVENT_TYPE => upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?,
-            UserRoleChanged::EVENT_TYPE => upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?,
-            UserDeleted::EVENT_TYPE => remove(tx, decode::<UserDeleted>(event)?.id, &EventContext::caused_by(event)).await?,
+            UserCreated::EVENT_TYPE => {
+                upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?
+            }
+            UserUpdated::EVENT_TYPE => {
+                upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?
+            }
+            UserRoleChanged::EVENT_TYPE => {
+                upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?
+            }
+            UserDeleted::EVENT_TYPE => {
+                remove(
+                    tx,
+                    decode::<UserDeleted>(event)?.id,
+                    &EventContext::caused_by(event),
+                )
+                .await?
+            }
             _ => {}
         }
         Ok(())

@@ -18,17 +18,40 @@ use helpdesk_kit::testing::{amqp_url, eventually};
 
 /// A queue bound to every ticket event of the platform.
 async fn tap_ticket_events(prefix: &str) -> lapin::Consumer {
-    let conn = lapin::Connection::connect(&amqp_url(), Default::default()).await.unwrap();
+    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let queue = format!("{prefix}tap");
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(queue.as_str().into(), format!("{prefix}{TICKET_EVENTS}").into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        format!("{prefix}{TICKET_EVENTS}").into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let consumer = ch
-        .basic_consume(queue.as_str().into(), "tap".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "tap".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     // The connection lives as long as the consumer needs it.
@@ -37,7 +60,11 @@ async fn tap_ticket_events(prefix: &str) -> lapin::Consumer {
 }
 
 async fn next_event(consumer: &mut lapin::Consumer) -> Envelope {
-    let d = tokio::time::timeout(WAIT, consumer.next()).await.expect("an event in time").unwrap().unwrap();
+    let d = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("an event in time")
+        .unwrap()
+        .unwrap();
     serde_json::from_slice(&d.data).unwrap()
 }
 
@@ -59,7 +86,16 @@ async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs
     assert_eq!(api.assign(&admin, o1, Some(victim.id)).await.status, 200);
     assert_eq!(api.assign(&admin, v1, Some(admin.id)).await.status, 200);
     for (t, who) in [(v1, &admin), (o1, &victim), (o1, &other), (o2, &victim)] {
-        assert_eq!(api.post(&format!("/tickets/{t}/comments"), &who.token, json!({"body": "hi"})).await.status, 201);
+        assert_eq!(
+            api.post(
+                &format!("/tickets/{t}/comments"),
+                &who.token,
+                json!({"body": "hi"})
+            )
+            .await
+            .status,
+            201
+        );
     }
     let mut tap = tap_ticket_events(&p.prefix).await;
 
@@ -71,7 +107,10 @@ async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs
             caused.push(e);
         }
     }
-    let mut kinds: Vec<(String, String)> = caused.iter().map(|e| (e.event_type.clone(), e.aggregate_id.clone())).collect();
+    let mut kinds: Vec<(String, String)> = caused
+        .iter()
+        .map(|e| (e.event_type.clone(), e.aggregate_id.clone()))
+        .collect();
     kinds.sort();
     let mut want = vec![
         ("ticket.deleted".to_string(), v1.to_string()),
@@ -80,25 +119,58 @@ async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs
     ];
     want.sort();
     assert_eq!(kinds, want, "one event per change");
-    assert!(caused.iter().all(|e| e.metadata.user_id == Some(admin.id)), "the actor is who deleted the user");
-    let unassigned = caused.iter().find(|e| e.event_type == "ticket.unassigned").unwrap();
-    assert_eq!(unassigned.payload["previousAssigneeId"], victim.id.to_string());
+    assert!(
+        caused.iter().all(|e| e.metadata.user_id == Some(admin.id)),
+        "the actor is who deleted the user"
+    );
+    let unassigned = caused
+        .iter()
+        .find(|e| e.event_type == "ticket.unassigned")
+        .unwrap();
+    assert_eq!(
+        unassigned.payload["previousAssigneeId"],
+        victim.id.to_string()
+    );
 
     for t in [v1, v2] {
-        assert_eq!(api.get(&format!("/tickets/{t}"), &admin.token).await.status, 404);
+        assert_eq!(
+            api.get(&format!("/tickets/{t}"), &admin.token).await.status,
+            404
+        );
     }
     let r = api.get(&format!("/tickets/{o1}"), &admin.token).await;
     assert!(r.body["assignedToUserId"].is_null() && r.body["assignedTo"].is_null());
-    let comments = api.get(&format!("/tickets/{o1}/comments"), &admin.token).await;
-    let authors: Vec<&str> = comments.body.as_array().unwrap().iter().map(|c| c["authorId"].as_str().unwrap()).collect();
-    assert_eq!(authors, vec![other.id.to_string().as_str()], "the victim's comment is gone");
-    assert_eq!(api.get(&format!("/tickets/{o2}/comments"), &admin.token).await.body.as_array().map(Vec::len), Some(0));
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM comments WHERE ticket_id = ANY($1) OR author_id = $2")
-        .bind(vec![v1, v2])
-        .bind(victim.id)
-        .fetch_one(&svc.pool)
-        .await
-        .unwrap();
+    let comments = api
+        .get(&format!("/tickets/{o1}/comments"), &admin.token)
+        .await;
+    let authors: Vec<&str> = comments
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["authorId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        authors,
+        vec![other.id.to_string().as_str()],
+        "the victim's comment is gone"
+    );
+    assert_eq!(
+        api.get(&format!("/tickets/{o2}/comments"), &admin.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM comments WHERE ticket_id = ANY($1) OR author_id = $2",
+    )
+    .bind(vec![v1, v2])
+    .bind(victim.id)
+    .fetch_one(&svc.pool)
+    .await
+    .unwrap();
     assert_eq!(left, 0);
     assert_eq!(api.get("/tickets", &victim.token).await.status, 401);
     // A redelivered deletion changes nothing and emits nothing more.
@@ -118,7 +190,9 @@ async fn audit_actions(api: &Api, token: &str, ticket: Uuid) -> Option<Vec<serde
 async fn the_ticket_audit_trail_is_newest_first_with_the_actor() {
     let mut p = Platform::new().await;
     let audit = p.start_audit(None).await;
-    let svc = p.start_ticket(None, &[("AUDIT_SERVICE_URL", audit.url.clone())]).await;
+    let svc = p
+        .start_ticket(None, &[("AUDIT_SERVICE_URL", audit.url.clone())])
+        .await;
     let api = Api::new(&svc.url);
     let admin = p.announce_user(Role::Admin).await;
     let agent = p.announce_user(Role::Agent).await;
@@ -128,18 +202,43 @@ async fn the_ticket_audit_trail_is_newest_first_with_the_actor() {
         wait_user(&audit.pool, u).await;
     }
     let t = api.create_ticket(&user, "audit me").await;
-    assert_eq!(api.patch(&format!("/tickets/{t}"), &agent.token, json!({"status": "IN_PROGRESS"})).await.status, 200);
+    assert_eq!(
+        api.patch(
+            &format!("/tickets/{t}"),
+            &agent.token,
+            json!({"status": "IN_PROGRESS"})
+        )
+        .await
+        .status,
+        200
+    );
     assert_eq!(api.assign(&admin, t, Some(agent.id)).await.status, 200);
-    assert_eq!(api.post(&format!("/tickets/{t}/comments"), &agent.token, json!({"body": "on it"})).await.status, 201);
+    assert_eq!(
+        api.post(
+            &format!("/tickets/{t}/comments"),
+            &agent.token,
+            json!({"body": "on it"})
+        )
+        .await
+        .status,
+        201
+    );
     assert_eq!(api.assign(&admin, t, None).await.status, 200);
 
     let trail = eventually(WAIT, "six audit entries", || async {
-        audit_actions(&api, &agent.token, t).await.filter(|v| v.len() >= 6)
+        audit_actions(&api, &agent.token, t)
+            .await
+            .filter(|v| v.len() >= 6)
     })
     .await;
     let got: Vec<(&str, &str)> = trail
         .iter()
-        .map(|e| (e["action"].as_str().unwrap(), e["actor"]["email"].as_str().unwrap_or("<none>")))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["actor"]["email"].as_str().unwrap_or("<none>"),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -159,7 +258,12 @@ async fn the_ticket_audit_trail_is_newest_first_with_the_actor() {
     }
     assert_eq!(trail[3]["metadata"]["oldStatus"], "OPEN");
     assert_eq!(trail[3]["metadata"]["newStatus"], "IN_PROGRESS");
-    assert_eq!(api.get(&format!("/tickets/{t}/audit"), &user.token).await.status, 403);
+    assert_eq!(
+        api.get(&format!("/tickets/{t}/audit"), &user.token)
+            .await
+            .status,
+        403
+    );
     svc.stop().await;
     audit.stop().await;
     p.cleanup().await;
@@ -182,7 +286,9 @@ async fn audit_service_down_gives_a_fast_503() {
         }
     });
     for (name, addr) in [("refusing", closed), ("hanging", hanging_addr)] {
-        let svc = p.start_ticket(None, &[("AUDIT_SERVICE_URL", format!("http://{addr}"))]).await;
+        let svc = p
+            .start_ticket(None, &[("AUDIT_SERVICE_URL", format!("http://{addr}"))])
+            .await;
         let api = Api::new(&svc.url);
         let agent = p.announce_user(Role::Agent).await;
         wait_user(&svc.pool, &agent).await;
@@ -192,15 +298,31 @@ async fn audit_service_down_gives_a_fast_503() {
             let r = api.get(&format!("/tickets/{t}/audit"), &agent.token).await;
             let took = started.elapsed();
             assert_eq!(r.status, 503, "{name} #{i}: {:?}", r.body);
-            assert!(r.message().contains("audit"), "a clear message: {:?}", r.body);
+            assert!(
+                r.message().contains("audit"),
+                "a clear message: {:?}",
+                r.body
+            );
             assert_eq!(r.body["error"], "Service Unavailable");
             assert!(took < Duration::from_secs(2), "{name} #{i} took {took:?}");
             if i >= 6 {
-                assert!(took < Duration::from_millis(200), "the breaker answers at once ({name}: {took:?})");
+                assert!(
+                    took < Duration::from_millis(200),
+                    "the breaker answers at once ({name}: {took:?})"
+                );
             }
         }
         // Writes do not depend on audit-service.
-        assert_eq!(api.patch(&format!("/tickets/{t}"), &agent.token, json!({"status": "DONE"})).await.status, 200);
+        assert_eq!(
+            api.patch(
+                &format!("/tickets/{t}"),
+                &agent.token,
+                json!({"status": "DONE"})
+            )
+            .await
+            .status,
+            200
+        );
         svc.stop().await;
     }
     p.cleanup().await;
@@ -214,17 +336,28 @@ async fn writes_continue_while_audit_and_broker_are_down_and_the_log_catches_up(
     let audit_schema = audit.schema.clone();
     let audit_proxy = Proxy::start(Some(audit.addr)).await;
     let svc = p
-        .start_ticket(None, &[
-            ("AMQP_URL", format!("amqp://guest:guest@{}/%2f", broker.addr)),
-            ("AUDIT_SERVICE_URL", format!("http://{}", audit_proxy.addr)),
-        ])
+        .start_ticket(
+            None,
+            &[
+                (
+                    "AMQP_URL",
+                    format!("amqp://guest:guest@{}/%2f", broker.addr),
+                ),
+                ("AUDIT_SERVICE_URL", format!("http://{}", audit_proxy.addr)),
+            ],
+        )
         .await;
     let api = Api::new(&svc.url);
     let agent = p.announce_user(Role::Agent).await;
     wait_user(&svc.pool, &agent).await;
     wait_user(&audit.pool, &agent).await;
     let before = api.create_ticket(&agent, "before the outage").await;
-    eventually(WAIT, "audit of the first ticket", || async { audit_actions(&api, &agent.token, before).await.filter(|v| v.len() == 1) }).await;
+    eventually(WAIT, "audit of the first ticket", || async {
+        audit_actions(&api, &agent.token, before)
+            .await
+            .filter(|v| v.len() == 1)
+    })
+    .await;
 
     // Outage: the broker is cut off from ticket-service, audit-service stops.
     broker.set(None);
@@ -233,16 +366,42 @@ async fn writes_continue_while_audit_and_broker_are_down_and_the_log_catches_up(
     let mut during = Vec::new();
     for i in 0..5 {
         let t = api.create_ticket(&agent, &format!("during {i}")).await;
-        assert_eq!(api.patch(&format!("/tickets/{t}"), &agent.token, json!({"status": "IN_PROGRESS"})).await.status, 200);
-        assert_eq!(api.post(&format!("/tickets/{t}/comments"), &agent.token, json!({"body": "still works"})).await.status, 201);
+        assert_eq!(
+            api.patch(
+                &format!("/tickets/{t}"),
+                &agent.token,
+                json!({"status": "IN_PROGRESS"})
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            api.post(
+                &format!("/tickets/{t}/comments"),
+                &agent.token,
+                json!({"body": "still works"})
+            )
+            .await
+            .status,
+            201
+        );
         during.push(t);
     }
     let started = Instant::now();
-    let r = api.get(&format!("/tickets/{before}/audit"), &agent.token).await;
+    let r = api
+        .get(&format!("/tickets/{before}/audit"), &agent.token)
+        .await;
     assert_eq!(r.status, 503);
     assert!(started.elapsed() < Duration::from_secs(2));
-    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&svc.pool).await.unwrap();
-    assert_eq!(backlog, 20, "every event waits in the outbox (create, update, status change, comment × 5)");
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&svc.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        backlog, 20,
+        "every event waits in the outbox (create, update, status change, comment × 5)"
+    );
 
     // Recovery: broker back, a new audit-service instance on the same data.
     broker.set(Some(broker_addr()));
@@ -250,14 +409,31 @@ async fn writes_continue_while_audit_and_broker_are_down_and_the_log_catches_up(
     audit_proxy.set(Some(audit.addr));
     for t in &during {
         let trail = eventually(Duration::from_secs(40), "audit catch-up", || async {
-            audit_actions(&api, &agent.token, *t).await.filter(|v| v.len() >= 4)
+            audit_actions(&api, &agent.token, *t)
+                .await
+                .filter(|v| v.len() >= 4)
         })
         .await;
-        let mut actions: Vec<&str> = trail.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        let mut actions: Vec<&str> = trail
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
         actions.sort();
-        assert_eq!(actions, vec!["ticket.comment_added", "ticket.created", "ticket.status_changed", "ticket.updated"]);
+        assert_eq!(
+            actions,
+            vec![
+                "ticket.comment_added",
+                "ticket.created",
+                "ticket.status_changed",
+                "ticket.updated"
+            ]
+        );
     }
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE entity_type = 'ticket'").fetch_one(&audit.pool).await.unwrap();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE entity_type = 'ticket'")
+            .fetch_one(&audit.pool)
+            .await
+            .unwrap();
     assert_eq!(total, 21, "complete and without duplicates");
     svc.stop().await;
     audit.stop().await;

@@ -27,7 +27,15 @@ enum Route {
     Audit,
 }
 
-const ROUTES: [Route; 7] = [Route::Get, Route::Patch, Route::Delete, Route::Assign, Route::ListComments, Route::AddComment, Route::Audit];
+const ROUTES: [Route; 7] = [
+    Route::Get,
+    Route::Patch,
+    Route::Delete,
+    Route::Assign,
+    Route::ListComments,
+    Route::AddComment,
+    Route::Audit,
+];
 const ROLES: [Role; 3] = [Role::User, Role::Agent, Role::Admin];
 const RELATIONS: [Relation; 3] = [Relation::Own, Relation::Assigned, Relation::Other];
 
@@ -37,26 +45,110 @@ fn expected(route: Route, role: Role, rel: Relation) -> u16 {
     let admin = role == Role::Admin;
     let viewer = rel != Relation::Other || admin;
     match route {
-        Route::Get => if viewer { 200 } else { 403 },
-        Route::Patch => if staff || rel == Relation::Own { 200 } else { 403 },
-        Route::Delete => if admin || rel == Relation::Own { 200 } else { 403 },
-        Route::Assign => if admin { 200 } else { 403 },
-        Route::ListComments => if viewer || staff { 200 } else { 403 },
-        Route::AddComment => if viewer || staff { 201 } else { 403 },
-        Route::Audit => if staff { 200 } else { 403 },
+        Route::Get => {
+            if viewer {
+                200
+            } else {
+                403
+            }
+        }
+        Route::Patch => {
+            if staff || rel == Relation::Own {
+                200
+            } else {
+                403
+            }
+        }
+        Route::Delete => {
+            if admin || rel == Relation::Own {
+                200
+            } else {
+                403
+            }
+        }
+        Route::Assign => {
+            if admin {
+                200
+            } else {
+                403
+            }
+        }
+        Route::ListComments => {
+            if viewer || staff {
+                200
+            } else {
+                403
+            }
+        }
+        Route::AddComment => {
+            if viewer || staff {
+                201
+            } else {
+                403
+            }
+        }
+        Route::Audit => {
+            if staff {
+                200
+            } else {
+                403
+            }
+        }
     }
 }
 
-async fn request(api: &Api, route: Route, caller: &TestUser, ticket: Uuid, assignee: Uuid) -> common::Resp {
+async fn request(
+    api: &Api,
+    route: Route,
+    caller: &TestUser,
+    ticket: Uuid,
+    assignee: Uuid,
+) -> common::Resp {
     let t = Some(caller.token.as_str());
     match route {
-        Route::Get => api.call(Method::GET, &format!("/tickets/{ticket}"), t, None).await,
-        Route::Patch => api.call(Method::PATCH, &format!("/tickets/{ticket}"), t, Some(json!({"status": "IN_PROGRESS"}))).await,
-        Route::Delete => api.call(Method::DELETE, &format!("/tickets/{ticket}"), t, None).await,
-        Route::Assign => api.call(Method::PATCH, &format!("/tickets/{ticket}/assign"), t, Some(json!({"assignedToUserId": assignee}))).await,
-        Route::ListComments => api.call(Method::GET, &format!("/tickets/{ticket}/comments"), t, None).await,
-        Route::AddComment => api.call(Method::POST, &format!("/tickets/{ticket}/comments"), t, Some(json!({"body": "hello"}))).await,
-        Route::Audit => api.call(Method::GET, &format!("/tickets/{ticket}/audit"), t, None).await,
+        Route::Get => {
+            api.call(Method::GET, &format!("/tickets/{ticket}"), t, None)
+                .await
+        }
+        Route::Patch => {
+            api.call(
+                Method::PATCH,
+                &format!("/tickets/{ticket}"),
+                t,
+                Some(json!({"status": "IN_PROGRESS"})),
+            )
+            .await
+        }
+        Route::Delete => {
+            api.call(Method::DELETE, &format!("/tickets/{ticket}"), t, None)
+                .await
+        }
+        Route::Assign => {
+            api.call(
+                Method::PATCH,
+                &format!("/tickets/{ticket}/assign"),
+                t,
+                Some(json!({"assignedToUserId": assignee})),
+            )
+            .await
+        }
+        Route::ListComments => {
+            api.call(Method::GET, &format!("/tickets/{ticket}/comments"), t, None)
+                .await
+        }
+        Route::AddComment => {
+            api.call(
+                Method::POST,
+                &format!("/tickets/{ticket}/comments"),
+                t,
+                Some(json!({"body": "hello"})),
+            )
+            .await
+        }
+        Route::Audit => {
+            api.call(Method::GET, &format!("/tickets/{ticket}/audit"), t, None)
+                .await
+        }
     }
 }
 
@@ -64,7 +156,9 @@ async fn request(api: &Api, route: Route, caller: &TestUser, ticket: Uuid, assig
 async fn every_route_role_and_relation_answers_as_the_contract_says() {
     let mut p = Platform::new().await;
     let audit = p.start_audit(None).await;
-    let ticket = p.start_ticket(None, &[("AUDIT_SERVICE_URL", audit.url.clone())]).await;
+    let ticket = p
+        .start_ticket(None, &[("AUDIT_SERVICE_URL", audit.url.clone())])
+        .await;
     let api = Api::new(&ticket.url);
 
     let setup_admin = p.announce_user(Role::Admin).await;
@@ -75,7 +169,15 @@ async fn every_route_role_and_relation_answers_as_the_contract_says() {
     let agent = p.announce_user(Role::Agent).await;
     let admin = p.announce_user(Role::Admin).await;
     let demoted = p.announce_user(Role::Agent).await;
-    for u in [&setup_admin, &stranger, &staff_assignee, &user, &agent, &admin, &demoted] {
+    for u in [
+        &setup_admin,
+        &stranger,
+        &staff_assignee,
+        &user,
+        &agent,
+        &admin,
+        &demoted,
+    ] {
         wait_user(&ticket.pool, u).await;
     }
     let caller_for = |role: Role, rel: Relation| -> &TestUser {
@@ -124,18 +226,32 @@ async fn every_route_role_and_relation_answers_as_the_contract_says() {
         let r = request(&api, *route, caller, *id, staff_assignee.id).await;
         let want = expected(*route, *role, *rel);
         if r.status != want {
-            failures.push(format!("{route:?} as {role} on {rel:?} ticket: got {} want {want} ({:?})", r.status, r.body));
+            failures.push(format!(
+                "{route:?} as {role} on {rel:?} ticket: got {} want {want} ({:?})",
+                r.status, r.body
+            ));
         }
         if r.status == 403 {
-            assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()), "403 carries a message");
+            assert!(
+                r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "403 carries a message"
+            );
             assert_eq!(r.body["statusCode"], 403);
             assert_eq!(r.body["error"], "Forbidden");
         }
         if matches!(route, Route::Delete) && r.status == 403 {
-            assert!(r.message().contains("can only delete tickets they created"), "{:?}", r.body);
+            assert!(
+                r.message().contains("can only delete tickets they created"),
+                "{:?}",
+                r.body
+            );
         }
     }
-    assert!(failures.is_empty(), "role matrix mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "role matrix mismatches:\n{}",
+        failures.join("\n")
+    );
 
     // 404 for a ticket that does not exist, 400 for a malformed id, on every route and role.
     let missing = Uuid::new_v4();
@@ -148,13 +264,21 @@ async fn every_route_role_and_relation_answers_as_the_contract_says() {
                 (Route::Audit, Role::User) => 403,
                 _ => 404,
             };
-            assert_eq!(r.status, want, "{route:?} as {role} on a missing ticket: {:?}", r.body);
+            assert_eq!(
+                r.status, want,
+                "{route:?} as {role} on a missing ticket: {:?}",
+                r.body
+            );
             if want == 404 {
                 assert_eq!(r.message(), "Ticket not found");
             }
         }
     }
-    for path in ["/tickets/not-a-uuid", "/tickets/123/comments", "/tickets/x/audit"] {
+    for path in [
+        "/tickets/not-a-uuid",
+        "/tickets/123/comments",
+        "/tickets/x/audit",
+    ] {
         let r = api.get(path, &admin.token).await;
         assert_eq!(r.status, 400, "{path}: {:?}", r.body);
         assert_eq!(r.body["statusCode"], 400);
@@ -162,7 +286,10 @@ async fn every_route_role_and_relation_answers_as_the_contract_says() {
     // No token, a foreign token: 401.
     let r = api.call(Method::GET, "/tickets", None, None).await;
     assert_eq!(r.status, 401);
-    let foreign = helpdesk_kit::testing::TestKeys::generate().keys.issue_user_token(user.id, &user.email, Role::Admin).unwrap();
+    let foreign = helpdesk_kit::testing::TestKeys::generate()
+        .keys
+        .issue_user_token(user.id, &user.email, Role::Admin)
+        .unwrap();
     assert_eq!(api.get("/tickets", &foreign).await.status, 401);
 
     ticket.stop().await;

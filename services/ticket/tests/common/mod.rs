@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::Value;
@@ -19,10 +19,12 @@ use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::bus::amqp::AmqpBus;
-use helpdesk_kit::bus::{Bus, OutgoingMessage};
+use helpdesk_kit::bus::{Bus, OutgoingMessage, Subscription};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::db;
-use helpdesk_kit::events::{DomainEvent, Envelope, EventMetadata, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot};
+use helpdesk_kit::events::{
+    DomainEvent, Envelope, EventMetadata, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot,
+};
 use helpdesk_kit::runtime;
 use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
 
@@ -34,6 +36,7 @@ pub struct Platform {
     pub prefix: String,
     pub bus: Arc<AmqpBus>,
     pub schemas: Vec<String>,
+    pub queues: Vec<String>,
 }
 
 /// A running service.
@@ -62,7 +65,13 @@ impl Platform {
         let prefix = format!("{}.", unique("t"));
         let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
         assert!(bus.healthy().await, "declares the exchanges");
-        Self { keys: TestKeys::generate(), prefix, bus, schemas: Vec::new() }
+        Self {
+            keys: TestKeys::generate(),
+            prefix,
+            bus,
+            schemas: Vec::new(),
+            queues: Vec::new(),
+        }
     }
 
     fn base_env(&self, schema_var: &str, schema: &str, amqp: &str) -> Vec<(String, String)> {
@@ -82,46 +91,130 @@ impl Platform {
     }
 
     /// Starts ticket-service; `extra` overrides the defaults (e.g. `AUDIT_SERVICE_URL`, `AMQP_URL`).
-    pub async fn start_ticket(&mut self, schema: Option<&str>, extra: &[(&str, String)]) -> Running {
-        let schema = schema.map(str::to_string).unwrap_or_else(|| unique("t_ticket_"));
+    pub async fn start_ticket(
+        &mut self,
+        schema: Option<&str>,
+        extra: &[(&str, String)],
+    ) -> Running {
+        let schema = schema
+            .map(str::to_string)
+            .unwrap_or_else(|| unique("t_ticket_"));
         let mut vars = self.base_env("TICKET_DB_SCHEMA", &schema, &amqp_url());
-        vars.push(("SERVICE_TOKEN".into(), self.keys.service_token("ticket-service")));
+        vars.push((
+            "SERVICE_TOKEN".into(),
+            self.keys.service_token("ticket-service"),
+        ));
         vars.push(("TICKET_OUTBOX_POLL_INTERVAL".into(), "200ms".into()));
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let config = ticket_service::Config::from_env(&Env::from_map(vars)).expect("ticket config");
+        self.bind_queue(&ticket_service::users_subscription(&config))
+            .await;
         let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &ticket_service::MIGRATOR).await.expect("migrate");
-        let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(config.amqp_url.as_deref().unwrap_or_default(), &self.prefix));
+        db::migrate(&pool, &ticket_service::MIGRATOR)
+            .await
+            .expect("migrate");
+        let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(
+            config.amqp_url.as_deref().unwrap_or_default(),
+            &self.prefix,
+        ));
         let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let service = ticket_service::build(config, pool.clone(), bus, shutdown.clone()).await.expect("build");
-        let task = tokio::spawn(runtime::run(listener, service.router, service.workers, shutdown.clone()));
+        let service = ticket_service::build(config, pool.clone(), bus, shutdown.clone())
+            .await
+            .expect("build");
+        let task = tokio::spawn(runtime::run(
+            listener,
+            service.router,
+            service.workers,
+            shutdown.clone(),
+        ));
         if !self.schemas.contains(&schema) {
             self.schemas.push(schema.clone());
         }
-        wait_queue(&format!("{}{}", self.prefix, ticket_service::USERS_QUEUE)).await;
-        Running { url: format!("http://{addr}"), addr, pool, schema, shutdown, task }
+        Running {
+            url: format!("http://{addr}"),
+            addr,
+            pool,
+            schema,
+            shutdown,
+            task,
+        }
     }
 
     /// Starts audit-service on `schema` (a new one when `None`).
     pub async fn start_audit(&mut self, schema: Option<&str>) -> Running {
-        let schema = schema.map(str::to_string).unwrap_or_else(|| unique("t_audit_"));
+        let schema = schema
+            .map(str::to_string)
+            .unwrap_or_else(|| unique("t_audit_"));
         let vars = self.base_env("AUDIT_DB_SCHEMA", &schema, &amqp_url());
         let config = audit_service::Config::from_env(&Env::from_map(vars)).expect("audit config");
+        self.bind_queue(&audit_service::events_subscription(&config))
+            .await;
         let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &audit_service::MIGRATOR).await.expect("migrate");
+        db::migrate(&pool, &audit_service::MIGRATOR)
+            .await
+            .expect("migrate");
         let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &self.prefix));
         let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let service = audit_service::build(config, pool.clone(), bus, shutdown.clone()).await.expect("build");
-        let task = tokio::spawn(runtime::run(listener, service.router, service.workers, shutdown.clone()));
+        let service = audit_service::build(config, pool.clone(), bus, shutdown.clone())
+            .await
+            .expect("build");
+        let task = tokio::spawn(runtime::run(
+            listener,
+            service.router,
+            service.workers,
+            shutdown.clone(),
+        ));
         if !self.schemas.contains(&schema) {
             self.schemas.push(schema.clone());
         }
-        wait_queue(&format!("{}{}", self.prefix, audit_service::EVENTS_QUEUE)).await;
-        Running { url: format!("http://{addr}"), addr, pool, schema, shutdown, task }
+        Running {
+            url: format!("http://{addr}"),
+            addr,
+            pool,
+            schema,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Declares and binds a consumer's queue before the service does, so that events published
+    /// right after start-up are not lost to an exchange without bindings.
+    pub async fn bind_queue(&mut self, sub: &Subscription) {
+        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("broker");
+        let ch = conn.create_channel().await.expect("channel");
+        let queue = format!("{}{}", self.prefix, sub.queue);
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        for (exchange, pattern) in &sub.bindings {
+            let exchange = format!("{}{}", self.prefix, exchange);
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                pattern.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        if !self.queues.contains(&sub.queue) {
+            self.queues.push(sub.queue.clone());
+        }
     }
 
     /// Publishes an event as its producer's relay would.
@@ -138,7 +231,11 @@ impl Platform {
 
     pub async fn publish_raw(&self, message: OutgoingMessage) {
         let outcome = self.bus.publish(&[message]).await;
-        assert!(outcome.error.is_none(), "publish failed: {:?}", outcome.error);
+        assert!(
+            outcome.error.is_none(),
+            "publish failed: {:?}",
+            outcome.error
+        );
     }
 
     /// Announces a new user (`user.created`) and returns them with a token.
@@ -153,9 +250,25 @@ impl Platform {
             role,
             created_at: chrono::Utc::now(),
         };
-        self.publish(&Envelope::wrap(&UserCreated { user: snapshot }, EventMetadata { user_id: Some(id), ..Default::default() })).await;
-        let token = self.keys.keys.issue_user_token(id, &email, role).expect("token");
-        TestUser { id, email, role, token }
+        self.publish(&Envelope::wrap(
+            &UserCreated { user: snapshot },
+            EventMetadata {
+                user_id: Some(id),
+                ..Default::default()
+            },
+        ))
+        .await;
+        let token = self
+            .keys
+            .keys
+            .issue_user_token(id, &email, role)
+            .expect("token");
+        TestUser {
+            id,
+            email,
+            role,
+            token,
+        }
     }
 
     /// Announces a role change.
@@ -168,22 +281,66 @@ impl Platform {
             role,
             created_at: chrono::Utc::now(),
         };
-        let event = UserRoleChanged { user: snapshot, old_role: user.role, new_role: role };
-        self.publish(&Envelope::wrap(&event, EventMetadata::default())).await;
-        TestUser { role, ..user.clone() }
+        let event = UserRoleChanged {
+            user: snapshot,
+            old_role: user.role,
+            new_role: role,
+        };
+        self.publish(&Envelope::wrap(&event, EventMetadata::default()))
+            .await;
+        TestUser {
+            role,
+            ..user.clone()
+        }
     }
 
     /// Announces a deletion and returns the event.
     pub async fn delete_user(&self, user: &TestUser, by: Option<Uuid>) -> Envelope {
-        let envelope = Envelope::wrap(&UserDeleted { id: user.id, email: user.email.clone() }, EventMetadata { user_id: by, ..Default::default() });
+        let envelope = Envelope::wrap(
+            &UserDeleted {
+                id: user.id,
+                email: user.email.clone(),
+            },
+            EventMetadata {
+                user_id: by,
+                ..Default::default()
+            },
+        );
         self.publish(&envelope).await;
         envelope
     }
 
-    /// Drops every schema the test created.
+    /// Drops every schema and consumer queue the test created.
     pub async fn cleanup(self) {
         for schema in &self.schemas {
             testing::drop_schema(schema).await;
+        }
+        if let Ok(conn) = lapin::Connection::connect(&amqp_url(), Default::default()).await {
+            for queue in &self.queues {
+                let q = format!("{}{}", self.prefix, queue);
+                for name in [
+                    q.clone(),
+                    format!("{q}.dlq"),
+                    format!("{q}.retry.50ms"),
+                    format!("{q}.retry.100ms"),
+                ] {
+                    // A failed delete closes the channel: one channel per queue.
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+            }
+            for exchange in helpdesk_kit::events::ALL_EXCHANGES {
+                if let Ok(ch) = conn.create_channel().await {
+                    let name = format!("{}{}", self.prefix, exchange);
+                    let _ = ch
+                        .exchange_delete(name.as_str().into(), Default::default())
+                        .await;
+                }
+            }
+            let _ = conn.close(200, "bye".into()).await;
         }
     }
 }
@@ -192,12 +349,13 @@ impl Platform {
 pub async fn wait_user(pool: &PgPool, user: &TestUser) {
     let what = format!("user {} as {} in the read model", user.id, user.role);
     eventually(WAIT, &what, || async {
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1 AND NOT provisional")
-            .bind(user.id)
-            .fetch_optional(pool)
-            .await
-            .ok()
-            .flatten();
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM users WHERE id = $1 AND synced_at > '-infinity'")
+                .bind(user.id)
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten();
         (role.as_deref() == Some(user.role.as_str())).then_some(())
     })
     .await;
@@ -206,10 +364,19 @@ pub async fn wait_user(pool: &PgPool, user: &TestUser) {
 /// Waits until a broker queue exists (a consumer has declared and bound it).
 pub async fn wait_queue(queue: &str) {
     eventually(WAIT, &format!("queue {queue}"), || async {
-        let conn = lapin::Connection::connect(&amqp_url(), Default::default()).await.ok()?;
+        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+            .await
+            .ok()?;
         let ch = conn.create_channel().await.ok()?;
         let ok = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .is_ok();
         let _ = conn.close(200, "bye".into()).await;
@@ -236,10 +403,16 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
     pub fn message(&self) -> String {
-        self.body["message"].as_str().unwrap_or_default().to_string()
+        self.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -252,10 +425,19 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> Self {
-        Self { base: base.to_string(), http: reqwest::Client::new() }
+        Self {
+            base: base.to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -267,8 +449,16 @@ impl Api {
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let text = res.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -278,7 +468,8 @@ impl Api {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::PATCH, path, Some(token), Some(body)).await
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
     }
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
         self.call(Method::DELETE, path, Some(token), None).await
@@ -286,13 +477,27 @@ impl Api {
 
     /// Creates a ticket and returns its id.
     pub async fn create_ticket(&self, user: &TestUser, title: &str) -> Uuid {
-        let r = self.post("/tickets", &user.token, serde_json::json!({"title": title, "description": "Something is broken"})).await;
+        let r = self
+            .post(
+                "/tickets",
+                &user.token,
+                serde_json::json!({"title": title, "description": "Something is broken"}),
+            )
+            .await;
         assert_eq!(r.status, 201, "create ticket: {:?}", r.body);
-        r.body["id"].as_str().and_then(|s| s.parse().ok()).expect("ticket id")
+        r.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("ticket id")
     }
 
     pub async fn assign(&self, admin: &TestUser, ticket: Uuid, to: Option<Uuid>) -> Resp {
-        self.patch(&format!("/tickets/{ticket}/assign"), &admin.token, serde_json::json!({"assignedToUserId": to})).await
+        self.patch(
+            &format!("/tickets/{ticket}/assign"),
+            &admin.token,
+            serde_json::json!({"assignedToUserId": to}),
+        )
+        .await
     }
 }
 
@@ -314,7 +519,9 @@ impl Proxy {
         let (tx, rx) = watch::channel(upstream);
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut rx = rx.clone();
                 let target = *rx.borrow_and_update();
                 tokio::spawn(async move {
@@ -322,7 +529,9 @@ impl Proxy {
                         let _ = client.shutdown().await;
                         return;
                     };
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         // Cutting the proxy drops live connections too.
