@@ -5,8 +5,11 @@
 
 pub mod build;
 pub mod consistency;
+pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod material;
 pub mod names;
 pub mod render;
+pub mod telemetry;
 pub mod validate;

@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use helpdesk_operator::{crd, render, validate::Capabilities};
+use helpdesk_operator::{
+    controller, crd, leader::LeaderElector, render, telemetry, validate::Capabilities,
+};
 
 /// Kubernetes operator for the Helpdesk platform.
 #[derive(Parser)]
@@ -37,11 +39,52 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run the controller (leader election, /metrics and /health on METRICS_ADDR).
+    Run {
+        /// Comma-separated namespaces to watch; empty: all namespaces.
+        #[arg(long, env = "WATCH_NAMESPACES", default_value = "")]
+        watch_namespaces: String,
+        /// Address of the /metrics and /health endpoint.
+        #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Namespace of the leader-election Lease (defaults to the kubeconfig's namespace).
+        #[arg(long, env = "LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        #[arg(long, env = "LEASE_NAME", default_value = "helpdesk-operator")]
+        lease_name: String,
+        /// Identity in the Lease; the pod name in a cluster.
+        #[arg(long, env = "POD_NAME")]
+        pod_name: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            watch_namespaces,
+            metrics_addr,
+            lease_namespace,
+            lease_name,
+            pod_name,
+        } => {
+            let namespaces = watch_namespaces
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(run(
+                    namespaces,
+                    metrics_addr,
+                    lease_namespace,
+                    lease_name,
+                    pod_name,
+                ))?;
+        }
         Command::Crd => print!("{}", crd::crd_yaml()),
         Command::Render {
             file,
@@ -67,4 +110,37 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn run(
+    namespaces: Vec<String>,
+    metrics_addr: std::net::SocketAddr,
+    lease_namespace: Option<String>,
+    lease_name: String,
+    pod_name: Option<String>,
+) -> anyhow::Result<()> {
+    telemetry::init_logging();
+    let handle = telemetry::init_metrics()?;
+    tokio::spawn(async move {
+        if let Err(e) = telemetry::serve(metrics_addr, handle).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let identity = pod_name.unwrap_or_else(|| format!("helpdesk-operator-{}", std::process::id()));
+    let lease_ns = lease_namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    let elector = LeaderElector::new(client.clone(), &lease_ns, &lease_name, &identity);
+    elector.acquire().await;
+    metrics::gauge!("helpdesk_operator_leader").set(1.0);
+    tracing::info!(?namespaces, "starting controller");
+    tokio::select! {
+        _ = controller::run(client, namespaces, Some(identity)) => Ok(()),
+        _ = elector.hold() => {
+            metrics::gauge!("helpdesk_operator_leader").set(0.0);
+            // Exit so the pod restarts as a follower instead of reconciling next to the new leader.
+            anyhow::bail!("lost leadership")
+        }
+    }
 }

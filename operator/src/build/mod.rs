@@ -4,7 +4,7 @@
 
 mod datastores;
 mod network;
-mod secrets;
+pub mod secrets;
 mod workloads;
 
 use std::collections::BTreeMap;

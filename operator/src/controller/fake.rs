@@ -1,0 +1,365 @@
+//! An in-memory Kubernetes API server for reconcile tests: it stores objects, answers
+//! discovery, GET/LIST (with label selectors), server-side apply, POST, PUT and DELETE like the
+//! real one (resourceVersion, uid, generation, status subresource), records every request, and
+//! can be told to fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::{Client, client::Body};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Option<Value>,
+}
+
+impl Recorded {
+    pub fn is_write(&self) -> bool {
+        self.method != "GET"
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    requests: Vec<Recorded>,
+    served: BTreeSet<String>,
+    failures: Vec<(String, String, u16)>,
+    rv: u64,
+    uid: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": if code < 400 {"Success"} else {"Failure"},
+           "message": message, "reason": reason, "code": code})
+}
+
+/// Splits `/apis/g/v/namespaces/ns/plural/name/sub` into (collection, name, subresource).
+fn split(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ns_at = parts.iter().position(|p| *p == "namespaces")?;
+    if parts.len() < ns_at + 3 {
+        return None;
+    }
+    let collection = parts[..ns_at + 3].join("/");
+    Some((
+        format!("/{collection}"),
+        parts.get(ns_at + 3).map(|s| s.to_string()),
+        parts.get(ns_at + 4).map(|s| s.to_string()),
+    ))
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let (k, v) = term.split_once('=').unwrap_or((term, ""));
+        obj["metadata"]["labels"][k].as_str() == Some(v)
+    })
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%2C", ",")
+                .replace("%3D", "=")
+                .replace("%2F", "/")
+                .replace('+', " ")
+        })
+    })
+}
+
+impl FakeApi {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn client(&self) -> Client {
+        let fake = self.clone();
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let fake = fake.clone();
+            async move { Ok::<_, Infallible>(fake.handle(req).await) }
+        });
+        Client::new(svc, "default")
+    }
+
+    /// Makes discovery report an optional API group/version (e.g. `route.openshift.io/v1`).
+    pub fn serve_api(&self, group_version: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .served
+            .insert(group_version.into());
+    }
+
+    /// The next request with this method whose path contains `path_part` fails with `code`.
+    pub fn fail_next(&self, method: &str, path_part: &str, code: u16) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .push((method.into(), path_part.into(), code));
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_write)
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().requests.clear();
+    }
+
+    /// Stores an object as a client would have created it.
+    pub fn put(&self, path: &str, mut obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        s.uid += 1;
+        obj["metadata"]["resourceVersion"] = s.rv.to_string().into();
+        if obj["metadata"]["uid"].is_null() {
+            obj["metadata"]["uid"] = format!("uid-{}", s.uid).into();
+        }
+        if obj["metadata"]["generation"].is_null() {
+            obj["metadata"]["generation"] = 1.into();
+        }
+        s.objects.insert(path.into(), obj);
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// Changes an object the way another actor would (spec edit bumps generation).
+    pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        let rv = s.rv;
+        let obj = s
+            .objects
+            .get_mut(path)
+            .unwrap_or_else(|| panic!("no object {path}"));
+        let spec_before = obj["spec"].clone();
+        f(obj);
+        obj["metadata"]["resourceVersion"] = rv.to_string().into();
+        if obj["spec"] != spec_before {
+            let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            obj["metadata"]["generation"] = g.into();
+        }
+    }
+
+    /// Paths of stored objects in a collection, e.g. `/apis/apps/v1/namespaces/ns/deployments`.
+    pub fn names(&self, collection: &str) -> Vec<String> {
+        let prefix = format!("{collection}/");
+        self.state
+            .lock()
+            .unwrap()
+            .objects
+            .keys()
+            .filter(|k| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+            .map(|k| k[prefix.len()..].to_string())
+            .collect()
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let mut s = self.state.lock().unwrap();
+        s.requests.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            body: body.clone(),
+        });
+        if let Some(i) = s
+            .failures
+            .iter()
+            .position(|(m, p, _)| *m == method && path.contains(p.as_str()))
+        {
+            let (_, _, code) = s.failures.remove(i);
+            return reply(code, status(code, "InternalError", "injected failure"));
+        }
+        let (code, value) = s.route(&method, &path, &query, body);
+        reply(code, value)
+    }
+}
+
+fn reply(code: u16, v: Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&v).unwrap()))
+        .unwrap()
+}
+
+impl State {
+    fn next_rv(&mut self) -> String {
+        self.rv += 1;
+        self.rv.to_string()
+    }
+
+    fn route(
+        &mut self,
+        method: &str,
+        path: &str,
+        query: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        // Discovery of API groups: /apis/<group>/<version>
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if method == "GET" && parts.len() == 3 && parts[0] == "apis" {
+            let gv = format!("{}/{}", parts[1], parts[2]);
+            if !self.served.contains(&gv) {
+                return (
+                    404,
+                    status(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    ),
+                );
+            }
+            let plural = match parts[1] {
+                "route.openshift.io" => "routes",
+                "postgresql.cnpg.io" => "clusters",
+                "rabbitmq.com" => "rabbitmqclusters",
+                "monitoring.coreos.com" => "servicemonitors",
+                _ => "things",
+            };
+            return (
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                "resources": [{"name": plural, "singularName": "", "namespaced": true, "kind": "X", "verbs": ["get", "list"]}]}),
+            );
+        }
+        let Some((collection, name, sub)) = split(path) else {
+            return (404, status(404, "NotFound", "unsupported path"));
+        };
+        let key = |n: &str| format!("{collection}/{n}");
+        match (method, name, sub) {
+            ("GET", None, _) => {
+                let selector = query_param(query, "labelSelector").unwrap_or_default();
+                let prefix = format!("{collection}/");
+                let items: Vec<Value> = self
+                    .objects
+                    .iter()
+                    .filter(|(k, v)| {
+                        k.starts_with(&prefix)
+                            && !k[prefix.len()..].contains('/')
+                            && labels_match(v, &selector)
+                    })
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+                )
+            }
+            ("GET", Some(n), _) => match self.objects.get(&key(&n)) {
+                Some(v) => (200, v.clone()),
+                None => (404, status(404, "NotFound", &format!("{n} not found"))),
+            },
+            ("PATCH", Some(n), Some(sub)) if sub == "status" => {
+                let rv = self.next_rv();
+                match self.objects.get_mut(&key(&n)) {
+                    Some(obj) => {
+                        obj["status"] = body.unwrap_or_default()["status"].clone();
+                        obj["metadata"]["resourceVersion"] = rv.into();
+                        (200, obj.clone())
+                    }
+                    None => (404, status(404, "NotFound", &format!("{n} not found"))),
+                }
+            }
+            ("PATCH", Some(n), None) if collection.ends_with("/events") => {
+                match self.objects.get(&key(&n)) {
+                    Some(v) => (200, v.clone()),
+                    None => (404, status(404, "NotFound", "not found")),
+                }
+            }
+            ("PATCH", Some(n), None) => {
+                assert!(
+                    query.contains("fieldManager=helpdesk-operator"),
+                    "apply without field manager: {query}"
+                );
+                let mut new = body.expect("apply body");
+                assert!(
+                    new["apiVersion"].is_string() && new["kind"].is_string(),
+                    "apply body lacks apiVersion/kind"
+                );
+                let rv = self.next_rv();
+                self.uid += 1;
+                let old = self.objects.get(&key(&n)).cloned();
+                let (uid, generation, st) = match &old {
+                    Some(o) => {
+                        let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                        let g = if o["spec"] != new["spec"] { g + 1 } else { g };
+                        (o["metadata"]["uid"].clone(), g, o["status"].clone())
+                    }
+                    None => (format!("uid-{}", self.uid).into(), 1, Value::Null),
+                };
+                new["metadata"]["uid"] = uid;
+                new["metadata"]["resourceVersion"] = rv.into();
+                new["metadata"]["generation"] = generation.into();
+                if !st.is_null() {
+                    new["status"] = st;
+                }
+                self.objects.insert(key(&n), new.clone());
+                (if old.is_some() { 200 } else { 201 }, new)
+            }
+            ("POST", None, _) => {
+                let mut new = body.expect("create body");
+                let n = new["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.objects.contains_key(&key(&n)) {
+                    return (409, status(409, "AlreadyExists", "already exists"));
+                }
+                new["metadata"]["resourceVersion"] = self.next_rv().into();
+                self.objects.insert(key(&n), new.clone());
+                (201, new)
+            }
+            ("PUT", Some(n), None) => {
+                let mut new = body.expect("replace body");
+                let Some(old) = self.objects.get(&key(&n)) else {
+                    return (404, status(404, "NotFound", "not found"));
+                };
+                if old["metadata"]["resourceVersion"] != new["metadata"]["resourceVersion"] {
+                    return (409, status(409, "Conflict", "the object has been modified"));
+                }
+                new["metadata"]["resourceVersion"] = self.next_rv().into();
+                self.objects.insert(key(&n), new.clone());
+                (200, new)
+            }
+            ("DELETE", Some(n), None) => match self.objects.remove(&key(&n)) {
+                Some(_) => (200, status(200, "", "deleted")),
+                None => (404, status(404, "NotFound", "not found")),
+            },
+            _ => (405, status(405, "MethodNotAllowed", "unsupported")),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The reconciler: dereference → validate → build → apply → status, for each `HelpdeskPlatform`.
+
+pub mod apply;
+pub mod observe;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    batch::v1::Job,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::build::{BuildInput, build};
+use crate::crd::{HelpdeskPlatform, HelpdeskPlatformStatus};
+use crate::material::MaterialError;
+use crate::names::MANAGER;
+use crate::validate::{Capabilities, validate};
+
+/// Every way a reconcile can fail; `metric_label` names it in `/metrics`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("object has no {0}")]
+    MissingObjectKey(&'static str),
+    #[error("generated material: {0}")]
+    Material(#[from] MaterialError),
+    #[error("supplied Secret is unusable: {0}")]
+    SuppliedSecret(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::MissingObjectKey(_) => "missing_object_key",
+            Error::Material(_) => "material",
+            Error::SuppliedSecret(_) => "supplied_secret",
+        }
+    }
+}
+
+/// Built once, shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// Discovered optional APIs, refreshed at most every `caps_ttl`.
+    caps: Mutex<Option<(Instant, Capabilities)>>,
+    caps_ttl: Duration,
+    /// Consecutive failures per platform (namespace/name), for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            recorder,
+            caps: Mutex::new(None),
+            caps_ttl: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, Error> {
+        if let Some((at, caps)) = *self.caps.lock().expect("lock")
+            && at.elapsed() < self.caps_ttl
+        {
+            return Ok(caps);
+        }
+        let caps = observe::discover(&self.client).await?;
+        *self.caps.lock().expect("lock") = Some((Instant::now(), caps));
+        Ok(caps)
+    }
+
+    /// Exponential backoff per platform: 5 s, 10 s, 20 s, ... up to 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut f = self.failures.lock().expect("lock");
+        let n = f.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(16);
+        Duration::from_secs((5u64 << (*n - 1).min(6)).min(300))
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("lock").remove(key);
+    }
+}
+
+/// What one reconcile did (for logs, metrics and tests).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub outcome: apply::Outcome,
+    pub status_written: bool,
+    pub events: usize,
+    pub ready: bool,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn publish(
+    ctx: &Context,
+    p: &HelpdeskPlatform,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) -> usize {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // Events are best effort: a failure to record one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
+        warn!(error = %e, "cannot publish event");
+        return 0;
+    }
+    1
+}
+
+async fn write_status(
+    ctx: &Context,
+    p: &HelpdeskPlatform,
+    ns: &str,
+    name: &str,
+    status: &HelpdeskPlatformStatus,
+) -> Result<bool, Error> {
+    if p.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<HelpdeskPlatform> = Api::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": HelpdeskPlatform::api_version(&()),
+        "kind": HelpdeskPlatform::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    metrics::counter!("helpdesk_operator_api_writes_total", "kind" => "HelpdeskPlatformStatus")
+        .increment(1);
+    Ok(true)
+}
+
+/// Events for transitions of the Ready condition.
+async fn transition_events(
+    ctx: &Context,
+    p: &HelpdeskPlatform,
+    new: &HelpdeskPlatformStatus,
+) -> usize {
+    let old = status::condition(p.status.as_ref(), status::READY);
+    let Some(now) = status::condition(Some(new), status::READY) else {
+        return 0;
+    };
+    if old.is_some_and(|o| o.status == now.status && o.reason == now.reason) {
+        return 0;
+    }
+    let type_ = match now.reason.as_str() {
+        "InvalidSpec" | "MigrationFailed" => EventType::Warning,
+        _ => EventType::Normal,
+    };
+    publish(ctx, p, type_, &now.reason, now.message.clone()).await
+}
+
+/// One pass for one platform. Public so tests can drive it against a mocked API.
+#[instrument(skip_all, fields(platform = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
+pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<Report, Error> {
+    let ns = p
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = p
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let uid = p
+        .metadata
+        .uid
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let mut report = Report::default();
+    if p.metadata.deletion_timestamp.is_some() {
+        // Owner references cascade the deletion; the StatefulSets' PVC retention policy decides
+        // about the data. Nothing to do, so no finalizer either.
+        return Ok(report);
+    }
+
+    // Dereference (capabilities) + validate.
+    let caps = ctx.capabilities().await?;
+    let resolved = match validate(p, &caps) {
+        Ok(r) => r,
+        Err(problems) => {
+            warn!(?problems, "invalid spec");
+            let st = status::invalid(p, &problems, &now());
+            report.events += transition_events(ctx, p, &st).await;
+            report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
+            return Ok(report);
+        }
+    };
+
+    // Dereference: what exists, what to keep, how far migrations are.
+    let existing = observe::list_children(&ctx.client, &ns, &name, &caps).await?;
+    let material = observe::secret_material(&ctx.client, &ns, p, &resolved, &existing).await?;
+    let plan = observe::rollout_plan(p, &name, &existing);
+
+    // Build (pure).
+    let desired = build(&BuildInput {
+        platform: p,
+        resolved: &resolved,
+        material: &material,
+        deploy_versions: plan.deploy_versions.clone(),
+    });
+
+    // Apply.
+    let mut outcome = apply::apply_children(&ctx.client, &ns, &desired, &existing).await?;
+    apply::delete_orphans(&ctx.client, &ns, &uid, &desired, &existing, &mut outcome).await?;
+    // One event per kind of transition and pass (the recorder folds same-reason events anyway).
+    if !outcome.jobs_created.is_empty() {
+        let note = format!(
+            "migrating to {}: created Job(s) {}",
+            p.spec.version,
+            outcome.jobs_created.join(", ")
+        );
+        report.events += publish(ctx, p, EventType::Normal, "MigrationStarted", note).await;
+    }
+    if !outcome.rollouts.is_empty() {
+        let note = format!(
+            "rolling out {}: {}",
+            p.spec.version,
+            outcome.rollouts.join(", ")
+        );
+        report.events += publish(ctx, p, EventType::Normal, "RolloutStarted", note).await;
+    }
+
+    // Status, from what exists after this pass's writes.
+    let after = outcome.after(&existing);
+    let st = status::compute(p, &resolved, &after, &plan, &now());
+    report.ready = st.phase == Some(crate::crd::Phase::Ready);
+    report.events += transition_events(ctx, p, &st).await;
+    report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
+    if outcome.writes() > 0 {
+        info!(applied = ?outcome.applied, deleted = ?outcome.deleted, "reconciled with changes");
+    }
+    report.outcome = outcome;
+    Ok(report)
+}
+
+fn key(p: &HelpdeskPlatform) -> String {
+    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
+}
+
+async fn reconcile(
+    guard: Arc<DeserializeGuard<HelpdeskPlatform>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let p = match &guard.0 {
+        Ok(p) => p,
+        Err(invalid) => {
+            // One malformed resource must not stop the others: log it and wait for an edit.
+            warn!(name = ?invalid.metadata.name, error = %invalid.error, "cannot parse HelpdeskPlatform");
+            return Ok(Action::await_change());
+        }
+    };
+    let start = Instant::now();
+    metrics::counter!("helpdesk_operator_reconciles_total").increment(1);
+    let result = reconcile_platform(p, &ctx).await;
+    metrics::histogram!("helpdesk_operator_reconcile_duration_seconds")
+        .record(start.elapsed().as_secs_f64());
+    let report = result?;
+    ctx.succeeded(&key(p));
+    // Watches on owned objects wake us on change; the requeue is a safety net.
+    Ok(Action::requeue(Duration::from_secs(if report.ready {
+        300
+    } else {
+        30
+    })))
+}
+
+fn error_policy(
+    guard: Arc<DeserializeGuard<HelpdeskPlatform>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    metrics::counter!("helpdesk_operator_reconcile_errors_total", "error" => error.metric_label())
+        .increment(1);
+    let key = match &guard.0 {
+        Ok(p) => key(p),
+        Err(i) => format!("{:?}/{:?}", i.metadata.namespace, i.metadata.name),
+    };
+    let delay = ctx.backoff(&key);
+    warn!(platform = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller for the given namespaces (empty: all namespaces) until shutdown.
+pub async fn run(client: Client, namespaces: Vec<String>, instance: Option<String>) {
+    let ctx = Arc::new(Context::new(client.clone(), instance));
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        let api = |c: &Client| match &ns {
+            Some(ns) => (
+                Api::<DeserializeGuard<HelpdeskPlatform>>::namespaced(c.clone(), ns),
+                Api::<Deployment>::namespaced(c.clone(), ns),
+                Api::<Job>::namespaced(c.clone(), ns),
+                Api::<StatefulSet>::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        };
+        let (platforms, deployments, jobs, sets) = api(&client);
+        Controller::new(platforms, watcher::Config::default().any_semantic())
+            .owns(deployments, owned.clone())
+            .owns(jobs, owned.clone())
+            .owns(sets, owned.clone())
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|res| async move {
+                if let Err(e) = res {
+                    warn!(error = %e, "controller");
+                }
+            })
+    });
+    futures_util::future::join_all(controllers).await;
+}
+
+#[cfg(test)]
+pub mod fake;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Dereference (reads only): which APIs exist, what the platform already owns, the secret
+//! material to keep, and how far each service's migration has got.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ListParams},
+};
+
+use super::Error;
+use crate::build::{Kind, secrets::FINGERPRINT_ANNOTATION};
+use crate::crd::HelpdeskPlatform;
+use crate::material::{
+    AdminCredentials, Credentials, JwtKeys, Owned, PRIVATE_KEY, RabbitCredentials, SecretMaterial,
+    mint_service_tokens, random_password,
+};
+use crate::names::{self, Component};
+use crate::validate::{Capabilities, PostgresMode, RabbitmqMode, Resolved};
+
+/// Children that exist now, by kind and name.
+pub type Existing = HashMap<(Kind, String), DynamicObject>;
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+async fn api_has(client: &Client, group_version: &str, plural: &str) -> Result<bool, Error> {
+    match client.list_api_group_resources(group_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// Asks discovery which optional APIs the cluster serves (no RBAC needed beyond discovery).
+pub async fn discover(client: &Client) -> Result<Capabilities, Error> {
+    Ok(Capabilities {
+        routes: api_has(client, "route.openshift.io/v1", "routes").await?,
+        cloud_native_pg: api_has(client, "postgresql.cnpg.io/v1", "clusters").await?,
+        rabbitmq_operator: api_has(client, "rabbitmq.com/v1beta1", "rabbitmqclusters").await?,
+        service_monitor: api_has(client, "monitoring.coreos.com/v1", "servicemonitors").await?,
+    })
+}
+
+/// Lists every child of the platform (by label), one LIST per kind the cluster serves.
+pub async fn list_children(
+    client: &Client,
+    ns: &str,
+    instance: &str,
+    caps: &Capabilities,
+) -> Result<Existing, Error> {
+    let lp = ListParams::default().labels(&names::instance_selector(instance));
+    let mut out = Existing::new();
+    for kind in Kind::ALL {
+        let served = match kind {
+            Kind::Route => caps.routes,
+            Kind::PostgresCluster => caps.cloud_native_pg,
+            Kind::RabbitmqCluster => caps.rabbitmq_operator,
+            Kind::ServiceMonitor => caps.service_monitor,
+            _ => true,
+        };
+        if !served {
+            continue;
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &kind.api_resource());
+        for obj in api.list(&lp).await.map_err(Error::Kube)?.items {
+            if let Some(name) = obj.metadata.name.clone() {
+                out.insert((kind, name), obj);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn secret_data(obj: &DynamicObject, key: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = obj.data.get("data")?.get(key)?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn ours<'a>(existing: &'a Existing, name: &str) -> Option<&'a DynamicObject> {
+    existing.get(&(Kind::Secret, name.to_string()))
+}
+
+/// Reads generated material back from the Secrets that hold it; generates only what is missing.
+pub async fn secret_material(
+    client: &Client,
+    ns: &str,
+    p: &HelpdeskPlatform,
+    r: &Resolved,
+    existing: &Existing,
+) -> Result<SecretMaterial, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+
+    // JWT signing keys: ours (keep), theirs (read only), or none yet (generate).
+    let (jwt, keys) = match ours(existing, &r.jwt_secret) {
+        Some(obj) => match secret_data(obj, PRIVATE_KEY).map(|pem| JwtKeys::from_private_pem(&pem))
+        {
+            Some(Ok(keys)) => (Owned::Ours(keys.clone()), keys),
+            // Our own Secret got damaged: start over with a fresh pair.
+            _ => {
+                let keys = JwtKeys::generate();
+                (Owned::Ours(keys.clone()), keys)
+            }
+        },
+        None => match secrets.get_opt(&r.jwt_secret).await.map_err(Error::Kube)? {
+            Some(s) => {
+                let pem = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(PRIVATE_KEY))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    .ok_or_else(|| {
+                        Error::SuppliedSecret(format!("{} has no key {PRIVATE_KEY}", r.jwt_secret))
+                    })?;
+                let keys = JwtKeys::from_private_pem(&pem)?;
+                (Owned::Theirs, keys)
+            }
+            None => {
+                let keys = JwtKeys::generate();
+                (Owned::Ours(keys.clone()), keys)
+            }
+        },
+    };
+
+    let admin = match ours(existing, &r.admin_secret) {
+        Some(obj) => Owned::Ours(AdminCredentials {
+            email: secret_data(obj, "email").unwrap_or_else(|| default_admin(p)),
+            password: secret_data(obj, "password").unwrap_or_else(random_password),
+        }),
+        None => match secrets
+            .get_opt(&r.admin_secret)
+            .await
+            .map_err(Error::Kube)?
+        {
+            Some(_) => Owned::Theirs,
+            None => Owned::Ours(AdminCredentials {
+                email: default_admin(p),
+                password: random_password(),
+            }),
+        },
+    };
+
+    // Service tokens stay as long as the key that signed them does.
+    let fingerprint = keys.fingerprint();
+    let tokens_secret = ours(existing, &names::service_tokens_secret(&r.name));
+    let reusable = tokens_secret.and_then(|obj| {
+        let same_key = obj
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(FINGERPRINT_ANNOTATION)?
+            == &fingerprint;
+        let tokens: Option<BTreeMap<String, String>> = Component::SERVICES
+            .iter()
+            .map(|c| Some((c.as_str().to_string(), secret_data(obj, c.as_str())?)))
+            .collect();
+        same_key.then_some(tokens).flatten()
+    });
+    let service_tokens = match reusable {
+        Some(t) => t,
+        None => mint_service_tokens(&keys, chrono::Utc::now().timestamp())?,
+    };
+
+    let postgres = matches!(r.postgres, PostgresMode::Managed(_)).then(|| {
+        let old = ours(existing, &names::postgres_secret(&r.name));
+        Credentials {
+            username: old
+                .and_then(|o| secret_data(o, "username"))
+                .unwrap_or_else(|| "helpdesk".into()),
+            password: old
+                .and_then(|o| secret_data(o, "password"))
+                .unwrap_or_else(random_password),
+        }
+    });
+    let rabbitmq = matches!(r.rabbitmq, RabbitmqMode::Managed(_)).then(|| {
+        let old = ours(existing, &names::rabbitmq_secret(&r.name));
+        RabbitCredentials {
+            username: old
+                .and_then(|o| secret_data(o, "username"))
+                .unwrap_or_else(|| "helpdesk".into()),
+            password: old
+                .and_then(|o| secret_data(o, "password"))
+                .unwrap_or_else(random_password),
+            erlang_cookie: old
+                .and_then(|o| secret_data(o, "erlang-cookie"))
+                .unwrap_or_else(random_password),
+        }
+    });
+    Ok(SecretMaterial {
+        jwt,
+        admin,
+        service_tokens,
+        signing_fingerprint: fingerprint,
+        postgres,
+        rabbitmq,
+    })
+}
+
+fn default_admin(p: &HelpdeskPlatform) -> String {
+    format!("admin@{}", p.spec.ingress.host)
+}
+
+/// Where a service's migration for `spec.version` stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Migration {
+    NotStarted,
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// The rollout decision per service: which version its Deployment runs this pass.
+#[derive(Clone, Debug, Default)]
+pub struct RolloutPlan {
+    pub deploy_versions: BTreeMap<Component, Option<String>>,
+    pub migrations: BTreeMap<Component, Migration>,
+}
+
+pub fn job_state(job: Option<&DynamicObject>) -> Migration {
+    let Some(job) = job else {
+        return Migration::NotStarted;
+    };
+    let status = &job.data["status"];
+    let condition = |t: &str| {
+        status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == t && c["status"] == "True")
+            .cloned()
+    };
+    if status["succeeded"].as_i64().unwrap_or(0) >= 1 || condition("Complete").is_some() {
+        Migration::Succeeded
+    } else if let Some(c) = condition("Failed") {
+        Migration::Failed(c["message"].as_str().unwrap_or("job failed").to_string())
+    } else {
+        Migration::Running
+    }
+}
+
+/// The tag of the image a Deployment's first container runs now.
+pub fn deployed_version(deployment: &DynamicObject) -> Option<String> {
+    let image = deployment.data["spec"]["template"]["spec"]["containers"][0]["image"].as_str()?;
+    let (_, tag) = image.rsplit_once(':')?;
+    (!tag.contains('/')).then(|| tag.to_string())
+}
+
+/// A service moves to `spec.version` only after that version's migration Job succeeded; until
+/// then an existing Deployment keeps its current version and a new one is not created.
+pub fn rollout_plan(p: &HelpdeskPlatform, instance: &str, existing: &Existing) -> RolloutPlan {
+    let version = &p.spec.version;
+    let mut plan = RolloutPlan::default();
+    for c in Component::SERVICES {
+        let job = existing.get(&(Kind::Job, names::migration_job_name(instance, c, version)));
+        let state = job_state(job);
+        let current = existing
+            .get(&(Kind::Deployment, names::service_name(instance, c)))
+            .and_then(deployed_version);
+        let deploy = match (&state, current) {
+            (Migration::Succeeded, _) => Some(version.clone()),
+            (_, Some(current)) => Some(current),
+            (_, None) => None,
+        };
+        plan.deploy_versions.insert(c, deploy);
+        plan.migrations.insert(c, state);
+    }
+    plan
+}

@@ -1,0 +1,299 @@
+//! Status (pure computation, then one patch only when it changed).
+
+use std::collections::BTreeMap;
+
+use kube::api::DynamicObject;
+
+use super::observe::{Existing, Migration, RolloutPlan, deployed_version};
+use crate::build::Kind;
+use crate::crd::{ComponentStatus, Condition, HelpdeskPlatform, HelpdeskPlatformStatus, Phase};
+use crate::names::{self, Component};
+use crate::validate::{PostgresMode, RabbitmqMode, Resolved};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: None,
+        observed_generation: None,
+    }
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change, so an unchanged
+/// platform produces an identical status (and therefore no write).
+fn finish(
+    p: &HelpdeskPlatform,
+    mut status: HelpdeskPlatformStatus,
+    now: &str,
+) -> HelpdeskPlatformStatus {
+    let previous = p
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    for c in &mut status.conditions {
+        c.observed_generation = p.metadata.generation;
+        c.last_transition_time = match previous.iter().find(|o| o.type_ == c.type_) {
+            Some(o) if o.status == c.status => o.last_transition_time.clone(),
+            _ => Some(now.to_string()),
+        };
+    }
+    status.observed_generation = p.metadata.generation;
+    status
+}
+
+/// Status for a spec that failed validation.
+pub fn invalid(p: &HelpdeskPlatform, problems: &[String], now: &str) -> HelpdeskPlatformStatus {
+    let message = problems.join("; ");
+    let status = HelpdeskPlatformStatus {
+        phase: Some(Phase::Degraded),
+        url: p.status.as_ref().and_then(|s| s.url.clone()),
+        version: p.status.as_ref().and_then(|s| s.version.clone()),
+        conditions: vec![
+            cond(READY, false, "InvalidSpec", message.clone()),
+            cond(
+                PROGRESSING,
+                false,
+                "InvalidSpec",
+                "fix the spec to continue",
+            ),
+            cond(DEGRADED, true, "InvalidSpec", message),
+        ],
+        components: p
+            .status
+            .as_ref()
+            .map(|s| s.components.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    finish(p, status, now)
+}
+
+fn int(v: &serde_json::Value) -> i32 {
+    v.as_i64().unwrap_or(0) as i32
+}
+
+fn workload_status(obj: Option<&DynamicObject>, fallback_desired: i32) -> ComponentStatus {
+    match obj {
+        None => ComponentStatus {
+            ready: 0,
+            desired: fallback_desired,
+            image: None,
+            message: Some("not created yet".into()),
+        },
+        Some(o) => {
+            // With an HPA the Deployment's own replica count is the truth.
+            let desired = o.data["spec"]["replicas"]
+                .as_i64()
+                .map(|n| n as i32)
+                .unwrap_or(fallback_desired);
+            ComponentStatus {
+                ready: int(&o.data["status"]["readyReplicas"]),
+                desired,
+                image: o.data["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(str::to_string),
+                message: None,
+            }
+        }
+    }
+}
+
+fn rolled_out(obj: Option<&DynamicObject>) -> bool {
+    let Some(o) = obj else { return false };
+    let generation = o.metadata.generation.unwrap_or(0);
+    let observed = o.data["status"]["observedGeneration"].as_i64().unwrap_or(0);
+    let desired = o.data["spec"]["replicas"].as_i64().unwrap_or(1);
+    let updated = o.data["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+    let ready = o.data["status"]["readyReplicas"].as_i64().unwrap_or(0);
+    observed >= generation && updated >= desired && ready >= desired
+}
+
+/// Computes the full status from what exists now.
+pub fn compute(
+    p: &HelpdeskPlatform,
+    r: &Resolved,
+    existing: &Existing,
+    plan: &RolloutPlan,
+    now: &str,
+) -> HelpdeskPlatformStatus {
+    let inst = &r.name;
+    let get = |k: Kind, n: String| existing.get(&(k, n));
+    let mut components = BTreeMap::new();
+    let mut waiting = Vec::new();
+    let mut failed = Vec::new();
+    let mut migrating = false;
+    let mut any_deployment = false;
+
+    for c in Component::SERVICES {
+        let spec = p.spec.services.get(c);
+        let fallback = spec
+            .autoscaling
+            .as_ref()
+            .map_or(spec.replicas, |a| a.min_replicas);
+        let dep = get(Kind::Deployment, names::service_name(inst, c));
+        any_deployment |= dep.is_some();
+        let mut st = workload_status(dep, fallback);
+        let at_version = dep.and_then(deployed_version).as_deref() == Some(p.spec.version.as_str());
+        match plan.migrations.get(&c) {
+            Some(Migration::Failed(msg)) => {
+                failed.push(format!("{} migration: {msg}", c.as_str()));
+                st.message = Some(format!("migration to {} failed", p.spec.version));
+            }
+            Some(Migration::Running | Migration::NotStarted) if !at_version => {
+                migrating = true;
+                st.message = Some(format!("migrating to {}", p.spec.version));
+            }
+            _ => {}
+        }
+        if !(at_version && rolled_out(dep)) {
+            waiting.push(format!("{} ({}/{})", c.as_str(), st.ready, st.desired));
+        }
+        components.insert(c.as_str().to_string(), st);
+    }
+    if let Some(f) = &p.spec.frontend {
+        let dep = get(Kind::Deployment, names::frontend_name(inst));
+        let st = workload_status(dep, f.replicas);
+        if !rolled_out(dep) {
+            waiting.push(format!("frontend ({}/{})", st.ready, st.desired));
+        }
+        components.insert("frontend".into(), st);
+    }
+
+    let pg = match &r.postgres {
+        PostgresMode::Managed(_) => {
+            let sts = get(Kind::StatefulSet, names::postgres_name(inst));
+            workload_status(sts, 1)
+        }
+        PostgresMode::CloudNativePg(c) => {
+            let cl = get(Kind::PostgresCluster, names::postgres_name(inst));
+            ComponentStatus {
+                ready: cl.map_or(0, |o| int(&o.data["status"]["readyInstances"])),
+                desired: c.instances,
+                image: None,
+                message: Some("CloudNativePG".into()),
+            }
+        }
+        PostgresMode::External(_) => external(),
+    };
+    let mq = match &r.rabbitmq {
+        RabbitmqMode::Managed(_) => {
+            workload_status(get(Kind::StatefulSet, names::rabbitmq_name(inst)), 1)
+        }
+        RabbitmqMode::ClusterOperator(o) => {
+            let cl = get(Kind::RabbitmqCluster, names::rabbitmq_name(inst));
+            let all_ready = cl.is_some_and(|c| {
+                c.data["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["type"] == "AllReplicasReady" && x["status"] == "True")
+            });
+            ComponentStatus {
+                ready: if all_ready { o.replicas } else { 0 },
+                desired: o.replicas,
+                image: None,
+                message: Some("RabbitMQ Cluster Operator".into()),
+            }
+        }
+        RabbitmqMode::External(_) => external(),
+    };
+    for (name, st) in [("postgres", &pg), ("rabbitmq", &mq)] {
+        if st.ready < st.desired {
+            waiting.push(format!("{name} ({}/{})", st.ready, st.desired));
+        }
+    }
+    components.insert("postgres".into(), pg);
+    components.insert("rabbitmq".into(), mq);
+
+    let (phase, conditions) = if !failed.is_empty() {
+        (
+            Phase::Degraded,
+            vec![
+                cond(READY, false, "MigrationFailed", failed.join("; ")),
+                cond(
+                    PROGRESSING,
+                    false,
+                    "MigrationFailed",
+                    "a migration Job failed; the previous version keeps running",
+                ),
+                cond(DEGRADED, true, "MigrationFailed", failed.join("; ")),
+            ],
+        )
+    } else if waiting.is_empty() {
+        (
+            Phase::Ready,
+            vec![
+                cond(
+                    READY,
+                    true,
+                    "AllComponentsReady",
+                    format!("{} components ready", components.len()),
+                ),
+                cond(
+                    PROGRESSING,
+                    false,
+                    "RolloutComplete",
+                    format!("running version {}", p.spec.version),
+                ),
+                cond(DEGRADED, false, "AsExpected", ""),
+            ],
+        )
+    } else {
+        let reason = if migrating {
+            "MigrationRunning"
+        } else {
+            "RollingOut"
+        };
+        (
+            if any_deployment {
+                Phase::Progressing
+            } else {
+                Phase::Pending
+            },
+            vec![
+                cond(
+                    READY,
+                    false,
+                    "ComponentsNotReady",
+                    format!("waiting for {}", waiting.join(", ")),
+                ),
+                cond(
+                    PROGRESSING,
+                    true,
+                    reason,
+                    format!("rolling out version {}", p.spec.version),
+                ),
+                cond(DEGRADED, false, "AsExpected", ""),
+            ],
+        )
+    };
+    let status = HelpdeskPlatformStatus {
+        observed_generation: None,
+        phase: Some(phase),
+        url: Some(r.url(p)),
+        version: Some(p.spec.version.clone()),
+        conditions,
+        components,
+    };
+    finish(p, status, now)
+}
+
+fn external() -> ComponentStatus {
+    ComponentStatus {
+        ready: 1,
+        desired: 1,
+        image: None,
+        message: Some("external".into()),
+    }
+}
+
+pub fn condition<'a>(s: Option<&'a HelpdeskPlatformStatus>, type_: &str) -> Option<&'a Condition> {
+    s?.conditions.iter().find(|c| c.type_ == type_)
+}
