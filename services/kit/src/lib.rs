@@ -9,6 +9,7 @@
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`bus`]: the message bus trait, its RabbitMQ implementation and the idempotent consumer runner.
 //! - [`db`]: a pool per service on its own schema, with its migrations.
+//! - [`pagination`]: keyset cursor pagination (`limit`, `cursor`, `X-Next-Cursor`).
 //! - [`peer`]: calls to another service with timeout, retries and a circuit breaker.
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod outbox;
+pub mod pagination;
 pub mod peer;
 pub mod ratelimit;
 pub mod runtime;
