@@ -1,0 +1,499 @@
+//! The dashboard: a read model of tickets kept by ticket events, and `GET /admin/dashboard/statistics`.
+//!
+//! Each ticket event carries the ticket's snapshot: the handler upserts the ticket's row with it
+//! and adjusts the counters by the difference between the row's old and new contribution, in the
+//! transaction that records the event. A snapshot older than the stored one is ignored (events
+//! out of order); a deleted ticket stays a tombstone (a late event cannot bring it back);
+//! duplicates are skipped by the idempotent consumer. Reading the figures is one row, the
+//! per-agent rows, and an indexed count of the last 24 hours.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
+use helpdesk_kit::error::{ApiJson, ApiResult};
+use helpdesk_kit::events::{
+    DomainEvent, Envelope, TICKET_EVENTS, TicketDeleted, TicketSnapshot, TicketStatus, UserDeleted,
+};
+
+use crate::AppState;
+use crate::access::AdminCaller;
+
+/// The read model's logical queue.
+pub const QUEUE: &str = "admin-service.tickets";
+
+/// Every ticket event, and user deletions (their tickets go, tickets assigned to them are freed).
+pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
+    Subscription {
+        queue: QUEUE.into(),
+        bindings: vec![
+            (TICKET_EVENTS.into(), "ticket.*".into()),
+            (UserDeleted::EXCHANGE.into(), UserDeleted::EVENT_TYPE.into()),
+        ],
+        max_attempts,
+        retry_base_delay,
+        prefetch: 32,
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/admin/dashboard/statistics", get(statistics))
+}
+
+/// Tickets not DONE assigned to one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentLoad {
+    pub agent_id: Uuid,
+    pub count: i64,
+}
+
+/// The dashboard's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    pub total_tickets: i64,
+    pub open_tickets: i64,
+    pub in_progress_tickets: i64,
+    pub done_tickets: i64,
+    /// Tickets with no assignee (any status).
+    pub unassigned_tickets: i64,
+    /// Tickets created in the last 24 hours that still exist.
+    pub created_last24h: i64,
+    /// Tickets not DONE (OPEN or IN_PROGRESS) per assignee, most loaded first.
+    pub open_per_agent: Vec<AgentLoad>,
+}
+
+/// Dashboard statistics (ADMIN).
+#[utoipa::path(get, path = "/admin/dashboard/statistics", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Statistics), (status = 401, description = "Not signed in"), (status = 403, description = "Admin access required")))]
+pub async fn statistics(
+    State(state): State<AppState>,
+    _admin: AdminCaller,
+) -> ApiResult<ApiJson<Statistics>> {
+    Ok(ApiJson(read_statistics(&state.pool).await?))
+}
+
+/// Reads the figures: O(1) in the number of tickets (one row, one row per loaded agent, at most
+/// 1440 per-minute rows).
+pub async fn read_statistics(pool: &sqlx::PgPool) -> sqlx::Result<Statistics> {
+    let (total, open, in_progress, done, unassigned, last24h): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT total, open, in_progress, done, unassigned, \
+             (SELECT COALESCE(sum(count), 0)::bigint FROM created_per_minute \
+              WHERE minute > date_trunc('minute', now()) - interval '24 hours') \
+         FROM ticket_counters",
+        )
+        .fetch_one(pool)
+        .await?;
+    let open_per_agent = sqlx::query_as(
+        "SELECT agent_id, count FROM open_per_agent WHERE count > 0 ORDER BY count DESC, agent_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Statistics {
+        total_tickets: total,
+        open_tickets: open,
+        in_progress_tickets: in_progress,
+        done_tickets: done,
+        unassigned_tickets: unassigned,
+        created_last24h: last24h,
+        open_per_agent,
+    })
+}
+
+/// What a ticket adds to the counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Counted {
+    status: TicketStatus,
+    assigned_to: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+/// A change to the counters.
+#[derive(Debug, Default)]
+struct Delta {
+    total: i64,
+    open: i64,
+    in_progress: i64,
+    done: i64,
+    unassigned: i64,
+    per_agent: BTreeMap<Uuid, i64>,
+    created_per_minute: BTreeMap<DateTime<Utc>, i64>,
+}
+
+impl Delta {
+    fn add(&mut self, t: Counted, sign: i64) {
+        self.total += sign;
+        match t.status {
+            TicketStatus::Open => self.open += sign,
+            TicketStatus::InProgress => self.in_progress += sign,
+            TicketStatus::Done => self.done += sign,
+        }
+        match t.assigned_to {
+            None => self.unassigned += sign,
+            Some(agent) if t.status != TicketStatus::Done => {
+                *self.per_agent.entry(agent).or_default() += sign
+            }
+            Some(_) => {}
+        }
+        *self
+            .created_per_minute
+            .entry(minute(t.created_at))
+            .or_default() += sign;
+    }
+
+    /// The change from `old` to `new` (`None`: not counted).
+    fn between(old: Option<Counted>, new: Option<Counted>) -> Self {
+        let mut d = Delta::default();
+        if let Some(o) = old {
+            d.add(o, -1);
+        }
+        if let Some(n) = new {
+            d.add(n, 1);
+        }
+        d
+    }
+
+    async fn apply(self, tx: &mut PgConnection) -> sqlx::Result<()> {
+        if self.total != 0
+            || self.open != 0
+            || self.in_progress != 0
+            || self.done != 0
+            || self.unassigned != 0
+        {
+            sqlx::query(
+                "UPDATE ticket_counters SET total = total + $1, open = open + $2, in_progress = in_progress + $3, \
+                 done = done + $4, unassigned = unassigned + $5",
+            )
+            .bind(self.total)
+            .bind(self.open)
+            .bind(self.in_progress)
+            .bind(self.done)
+            .bind(self.unassigned)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (agent, change) in self.per_agent.into_iter().filter(|(_, c)| *c != 0) {
+            sqlx::query(
+                "INSERT INTO open_per_agent (agent_id, count) VALUES ($1, $2) \
+                 ON CONFLICT (agent_id) DO UPDATE SET count = open_per_agent.count + EXCLUDED.count",
+            )
+            .bind(agent)
+            .bind(change)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM open_per_agent WHERE agent_id = $1 AND count = 0")
+                .bind(agent)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (minute, change) in self.created_per_minute.into_iter().filter(|(_, c)| *c != 0) {
+            sqlx::query(
+                "INSERT INTO created_per_minute (minute, count) VALUES ($1, $2) \
+                 ON CONFLICT (minute) DO UPDATE SET count = created_per_minute.count + EXCLUDED.count",
+            )
+            .bind(minute)
+            .bind(change)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The start of `t`'s minute.
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(60) * 60;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+/// Forgets per-minute counts older than two days (they can no longer enter the window).
+pub async fn prune_minutes(pool: &sqlx::PgPool) -> sqlx::Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM created_per_minute WHERE minute < now() - interval '2 days'")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Prunes every hour until `shutdown`.
+pub async fn run_pruning(pool: sqlx::PgPool, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = prune_minutes(&pool).await {
+            tracing::warn!(error = %e, "pruning per-minute counts failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct TicketRow {
+    id: Uuid,
+    user_id: Option<Uuid>,
+    status: TicketStatus,
+    assigned_to: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: Option<DateTime<Utc>>,
+    live: bool,
+    removed: bool,
+}
+
+impl TicketRow {
+    fn counted(&self) -> Option<Counted> {
+        self.live.then_some(Counted {
+            status: self.status,
+            assigned_to: self.assigned_to,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// Locks the ticket's row, creating an uncounted placeholder first when it was never seen.
+async fn lock_ticket(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::Result<TicketRow> {
+    sqlx::query(
+        "INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live) \
+         VALUES ($1, $2, $3, $4, $5, NULL, false) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(t.status)
+    .bind(t.assigned_to_user_id)
+    .bind(t.created_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_as("SELECT id, user_id, status, assigned_to, created_at, updated_at, live, removed FROM tickets WHERE id = $1 FOR UPDATE")
+        .bind(t.id)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+/// Applies a snapshot of a ticket that exists.
+pub async fn apply_snapshot(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::Result<()> {
+    let row = lock_ticket(tx, t).await?;
+    if row.removed || row.updated_at.is_some_and(|seen| t.updated_at < seen) {
+        return Ok(());
+    }
+    let new = Counted {
+        status: t.status,
+        assigned_to: t.assigned_to_user_id,
+        created_at: t.created_at,
+    };
+    sqlx::query(
+        "UPDATE tickets SET user_id = $2, status = $3, assigned_to = $4, created_at = $5, updated_at = $6, live = true WHERE id = $1",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(t.status)
+    .bind(t.assigned_to_user_id)
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .execute(&mut *tx)
+    .await?;
+    Delta::between(row.counted(), Some(new)).apply(tx).await
+}
+
+/// Records that a ticket is gone for good.
+pub async fn apply_deletion(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::Result<()> {
+    let row = lock_ticket(tx, t).await?;
+    if row.removed {
+        return Ok(());
+    }
+    sqlx::query("UPDATE tickets SET live = false, removed = true WHERE id = $1")
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?;
+    Delta::between(row.counted(), None).apply(tx).await
+}
+
+/// A deleted user's tickets are removed and tickets assigned to them become unassigned (as
+/// ticket-service does); the freed tickets take the deletion's time, so snapshots from before it
+/// no longer apply, and ticket-service's own later events change nothing more.
+pub async fn apply_user_deletion(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let rows: Vec<TicketRow> = sqlx::query_as(
+        "SELECT id, user_id, status, assigned_to, created_at, updated_at, live, removed FROM tickets \
+         WHERE live AND (user_id = $1 OR assigned_to = $1) ORDER BY id FOR UPDATE",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in rows {
+        let created_by_user = row.user_id == Some(user_id);
+        if created_by_user {
+            sqlx::query("UPDATE tickets SET live = false, removed = true WHERE id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+            Delta::between(row.counted(), None).apply(tx).await?;
+        } else {
+            sqlx::query("UPDATE tickets SET assigned_to = NULL, updated_at = GREATEST(COALESCE(updated_at, $2), $2) WHERE id = $1")
+                .bind(row.id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            let new = Counted {
+                status: row.status,
+                assigned_to: None,
+                created_at: row.created_at,
+            };
+            Delta::between(row.counted(), Some(new)).apply(tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the read model from ticket events (and user deletions).
+pub struct TicketReadModel;
+
+#[async_trait]
+impl EventHandler for TicketReadModel {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        if let Some(p) = event.decode::<UserDeleted>() {
+            let p = p.map_err(|e| {
+                HandlerError::Permanent(format!("malformed user.deleted payload: {e}"))
+            })?;
+            return Ok(apply_user_deletion(tx, p.id, event.timestamp).await?);
+        }
+        if !event.event_type.starts_with("ticket.") {
+            return Ok(());
+        }
+        // Every ticket event carries the ticket's snapshot under `ticket`.
+        let snapshot = event
+            .payload
+            .get("ticket")
+            .cloned()
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!("{} without a ticket snapshot", event.event_type))
+            })
+            .and_then(|v| {
+                serde_json::from_value::<TicketSnapshot>(v).map_err(|e| {
+                    HandlerError::Permanent(format!(
+                        "malformed ticket snapshot in {}: {e}",
+                        event.event_type
+                    ))
+                })
+            })?;
+        if event.event_type == TicketDeleted::EVENT_TYPE {
+            apply_deletion(tx, &snapshot).await?;
+        } else {
+            apply_snapshot(tx, &snapshot).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Recomputes every counter from the ticket rows (after a bulk load or a manual repair), in one
+/// transaction that holds the counters' lock.
+pub async fn rebuild_counters(pool: &sqlx::PgPool) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM ticket_counters FOR UPDATE")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE ticket_counters SET (total, open, in_progress, done, unassigned) = ( \
+             SELECT count(*), count(*) FILTER (WHERE status = 'OPEN'), count(*) FILTER (WHERE status = 'IN_PROGRESS'), \
+                    count(*) FILTER (WHERE status = 'DONE'), count(*) FILTER (WHERE assigned_to IS NULL) \
+             FROM tickets WHERE live)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM open_per_agent")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO open_per_agent (agent_id, count) SELECT assigned_to, count(*) FROM tickets \
+         WHERE live AND status <> 'DONE' AND assigned_to IS NOT NULL GROUP BY assigned_to",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM created_per_minute")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO created_per_minute (minute, count) SELECT date_trunc('minute', created_at), count(*) FROM tickets \
+         WHERE live GROUP BY 1",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A direct count over the read model (tests and consistency checks).
+pub async fn count_directly(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, i64, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'OPEN'), count(*) FILTER (WHERE status = 'IN_PROGRESS'), \
+         count(*) FILTER (WHERE status = 'DONE'), count(*) FILTER (WHERE assigned_to IS NULL) FROM tickets WHERE live",
+    )
+    .fetch_one(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(status: TicketStatus, assigned_to: Option<Uuid>) -> Counted {
+        Counted {
+            status,
+            assigned_to,
+            created_at: DateTime::from_timestamp(125, 0).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn a_new_ticket_counts_once() {
+        let d = Delta::between(None, Some(t(TicketStatus::Open, None)));
+        assert_eq!((d.total, d.open, d.unassigned), (1, 1, 1));
+        assert_eq!(
+            d.created_per_minute
+                .get(&minute(DateTime::from_timestamp(125, 0).unwrap())),
+            Some(&1)
+        );
+        assert_eq!(
+            minute(DateTime::from_timestamp(125, 0).unwrap()).timestamp(),
+            120
+        );
+    }
+
+    #[test]
+    fn a_change_moves_between_counters() {
+        let agent = Uuid::new_v4();
+        let d = Delta::between(
+            Some(t(TicketStatus::Open, None)),
+            Some(t(TicketStatus::InProgress, Some(agent))),
+        );
+        assert_eq!(
+            (d.total, d.open, d.in_progress, d.unassigned),
+            (0, -1, 1, -1)
+        );
+        assert_eq!(d.per_agent.get(&agent), Some(&1));
+        assert!(d.created_per_minute.values().all(|c| *c == 0));
+        let d = Delta::between(
+            Some(t(TicketStatus::InProgress, Some(agent))),
+            Some(t(TicketStatus::Done, Some(agent))),
+        );
+        assert_eq!(
+            d.per_agent.get(&agent),
+            Some(&-1),
+            "DONE tickets are not an agent's load"
+        );
+        let d = Delta::between(Some(t(TicketStatus::Done, Some(agent))), None);
+        assert_eq!((d.total, d.done, d.unassigned), (-1, -1, 0));
+    }
+}

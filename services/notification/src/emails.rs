@@ -1,0 +1,98 @@
+//! The `emails` table: every email the service queued, its state (`PENDING` → `SENT` / `FAILED`),
+//! attempts, last error and sent time. One row per (source event, recipient), so a redelivered
+//! event never yields a second email.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use helpdesk_kit::events::EmailQueued;
+use helpdesk_kit::outbox::{self, EventContext};
+
+/// An email's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[sqlx(type_name = "text", rename_all = "UPPERCASE")]
+pub enum EmailStatus {
+    Pending,
+    Sent,
+    Failed,
+}
+
+/// The contract's view of an email (`GET /notifications/status/:id`); never its body.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailView {
+    pub id: Uuid,
+    pub to: String,
+    pub subject: String,
+    pub status: EmailStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// An email to queue.
+#[derive(Debug, Clone)]
+pub struct NewEmail {
+    /// The event that caused it (`None` for `POST /notifications/email`).
+    pub source_event_id: Option<Uuid>,
+    pub recipient: String,
+    pub template: Option<String>,
+    pub subject: String,
+    pub body: String,
+    /// The body carries a secret: blank it once the email is final.
+    pub sensitive: bool,
+}
+
+/// The NOTIFY channel that wakes the sender.
+pub fn channel(schema: &str) -> String {
+    format!("{schema}_emails")
+}
+
+/// Queues an email in the caller's transaction and announces it (`email.queued`). Returns `None`
+/// when this (event, recipient) already has its email.
+pub async fn queue(
+    tx: &mut PgConnection,
+    email: &NewEmail,
+    ctx: &EventContext,
+) -> sqlx::Result<Option<Uuid>> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO emails (id, source_event_id, recipient, template, subject, body, sensitive) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (source_event_id, recipient) DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email.source_event_id)
+    .bind(&email.recipient)
+    .bind(&email.template)
+    .bind(&email.subject)
+    .bind(&email.body)
+    .bind(email.sensitive)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(id) = id else { return Ok(None) };
+    let event = EmailQueued {
+        email_id: id,
+        to: email.recipient.clone(),
+        subject: email.subject.clone(),
+        template: email.template.clone(),
+    };
+    outbox::publish(&mut *tx, &event, ctx).await?;
+    sqlx::query("SELECT pg_notify(current_schema() || '_emails', '')")
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(id))
+}
+
+/// One email's state.
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EmailView>> {
+    sqlx::query_as(
+        "SELECT id, recipient AS \"to\", subject, status, attempts, last_error, created_at, sent_at FROM emails WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,434 @@
+//! Where mail goes: the [`Mailer`] trait, its SMTP implementation (lettre) and a file mailer that
+//! writes `.eml` files (local runs without an SMTP server).
+//!
+//! SMTP settings come from `SMTP_URL` (`smtp://user:pass@host:port?tls=none|starttls|tls`,
+//! `smtps://...` meaning implicit TLS), or from `SMTP_HOST`, `SMTP_PORT`, `SMTP_TLS`,
+//! `SMTP_USERNAME`, `SMTP_PASSWORD(_FILE)`. `SMTP_TLS_CA_FILE` adds a trusted root certificate
+//! (a private relay's CA); `SMTP_TIMEOUT` bounds each SMTP exchange.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use helpdesk_kit::config::{ConfigError, Env};
+
+/// An email ready to go out.
+#[derive(Debug, Clone)]
+pub struct OutgoingMail {
+    pub id: uuid::Uuid,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// A failed send. `message` is the server's answer (or the local reason) and is what the email's
+/// `lastError` shows. `retryable` is false when trying again cannot help (an address that does not
+/// parse).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct MailError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl MailError {
+    fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+    fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Sends one email.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError>;
+    /// Where mail goes, for logs (never includes credentials).
+    fn describe(&self) -> String;
+}
+
+fn build_message(mail: &OutgoingMail) -> Result<Message, MailError> {
+    let from: Mailbox = mail
+        .from
+        .parse()
+        .map_err(|e| MailError::fatal(format!("invalid from address: {e}")))?;
+    let to: Mailbox = mail
+        .to
+        .parse()
+        .map_err(|e| MailError::fatal(format!("invalid recipient address: {e}")))?;
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail.subject.clone())
+        .message_id(Some(format!("<{}@helpdesk>", mail.id)))
+        .header(ContentType::TEXT_PLAIN)
+        .body(mail.body.clone())
+        .map_err(|e| MailError::fatal(format!("cannot build the message: {e}")))
+}
+
+/// TLS mode of the SMTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text (a trusted local relay).
+    None,
+    /// Plain connection upgraded with STARTTLS (required, no fallback).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
+impl TlsMode {
+    fn parse(var: &str, v: &str) -> Result<Self, ConfigError> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "none" | "off" | "plain" => Ok(Self::None),
+            "starttls" => Ok(Self::StartTls),
+            "tls" | "implicit" | "smtps" | "wrapper" => Ok(Self::Implicit),
+            other => Err(ConfigError::new(
+                var,
+                format!("TLS mode must be none, starttls or tls, got {other:?}"),
+            )),
+        }
+    }
+    fn default_port(self) -> u16 {
+        match self {
+            Self::None => 25,
+            Self::StartTls => 587,
+            Self::Implicit => 465,
+        }
+    }
+}
+
+/// How to reach the SMTP server.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub credentials: Option<(String, String)>,
+    pub ca_pem: Option<String>,
+    pub timeout: Duration,
+    pub pool_size: u32,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl SmtpSettings {
+    /// From `SMTP_URL`, or else from `SMTP_HOST` and friends; `None` when neither is set.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let timeout = env.duration_or("SMTP_TIMEOUT", Duration::from_secs(15))?;
+        let pool_size: u32 = env.parse_or("SMTP_POOL_SIZE", 10)?;
+        let ca_pem = match env.raw("SMTP_TLS_CA_FILE") {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new("SMTP_TLS_CA_FILE", format!("cannot read {path:?}: {e}"))
+            })?),
+        };
+        if let Some(url) = env.value_or_file("SMTP_URL")? {
+            let mut s = Self::parse_url(url.trim())?;
+            s.timeout = timeout;
+            s.pool_size = pool_size;
+            s.ca_pem = ca_pem;
+            return Ok(Some(s));
+        }
+        let Some(host) = env.raw("SMTP_HOST") else {
+            return Ok(None);
+        };
+        let tls = match env.raw("SMTP_TLS") {
+            Some(v) => TlsMode::parse("SMTP_TLS", &v)?,
+            None => TlsMode::None,
+        };
+        let port = env.parse_or("SMTP_PORT", tls.default_port())?;
+        let credentials = match (
+            env.raw("SMTP_USERNAME"),
+            env.value_or_file("SMTP_PASSWORD")?,
+        ) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (Some(u), None) => Some((u, String::new())),
+            (None, _) => None,
+        };
+        Ok(Some(Self {
+            host,
+            port,
+            tls,
+            credentials,
+            ca_pem,
+            timeout,
+            pool_size,
+        }))
+    }
+
+    /// Parses `smtp://user:pass@host:port?tls=none|starttls|tls` (or `smtps://`).
+    pub fn parse_url(text: &str) -> Result<Self, ConfigError> {
+        let bad = |problem: String| ConfigError::new("SMTP_URL", problem);
+        let url = reqwest::Url::parse(text)
+            .map_err(|e| bad(format!("is not a URL like smtp://user:pass@host:port: {e}")))?;
+        let mut tls = match url.scheme() {
+            "smtp" => TlsMode::None,
+            "smtps" => TlsMode::Implicit,
+            other => return Err(bad(format!("scheme must be smtp or smtps, got {other:?}"))),
+        };
+        for (k, v) in url.query_pairs() {
+            if k == "tls" {
+                tls = TlsMode::parse("SMTP_URL", &v)?;
+            }
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("has no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let credentials = (!url.username().is_empty()).then(|| {
+            (
+                percent_decode(url.username()),
+                url.password().map(percent_decode).unwrap_or_default(),
+            )
+        });
+        Ok(Self {
+            host,
+            port: url.port().unwrap_or(tls.default_port()),
+            tls,
+            credentials,
+            ca_pem: None,
+            timeout: Duration::from_secs(15),
+            pool_size: 10,
+        })
+    }
+}
+
+/// Sends over SMTP with a pooled lettre transport.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    describe: String,
+}
+
+impl SmtpMailer {
+    pub fn new(s: &SmtpSettings) -> anyhow::Result<Self> {
+        let tls_parameters = || -> anyhow::Result<TlsParameters> {
+            let mut b = TlsParameters::builder(s.host.clone());
+            if let Some(pem) = &s.ca_pem {
+                b = b.add_root_certificate(Certificate::from_pem(pem.as_bytes())?);
+            }
+            Ok(b.build_rustls()?)
+        };
+        let tls = match s.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::StartTls => Tls::Required(tls_parameters()?),
+            TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+            .port(s.port)
+            .tls(tls)
+            .timeout(Some(s.timeout))
+            .pool_config(PoolConfig::new().max_size(s.pool_size.max(1)));
+        if let Some((user, pass)) = &s.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            describe: format!("smtp {}:{} ({:?})", s.host, s.port, s.tls),
+        })
+    }
+}
+
+/// The error text with its causes, e.g. `permanent error (550): mailbox unavailable`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
+        let message = build_message(mail)?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| MailError::retryable(chain(&e)))
+    }
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+/// Writes each email as `<dir>/<created>-<id>.eml` (local runs).
+pub struct FileMailer {
+    dir: PathBuf,
+}
+
+impl FileMailer {
+    pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create mail folder {}: {e}", dir.display()))?;
+        Ok(Self { dir })
+    }
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
+        let message = build_message(mail)?;
+        let name = format!(
+            "{}-{}.eml",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            mail.id
+        );
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        // Write then rename, so a reader never sees half a message.
+        tokio::fs::write(&tmp, message.formatted())
+            .await
+            .map_err(|e| MailError::retryable(format!("cannot write mail file: {e}")))?;
+        tokio::fs::rename(&tmp, self.dir.join(&name))
+            .await
+            .map_err(|e| MailError::retryable(format!("cannot write mail file: {e}")))
+    }
+    fn describe(&self) -> String {
+        format!("files in {}", self.dir.display())
+    }
+}
+
+/// The configured transport.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    Smtp(SmtpSettings),
+    Files(PathBuf),
+}
+
+impl MailTransport {
+    /// `NOTIFICATION_MAIL_DIR` (write files) wins; otherwise SMTP settings are required.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if let Some(dir) = env.raw("NOTIFICATION_MAIL_DIR") {
+            return Ok(Self::Files(PathBuf::from(dir)));
+        }
+        SmtpSettings::from_env(env)?.map(Self::Smtp).ok_or_else(|| {
+            ConfigError::new(
+                "SMTP_URL",
+                "is required (or SMTP_HOST, or NOTIFICATION_MAIL_DIR to write mail to files)",
+            )
+        })
+    }
+
+    pub fn mailer(&self) -> anyhow::Result<std::sync::Arc<dyn Mailer>> {
+        Ok(match self {
+            Self::Smtp(s) => std::sync::Arc::new(SmtpMailer::new(s)?),
+            Self::Files(dir) => std::sync::Arc::new(FileMailer::new(dir.clone())?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_urls_parse() {
+        let s = SmtpSettings::parse_url("smtp://us%40er:p%3Ass@mail.example.com:2525?tls=starttls")
+            .unwrap();
+        assert_eq!(s.host, "mail.example.com");
+        assert_eq!(s.port, 2525);
+        assert_eq!(s.tls, TlsMode::StartTls);
+        assert_eq!(s.credentials, Some(("us@er".into(), "p:ss".into())));
+        let s = SmtpSettings::parse_url("smtps://relay").unwrap();
+        assert_eq!(
+            (s.port, s.tls, s.credentials),
+            (465, TlsMode::Implicit, None)
+        );
+        let s = SmtpSettings::parse_url("smtp://127.0.0.1:1025").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("127.0.0.1", 1025, TlsMode::None)
+        );
+        assert!(SmtpSettings::parse_url("http://x").is_err());
+        assert!(SmtpSettings::parse_url("smtp://x?tls=maybe").is_err());
+        assert!(
+            !format!(
+                "{:?}",
+                SmtpSettings::parse_url("smtp://u:secret@h").unwrap()
+            )
+            .contains("secret")
+        );
+    }
+
+    #[test]
+    fn host_variables_are_an_alternative() {
+        let env = Env::from_map([
+            ("SMTP_HOST", "h"),
+            ("SMTP_TLS", "tls"),
+            ("SMTP_USERNAME", "u"),
+            ("SMTP_PASSWORD", "p"),
+        ]);
+        let s = SmtpSettings::from_env(&env).unwrap().unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("h", 465, TlsMode::Implicit)
+        );
+        assert!(
+            SmtpSettings::from_env(&Env::from_map::<[(&str, &str); 0], _, _>([]))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            MailTransport::from_env(&Env::from_map([("X", "y")]))
+                .unwrap_err()
+                .var,
+            "SMTP_URL"
+        );
+    }
+}
