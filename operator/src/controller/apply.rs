@@ -83,6 +83,9 @@ pub async fn apply_children(
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), ns, &child.kind.api_resource());
+        if let Some(live) = live {
+            hand_replicas_to_hpa(&api, child, live).await?;
+        }
         let applied = api
             .patch(child.name(), &params, &Patch::Apply(&child.obj))
             .await
@@ -104,6 +107,49 @@ pub async fn apply_children(
     }
     Ok(out)
 }
+
+/// When autoscaling turns on, our apply stops setting `spec.replicas`. Were we its only owner,
+/// the API server would drop the field and default it to 1 before the HPA notices. A second
+/// field manager first takes over the current value, so the count stays until the HPA changes it.
+async fn hand_replicas_to_hpa(
+    api: &Api<DynamicObject>,
+    child: &Child,
+    live: &DynamicObject,
+) -> Result<(), Error> {
+    let live_replicas = &live.data["spec"]["replicas"];
+    if child.kind != Kind::Deployment
+        || !child.obj.data["spec"]["replicas"].is_null()
+        || live_replicas.is_null()
+    {
+        return Ok(());
+    }
+    let we_own_replicas = live.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(MANAGER)
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+    });
+    if !we_own_replicas {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": child.name()},
+        "spec": {"replicas": live_replicas},
+    });
+    api.patch(
+        child.name(),
+        &PatchParams::apply(HPA_HANDOVER_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    metrics::counter!("helpdesk_operator_api_writes_total", "kind" => "Deployment").increment(1);
+    Ok(())
+}
+
+pub const HPA_HANDOVER_MANAGER: &str = "helpdesk-operator-hpa-handover";
 
 /// Deletes children that carry our labels and owner reference but are no longer desired
 /// (an old version's migration Job, an HPA after autoscaling was turned off, ...).

@@ -208,6 +208,17 @@ impl FakeApi {
     }
 }
 
+fn merge(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
 fn reply(code: u16, v: Value) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
@@ -301,18 +312,52 @@ impl State {
                 }
             }
             ("PATCH", Some(n), None) => {
+                let manager = query_param(query, "fieldManager").unwrap_or_default();
                 assert!(
-                    query.contains("fieldManager=helpdesk-operator"),
-                    "apply without field manager: {query}"
+                    manager.starts_with("helpdesk-operator"),
+                    "apply without our field manager: {query}"
                 );
-                let mut new = body.expect("apply body");
+                let body = body.expect("apply body");
                 assert!(
-                    new["apiVersion"].is_string() && new["kind"].is_string(),
+                    body["apiVersion"].is_string() && body["kind"].is_string(),
                     "apply body lacks apiVersion/kind"
                 );
                 let rv = self.next_rv();
                 self.uid += 1;
                 let old = self.objects.get(&key(&n)).cloned();
+                let mut managers: Vec<Value> = old
+                    .as_ref()
+                    .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m["manager"] != manager.as_str())
+                    .collect();
+                let mut new = body.clone();
+                if manager != "helpdesk-operator" {
+                    // Another manager only adds its fields to the live object.
+                    let mut merged = old.clone().unwrap_or(Value::Null);
+                    merge(&mut merged, &body);
+                    new = merged;
+                } else if new["kind"] == "Deployment" && new["spec"].get("replicas").is_none() {
+                    // Like the API server: a field nobody owns any more is removed, then defaulted.
+                    let other_owns = managers
+                        .iter()
+                        .any(|m| !m["fieldsV1"]["f:spec"]["f:replicas"].is_null());
+                    let live = old
+                        .as_ref()
+                        .map(|o| o["spec"]["replicas"].clone())
+                        .unwrap_or(Value::Null);
+                    new["spec"]["replicas"] = if other_owns && !live.is_null() {
+                        live
+                    } else {
+                        1.into()
+                    };
+                }
+                let mut fields = json!({"f:spec": {}});
+                if body["spec"].get("replicas").is_some() {
+                    fields["f:spec"]["f:replicas"] = json!({});
+                }
+                managers.push(json!({"manager": manager, "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": fields}));
                 let (uid, generation, st) = match &old {
                     Some(o) => {
                         let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -324,6 +369,7 @@ impl State {
                 new["metadata"]["uid"] = uid;
                 new["metadata"]["resourceVersion"] = rv.into();
                 new["metadata"]["generation"] = generation.into();
+                new["metadata"]["managedFields"] = managers.into();
                 if !st.is_null() {
                     new["status"] = st;
                 }
