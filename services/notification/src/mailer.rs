@@ -406,6 +406,46 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_file_mailer_writes_one_eml_per_email() {
+        let dir = std::env::temp_dir().join(format!("mail-{}", uuid::Uuid::new_v4()));
+        let mailer = FileMailer::new(dir.clone()).unwrap();
+        let mail = OutgoingMail {
+            id: uuid::Uuid::new_v4(),
+            from: "Helpdesk <help@example.com>".into(),
+            to: "ann@example.com".into(),
+            subject: "Hi".into(),
+            body: "Hello Ann".into(),
+        };
+        mailer.send(&mail).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert!(
+            files[0]
+                .to_string_lossy()
+                .ends_with(&format!("{}.eml", mail.id))
+        );
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(
+            text.contains("To: ann@example.com")
+                && text.contains("Subject: Hi")
+                && text.contains("Hello Ann")
+        );
+        let bad = OutgoingMail {
+            to: "not an address".into(),
+            ..mail
+        };
+        assert!(
+            !mailer.send(&bad).await.unwrap_err().retryable,
+            "a malformed address is not retried"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn host_variables_are_an_alternative() {
         let env = Env::from_map([

@@ -144,6 +144,19 @@ impl Sender {
         }
     }
 
+    /// How many emails one round claims: the batch size, but never more than the rate limit lets
+    /// this replica send within half a lease (a claim must not expire while it waits its turn).
+    fn claim_size(&self) -> i64 {
+        match self.config.rate_per_second {
+            0 => self.config.batch_size,
+            rate => {
+                let affordable =
+                    (f64::from(rate) * self.config.lease.as_secs_f64() / 2.0).floor() as i64;
+                self.config.batch_size.min(affordable.max(1))
+            }
+        }
+    }
+
     /// Claims one batch of due emails, sends them, and records each outcome. Tests call this to
     /// drive the sender step by step.
     pub async fn send_due(&self) -> sqlx::Result<SendReport> {
@@ -157,7 +170,7 @@ impl Sender {
              FROM due WHERE e.id = due.id \
              RETURNING e.id, e.recipient, e.subject, e.body, e.attempts",
         )
-        .bind(self.config.batch_size)
+        .bind(self.claim_size())
         .bind(claim_id)
         .bind(self.config.lease.as_secs_f64())
         .fetch_all(&self.pool)
@@ -169,14 +182,23 @@ impl Sender {
         let mut outcomes = futures_util::stream::iter(claimed)
             .map(|email| self.deliver(email, claim_id))
             .buffer_unordered(self.config.concurrency);
+        // Finish every claimed email even when recording one outcome fails, so nothing sent is
+        // left unrecorded because a sibling failed; the first error is returned afterwards.
+        let mut first_error = None;
         while let Some(outcome) = outcomes.next().await {
-            match outcome? {
-                Outcome::Sent => report.sent += 1,
-                Outcome::Retrying => report.retrying += 1,
-                Outcome::Failed => report.failed += 1,
+            match outcome {
+                Ok(Outcome::Sent) => report.sent += 1,
+                Ok(Outcome::Retrying) => report.retrying += 1,
+                Ok(Outcome::Failed) => report.failed += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(report)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     async fn deliver(&self, email: Claimed, claim_id: Uuid) -> sqlx::Result<Outcome> {

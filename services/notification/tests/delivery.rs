@@ -281,3 +281,30 @@ async fn starttls_and_implicit_tls_deliver_with_a_trusted_certificate() {
     }
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+#[tokio::test]
+async fn sending_respects_the_rate_limit() {
+    let sink = SmtpSink::start(&[]).await;
+    let mut p = Platform::new().await;
+    let env = driven(&[
+        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
+        ("NOTIFICATION_SEND_RATE_PER_SECOND", "20".into()),
+    ]);
+    let (base, _pool, sender) = start(&mut p, &env).await;
+    let token = p.keys.service_token("test");
+    let to = format!("{}@example.com", Uuid::new_v4().simple());
+    for i in 0..30 {
+        queue(&base, &token, &to, &format!("Rate {i}")).await;
+    }
+    let started = std::time::Instant::now();
+    let r = sender.send_due().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(r.sent, 30);
+    // A burst of 20, then one every 50 ms: the last 10 need at least 450 ms.
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "30 emails at 20/s took only {elapsed:?}"
+    );
+    assert_eq!(sink.wait_for(&to, 30).await.len(), 30);
+    p.finish().await;
+}

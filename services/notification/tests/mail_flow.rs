@@ -32,7 +32,7 @@ async fn welcome_and_reset_mails_arrive_and_the_reset_link_completes_the_reset()
         ("SMTP_URL", &smtp_url(&sink)),
         ("MAIL_FROM", "Helpdesk <help@helpdesk.test>"),
     ]);
-    let (_notif, _pool) = p.start_notification(config).await;
+    let (_notif, pool) = p.start_notification(config).await;
     let users = p.start_user_service(ADMIN).await;
     let c = http();
 
@@ -92,6 +92,28 @@ async fn welcome_and_reset_mails_arrive_and_the_reset_link_completes_the_reset()
     };
     assert_eq!(login("second-password").await, 200);
     assert_eq!(login("first-password").await, 401);
+
+    // Once sent, the stored reset email no longer holds the link; the welcome email keeps its body.
+    let bodies: Vec<(String, String, String)> =
+        eventually(Duration::from_secs(10), "both emails SENT", || async {
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT template, status, body FROM emails WHERE recipient = $1 ORDER BY created_at")
+                    .bind(&email)
+                    .fetch_all(&pool)
+                    .await
+                    .ok()?;
+            rows.iter().all(|r| r.1 == "SENT").then_some(rows)
+        })
+        .await;
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        (bodies[0].0.as_str(), bodies[0].2.contains("Hello Ada")),
+        ("welcome", true)
+    );
+    assert_eq!(
+        (bodies[1].0.as_str(), bodies[1].2.as_str()),
+        ("password_reset", "")
+    );
     p.finish().await;
 }
 
