@@ -61,6 +61,11 @@ impl EventHandler for Recorder {
         };
         entries::insert(tx, &entry).await?;
         metrics::counter!("helpdesk_audit_entries_recorded_total", "action" => event.event_type.clone()).increment(1);
+        // Event written (in the producer's transaction) → entry written.
+        let lag = (chrono::Utc::now() - event.timestamp)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!("helpdesk_audit_lag_seconds").record(lag.as_secs_f64());
         Ok(())
     }
 }

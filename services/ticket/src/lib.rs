@@ -188,6 +188,11 @@ pub async fn build(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
+    if config.audit.url.is_some() && config.audit.service_token.is_none() {
+        tracing::warn!(
+            "AUDIT_SERVICE_URL is set but SERVICE_TOKEN is not: audit-service will refuse the audit trail calls"
+        );
+    }
     let audit = config.audit.url.as_deref().map(|url| {
         PeerClient::new(
             "audit-service",

@@ -263,6 +263,7 @@ pub async fn create_ticket(
         .await?
         .ok_or_else(|| ApiError::internal("created ticket vanished"))?;
     tx.commit().await?;
+    metrics::counter!("helpdesk_tickets_created_total").increment(1);
     Ok((StatusCode::CREATED, ApiJson(ticket)))
 }
 

@@ -439,3 +439,43 @@ async fn writes_continue_while_audit_and_broker_are_down_and_the_log_catches_up(
     audit.stop().await;
     p.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_poison_user_event_is_dead_lettered_and_later_events_still_apply() {
+    let mut p = Platform::new().await;
+    let svc = p.start_ticket(None, &[]).await;
+    let poison = helpdesk_kit::bus::OutgoingMessage {
+        exchange: helpdesk_kit::events::USER_EVENTS.into(),
+        routing_key: "user.created".into(),
+        body: b"definitely not an envelope".to_vec(),
+        message_id: Uuid::new_v4().to_string(),
+        headers: Default::default(),
+    };
+    p.publish_raw(poison).await;
+    let user = p.announce_user(Role::User).await;
+    wait_user(&svc.pool, &user).await;
+    let dlq = format!("{}{}.dlq", p.prefix, ticket_service::USERS_QUEUE);
+    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = eventually(
+        WAIT,
+        "the poison message in the dead-letter queue",
+        || async {
+            ch.basic_get(
+                dlq.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|m| m.delivery.data.clone())
+        },
+    )
+    .await;
+    assert_eq!(dead, b"definitely not an envelope");
+    let _ = conn.close(200, "bye".into()).await;
+    svc.stop().await;
+    p.cleanup().await;
+}
