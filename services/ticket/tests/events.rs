@@ -307,7 +307,8 @@ async fn audit_service_down_gives_a_fast_503() {
             assert!(took < Duration::from_secs(2), "{name} #{i} took {took:?}");
             if i >= 6 {
                 assert!(
-                    took < Duration::from_millis(200),
+                    // Less than one attempt's timeout (800 ms): no attempt was made.
+                    took < Duration::from_millis(600),
                     "the breaker answers at once ({name}: {took:?})"
                 );
             }

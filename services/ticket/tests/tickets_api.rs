@@ -273,6 +273,26 @@ async fn lists_filter_and_scope_by_role() {
     let r = api.get("/tickets/inbox", &agent.token).await;
     assert_eq!(r.body[0]["assignedTo"]["id"], agent.id.to_string());
     assert!(r.header("x-next-cursor").is_none(), "no next page");
+
+    // Operational routes and the OpenAPI document.
+    let anon = |path: &'static str| api.call(Method::GET, path, None, None);
+    assert_eq!(anon("/health").await.status, 200);
+    assert_eq!(anon("/ready").await.status, 200);
+    let doc = anon("/api/openapi.json").await;
+    for path in [
+        "/tickets",
+        "/tickets/inbox",
+        "/tickets/{id}",
+        "/tickets/{id}/assign",
+        "/tickets/{id}/comments",
+        "/tickets/{id}/audit",
+    ] {
+        assert!(doc.body["paths"].get(path).is_some(), "{path} documented");
+    }
+    let r = api
+        .call(Method::GET, "/tickets", Some(&alice.token), None)
+        .await;
+    assert!(r.header("x-request-id").is_some());
     svc.stop().await;
     p.cleanup().await;
 }
