@@ -1,5 +1,6 @@
 //! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
 
+mod bench;
 mod platform;
 mod postgres;
 
@@ -46,6 +47,25 @@ enum Cmd {
         #[arg(long, default_value = ".helpdesk")]
         data_dir: PathBuf,
     },
+    /// Drive a realistic mix of requests against a running platform and print latencies.
+    Bench {
+        /// Base URL of the platform.
+        #[arg(long, default_value = "http://localhost:8080")]
+        base_url: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Admin account (default: the one `helpdesk up` stored in --data-dir).
+        #[arg(long)]
+        admin_email: Option<String>,
+        #[arg(long)]
+        admin_password: Option<String>,
+        #[arg(long, default_value = ".helpdesk")]
+        data_dir: PathBuf,
+    },
     /// Run every service's migrations against DATABASE_URL (or the private PostgreSQL) and exit.
     Migrate {
         #[arg(long, default_value = ".helpdesk")]
@@ -77,6 +97,29 @@ fn main() -> ExitCode {
             data_dir,
         } => rt.block_on(up(SocketAddr::new(bind, port), &data_dir)),
         Cmd::Migrate { data_dir } => rt.block_on(migrate(&data_dir)),
+        Cmd::Bench {
+            base_url,
+            concurrency,
+            seconds,
+            admin_email,
+            admin_password,
+            data_dir,
+        } => {
+            let stored =
+                std::fs::read_to_string(data_dir.join("admin-credentials")).unwrap_or_default();
+            let (email, password) = stored
+                .trim()
+                .split_once('\n')
+                .map(|(e, p)| (e.to_string(), p.to_string()))
+                .unwrap_or_default();
+            rt.block_on(bench::run(bench::BenchOptions {
+                base_url,
+                concurrency: concurrency.max(1),
+                duration: Duration::from_secs(seconds),
+                admin_email: admin_email.unwrap_or(email),
+                admin_password: admin_password.unwrap_or(password),
+            }))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
