@@ -36,7 +36,9 @@ async fn cluster() -> Option<Client> {
 #[tokio::test]
 async fn platform_on_a_real_cluster() {
     let Some(client) = cluster().await else {
-        eprintln!("skipped: no cluster (set KUBECONFIG to a reachable cluster to run the real-cluster suite)");
+        eprintln!(
+            "skipped: no cluster (set KUBECONFIG to a reachable cluster to run the real-cluster suite)"
+        );
         return;
     };
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -52,7 +54,10 @@ async fn platform_on_a_real_cluster() {
     let ns = format!("helpdesk-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
         .await
         .expect("create namespace");
 
@@ -64,29 +69,53 @@ async fn platform_on_a_real_cluster() {
             "spec": {"version": "0.1.0", "ingress": {"host": "helpdesk.e2e.example.com"}},
         }))
         .unwrap();
-        platforms.create(&PostParams::default(), &p).await.expect("create platform");
+        platforms
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create platform");
         let ctx = Context::new(client.clone(), Some("e2e".into()));
         let p = platforms.get("hd").await.unwrap();
         let report = reconcile_platform(&p, &ctx).await.expect("first reconcile");
-        assert!(report.outcome.applied.len() > 20, "{:?}", report.outcome.applied);
+        assert!(
+            report.outcome.applied.len() > 20,
+            "{:?}",
+            report.outcome.applied
+        );
 
         let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-        assert_eq!(jobs.list(&ListParams::default()).await.unwrap().items.len(), 5);
+        assert_eq!(
+            jobs.list(&ListParams::default()).await.unwrap().items.len(),
+            5
+        );
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let jwt = secrets.get("hd-jwt").await.expect("generated signing key");
-        let st = platforms.get_status("hd").await.unwrap().status.expect("status written");
+        let st = platforms
+            .get_status("hd")
+            .await
+            .unwrap()
+            .status
+            .expect("status written");
         assert_eq!(st.url.as_deref(), Some("https://helpdesk.e2e.example.com"));
 
         // Second pass without changes: nothing applied, secrets unchanged.
         let p = platforms.get("hd").await.unwrap();
-        let report = reconcile_platform(&p, &ctx).await.expect("second reconcile");
+        let report = reconcile_platform(&p, &ctx)
+            .await
+            .expect("second reconcile");
         assert_eq!(report.outcome.writes(), 0, "{:?}", report.outcome);
         assert_eq!(secrets.get("hd-jwt").await.unwrap().data, jwt.data);
 
         // Deployments only after migrations: none yet unless the images ran.
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        let n = deployments.list(&ListParams::default()).await.unwrap().items.len();
-        eprintln!("real cluster: {n} Deployments after two passes (created once migrations succeed)");
+        let n = deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        eprintln!(
+            "real cluster: {n} Deployments after two passes (created once migrations succeed)"
+        );
     }
     .await;
 

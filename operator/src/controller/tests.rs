@@ -701,7 +701,83 @@ async fn figures_reconcile_time_and_noop_writes() {
     }
     let noop = t.elapsed() / n;
     assert_eq!(writes, 0);
+    // Where the time of a no-op pass goes: the pure build alone.
+    let p = h.platform();
+    let caps = crate::validate::Capabilities::default();
+    let t = Instant::now();
+    for _ in 0..n {
+        let r = crate::validate::validate(&p, &caps).unwrap();
+        let m = crate::material::SecretMaterial::generate("a@b.c", true, true);
+        crate::build::build(&crate::build::BuildInput {
+            platform: &p,
+            resolved: &r,
+            material: &m,
+            deploy_versions: Default::default(),
+        });
+    }
+    eprintln!(
+        "FIGURES pure build (with fresh key generation) {:?} avg",
+        t.elapsed() / n
+    );
     eprintln!(
         "FIGURES full platform vs mocked API: first reconcile {first:?} ({first_writes} writes, {first_requests} requests); no-op reconcile {noop:?} avg, {writes} writes over {n} passes"
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory figure: `cargo nextest run -p helpdesk-operator figures_rss --run-ignored only --no-capture`.
+#[tokio::test]
+#[ignore = "figure, not a check; run explicitly"]
+async fn figures_rss_with_50_platforms() {
+    let fake = FakeApi::new();
+    let ctx = Context::new(fake.client(), Some("rss".into()));
+    let before = rss_kib();
+    let t = Instant::now();
+    for i in 0..50 {
+        fake.put(
+            &format!("/apis/helpdesk.dev/v1alpha1/namespaces/ns{i}/helpdeskplatforms/hd"),
+            json!({"apiVersion": "helpdesk.dev/v1alpha1", "kind": "HelpdeskPlatform",
+                   "metadata": {"name": "hd", "namespace": format!("ns{i}")},
+                   "spec": {"version": "0.1.0", "ingress": {"host": format!("hd{i}.example.com")},
+                            "services": {"ticket": {"replicas": 2}}, "frontend": {"image": "fe:1"}}}),
+        );
+    }
+    for pass in 0..3 {
+        for i in 0..50 {
+            let path = format!("/apis/helpdesk.dev/v1alpha1/namespaces/ns{i}/helpdeskplatforms/hd");
+            let p: HelpdeskPlatform = serde_json::from_value(fake.get(&path).unwrap()).unwrap();
+            fake.clear_requests();
+            reconcile_platform(&p, &ctx).await.unwrap();
+            if pass == 0 {
+                for job in fake.names(&format!("/apis/batch/v1/namespaces/ns{i}/jobs")) {
+                    fake.edit(
+                        &format!("/apis/batch/v1/namespaces/ns{i}/jobs/{job}"),
+                        |j| {
+                            j["status"] = json!({"succeeded": 1});
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let after = rss_kib();
+    let objects: usize = (0..50)
+        .map(|i| {
+            fake.names(&format!("/apis/apps/v1/namespaces/ns{i}/deployments"))
+                .len()
+        })
+        .sum();
+    assert_eq!(objects, 50 * 6);
+    eprintln!(
+        "FIGURES 50 platforms, 3 passes each in {:?}: process RSS {before} KiB before, {after} KiB after (includes the in-memory API server holding every object)",
+        t.elapsed()
     );
 }
