@@ -1,6 +1,7 @@
 //! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
 
 mod bench;
+mod gateway;
 mod platform;
 mod postgres;
 
@@ -46,6 +47,14 @@ enum Cmd {
         /// Where the private PostgreSQL, keys, admin credentials and mail live.
         #[arg(long, default_value = ".helpdesk")]
         data_dir: PathBuf,
+    },
+    /// Route one port to separately running services (USER_SERVICE_URL, TICKET_SERVICE_URL, ...)
+    /// with the ingress's path table.
+    Gateway {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
     },
     /// Drive a realistic mix of requests against a running platform and print latencies.
     Bench {
@@ -97,6 +106,9 @@ fn main() -> ExitCode {
             data_dir,
         } => rt.block_on(up(SocketAddr::new(bind, port), &data_dir)),
         Cmd::Migrate { data_dir } => rt.block_on(migrate(&data_dir)),
+        Cmd::Gateway { port, bind } => {
+            rt.block_on(gateway::run(SocketAddr::new(bind, port), &Env::process()))
+        }
         Cmd::Bench {
             base_url,
             concurrency,

@@ -1,0 +1,125 @@
+//! `helpdesk gateway`: the ingress's path routing in front of separately running services, for
+//! running the platform as five processes behind one port (as in the cluster).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use helpdesk_kit::config::Env;
+use helpdesk_kit::error::error_response;
+use helpdesk_kit::runtime;
+
+use crate::platform::PUBLIC_ROUTES;
+
+struct Upstreams {
+    http: reqwest::Client,
+    /// (prefix, base URL)
+    routes: Vec<(&'static str, String)>,
+    body_limit: usize,
+}
+
+/// The upstream variable of a service, e.g. `ticket-service` → `TICKET_SERVICE_URL`.
+pub fn upstream_var(service: &str) -> String {
+    format!("{}_URL", service.to_ascii_uppercase().replace('-', "_"))
+}
+
+const HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+async fn forward(
+    State(up): State<Arc<Upstreams>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let Some((_, base)) = up
+        .routes
+        .iter()
+        .find(|(p, _)| path == *p || path.starts_with(&format!("{p}/")))
+    else {
+        return error_response(StatusCode::NOT_FOUND, "Not found");
+    };
+    let target = format!(
+        "{base}{}",
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, up.body_limit).await else {
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large");
+    };
+    let mut out = up.http.request(parts.method, target).body(bytes);
+    for (name, value) in parts.headers.iter() {
+        if !HOP_BY_HOP.contains(name) {
+            out = out.header(name, value);
+        }
+    }
+    out = out.header("x-forwarded-for", peer.ip().to_string());
+    match out.send().await {
+        Ok(res) => {
+            let mut builder = Response::builder().status(res.status());
+            for (name, value) in res.headers() {
+                if !HOP_BY_HOP.contains(name) && name != header::CONTENT_LENGTH {
+                    builder = builder.header(name, value);
+                }
+            }
+            match res.bytes().await {
+                Ok(b) => builder
+                    .body(Body::from(b))
+                    .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response()),
+                Err(_) => {
+                    error_response(StatusCode::BAD_GATEWAY, "The service's answer was cut off")
+                }
+            }
+        }
+        Err(e) if e.is_timeout() => error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "The service did not answer in time",
+        ),
+        Err(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is unavailable",
+        ),
+    }
+}
+
+/// Serves the gateway on `addr` until Ctrl-C.
+pub async fn run(addr: SocketAddr, env: &Env) -> anyhow::Result<()> {
+    let mut routes = Vec::new();
+    for (prefix, service) in PUBLIC_ROUTES {
+        let var = upstream_var(service);
+        let base = env.required(&var)?;
+        routes.push((*prefix, base.trim_end_matches('/').to_string()));
+    }
+    let up = Arc::new(Upstreams {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?,
+        routes,
+        body_limit: env.parse_or("HTTP_BODY_LIMIT_BYTES", 1024 * 1024)? + 1,
+    });
+    let app = Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "service": "gateway"}))
+            }),
+        )
+        .fallback(forward)
+        .with_state(up);
+    let listener = runtime::bind(addr).await?;
+    println!("Helpdesk gateway on http://{}", listener.local_addr()?);
+    runtime::serve(listener, app, runtime::shutdown_on_signals()).await?;
+    Ok(())
+}
