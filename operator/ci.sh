@@ -87,9 +87,10 @@ if [ -d "$ROOT/openshift/bundle" ]; then
   step "OLM bundle"
   "$OP" crd | diff -q - "$ROOT/openshift/bundle/manifests/helpdeskplatforms.helpdesk.dev.crd.yaml" >/dev/null \
     || { echo "openshift bundle CRD drifted: run operator/scripts/sync-crds.sh" >&2; exit 1; }
-  python3 - "$ROOT/openshift/bundle" <<'PY'
+  python3 - "$ROOT/openshift/bundle" "$OUT/chart-default.yaml" <<'PY'
 import sys, yaml, json, pathlib
 root = pathlib.Path(sys.argv[1])
+chart = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
 csv = yaml.safe_load((root / "manifests/helpdesk-operator.clusterserviceversion.yaml").read_text())
 assert csv["kind"] == "ClusterServiceVersion", "not a CSV"
 owned = csv["spec"]["customresourcedefinitions"]["owned"]
@@ -99,8 +100,17 @@ assert examples and examples[0]["kind"] == "HelpdeskPlatform", "alm-examples mis
 assert csv["spec"]["install"]["strategy"] == "deployment"
 ann = yaml.safe_load((root / "metadata/annotations.yaml").read_text())["annotations"]
 assert ann["operators.operatorframework.io.bundle.package.v1"] == "helpdesk-operator"
+role = next(d for d in chart if d["kind"] == "ClusterRole")
+csv_rules = csv["spec"]["install"]["spec"]["clusterPermissions"][0]["rules"]
+assert csv_rules == role["rules"], "CSV clusterPermissions differ from the chart's ClusterRole"
+lease = next(d for d in chart if d["kind"] == "Role")
+assert csv["spec"]["install"]["spec"]["permissions"][0]["rules"] == lease["rules"], "CSV permissions differ from the chart"
+for d in csv["spec"]["install"]["spec"]["deployments"]:
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": d["name"]}, "spec": d["spec"]}
+    open(pathlib.Path(sys.argv[2]).with_name("csv-deployment.yaml"), "w").write(yaml.safe_dump(dep))
 print("bundle ok:", csv["metadata"]["name"])
 PY
+  $KV --strict --quiet --no-warn "$OUT/csv-deployment.yaml"
 fi
 
 step "real-cluster suite (skipped with a notice when KUBECONFIG is not a reachable cluster)"
