@@ -1,6 +1,6 @@
 //! ticket-service: tickets, comments, assignment, and the ticket's audit trail.
 //!
-//! Modules: [`tickets`] (ticket routes and SQL), [`comments`] (comment routes and SQL),
+//! Modules: [`tickets`] (ticket routes and SQL), [`listing`] (lists, filters, pages), [`comments`] (comment routes and SQL),
 //! [`assignment`] (assigning and unassigning), [`audit_trail`] (`GET /tickets/:id/audit`, a call to
 //! audit-service), [`users`] (the read model of users fed by `user.*` events, the [`users::Caller`]
 //! extractor, and the `user.deleted` cascade), [`pagination`] (keyset cursors).
@@ -8,6 +8,7 @@
 pub mod assignment;
 pub mod audit_trail;
 pub mod comments;
+pub mod listing;
 pub mod pagination;
 pub mod tickets;
 pub mod users;
@@ -133,7 +134,7 @@ impl FromRef<AppState> for Arc<JwtKeys> {
 #[openapi(
     info(title = "Helpdesk ticket-service", description = "Tickets, comments and assignment"),
     paths(
-        tickets::create_ticket, tickets::list_tickets, tickets::inbox, tickets::get_ticket,
+        tickets::create_ticket, listing::list_tickets, listing::inbox, tickets::get_ticket,
         tickets::update_ticket, tickets::delete_ticket, assignment::assign_ticket,
         comments::list_comments, comments::add_comment, audit_trail::ticket_audit,
     ),
