@@ -234,20 +234,31 @@ async fn role_changes_and_deletions_take_effect_in_user_service_with_the_contrac
 }
 
 #[tokio::test]
-async fn user_service_down_answers_503_quickly_and_the_dashboard_keeps_working() {
+async fn a_hanging_user_service_times_out_to_503_and_the_breaker_then_answers_at_once() {
     let mut p = Platform::new().await;
-    let dead = format!("http://127.0.0.1:{}", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    // A peer that accepts connections and never answers.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = format!("http://{}", hang.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            held.push(socket);
+        }
     });
-    let (admin, _pool) = p.start_admin(&dead, &[("ADMIN_PEER_TIMEOUT", "1s")]).await;
+    let (admin, _pool) = p
+        .start_admin(
+            &peer,
+            &[("ADMIN_PEER_TIMEOUT", "1s"), ("ADMIN_PEER_RETRIES", "2")],
+        )
+        .await;
     let c = http();
     let root = p
         .keys
         .keys
         .issue_user_token(Uuid::new_v4(), "r@example.com", Role::Admin)
         .unwrap();
-    for _ in 0..7 {
+    // Two listings: three timed-out attempts each, then 503 in the contract's shape.
+    for _ in 0..2 {
         let started = Instant::now();
         let res = c
             .get(format!("{admin}/admin/users"))
@@ -255,19 +266,15 @@ async fn user_service_down_answers_503_quickly_and_the_dashboard_keeps_working()
             .send()
             .await
             .unwrap();
+        let took = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "bounded by timeout and retries"
+            took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+            "bounded by timeout and retries: {took:?}"
         );
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 503);
-        assert!(
-            body["message"].as_str().unwrap().contains("user-service"),
-            "{body}"
-        );
+        let message = error(res, 503).await;
+        assert!(message.contains("user-service"), "{message}");
     }
-    // The breaker is open now: the answer is immediate.
+    // Six failures opened the breaker: the next call does not wait for the peer at all.
     let started = Instant::now();
     let res = c
         .patch(format!("{admin}/admin/users/{}/role", Uuid::new_v4()))
@@ -278,8 +285,9 @@ async fn user_service_down_answers_503_quickly_and_the_dashboard_keeps_working()
         .unwrap();
     assert_eq!(res.status(), 503);
     assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "open breaker answers at once"
+        started.elapsed() < Duration::from_millis(900),
+        "open breaker answers at once: {:?}",
+        started.elapsed()
     );
     let res = c
         .get(format!("{admin}/admin/dashboard/statistics"))

@@ -132,6 +132,35 @@ impl Platform {
         format!("http://{addr}")
     }
 
+    /// Starts ticket-service (without audit-service); returns its base URL. Start it before
+    /// user-service so its users queue exists when the first `user.created` is published.
+    pub async fn start_ticket_service(&mut self) -> String {
+        let schema = unique("t_ticket_");
+        self.schemas.push(schema.clone());
+        let mut env = self.base_env("TICKET_DB_SCHEMA", &schema);
+        env.push(("TICKET_OUTBOX_POLL_INTERVAL".into(), "200ms".into()));
+        let config = ticket_service::Config::from_env(&Env::from_map(env)).expect("ticket config");
+        let pool = db::connect(&config.db).await.expect("connect");
+        db::migrate(&pool, &ticket_service::MIGRATOR)
+            .await
+            .expect("migrate");
+        self.prebind(&ticket_service::users_subscription(&config))
+            .await;
+        let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
+        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = ticket_service::build(config, pool, bus, self.shutdown.clone())
+            .await
+            .expect("build");
+        tokio::spawn(runtime::run(
+            listener,
+            service.router,
+            service.workers,
+            self.shutdown.clone(),
+        ));
+        format!("http://{addr}")
+    }
+
     /// Declares and binds a consumer's queue before anything is published.
     pub async fn prebind(&mut self, sub: &Subscription) {
         let bus = AmqpBus::new(&testing::amqp_url(), &self.prefix);
