@@ -39,7 +39,7 @@ export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config"
 "$HELM" version --short
 
 step "build helpdesk-operator"
-(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --bin helpdesk-operator)
+(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --bin helpdesk-operator --example fleet_figures)
 OP="$TARGET/debug/helpdesk-operator"
 
 step "CRD in crds/ is what the types generate"
@@ -118,6 +118,9 @@ if ! (cd "$ROOT" && cargo test --quiet -p helpdesk-operator --test cluster -- --
   cat "$OUT/cluster.log" >&2; echo "real-cluster suite failed" >&2; exit 1
 fi
 grep -E "skipped|real cluster" "$OUT/cluster.log" || true
+
+step "end to end: the real 'run' process (leader election, controller) against the in-memory API over HTTP"
+"$TARGET/debug/examples/fleet_figures" 10 "$OP"
 
 step "ok"
 echo "operator ci: all checks passed"

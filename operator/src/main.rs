@@ -55,6 +55,9 @@ enum Command {
         /// Identity in the Lease; the pod name in a cluster.
         #[arg(long, env = "POD_NAME")]
         pod_name: Option<String>,
+        /// Platforms reconciled at the same time.
+        #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
+        concurrency: u16,
     },
 }
 
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             lease_namespace,
             lease_name,
             pod_name,
+            concurrency,
         } => {
             let namespaces = watch_namespaces
                 .split(',')
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
                     lease_namespace,
                     lease_name,
                     pod_name,
+                    concurrency,
                 ))?;
         }
         Command::Crd => print!("{}", crd::crd_yaml()),
@@ -118,6 +123,7 @@ async fn run(
     lease_namespace: Option<String>,
     lease_name: String,
     pod_name: Option<String>,
+    concurrency: u16,
 ) -> anyhow::Result<()> {
     telemetry::init_logging();
     let handle = telemetry::init_metrics()?;
@@ -136,7 +142,7 @@ async fn run(
     metrics::gauge!("helpdesk_operator_leader").set(1.0);
     tracing::info!(?namespaces, "starting controller");
     tokio::select! {
-        _ = controller::run(client, namespaces, Some(identity)) => Ok(()),
+        _ = controller::run(client, namespaces, Some(identity), concurrency) => Ok(()),
         _ = elector.hold() => {
             metrics::gauge!("helpdesk_operator_leader").set(0.0);
             // Exit so the pod restarts as a follower instead of reconciling next to the new leader.

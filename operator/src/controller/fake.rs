@@ -34,6 +34,7 @@ struct State {
     failures: Vec<(String, String, u16)>,
     rv: u64,
     uid: u64,
+    simulate: bool,
 }
 
 #[derive(Clone, Default)]
@@ -92,6 +93,17 @@ impl FakeApi {
             async move { Ok::<_, Infallible>(fake.handle(req).await) }
         });
         Client::new(svc, "default")
+    }
+
+    /// Acts like the cluster's own controllers: applied Jobs succeed and applied Deployments and
+    /// StatefulSets are rolled out at once (for end-to-end runs of the real controller).
+    pub fn simulate_controllers(&self) {
+        self.state.lock().unwrap().simulate = true;
+    }
+
+    /// Handles one HTTP request (for serving this fake over a real socket).
+    pub async fn serve(&self, req: Request<Body>) -> Response<Body> {
+        self.handle(req).await
     }
 
     /// Makes discovery report an optional API group/version (e.g. `route.openshift.io/v1`).
@@ -227,7 +239,47 @@ fn reply(code: u16, v: Value) -> Response<Body> {
         .unwrap()
 }
 
+/// What the Job, Deployment and StatefulSet controllers would eventually write.
+fn simulate(obj: &mut Value) {
+    let generation = obj["metadata"]["generation"].clone();
+    match obj["kind"].as_str() {
+        Some("Job") => {
+            obj["status"] =
+                json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+        }
+        Some("Deployment") | Some("StatefulSet") => {
+            let n = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+            obj["status"] = json!({"replicas": n, "readyReplicas": n, "updatedReplicas": n, "observedGeneration": generation});
+        }
+        _ => {}
+    }
+}
+
 impl State {
+    /// `GET /apis/<g>/<v>/<plural>` (or `/api/v1/<plural>`): a list across namespaces.
+    fn list_all_namespaces(&self, parts: &[&str], query: &str) -> (u16, Value) {
+        let Some((plural, base)) = parts.split_last() else {
+            return (404, status(404, "NotFound", "unsupported path"));
+        };
+        let prefix = format!("/{}/namespaces/", base.join("/"));
+        let selector = query_param(query, "labelSelector").unwrap_or_default();
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.strip_prefix(&prefix).is_some_and(|rest| {
+                    let seg: Vec<&str> = rest.split('/').collect();
+                    seg.len() == 3 && seg[1] == *plural
+                }) && labels_match(v, &selector)
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        (
+            200,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+        )
+    }
+
     fn next_rv(&mut self) -> String {
         self.rv += 1;
         self.rv.to_string()
@@ -266,6 +318,9 @@ impl State {
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
                 "resources": [{"name": plural, "singularName": "", "namespaced": true, "kind": "X", "verbs": ["get", "list"]}]}),
             );
+        }
+        if method == "GET" && !parts.contains(&"namespaces") {
+            return self.list_all_namespaces(&parts, query);
         }
         let Some((collection, name, sub)) = split(path) else {
             return (404, status(404, "NotFound", "unsupported path"));
@@ -370,6 +425,9 @@ impl State {
                 new["metadata"]["resourceVersion"] = rv.into();
                 new["metadata"]["generation"] = generation.into();
                 new["metadata"]["managedFields"] = managers.into();
+                if self.simulate {
+                    simulate(&mut new);
+                }
                 if !st.is_null() {
                     new["status"] = st;
                 }

@@ -324,7 +324,13 @@ fn error_policy(
 }
 
 /// Runs the controller for the given namespaces (empty: all namespaces) until shutdown.
-pub async fn run(client: Client, namespaces: Vec<String>, instance: Option<String>) {
+/// `concurrency` bounds the platforms reconciled at once (memory and API pressure).
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    instance: Option<String>,
+    concurrency: u16,
+) {
     let ctx = Arc::new(Context::new(client.clone(), instance));
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
@@ -350,6 +356,12 @@ pub async fn run(client: Client, namespaces: Vec<String>, instance: Option<Strin
         };
         let (platforms, deployments, jobs, sets) = api(&client);
         Controller::new(platforms, watcher::Config::default().any_semantic())
+            .with_config(
+                kube::runtime::controller::Config::default()
+                    .concurrency(concurrency)
+                    .debounce(Duration::from_millis(500)),
+            )
+            // Owned objects are watched metadata-only by kube-runtime: only their owner matters.
             .owns(deployments, owned.clone())
             .owns(jobs, owned.clone())
             .owns(sets, owned.clone())
@@ -364,7 +376,8 @@ pub async fn run(client: Client, namespaces: Vec<String>, instance: Option<Strin
     futures_util::future::join_all(controllers).await;
 }
 
-#[cfg(test)]
+/// In-memory API server for tests and the figures example; not part of the operator's API.
+#[doc(hidden)]
 pub mod fake;
 #[cfg(test)]
 mod tests;
