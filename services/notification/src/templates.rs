@@ -42,6 +42,36 @@ pub const TICKET_ASSIGNED: &str = "ticket_assigned";
 pub const TICKET_ASSIGNED_TO_YOU: &str = "ticket_assigned_to_you";
 pub const TICKET_UNASSIGNED: &str = "ticket_unassigned";
 
+/// The data the event triggers provide to each built-in template: an overriding template may use
+/// any of these placeholders and no other (checked at start-up).
+pub const PROVIDED: [(&str, &[&str]); 7] = [
+    (WELCOME, &["firstName", "email", "loginUrl"]),
+    (PASSWORD_RESET, &["firstName", "resetLink", "expiresAt"]),
+    (
+        TICKET_CREATED,
+        &[
+            "title",
+            "ticketId",
+            "creatorName",
+            "creatorEmail",
+            "ticketUrl",
+        ],
+    ),
+    (
+        TICKET_STATUS_CHANGED,
+        &["firstName", "title", "oldStatus", "newStatus", "ticketUrl"],
+    ),
+    (
+        TICKET_ASSIGNED,
+        &["firstName", "title", "assigneeName", "ticketUrl"],
+    ),
+    (
+        TICKET_ASSIGNED_TO_YOU,
+        &["firstName", "title", "creatorName", "ticketUrl"],
+    ),
+    (TICKET_UNASSIGNED, &["firstName", "title", "ticketUrl"]),
+];
+
 /// Templates whose rendered body carries a secret (the reset link): the body is blanked in the
 /// table once the email is sent or has failed for good.
 pub fn is_sensitive(name: &str) -> bool {
@@ -71,6 +101,8 @@ pub enum TemplateError {
     Unknown(String),
     #[error("data is missing {}", .0.join(", "))]
     MissingData(Vec<String>),
+    #[error("template {0:?} uses a placeholder its event does not provide: {1}")]
+    Override(String, String),
     #[error("cannot read templates from {path}: {error}")]
     Io { path: String, error: String },
 }
@@ -166,9 +198,15 @@ impl Templates {
                 continue;
             };
             let text = std::fs::read_to_string(&path).map_err(io)?;
-            templates
-                .by_name
-                .insert(name.to_string(), Template::parse(name, &text)?);
+            let template = Template::parse(name, &text)?;
+            // An override of a built-in may only use the data its trigger provides.
+            if let Some((_, keys)) = PROVIDED.iter().find(|(n, _)| *n == name) {
+                let sample = data(keys.iter().map(|k| (*k, String::new())));
+                template
+                    .render(&sample)
+                    .map_err(|e| TemplateError::Override(name.to_string(), e.to_string()))?;
+            }
+            templates.by_name.insert(name.to_string(), template);
         }
         Ok(templates)
     }
@@ -225,6 +263,35 @@ mod tests {
             ]))
             .unwrap();
         assert!(!r.subject.contains('\n'), "the subject stays one line");
+    }
+
+    #[test]
+    fn built_ins_use_exactly_the_provided_data() {
+        let t = Templates::built_in();
+        for (name, keys) in PROVIDED {
+            let all = data(keys.iter().map(|k| (*k, format!("<{k}>"))));
+            let r = t.render(name, &all).unwrap();
+            for k in keys {
+                assert!(
+                    r.subject.contains(&format!("<{k}>")) || r.body.contains(&format!("<{k}>")),
+                    "{name} does not use {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_override_needing_unknown_data_is_refused_at_load() {
+        let dir = std::env::temp_dir().join(format!("tpl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("welcome.txt"),
+            "Subject: Hi {{nickname}}\n\nBody\n",
+        )
+        .unwrap();
+        let err = Templates::load(Some(&dir)).unwrap_err();
+        assert!(err.to_string().contains("nickname"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
