@@ -808,7 +808,19 @@ spec:
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == crd_yaml(),
-            "{CRD_FILE} is out of date: run `cargo run -p helpdesk-operator -- crd > {CRD_FILE}`"
+            "{CRD_FILE} is out of date: run operator/scripts/sync-crds.sh"
         );
+        // The chart and the OLM bundle ship the same file.
+        for copy in [
+            "/../charts/helpdesk-operator/crds/helpdeskplatforms.helpdesk.dev.yaml",
+            "/../openshift/bundle/manifests/helpdeskplatforms.helpdesk.dev.crd.yaml",
+        ] {
+            let path = format!("{}{copy}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                text == committed,
+                "{path} differs from {CRD_FILE}: run operator/scripts/sync-crds.sh"
+            );
+        }
     }
 }

@@ -142,7 +142,13 @@ async fn run(
     metrics::gauge!("helpdesk_operator_leader").set(1.0);
     tracing::info!(?namespaces, "starting controller");
     tokio::select! {
-        _ = controller::run(client, namespaces, Some(identity), concurrency) => Ok(()),
+        _ = controller::run(client, namespaces, Some(identity), concurrency) => {
+            // Shutdown (SIGTERM): hand the lease over instead of letting it expire.
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "cannot release the lease");
+            }
+            Ok(())
+        }
         _ = elector.hold() => {
             metrics::gauge!("helpdesk_operator_leader").set(0.0);
             // Exit so the pod restarts as a follower instead of reconciling next to the new leader.

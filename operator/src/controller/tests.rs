@@ -674,6 +674,17 @@ async fn leader_election_on_a_lease() {
     assert_eq!(l["spec"]["holderIdentity"], "b");
     assert_eq!(l["spec"]["leaseTransitions"], 1);
     assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+    a.release().await.unwrap();
+    assert_eq!(
+        fake.get(lease).unwrap()["spec"]["holderIdentity"],
+        "b",
+        "only the holder releases"
+    );
+    b.release().await.unwrap();
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a released lease is free at once"
+    );
 }
 
 /// Figures for the issue note: `cargo nextest run -p helpdesk-operator figures --no-capture`.
@@ -721,6 +732,35 @@ async fn figures_reconcile_time_and_noop_writes() {
     );
     eprintln!(
         "FIGURES full platform vs mocked API: first reconcile {first:?} ({first_writes} writes, {first_requests} requests); no-op reconcile {noop:?} avg, {writes} writes over {n} passes"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_conditions_keep_their_transition_time() {
+    let h = Harness::minimal().settled().await;
+    let p = h.platform();
+    let before = p.status.clone().unwrap();
+    let t0 = before.conditions[0].last_transition_time.clone();
+    assert!(t0.is_some());
+    // Scale up: Ready flips to False (new time), Degraded stays False (time kept).
+    h.edit_spec(|s| s["services"]["user"]["replicas"] = 3.into());
+    h.reconcile().await.unwrap();
+    let after = h.platform().status.unwrap();
+    let time = |s: &crate::crd::HelpdeskPlatformStatus, t: &str| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .last_transition_time
+            .clone()
+    };
+    assert_eq!(time(&after, "Degraded"), time(&before, "Degraded"));
+    assert_eq!(condition(&h.platform(), "Ready").0, "False");
+    assert!(
+        after
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == Some(2))
     );
 }
 
