@@ -335,7 +335,7 @@ async fn run_platform(
             let cfg = DbConfig {
                 url: env.required("DATABASE_URL")?,
                 schema: "bus".into(),
-                max_connections: 5,
+                max_connections: 30,
             };
             let pool = helpdesk_kit::db::connect(&cfg).await?;
             (

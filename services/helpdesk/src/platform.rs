@@ -20,10 +20,16 @@ use helpdesk_kit::runtime::{Service, ServiceDef, Worker};
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/auth", user_service::SERVICE),
     ("/.well-known", user_service::SERVICE),
+    ("/tickets", ticket_service::SERVICE),
+    ("/admin", admin_service::SERVICE),
+    ("/audit", audit_service::SERVICE),
 ];
 
 /// Prefixes reachable only on the internal listener (service-to-service calls).
-pub const INTERNAL_ROUTES: &[(&str, &str)] = &[("/users", user_service::SERVICE)];
+pub const INTERNAL_ROUTES: &[(&str, &str)] = &[
+    ("/users", user_service::SERVICE),
+    ("/notifications", notification_service::SERVICE),
+];
 
 /// A started platform.
 pub struct Platform {
@@ -50,6 +56,10 @@ pub async fn start_service<D: ServiceDef>(
 /// Runs every service's migrations.
 pub async fn migrate_all(env: &Env) -> anyhow::Result<()> {
     migrate::<user_service::UserService>(env).await?;
+    migrate::<ticket_service::TicketService>(env).await?;
+    migrate::<audit_service::AuditService>(env).await?;
+    migrate::<notification_service::NotificationService>(env).await?;
+    migrate::<admin_service::AdminService>(env).await?;
     Ok(())
 }
 
@@ -67,8 +77,18 @@ pub async fn start(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Platform> {
-    let services =
-        vec![start_service::<user_service::UserService>(env, bus.clone(), shutdown.clone()).await?];
+    let services = vec![
+        start_service::<user_service::UserService>(env, bus.clone(), shutdown.clone()).await?,
+        start_service::<ticket_service::TicketService>(env, bus.clone(), shutdown.clone()).await?,
+        start_service::<audit_service::AuditService>(env, bus.clone(), shutdown.clone()).await?,
+        start_service::<notification_service::NotificationService>(
+            env,
+            bus.clone(),
+            shutdown.clone(),
+        )
+        .await?,
+        start_service::<admin_service::AdminService>(env, bus.clone(), shutdown.clone()).await?,
+    ];
     assemble(services).await
 }
 
@@ -81,46 +101,70 @@ async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
         names.push(s.name);
         routers.push((s.name, s.router));
     }
-    let find = |name: &str| {
-        routers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, r)| r.clone())
-    };
     let docs = merged_openapi(&routers).await;
-    let mut public =
-        operational(names.clone(), routers.clone()).merge(helpdesk_kit::http::docs_routes(docs));
-    let mut internal = operational(names.clone(), routers.clone());
-    for (prefix, name) in PUBLIC_ROUTES {
-        if let Some(r) = find(name) {
-            public = mount(public, prefix, r.clone());
-            internal = mount(internal, prefix, r);
-        }
-    }
-    for (prefix, name) in INTERNAL_ROUTES {
-        if let Some(r) = find(name) {
-            internal = mount(internal, prefix, r);
-        }
-    }
-    let not_found = || async { error_response(StatusCode::NOT_FOUND, "Not found") };
+    let table = |internal: bool| -> Vec<(&'static str, Router)> {
+        let entries = PUBLIC_ROUTES
+            .iter()
+            .chain(if internal { INTERNAL_ROUTES } else { &[] });
+        entries
+            .filter_map(|(prefix, name)| {
+                routers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, r)| (*prefix, r.clone()))
+            })
+            .collect()
+    };
+    let public = operational(names.clone(), routers.clone())
+        .merge(helpdesk_kit::http::docs_routes(docs))
+        .fallback_service(Dispatch(Arc::new(table(false))));
+    let internal = operational(names.clone(), routers.clone())
+        .fallback_service(Dispatch(Arc::new(table(true))));
     Ok(Platform {
-        public: public.fallback(not_found),
-        internal: internal.fallback(not_found),
+        public,
+        internal,
         workers,
         services: names,
     })
 }
 
-/// Forwards `prefix` and everything below it, path unchanged, to the service's own router (with
-/// its own middleware stack), as the ingress does.
-fn mount(router: Router, prefix: &str, service: Router) -> Router {
-    let forward = axum::routing::any(move |req: Request| {
-        let service = service.clone();
-        async move { service.oneshot(req).await.into_response() }
-    });
-    router
-        .route(prefix, forward.clone())
-        .route(&format!("{prefix}/{{*rest}}"), forward)
+/// Forwards a request, path unchanged, to the service owning its first path segment (with the
+/// service's own middleware stack), as the ingress does; anything else is a contract-shaped 404.
+#[derive(Clone)]
+struct Dispatch(Arc<Vec<(&'static str, Router)>>);
+
+impl tower::Service<Request> for Dispatch {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let path = req.uri().path();
+        let target = self
+            .0
+            .iter()
+            .find(|(prefix, _)| {
+                path == *prefix
+                    || path
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .map(|(_, r)| r.clone());
+        Box::pin(async move {
+            match target {
+                Some(router) => router.oneshot(req).await,
+                None => Ok(error_response(StatusCode::NOT_FOUND, "Not found")),
+            }
+        })
+    }
 }
 
 async fn call(router: &Router, path: &str) -> Option<(StatusCode, Vec<u8>)> {
