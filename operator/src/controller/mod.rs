@@ -231,7 +231,18 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
 
     // Dereference: what exists, what to keep, how far migrations are.
     let existing = observe::list_children(&ctx.client, &ns, &name, &caps).await?;
-    let material = observe::secret_material(&ctx.client, &ns, p, &resolved, &existing).await?;
+    let material = match observe::secret_material(&ctx.client, &ns, p, &resolved, &existing).await {
+        Ok(m) => m,
+        // A Secret the SRE supplied is incomplete: say so in status; retried on the next requeue.
+        Err(Error::SuppliedSecret(problem)) => {
+            warn!(%problem, "unusable supplied Secret");
+            let st = status::invalid(p, &[problem], &now());
+            report.events += transition_events(ctx, p, &st).await;
+            report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
     let plan = observe::rollout_plan(p, &name, &existing);
 
     // Build (pure).

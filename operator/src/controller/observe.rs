@@ -109,6 +109,17 @@ pub async fn secret_material(
         },
         None => match secrets.get_opt(&r.jwt_secret).await.map_err(Error::Kube)? {
             Some(s) => {
+                let has_public = s
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(crate::material::PUBLIC_KEY));
+                if !has_public {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{} has no key {}",
+                        r.jwt_secret,
+                        crate::material::PUBLIC_KEY
+                    )));
+                }
                 let pem = s
                     .data
                     .as_ref()
@@ -137,7 +148,19 @@ pub async fn secret_material(
             .await
             .map_err(Error::Kube)?
         {
-            Some(_) => Owned::Theirs,
+            Some(s) => {
+                let data = s.data.unwrap_or_default();
+                if let Some(missing) = ["email", "password"]
+                    .into_iter()
+                    .find(|k| !data.contains_key(*k))
+                {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{} has no key {missing}",
+                        r.admin_secret
+                    )));
+                }
+                Owned::Theirs
+            }
             None => Owned::Ours(AdminCredentials {
                 email: default_admin(p),
                 password: random_password(),

@@ -143,7 +143,11 @@ pub fn compute(
         let at_version = dep.and_then(deployed_version).as_deref() == Some(p.spec.version.as_str());
         match plan.migrations.get(&c) {
             Some(Migration::Failed(msg)) => {
-                failed.push(format!("{} migration: {msg}", c.as_str()));
+                let job = names::migration_job_name(inst, c, &p.spec.version);
+                failed.push(format!(
+                    "{} migration failed ({msg}); see the logs of Job {job}, delete it to retry",
+                    c.as_str()
+                ));
                 st.message = Some(format!("migration to {} failed", p.spec.version));
             }
             Some(Migration::Running | Migration::NotStarted) if !at_version => {

@@ -372,8 +372,10 @@ async fn failed_migration_is_degraded_and_keeps_the_old_version() {
         condition(&p, "Degraded"),
         ("True".into(), "MigrationFailed".into())
     );
-    assert_eq!(p.status.unwrap().phase, Some(Phase::Degraded));
+    assert_eq!(p.status.as_ref().unwrap().phase, Some(Phase::Degraded));
     assert_eq!(h.image("hd-audit"), "ghcr.io/helpdesk/audit-service:0.1.0");
+    let msg = &p.status.as_ref().unwrap().conditions[0].message;
+    assert!(msg.contains("delete it to retry"), "{msg}");
     let warnings = h
         .fake
         .writes()
@@ -532,6 +534,28 @@ async fn supplied_secrets_are_read_not_written() {
         tokens["metadata"]["annotations"]["helpdesk.dev/signing-key-fingerprint"],
         keys.fingerprint()
     );
+}
+
+#[tokio::test]
+async fn an_incomplete_supplied_secret_is_reported_in_status() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "auth": {"bootstrapAdminSecretRef": {"name": "my-admin"}}}),
+    );
+    h.fake.put(
+        &format!("{SECRETS}/my-admin"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "my-admin", "namespace": NS}, "data": {"email": "YUBiLmM="}}),
+    );
+    h.reconcile().await.unwrap();
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "InvalidSpec".into())
+    );
+    let msg = &p.status.as_ref().unwrap().conditions[0].message;
+    assert!(msg.contains("my-admin has no key password"), "{msg}");
+    assert!(h.fake.names(DEPLOYMENTS).is_empty() && h.fake.names(JOBS).is_empty());
 }
 
 #[tokio::test]
