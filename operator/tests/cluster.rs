@@ -18,7 +18,7 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
@@ -45,7 +45,7 @@ async fn platform_on_a_real_cluster() {
     crds.patch(
         "helpdeskplatforms.helpdesk.dev",
         &PatchParams::apply("helpdesk-operator-e2e").force(),
-        &Patch::Apply(HelpdeskPlatform::crd()),
+        &Patch::Apply(helpdesk_operator::crd::crd()),
     )
     .await
     .expect("install CRD");
