@@ -3,7 +3,6 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-cargo run --quiet -p helpdesk-operator -- crd > crds/helpdeskplatforms.helpdesk.dev.yaml
-cp crds/helpdeskplatforms.helpdesk.dev.yaml charts/helpdesk-operator/crds/
+cargo run --quiet -p helpdesk-operator -- crd --write-to crds --write-to charts/helpdesk-operator/crds
 cp crds/helpdeskplatforms.helpdesk.dev.yaml openshift/bundle/manifests/helpdeskplatforms.helpdesk.dev.crd.yaml
 echo "CRD written to crds/, charts/helpdesk-operator/crds/, openshift/bundle/manifests/"

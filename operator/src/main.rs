@@ -16,8 +16,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the HelpdeskPlatform CRD as YAML.
-    Crd,
+    /// Print the HelpdeskPlatform CRD as YAML (or write it into directories).
+    Crd {
+        /// Write `helpdeskplatforms.helpdesk.dev.yaml` into each of these directories instead of printing.
+        #[arg(long = "write-to")]
+        write_to: Vec<PathBuf>,
+    },
     /// Print every object the operator would create for a resource, without a cluster.
     Render {
         /// File with one or more HelpdeskPlatform documents (`-` for stdin).
@@ -90,7 +94,15 @@ fn main() -> anyhow::Result<()> {
                     concurrency,
                 ))?;
         }
-        Command::Crd => print!("{}", crd::crd_yaml()),
+        Command::Crd { write_to } if write_to.is_empty() => print!("{}", crd::crd_yaml()),
+        Command::Crd { write_to } => {
+            for dir in write_to {
+                let path = dir.join("helpdeskplatforms.helpdesk.dev.yaml");
+                std::fs::write(&path, crd::crd_yaml())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
         Command::Render {
             file,
             openshift,
