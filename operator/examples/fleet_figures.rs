@@ -47,6 +47,19 @@ async fn handle(
     axum::response::Response::from_parts(parts, AxumBody::from(bytes))
 }
 
+/// GET /metrics of the operator over a plain TCP connection.
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .await?
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -106,10 +119,14 @@ async fn main() -> anyhow::Result<()> {
             "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: default}}}}]\ncurrent-context: fake\n"
         ),
     )?;
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
     let mut child = tokio::process::Command::new(&binary)
         .arg("run")
         .env("KUBECONFIG", &kubeconfig)
-        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("METRICS_ADDR", metrics_addr.to_string())
         .env("RUST_LOG", "warn")
         .env("POD_NAME", "fleet-figures")
         .stdout(std::process::Stdio::null())
@@ -140,12 +157,33 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let writes_after = child_writes(&fake);
     let rss = rss_kib(pid);
+    let metrics = scrape(metrics_addr).await.unwrap_or_default();
     child.kill().await.ok();
     std::fs::remove_dir_all(&dir).ok();
     println!(
         "FIGURES fleet: {ready}/{n} platforms Ready after {converged:?}; operator RSS {idle_rss} KiB at start, {peak_rss} KiB when converged, {rss} KiB 10 s later; {} writes (besides Lease renewals) in those 10 s",
         writes_after - writes_before
     );
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let count = value("helpdesk_operator_reconcile_duration_seconds_count");
+    let sum = value("helpdesk_operator_reconcile_duration_seconds_sum");
+    if count > 0.0 {
+        println!(
+            "FIGURES fleet: {count} reconciles, {:.1} ms average (from the operator's /metrics), {} API writes counted by the operator",
+            sum / count * 1000.0,
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("helpdesk_operator_api_writes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        );
+    }
     if ready < n {
         anyhow::bail!("not every platform converged");
     }
