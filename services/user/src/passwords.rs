@@ -1,10 +1,11 @@
-//! Password hashing with argon2id, off the async runtime and with bounded concurrency, so a login
-//! flood queues for hashing capacity instead of starving every other request.
+//! Password hashing with argon2id, off the async runtime on a few dedicated threads, so a login
+//! flood queues for hashing capacity instead of starving every other request. Dedicated threads
+//! (rather than the runtime's blocking pool, which grows to hundreds of threads) also keep memory
+//! flat: each hash needs ~19 MiB, and every new thread would keep its own allocator arena.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
-use tokio::sync::Semaphore;
 
 use helpdesk_kit::config::{ConfigError, Env};
 
@@ -51,11 +52,12 @@ impl HashingConfig {
     }
 }
 
+type Job = Box<dyn FnOnce(&Argon2<'static>) + Send>;
+
 /// Hashes and verifies passwords.
 #[derive(Clone)]
 pub struct Passwords {
-    argon: Arc<Argon2<'static>>,
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// Verified against when the account does not exist, so both failures take similar time.
     dummy_hash: Arc<String>,
 }
@@ -70,9 +72,28 @@ impl Passwords {
             .hash_password(b"not-a-real-password")
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
             .to_string();
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..cfg.max_concurrent {
+            let (queue, argon) = (queue.clone(), argon.clone());
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        // Ends when every sender (every clone of `Passwords`) is gone.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&argon),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
         Ok(Self {
-            argon: Arc::new(argon),
-            permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            jobs,
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -81,9 +102,13 @@ impl Passwords {
         &self,
         f: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.clone().acquire_owned().await?;
-        let argon = self.argon.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&argon)).await?)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |argon| {
+                let _ = tx.send(f(argon));
+            }))
+            .map_err(|_| anyhow::anyhow!("password hashing threads stopped"))?;
+        Ok(rx.await?)
     }
 
     /// A PHC-format argon2id hash of `password`.
