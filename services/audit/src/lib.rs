@@ -51,6 +51,10 @@ pub struct Config {
     pub retention_interval: Duration,
     pub event_max_attempts: u32,
     pub event_retry_base_delay: Duration,
+    /// `AUDIT_CONSUMERS` (default 4): parallel consumers of the events queue. Entries are
+    /// ordered by the event's timestamp and deduplicated by its id, so handling order does not
+    /// matter; parallelism keeps the audit lag low under load.
+    pub consumers: usize,
 }
 
 impl Config {
@@ -71,6 +75,13 @@ impl Config {
                 "must be longer than zero",
             ));
         }
+        let consumers: usize = env.parse_or("AUDIT_CONSUMERS", 4)?;
+        if !(1..=64).contains(&consumers) {
+            return Err(ConfigError::new(
+                "AUDIT_CONSUMERS",
+                "must be between 1 and 64",
+            ));
+        }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
             db: DbConfig::from_env(env, "AUDIT", "audit")?,
@@ -81,6 +92,7 @@ impl Config {
             retention_interval,
             event_max_attempts,
             event_retry_base_delay,
+            consumers,
         })
     }
 }
@@ -181,11 +193,14 @@ pub async fn build(
         pool.clone(),
         Arc::new(recorder::Recorder),
     ));
-    let subscription = events_subscription(&config);
-    let consume = {
-        let shutdown = shutdown.clone();
-        async move { bus.consume(subscription, consumer, shutdown).await }
-    };
+    let mut workers: Vec<helpdesk_kit::runtime::Worker> = Vec::new();
+    for _ in 0..config.consumers {
+        let (bus, consumer, shutdown) = (bus.clone(), consumer.clone(), shutdown.clone());
+        let subscription = events_subscription(&config);
+        workers.push(Box::pin(async move {
+            bus.consume(subscription, consumer, shutdown).await
+        }));
+    }
     let retention = retention::run(
         pool,
         config.retention_days,
@@ -195,7 +210,10 @@ pub async fn build(
     Ok(Service {
         name: SERVICE,
         router,
-        workers: vec![Box::pin(consume), Box::pin(retention)],
+        workers: {
+            workers.push(Box::pin(retention));
+            workers
+        },
     })
 }
 

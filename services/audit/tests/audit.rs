@@ -50,7 +50,8 @@ fn ticket_created(creator: &common::TestUser) -> Envelope {
 
 #[tokio::test]
 async fn every_event_becomes_exactly_one_entry_without_secrets() {
-    let a = Audit::start(&[]).await;
+    // One consumer: the sentinel below relies on queue order.
+    let a = Audit::start(&[("AUDIT_CONSUMERS", "1")]).await;
     let agent = a.user(Role::Agent).await;
     let user = a.user(Role::User).await;
 
@@ -442,6 +443,7 @@ fn configuration_is_checked() {
     assert_eq!(c.retention_days, 365);
     assert_eq!(c.retention_interval, Duration::from_secs(3600));
     assert_eq!(c.db.schema, "audit");
+    assert_eq!(c.consumers, 4);
     let err = audit_service::Config::from_env(&base(("AUDIT_RETENTION_DAYS", "0"))).unwrap_err();
     assert_eq!(err.var, "AUDIT_RETENTION_DAYS");
 }

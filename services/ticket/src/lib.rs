@@ -48,11 +48,11 @@ pub struct AuditPeerConfig {
     pub url: Option<String>,
     /// `SERVICE_TOKEN`: this service's credential for the internal call.
     pub service_token: Option<String>,
-    /// `TICKET_AUDIT_TIMEOUT` per attempt (default 800 ms).
+    /// `TICKET_AUDIT_TIMEOUT` per attempt (default 600 ms).
     pub timeout: Duration,
     /// `TICKET_AUDIT_RETRIES` (default 1): the call is an idempotent read.
     pub retries: u32,
-    /// `TICKET_AUDIT_DEADLINE` for the whole call, retries included (default 1.9 s).
+    /// `TICKET_AUDIT_DEADLINE` for the whole call, retries included (default 1.5 s).
     pub deadline: Duration,
 }
 
@@ -92,9 +92,9 @@ impl Config {
                 service_token: env
                     .value_or_file("SERVICE_TOKEN")?
                     .map(|t| t.trim().to_string()),
-                timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(800))?,
+                timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(600))?,
                 retries,
-                deadline: env.duration_or("TICKET_AUDIT_DEADLINE", Duration::from_millis(1900))?,
+                deadline: env.duration_or("TICKET_AUDIT_DEADLINE", Duration::from_millis(1500))?,
             },
             event_max_attempts,
             event_retry_base_delay,
