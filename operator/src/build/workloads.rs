@@ -505,6 +505,8 @@ pub(super) fn deployments(input: &BuildInput, out: &mut Vec<Child>) {
         let name = names::frontend_name(input.name());
         let mut labels = pod_labels(input, "frontend", input.version());
         labels.insert(HTTP_SERVER_LABEL.into(), "true".into());
+        // The frontend has its own image tag: a platform upgrade must not restart it.
+        labels.remove("app.kubernetes.io/version");
         let (tmp_vol, tmp_mount) = tmp_volume();
         let pod = PodSpec {
             service_account_name: Some(name.clone()),

@@ -187,7 +187,7 @@ async fn transition_events(
         return 0;
     }
     let type_ = match now.reason.as_str() {
-        "InvalidSpec" | "MigrationFailed" => EventType::Warning,
+        "InvalidSpec" | "MigrationFailed" | "ApplyRejected" => EventType::Warning,
         _ => EventType::Normal,
     };
     publish(ctx, p, type_, &now.reason, now.message.clone()).await
@@ -254,7 +254,17 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
     });
 
     // Apply.
-    let mut outcome = apply::apply_children(&ctx.client, &ns, &desired, &existing).await?;
+    let mut outcome = match apply::apply_children(&ctx.client, &ns, &desired, &existing).await {
+        Ok(o) => o,
+        // 422: the API server refuses what the spec asks for; tell the SRE, then back off.
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
+            let st = status::apply_rejected(p, &s.message, &now());
+            report.events += transition_events(ctx, p, &st).await;
+            write_status(ctx, p, &ns, &name, &st).await?;
+            return Err(Error::Kube(kube::Error::Api(s)));
+        }
+        Err(e) => return Err(e),
+    };
     apply::delete_orphans(&ctx.client, &ns, &uid, &desired, &existing, &mut outcome).await?;
     // One event per kind of transition and pass (the recorder folds same-reason events anyway).
     if !outcome.jobs_created.is_empty() {

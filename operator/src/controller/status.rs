@@ -50,20 +50,25 @@ fn finish(
 
 /// Status for a spec that failed validation.
 pub fn invalid(p: &HelpdeskPlatform, problems: &[String], now: &str) -> HelpdeskPlatformStatus {
-    let message = problems.join("; ");
+    problem(p, "InvalidSpec", &problems.join("; "), now)
+}
+
+/// Status when the API server rejects an object built from the spec (e.g. a change to an
+/// immutable field such as a StatefulSet's storage size).
+pub fn apply_rejected(p: &HelpdeskPlatform, message: &str, now: &str) -> HelpdeskPlatformStatus {
+    problem(p, "ApplyRejected", message, now)
+}
+
+fn problem(p: &HelpdeskPlatform, reason: &str, message: &str, now: &str) -> HelpdeskPlatformStatus {
+    let message = message.to_string();
     let status = HelpdeskPlatformStatus {
         phase: Some(Phase::Degraded),
         url: p.status.as_ref().and_then(|s| s.url.clone()),
         version: p.status.as_ref().and_then(|s| s.version.clone()),
         conditions: vec![
-            cond(READY, false, "InvalidSpec", message.clone()),
-            cond(
-                PROGRESSING,
-                false,
-                "InvalidSpec",
-                "fix the spec to continue",
-            ),
-            cond(DEGRADED, true, "InvalidSpec", message),
+            cond(READY, false, reason, message.clone()),
+            cond(PROGRESSING, false, reason, "fix the spec to continue"),
+            cond(DEGRADED, true, reason, message),
         ],
         components: p
             .status

@@ -650,6 +650,20 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
 }
 
 #[tokio::test]
+async fn a_rejected_apply_is_reported_in_status_and_backs_off() {
+    let h = Harness::minimal().settled().await;
+    h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "50Gi"}}));
+    h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422));
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "ApplyRejected".into())
+    );
+}
+
+#[tokio::test]
 async fn openshift_gets_routes_and_service_monitor() {
     let h = Harness::new(json!({"version": "0.1.0", "ingress": {"host": "h.apps.example.com"}}));
     h.fake.serve_api("route.openshift.io/v1");
