@@ -859,3 +859,41 @@ async fn figures_rss_with_50_platforms() {
         t.elapsed()
     );
 }
+
+/// The exact requests of a pass over an unchanged platform: one LIST per kind, nothing else.
+#[tokio::test]
+async fn no_op_reconcile_request_by_request() {
+    let h = Harness::minimal().settled().await;
+    h.reconcile().await.unwrap();
+    let seen: Vec<String> = h
+        .fake
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let expected: Vec<String> = [
+        "/api/v1/namespaces/support/secrets",
+        "/api/v1/namespaces/support/configmaps",
+        "/api/v1/namespaces/support/serviceaccounts",
+        "/api/v1/namespaces/support/services",
+        "/apis/apps/v1/namespaces/support/statefulsets",
+        "/apis/batch/v1/namespaces/support/jobs",
+        "/apis/apps/v1/namespaces/support/deployments",
+        "/apis/autoscaling/v2/namespaces/support/horizontalpodautoscalers",
+        "/apis/policy/v1/namespaces/support/poddisruptionbudgets",
+        "/apis/networking.k8s.io/v1/namespaces/support/ingresses",
+        "/apis/networking.k8s.io/v1/namespaces/support/networkpolicies",
+    ]
+    .iter()
+    .map(|p| format!("GET {p}"))
+    .collect();
+    assert_eq!(seen, expected);
+    for r in h.fake.requests() {
+        assert!(
+            r.query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dhd%2Capp.kubernetes.io%2Fmanaged-by%3Dhelpdesk-operator")
+                || r.query.contains("labelSelector=app.kubernetes.io/instance=hd"),
+            "{}",
+            r.query
+        );
+    }
+}
