@@ -15,8 +15,8 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check
 use helpdesk_kit::events::redact_secrets;
 
 use crate::AppState;
-use crate::pagination::{Cursor, PageRequest, next_cursor_header};
 use crate::users::{Caller, StaffOrService, UserRef};
+use helpdesk_kit::pagination::{Cursor, PageRequest, next_cursor_header};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -3,10 +3,9 @@
 //! Modules: [`recorder`] (consumes every event on every exchange), [`entries`] (the audit table,
 //! its routes and its queries), [`users`] (the read model of users for the `actor` object and for
 //! authorization), [`retention`] (removes entries older than the configured number of days),
-//! [`pagination`] (keyset cursors).
+//! Pagination comes from `helpdesk_kit::pagination`.
 
 pub mod entries;
-pub mod pagination;
 pub mod recorder;
 pub mod retention;
 pub mod users;
@@ -193,6 +192,7 @@ pub async fn build(
         pool.clone(),
         Arc::new(recorder::Recorder),
     ));
+    helpdesk_kit::bus::declare_early(bus.as_ref(), &events_subscription(&config)).await;
     let mut workers: Vec<helpdesk_kit::runtime::Worker> = Vec::new();
     for _ in 0..config.consumers {
         let (bus, consumer, shutdown) = (bus.clone(), consumer.clone(), shutdown.clone());

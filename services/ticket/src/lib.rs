@@ -3,13 +3,12 @@
 //! Modules: [`tickets`] (ticket routes and SQL), [`listing`] (lists, filters, pages), [`comments`] (comment routes and SQL),
 //! [`assignment`] (assigning and unassigning), [`audit_trail`] (`GET /tickets/:id/audit`, a call to
 //! audit-service), [`users`] (the read model of users fed by `user.*` events, the [`users::Caller`]
-//! extractor, and the `user.deleted` cascade), [`pagination`] (keyset cursors).
+//! extractor, and the `user.deleted` cascade) (pagination comes from the kit).
 
 pub mod assignment;
 pub mod audit_trail;
 pub mod comments;
 pub mod listing;
-pub mod pagination;
 pub mod tickets;
 pub mod users;
 
@@ -226,6 +225,7 @@ pub async fn build(
         Arc::new(users::UserEvents),
     ));
     let subscription = users_subscription(&config);
+    helpdesk_kit::bus::declare_early(bus.as_ref(), &subscription).await;
     let consume = {
         let shutdown = shutdown.clone();
         async move { bus.consume(subscription, consumer, shutdown).await }

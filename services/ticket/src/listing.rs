@@ -10,9 +10,9 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiQuery, ApiResult, check_length};
 use helpdesk_kit::events::TicketStatus;
 
 use crate::AppState;
-use crate::pagination::{Cursor, PageRequest, next_cursor_header};
 use crate::tickets::{Ticket, TicketViewRow, VIEW, parse_status};
 use crate::users::Caller;
+use helpdesk_kit::pagination::{Cursor, PageRequest, next_cursor_header};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]

@@ -129,3 +129,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the broker is reachable now (readiness).
     async fn healthy(&self) -> bool;
 }
+
+/// Declares `subscription` at start-up, before any worker runs, so events published before its
+/// consumer first connects are kept for it. A broker that is down only postpones this to the
+/// consumer's own start (logged).
+pub async fn declare_early(bus: &dyn Bus, subscription: &Subscription) {
+    match tokio::time::timeout(Duration::from_secs(5), bus.declare(subscription)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(queue = %subscription.queue, error = %e, "cannot declare the queue yet")
+        }
+        Err(_) => tracing::warn!(queue = %subscription.queue, "timed out declaring the queue"),
+    }
+}
