@@ -2,7 +2,7 @@
 //! proof that nothing was sent twice.
 //!
 //! `CARGO_TARGET_DIR=/work/target-notif cargo test --release -p notification-service --test bench -- --ignored --nocapture`
-//! (`BENCH_EMAILS` changes the count).
+//! (`BENCH_EMAILS` changes the count, `BENCH_CONCURRENCY` the emails in flight per replica).
 
 mod common;
 
@@ -26,13 +26,15 @@ async fn bench_two_replicas_send_to_a_local_sink_without_duplicates() {
     let sink = SmtpSink::start(&[]).await;
     let mut p = Platform::new().await;
     let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    // Emails in flight per replica (and SMTP connections): `BENCH_CONCURRENCY`, default 4.
+    let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let env = [
         ("SMTP_URL", smtp.as_str()),
         ("NOTIFICATION_SENDER_ENABLED", "false"),
         ("NOTIFICATION_SEND_RATE_PER_SECOND", "0"),
-        ("NOTIFICATION_SEND_CONCURRENCY", "4"),
+        ("NOTIFICATION_SEND_CONCURRENCY", concurrency.as_str()),
         ("NOTIFICATION_BATCH_SIZE", "50"),
-        ("SMTP_POOL_SIZE", "4"),
+        ("SMTP_POOL_SIZE", concurrency.as_str()),
     ];
     let config = p.notification_config(&env);
     let (_base, pool) = p.start_notification(config.clone()).await;
