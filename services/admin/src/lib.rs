@@ -190,6 +190,12 @@ pub async fn build(
         pool.clone(),
         Arc::new(access::AccessModel),
     ));
+    for sub in [
+        dashboard::subscription(attempts, delay),
+        access::subscription(attempts, delay),
+    ] {
+        helpdesk_kit::bus::declare_early(bus.as_ref(), &sub).await;
+    }
     let (b1, s1) = (bus.clone(), shutdown.clone());
     let (b2, s2) = (bus.clone(), shutdown.clone());
     let workers: Vec<Worker> = vec![

@@ -190,6 +190,7 @@ pub async fn build(
     let consumer = Arc::new(IdempotentConsumer::new(SERVICE, pool.clone(), triggers));
     let (attempts, delay) = config.event_retries;
     let subscription = triggers::subscription(attempts, delay);
+    helpdesk_kit::bus::declare_early(bus.as_ref(), &subscription).await;
     let consume_bus = bus.clone();
     let consume_shutdown = shutdown.clone();
     let mut workers: Vec<Worker> = vec![

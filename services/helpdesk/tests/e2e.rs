@@ -1,0 +1,798 @@
+//! End-to-end: the platform started as a user would, walked through the whole contract over HTTP
+//! through one port, with a real SMTP sink. Runs twice: against `helpdesk up` (private PostgreSQL,
+//! in-process bus) and against the five service binaries on RabbitMQ behind `helpdesk gateway`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN_EMAIL: &str = "admin@e2e.test";
+const ADMIN_PASSWORD: &str = "e2e-admin-password";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills its processes on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The real SMTP server of the notification tests (aiosmtpd + `smtp_sink.py`).
+struct Sink {
+    procs: Procs,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let dir = std::env::temp_dir().join(unique("e2e-mail-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../notification/tests");
+        let child = Command::new("python3")
+            .env("PYTHONPATH", tests)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "smtp_sink.Sink",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd is needed for the SMTP sink (pip install aiosmtpd)");
+        let sink = Sink {
+            procs: Procs(vec![child]),
+            dir,
+            port,
+        };
+        eventually(
+            Duration::from_secs(15),
+            "the SMTP sink (pip install aiosmtpd)",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        sink
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    fn mails_to(&self, to: &str) -> Vec<Value> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).ok()?).ok()
+            })
+            .filter(|m| {
+                m["to"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case(to)))
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for a mail to `to` whose subject or body contains `text`.
+    async fn wait_for(&self, to: &str, text: &str) -> Value {
+        eventually(
+            Duration::from_secs(30),
+            &format!("a mail to {to} about {text:?}"),
+            || async {
+                self.mails_to(to).into_iter().find(|m| {
+                    let all = format!("{} {}", m["subject"], m["body"]).to_lowercase();
+                    all.contains(&text.to_lowercase())
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = &self.procs;
+    }
+}
+
+async fn wait_ready(base: &str) {
+    let http = Client::new();
+    let url = format!("{base}/ready");
+    eventually(
+        Duration::from_secs(90),
+        &format!("{url} to answer 200"),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+fn fast_hashing(c: &mut Command) -> &mut Command {
+    c.env("USER_ARGON2_MEMORY_KIB", "1024")
+        .env("USER_ARGON2_ITERATIONS", "1")
+        .env("EVENT_RETRY_BASE_DELAY", "100ms")
+}
+
+/// The binaries of the other workspace crates, built on demand (next to this test's executable).
+fn service_binary(name: &str) -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+struct Api {
+    http: Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        want: u16,
+    ) -> Value {
+        let (status, v) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {v}");
+        v
+    }
+
+    /// Asserts the contract's error shape.
+    async fn fails(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        want: u16,
+    ) -> String {
+        let (status, v) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {v}");
+        assert_eq!(v["statusCode"], want, "error shape of {method} {path}: {v}");
+        assert!(v["error"].is_string(), "{v}");
+        v["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> (String, Value) {
+        let v = self
+            .ok(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+                200,
+            )
+            .await;
+        (v["token"].as_str().unwrap().to_string(), v["user"].clone())
+    }
+}
+
+fn reset_token(mail: &Value) -> String {
+    let body = mail["body"].as_str().unwrap();
+    let start = body
+        .find("token=")
+        .expect("the reset mail carries the link")
+        + 6;
+    body[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '>')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The whole contract, in the order a team would use it.
+async fn walk(base: &str, sink: &Sink) {
+    let api = Api {
+        http: Client::new(),
+        base: base.to_string(),
+    };
+    let run = unique("");
+    let alice_email = format!("alice-{run}@e2e.test");
+    let bob_email = format!("bob-{run}@e2e.test");
+
+    // Signup → welcome mail; login with role.
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": alice_email, "password": "alice-pass-1", "firstName": "Alice"})),
+            201,
+        )
+        .await;
+    let alice_id = v["user"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["user"]["role"], "AGENT");
+    sink.wait_for(&alice_email, "welcome").await;
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": bob_email, "password": "bob-pass-12"})),
+            201,
+        )
+        .await;
+    let bob_id = v["user"]["id"].as_str().unwrap().to_string();
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": alice_email.to_uppercase(), "password": "whatever1"})),
+            409,
+        )
+        .await;
+    assert_eq!(msg, "Email already exists");
+    let (admin, admin_user) = api.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(admin_user["role"], "ADMIN");
+    let (bob, bob_user) = api.login(&bob_email, "bob-pass-12").await;
+    assert_eq!(bob_user["role"], "AGENT");
+
+    // Alice becomes a requester (USER) through admin-service; it takes effect in ticket-service.
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/admin/users/{alice_id}/role"),
+            Some(&admin),
+            Some(json!({"role": "USER"})),
+            200,
+        )
+        .await;
+    assert_eq!(v["role"], "USER");
+    api.fails(
+        Method::PATCH,
+        &format!("/admin/users/{alice_id}/role"),
+        Some(&admin),
+        Some(json!({"role": "BOSS"})),
+        400,
+    )
+    .await;
+    let (alice, alice_user) = api.login(&alice_email, "alice-pass-1").await;
+    assert_eq!(alice_user["role"], "USER");
+    api.fails(Method::GET, "/admin/users", Some(&alice), None, 403)
+        .await;
+    let agents = api
+        .ok(Method::GET, "/admin/agents", Some(&bob), None, 200)
+        .await;
+    assert!(agents.as_array().unwrap().iter().any(|u| u["id"] == bob_id));
+    assert!(
+        !agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == alice_id)
+    );
+
+    // Tickets.
+    let t = api
+        .ok(
+            Method::POST,
+            "/tickets",
+            Some(&alice),
+            Some(json!({"title": "  VPN is down  ", "description": "Since this morning."})),
+            201,
+        )
+        .await;
+    let tid = t["id"].as_str().unwrap().to_string();
+    assert_eq!(t["title"], "VPN is down");
+    assert_eq!(t["status"], "OPEN");
+    assert_eq!(t["user"]["email"], alice_email);
+    assert!(t["assignedTo"].is_null());
+    api.fails(
+        Method::POST,
+        "/tickets",
+        Some(&alice),
+        Some(json!({"title": "", "description": "x"})),
+        400,
+    )
+    .await;
+    let mine = api
+        .ok(Method::GET, "/tickets", Some(&alice), None, 200)
+        .await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    api.fails(
+        Method::GET,
+        &format!("/tickets/{UNKNOWN_ID}"),
+        Some(&alice),
+        None,
+        404,
+    )
+    .await;
+    api.fails(Method::GET, "/tickets", None, None, 401).await;
+    let (status, _) = api
+        .call(Method::GET, "/tickets/not-a-uuid", Some(&alice), None)
+        .await;
+    assert!(status == 400 || status == 404, "malformed id: {status}");
+    let res = api
+        .http
+        .post(format!("{base}/tickets"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["statusCode"], 400);
+
+    // Comments: internal notes are hidden from the requester.
+    api.ok(
+        Method::POST,
+        &format!("/tickets/{tid}/comments"),
+        Some(&bob),
+        Some(json!({"body": "Looks like the gateway.", "isInternal": true})),
+        201,
+    )
+    .await;
+    api.ok(
+        Method::POST,
+        &format!("/tickets/{tid}/comments"),
+        Some(&alice),
+        Some(json!({"body": "Any news?", "isInternal": true})),
+        201,
+    )
+    .await;
+    let for_alice = api
+        .ok(
+            Method::GET,
+            &format!("/tickets/{tid}/comments"),
+            Some(&alice),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(
+        for_alice.as_array().unwrap().len(),
+        1,
+        "USER sees no internal note: {for_alice}"
+    );
+    assert_eq!(
+        for_alice[0]["isInternal"], false,
+        "isInternal is honoured only for staff"
+    );
+    let for_bob = api
+        .ok(
+            Method::GET,
+            &format!("/tickets/{tid}/comments"),
+            Some(&bob),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(for_bob.as_array().unwrap().len(), 2);
+    assert_eq!(
+        for_bob[0]["author"]["role"], "AGENT",
+        "oldest first, author with role"
+    );
+
+    // Status change → mail to the creator.
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/tickets/{tid}"),
+            Some(&bob),
+            Some(json!({"status": "IN_PROGRESS"})),
+            200,
+        )
+        .await;
+    assert_eq!(v["status"], "IN_PROGRESS");
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}"),
+        Some(&bob),
+        Some(json!({"status": "SOMEDAY"})),
+        400,
+    )
+    .await;
+    sink.wait_for(&alice_email, "IN_PROGRESS").await;
+
+    // Assignment by an admin → mails to creator and assignee; the assignee's inbox.
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}/assign"),
+        Some(&bob),
+        Some(json!({"assignedToUserId": bob_id})),
+        403,
+    )
+    .await;
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}/assign"),
+        Some(&admin),
+        Some(json!({"assignedToUserId": alice_id})),
+        400,
+    )
+    .await;
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/tickets/{tid}/assign"),
+            Some(&admin),
+            Some(json!({"assignedToUserId": bob_id})),
+            200,
+        )
+        .await;
+    assert_eq!(v["assignedTo"]["id"], bob_id);
+    sink.wait_for(&bob_email, "assign").await;
+    eventually(
+        Duration::from_secs(30),
+        "the assignment mail to the creator",
+        || async { (sink.mails_to(&alice_email).len() >= 3).then_some(()) },
+    )
+    .await;
+    let inbox = api
+        .ok(Method::GET, "/tickets/inbox", Some(&bob), None, 200)
+        .await;
+    assert!(inbox.as_array().unwrap().iter().any(|t| t["id"] == tid));
+
+    // Audit trail, newest first, with actors.
+    let path = format!("/tickets/{tid}/audit");
+    let trail = eventually(
+        Duration::from_secs(30),
+        "the ticket's audit trail",
+        || async {
+            let (s, v) = api.call(Method::GET, &path, Some(&bob), None).await;
+            (s == 200 && v.as_array().is_some_and(|a| a.len() >= 5)).then_some(v)
+        },
+    )
+    .await;
+    let actions: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.last(), Some(&"ticket.created"), "{actions:?}");
+    assert_eq!(actions.first(), Some(&"ticket.assigned"), "{actions:?}");
+    assert!(
+        actions.contains(&"ticket.status_changed") && actions.contains(&"ticket.comment_added")
+    );
+    assert_eq!(trail[0]["actor"]["id"], admin_user["id"]);
+    api.fails(Method::GET, &path, Some(&alice), None, 403).await;
+
+    // Dashboard.
+    let stats = eventually(Duration::from_secs(30), "dashboard figures", || async {
+        let v = api
+            .ok(
+                Method::GET,
+                "/admin/dashboard/statistics",
+                Some(&admin),
+                None,
+                200,
+            )
+            .await;
+        (v["inProgressTickets"].as_i64() >= Some(1)).then_some(v)
+    })
+    .await;
+    assert!(stats["totalTickets"].as_i64() >= Some(1));
+    api.fails(
+        Method::GET,
+        "/admin/dashboard/statistics",
+        Some(&bob),
+        None,
+        403,
+    )
+    .await;
+
+    // Forgot / reset with the link from the mail, then change password.
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/forgot-password",
+            None,
+            Some(json!({"email": alice_email})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        v["message"],
+        "If the email exists, a reset link has been sent"
+    );
+    let mail = sink.wait_for(&alice_email, "token=").await;
+    let token = reset_token(&mail);
+    api.ok(
+        Method::POST,
+        "/auth/reset-password",
+        None,
+        Some(json!({"token": token, "newPassword": "alice-pass-2"})),
+        200,
+    )
+    .await;
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/reset-password",
+            None,
+            Some(json!({"token": token, "newPassword": "alice-pass-3"})),
+            400,
+        )
+        .await;
+    assert_eq!(msg, "Invalid or expired reset token");
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/login",
+            None,
+            Some(json!({"email": alice_email, "password": "alice-pass-1"})),
+            401,
+        )
+        .await;
+    assert_eq!(msg, "Invalid credentials");
+    let (alice, _) = api.login(&alice_email, "alice-pass-2").await;
+    api.ok(
+        Method::POST,
+        "/auth/change-password",
+        Some(&alice),
+        Some(json!({"oldPassword": "alice-pass-2", "newPassword": "alice-pass-4"})),
+        200,
+    )
+    .await;
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/change-password",
+            Some(&alice),
+            Some(json!({"oldPassword": "nope-nope", "newPassword": "alice-pass-5"})),
+            400,
+        )
+        .await;
+    assert_eq!(msg, "Current password is incorrect");
+    let (alice, _) = api.login(&alice_email, "alice-pass-4").await;
+    let me = api
+        .ok(Method::GET, "/auth/me", Some(&alice), None, 200)
+        .await;
+    assert_eq!(me["id"], alice_id);
+
+    // Deletion: yourself is refused; a user's tickets go with them.
+    let admin_id = admin_user["id"].as_str().unwrap();
+    let msg = api
+        .fails(
+            Method::DELETE,
+            &format!("/admin/users/{admin_id}"),
+            Some(&admin),
+            None,
+            400,
+        )
+        .await;
+    assert_eq!(msg, "You cannot delete your own account");
+    let v = api
+        .ok(
+            Method::DELETE,
+            &format!("/admin/users/{alice_id}"),
+            Some(&admin),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(v["message"], "User deleted successfully");
+    api.fails(
+        Method::DELETE,
+        &format!("/admin/users/{alice_id}"),
+        Some(&admin),
+        None,
+        404,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the deleted user's ticket to go",
+        || async {
+            let (s, _) = api
+                .call(Method::GET, &format!("/tickets/{tid}"), Some(&admin), None)
+                .await;
+            (s == 404).then_some(())
+        },
+    )
+    .await;
+    api.fails(Method::GET, "/auth/me", Some(&alice), None, 401)
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the deleted user's token to stop working for tickets",
+        || async {
+            let (s, _) = api.call(Method::GET, "/tickets", Some(&alice), None).await;
+            (s == 401).then_some(())
+        },
+    )
+    .await;
+    // Internal routes are not reachable from the public entry point.
+    let (s, _) = api
+        .call(Method::GET, &format!("/users/{bob_id}"), Some(&admin), None)
+        .await;
+    assert_eq!(s, 404);
+}
+
+/// A syntactically valid UUID that no row has.
+const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000001";
+
+#[tokio::test]
+async fn whole_contract_through_helpdesk_up() {
+    let sink = Sink::start().await;
+    let dir = std::env::temp_dir().join(unique("e2e-up-"));
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
+    cmd.args([
+        "up",
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        &dir.to_string_lossy(),
+    ])
+    .env_remove("DATABASE_URL")
+    .env_remove("AMQP_URL")
+    .env("SMTP_URL", sink.url())
+    .env("MAIL_FROM", "helpdesk@e2e.test")
+    .env("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
+    .env("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    .stdout(Stdio::null());
+    let procs = Procs(vec![fast_hashing(&mut cmd).spawn().unwrap()]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    walk(&base, &sink).await;
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn whole_contract_through_five_processes_on_rabbitmq() {
+    testing::require_postgres().await;
+    testing::require_rabbitmq().await;
+    let sink = Sink::start().await;
+    let keys = TestKeys::generate();
+    let run = unique("e2e");
+    let prefix = format!("{run}.");
+    let services = [
+        "user-service",
+        "ticket-service",
+        "audit-service",
+        "notification-service",
+        "admin-service",
+    ];
+    let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+    let url_of = |name: &str| {
+        format!(
+            "http://127.0.0.1:{}",
+            ports[services.iter().position(|s| *s == name).unwrap()]
+        )
+    };
+    let mut procs = Procs(Vec::new());
+    let mut schemas = Vec::new();
+    for (i, name) in services.iter().enumerate() {
+        let var = name.trim_end_matches("-service").to_ascii_uppercase();
+        let schema = format!("{run}_{}", var.to_ascii_lowercase());
+        schemas.push(schema.clone());
+        let mut cmd = Command::new(service_binary(name));
+        cmd.env("DATABASE_URL", database_url())
+            .env(format!("{var}_DB_SCHEMA"), &schema)
+            .env(format!("{var}_DB_MAX_CONNECTIONS"), "5")
+            .env("AMQP_URL", amqp_url())
+            .env("BUS_PREFIX", &prefix)
+            .env("BIND_ADDR", format!("127.0.0.1:{}", ports[i]))
+            .env("JWT_PUBLIC_KEY", &keys.public_pem)
+            .env("SERVICE_TOKEN", keys.service_token(name))
+            .env("USER_SERVICE_URL", url_of("user-service"))
+            .env("AUDIT_SERVICE_URL", url_of("audit-service"))
+            .env("SMTP_URL", sink.url())
+            .env("MAIL_FROM", "helpdesk@e2e.test")
+            .env("FRONTEND_BASE_URL", "https://helpdesk.e2e.test")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if *name == "user-service" {
+            cmd.env("JWT_PRIVATE_KEY", &keys.private_pem)
+                .env("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
+                .env("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        }
+        procs.0.push(fast_hashing(&mut cmd).spawn().unwrap());
+    }
+    for name in services {
+        wait_ready(&url_of(name)).await;
+    }
+    let gateway_port = free_port();
+    let mut gw = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
+    gw.args(["gateway", "--port", &gateway_port.to_string()])
+        .stdout(Stdio::null());
+    for name in services {
+        gw.env(
+            format!("{}_URL", name.to_ascii_uppercase().replace('-', "_")),
+            url_of(name),
+        );
+    }
+    procs.0.push(gw.spawn().unwrap());
+    let base = format!("http://127.0.0.1:{gateway_port}");
+    eventually(Duration::from_secs(20), "the gateway", || async {
+        Client::new()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    walk(&base, &sink).await;
+    drop(procs);
+    for s in schemas {
+        testing::drop_schema(&s).await;
+    }
+}
