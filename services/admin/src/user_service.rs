@@ -2,11 +2,9 @@
 //! only, and a circuit breaker. Every call carries the request id and the acting admin's id
 //! (`x-acting-user-id`, the audit trail's actor).
 //!
-//! The kit's `PeerClient` has the same behaviour but cannot send extra headers; this is its
-//! equivalent with that one addition (to be folded back into the kit).
+//! Built on the kit's `PeerClient`.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -14,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::peer::PeerError;
+use helpdesk_kit::peer::{PeerClient, PeerError};
 
 const PEER: &str = "user-service";
 
@@ -36,12 +34,6 @@ pub struct Message {
     pub message: String,
 }
 
-#[derive(Debug)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
 /// Who is calling and in which request.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext<'a> {
@@ -52,13 +44,7 @@ pub struct CallContext<'a> {
 /// user-service's internal API.
 #[derive(Debug)]
 pub struct UserServiceClient {
-    base_url: String,
-    token: String,
-    http: reqwest::Client,
-    retries: u32,
-    failure_threshold: u32,
-    cooldown: Duration,
-    breaker: Mutex<Breaker>,
+    peer: PeerClient,
 }
 
 impl UserServiceClient {
@@ -68,41 +54,9 @@ impl UserServiceClient {
         timeout: Duration,
         retries: u32,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .build()?;
         Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            token,
-            http,
-            retries,
-            failure_threshold: 5,
-            cooldown: Duration::from_secs(10),
-            breaker: Mutex::new(Breaker {
-                failures: 0,
-                open_until: None,
-            }),
+            peer: PeerClient::new(PEER, base_url, Some(token), timeout, retries),
         })
-    }
-
-    fn breaker_open(&self) -> bool {
-        let b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        b.open_until.is_some_and(|t| Instant::now() < t)
-    }
-
-    fn record(&self, ok: bool) {
-        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            b.failures = 0;
-            b.open_until = None;
-            return;
-        }
-        b.failures += 1;
-        if b.failures >= self.failure_threshold {
-            b.open_until = Some(Instant::now() + self.cooldown);
-            metrics::counter!("helpdesk_peer_breaker_opened_total", "peer" => PEER).increment(1);
-        }
     }
 
     async fn call<B: Serialize + Sync, T: DeserializeOwned>(
@@ -112,75 +66,18 @@ impl UserServiceClient {
         body: Option<&B>,
         ctx: CallContext<'_>,
     ) -> Result<T, PeerError> {
-        if self.breaker_open() {
-            return Err(PeerError::Unavailable(PEER.into()));
-        }
-        // Only reads are retried: a write that timed out may have happened.
-        let attempts = if method == Method::GET {
-            1 + self.retries
-        } else {
-            1
-        };
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=attempts {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base_url))
-                .bearer_auth(&self.token)
-                .header("x-request-id", ctx.request_id)
-                .header("x-acting-user-id", ctx.acting_user.to_string());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            match req.send().await {
-                Ok(res) if res.status().is_success() => {
-                    self.record(true);
-                    return res
-                        .json::<T>()
-                        .await
-                        .map_err(|_| PeerError::Unavailable(PEER.into()));
-                }
-                Ok(res) if res.status().is_client_error() => {
-                    // The peer answered: it is up, and its contract-shaped message is the answer.
-                    self.record(true);
-                    let status = res.status().as_u16();
-                    if status == 401 || status == 403 {
-                        tracing::error!(
-                            peer = PEER,
-                            status,
-                            "user-service refused our service credential"
-                        );
-                        return Err(PeerError::Unavailable(PEER.into()));
-                    }
-                    let message = res
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| {
-                            v.get("message")
-                                .and_then(|m| m.as_str())
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_else(|| format!("{PEER} refused the request"));
-                    return Err(PeerError::Rejected { status, message });
-                }
-                Ok(res) => tracing::warn!(
-                    peer = PEER,
-                    status = res.status().as_u16(),
-                    attempt,
-                    "peer call failed"
-                ),
-                Err(e) => tracing::warn!(peer = PEER, error = %e, attempt, "peer call failed"),
-            }
-            self.record(false);
-            if attempt < attempts && !self.breaker_open() {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            } else {
-                break;
-            }
-        }
-        Err(PeerError::Unavailable(PEER.into()))
+        let reads_only = method == Method::GET;
+        let acting = [("x-acting-user-id", ctx.acting_user.to_string())];
+        self.peer
+            .call_with_headers(
+                method,
+                path,
+                body,
+                Some(ctx.request_id),
+                &acting,
+                reads_only,
+            )
+            .await
     }
 
     /// Users with one of `roles` (all when empty), newest first.

@@ -113,6 +113,21 @@ impl PeerClient {
         request_id: Option<&str>,
         idempotent: bool,
     ) -> Result<T, PeerError> {
+        self.call_with_headers(method, path, body, request_id, &[], idempotent)
+            .await
+    }
+
+    /// [`PeerClient::call`] with extra request headers (e.g. the acting user for the audit trail).
+    /// Only `idempotent` calls are retried: a write that timed out may have happened.
+    pub async fn call_with_headers<B: Serialize + Sync, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        request_id: Option<&str>,
+        headers: &[(&str, String)],
+        idempotent: bool,
+    ) -> Result<T, PeerError> {
         if self.breaker_open() {
             return Err(PeerError::Unavailable(self.name.clone()));
         }
@@ -128,6 +143,9 @@ impl PeerClient {
             if let Some(id) = request_id {
                 req = req.header("x-request-id", id);
             }
+            for (name, value) in headers {
+                req = req.header(*name, value);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -142,6 +160,11 @@ impl PeerClient {
                 Ok(res) if res.status().is_client_error() => {
                     self.record(true);
                     let status = res.status().as_u16();
+                    if status == 401 || status == 403 {
+                        // Our own credential was refused: a deployment problem, not the user's.
+                        tracing::error!(peer = %self.name, status, "the peer refused our service credential");
+                        return Err(PeerError::Unavailable(self.name.clone()));
+                    }
                     let message = res
                         .json::<serde_json::Value>()
                         .await
