@@ -46,6 +46,9 @@ impl EventHandler for Recorder {
             .decode()
             .ok_or_else(|| HandlerError::Permanent("unexpected event".into()))?
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        if p.email.starts_with("panic") {
+            panic!("a handler bug");
+        }
         if p.email.starts_with("fail") {
             return Err(HandlerError::Transient("simulated failure".into()));
         }
@@ -119,6 +122,13 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
         },
         EventMetadata::default(),
     );
+    let panicking = Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "panic@example.com".into(),
+        },
+        EventMetadata::default(),
+    );
     let later = Envelope::wrap(
         &UserDeleted {
             id: Uuid::new_v4(),
@@ -135,12 +145,13 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
         .publish(&[
             raw(b"not json".to_vec()),
             raw(serde_json::to_vec(&failing).unwrap()),
+            raw(serde_json::to_vec(&panicking).unwrap()),
             raw(serde_json::to_vec(&good).unwrap()), // a redelivery of the relayed event
             raw(serde_json::to_vec(&later).unwrap()),
             unrouted,
         ])
         .await;
-    assert_eq!(out.confirmed, 5);
+    assert_eq!(out.confirmed, 6);
     assert!(out.error.is_none());
 
     let shutdown = CancellationToken::new();
@@ -161,9 +172,9 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
     })
     .await;
     assert_eq!(count(good.event_id).await, 1, "redelivery applied once");
-    let dead = eventually(Duration::from_secs(10), "two dead letters", || async {
+    let dead = eventually(Duration::from_secs(10), "three dead letters", || async {
         let d = bus.dead_letters("test.events").await.unwrap();
-        (d.len() == 2).then_some(d)
+        (d.len() == 3).then_some(d)
     })
     .await;
     assert_eq!(dead[0].0, b"not json");
@@ -174,10 +185,15 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
             .unwrap_or("")
             .contains("simulated failure")
     );
+    let panicked = dead[2].1.as_deref().unwrap_or("");
+    assert!(
+        panicked.contains("panicked"),
+        "a panicking handler is a failed attempt: {panicked}"
+    );
     assert_eq!(
         recorder.calls.load(Ordering::SeqCst),
-        1 + 3 + 1,
-        "good once, failing 3 times, later once"
+        1 + 3 + 3 + 1,
+        "good once, failing and panicking 3 times each, later once"
     );
     shutdown.cancel();
     task.await.unwrap();

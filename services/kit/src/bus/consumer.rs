@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
@@ -69,7 +70,13 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
             event_type = %event.event_type,
             correlation_id = event.metadata.correlation_id.as_deref().unwrap_or(""),
         );
-        match self.handle_event(&event).instrument(span).await {
+        // A panicking handler must not kill the consumer: it counts as a failed attempt, so the
+        // message is retried and finally dead-lettered like any other failure.
+        let outcome = std::panic::AssertUnwindSafe(self.handle_event(&event).instrument(span))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::Transient("the event handler panicked".into())));
+        match outcome {
             Ok(true) => {
                 tracing::debug!("event handled");
                 Ok(())
