@@ -10,6 +10,7 @@ pub mod recorder;
 pub mod retention;
 pub mod users;
 
+use helpdesk_kit::http::BearerAuth;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,25 +128,6 @@ impl FromRef<AppState> for Arc<JwtKeys> {
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
-
-/// Adds the bearer scheme to the OpenAPI document.
-pub struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The service's API routes, without the shared stack.
 pub fn api_router(state: AppState) -> Router {
