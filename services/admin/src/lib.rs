@@ -200,33 +200,8 @@ pub async fn build(
     })
 }
 
-/// admin-service as a runnable service (binary, launcher).
-pub struct AdminService;
-
-impl helpdesk_kit::runtime::ServiceDef for AdminService {
-    const NAME: &'static str = SERVICE;
-    type Config = Config;
-    fn load(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_env(env)
-    }
-    fn db(c: &Config) -> &DbConfig {
-        &c.db
-    }
-    fn http(c: &Config) -> &HttpConfig {
-        &c.http
-    }
-    fn bus(c: &Config) -> (Option<&str>, &str) {
-        (c.amqp_url.as_deref(), &c.bus_prefix)
-    }
-    fn migrator() -> &'static sqlx::migrate::Migrator {
-        &MIGRATOR
-    }
-    async fn build(
-        c: Config,
-        pool: PgPool,
-        bus: Arc<dyn Bus>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Service> {
-        build(c, pool, bus, shutdown).await
-    }
-}
+helpdesk_kit::service_def!(
+    /// admin-service as a runnable service (binary, launcher).
+    AdminService,
+    SERVICE
+);

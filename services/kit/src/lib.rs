@@ -29,3 +29,8 @@ pub mod telemetry;
 pub mod testing;
 
 pub use error::{ApiError, ApiJson, ApiResult};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use {anyhow, sqlx, tokio_util};
+}

@@ -197,3 +197,41 @@ async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::
     tracing::info!(service = D::NAME, addr = %listener.local_addr()?, "listening");
     run(listener, service.router, service.workers, shutdown).await
 }
+
+/// Implements [`ServiceDef`] for a service crate whose root has `Config` (with `from_env`, `db`,
+/// `http`, `amqp_url`, `bus_prefix`), `MIGRATOR` and `build(config, pool, bus, shutdown)`.
+#[macro_export]
+macro_rules! service_def {
+    ($(#[$meta:meta])* $ty:ident, $name:expr) => {
+        $(#[$meta])*
+        pub struct $ty;
+
+        impl $crate::runtime::ServiceDef for $ty {
+            const NAME: &'static str = $name;
+            type Config = Config;
+            fn load(env: &$crate::config::Env) -> Result<Config, $crate::config::ConfigError> {
+                Config::from_env(env)
+            }
+            fn db(c: &Config) -> &$crate::db::DbConfig {
+                &c.db
+            }
+            fn http(c: &Config) -> &$crate::http::HttpConfig {
+                &c.http
+            }
+            fn bus(c: &Config) -> (Option<&str>, &str) {
+                (c.amqp_url.as_deref(), &c.bus_prefix)
+            }
+            fn migrator() -> &'static $crate::__private::sqlx::migrate::Migrator {
+                &MIGRATOR
+            }
+            async fn build(
+                c: Config,
+                pool: $crate::__private::sqlx::PgPool,
+                bus: std::sync::Arc<dyn $crate::bus::Bus>,
+                shutdown: $crate::__private::tokio_util::sync::CancellationToken,
+            ) -> $crate::__private::anyhow::Result<$crate::runtime::Service> {
+                build(c, pool, bus, shutdown).await
+            }
+        }
+    };
+}
