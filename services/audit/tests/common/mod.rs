@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -39,34 +38,9 @@ pub struct Audit {
 /// right after start-up are not lost to an exchange without bindings.
 pub async fn bind_queue(prefix: &str, sub: &Subscription) {
     let bus = AmqpBus::new(&amqp_url(), prefix);
-    assert!(bus.healthy().await, "declares the exchanges");
-    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+    helpdesk_kit::bus::Bus::declare(&bus, sub)
         .await
-        .expect("broker");
-    let ch = conn.create_channel().await.expect("channel");
-    let queue = format!("{prefix}{}", sub.queue);
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    for (exchange, pattern) in &sub.bindings {
-        ch.queue_bind(
-            queue.as_str().into(),
-            format!("{prefix}{exchange}").into(),
-            pattern.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    }
-    let _ = conn.close(200, "bye".into()).await;
+        .expect("declare the consumer's queue");
 }
 
 #[derive(Debug, Clone)]

@@ -8,10 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{
-    BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Connection};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -345,37 +342,9 @@ impl Platform {
     /// before the consumer connects is lost (the consumer declares the same queue).
     pub async fn prebind(&mut self, sub: &Subscription) {
         let bus = AmqpBus::new(&testing::amqp_url(), &self.prefix);
-        assert!(
-            helpdesk_kit::bus::Bus::healthy(&bus).await,
-            "declares the exchanges"
-        );
-        let conn = Connection::connect(&testing::amqp_url(), Default::default())
+        helpdesk_kit::bus::Bus::declare(&bus, sub)
             .await
-            .expect("amqp");
-        let ch = conn.create_channel().await.expect("channel");
-        let queue = bus.name(&sub.queue);
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare queue");
-        for (exchange, key) in &sub.bindings {
-            ch.queue_bind(
-                queue.as_str().into(),
-                bus.name(exchange).into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
-        }
-        let _ = conn.close(200, "bye".into()).await;
+            .expect("declare the consumer's queue");
         self.queues.push(sub.clone());
     }
 

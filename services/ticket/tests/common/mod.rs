@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::Value;
@@ -184,34 +184,10 @@ impl Platform {
     /// Declares and binds a consumer's queue before the service does, so that events published
     /// right after start-up are not lost to an exchange without bindings.
     pub async fn bind_queue(&mut self, sub: &Subscription) {
-        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+        let bus = AmqpBus::new(&amqp_url(), &self.prefix);
+        helpdesk_kit::bus::Bus::declare(&bus, sub)
             .await
-            .expect("broker");
-        let ch = conn.create_channel().await.expect("channel");
-        let queue = format!("{}{}", self.prefix, sub.queue);
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-        for (exchange, pattern) in &sub.bindings {
-            let exchange = format!("{}{}", self.prefix, exchange);
-            ch.queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                pattern.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        }
-        let _ = conn.close(200, "bye".into()).await;
+            .expect("declare the consumer's queue");
         if !self.queues.contains(&sub.queue) {
             self.queues.push(sub.queue.clone());
         }
