@@ -5,7 +5,6 @@
 //! TTL and then dead-letter it back to `Q` through the default exchange; `Q.dlq` keeps messages
 //! that failed `max_attempts` times, with the last error in the `x-last-error` header.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -427,13 +426,4 @@ impl Bus for AmqpBus {
     async fn healthy(&self) -> bool {
         self.publisher_channel().await.is_ok()
     }
-}
-
-/// Headers a message carries for correlation.
-pub fn correlation_headers(correlation_id: Option<&str>) -> BTreeMap<String, String> {
-    let mut h = BTreeMap::new();
-    if let Some(c) = correlation_id {
-        h.insert("correlation-id".to_string(), c.to_string());
-    }
-    h
 }
