@@ -16,27 +16,15 @@ use uuid::Uuid;
 use helpdesk_kit::auth::{AuthUser, Role};
 use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
 use helpdesk_kit::error::ApiError;
-use helpdesk_kit::events::{DomainEvent, Envelope, UserDeleted, UserRoleChanged};
+use helpdesk_kit::events::{Envelope, UserDeleted, UserRoleChanged};
 
 use crate::AppState;
 
 /// The logical queue of role changes and deletions.
-pub const QUEUE: &str = "admin-service.users";
+pub const QUEUE: &str = helpdesk_kit::bus::topology::ADMIN_USERS.name;
 
 pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    Subscription {
-        queue: QUEUE.into(),
-        bindings: vec![
-            (
-                UserRoleChanged::EXCHANGE.into(),
-                UserRoleChanged::EVENT_TYPE.into(),
-            ),
-            (UserDeleted::EXCHANGE.into(), UserDeleted::EVENT_TYPE.into()),
-        ],
-        max_attempts,
-        retry_base_delay,
-        prefetch: 32,
-    }
+    helpdesk_kit::bus::topology::ADMIN_USERS.subscription(max_attempts, retry_base_delay)
 }
 
 /// A signed-in user with their current role.

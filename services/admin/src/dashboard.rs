@@ -21,27 +21,18 @@ use uuid::Uuid;
 use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
 use helpdesk_kit::error::{ApiJson, ApiResult};
 use helpdesk_kit::events::{
-    DomainEvent, Envelope, TICKET_EVENTS, TicketDeleted, TicketSnapshot, TicketStatus, UserDeleted,
+    DomainEvent, Envelope, TicketDeleted, TicketSnapshot, TicketStatus, UserDeleted,
 };
 
 use crate::AppState;
 use crate::access::AdminCaller;
 
 /// The read model's logical queue.
-pub const QUEUE: &str = "admin-service.tickets";
+pub const QUEUE: &str = helpdesk_kit::bus::topology::ADMIN_TICKETS.name;
 
 /// Every ticket event, and user deletions (their tickets go, tickets assigned to them are freed).
 pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    Subscription {
-        queue: QUEUE.into(),
-        bindings: vec![
-            (TICKET_EVENTS.into(), "ticket.*".into()),
-            (UserDeleted::EXCHANGE.into(), UserDeleted::EVENT_TYPE.into()),
-        ],
-        max_attempts,
-        retry_base_delay,
-        prefetch: 32,
-    }
+    helpdesk_kit::bus::topology::ADMIN_TICKETS.subscription(max_attempts, retry_base_delay)
 }
 
 pub fn routes() -> Router<AppState> {

@@ -24,7 +24,6 @@ use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::events::ALL_EXCHANGES;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::runtime::Service;
 
@@ -32,7 +31,7 @@ use helpdesk_kit::runtime::Service;
 pub const SERVICE: &str = "audit-service";
 
 /// The queue that receives every event.
-pub const EVENTS_QUEUE: &str = "audit-service.events";
+pub const EVENTS_QUEUE: &str = helpdesk_kit::bus::topology::AUDIT_EVENTS.name;
 
 /// The service's migrations (`migrations/audit`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/audit");
@@ -136,16 +135,8 @@ pub fn api_router(state: AppState) -> Router {
 
 /// The subscription to every event on every exchange.
 pub fn events_subscription(config: &Config) -> Subscription {
-    Subscription {
-        queue: EVENTS_QUEUE.into(),
-        bindings: ALL_EXCHANGES
-            .iter()
-            .map(|e| (e.to_string(), "#".to_string()))
-            .collect(),
-        max_attempts: config.event_max_attempts,
-        retry_base_delay: config.event_retry_base_delay,
-        prefetch: 32,
-    }
+    helpdesk_kit::bus::topology::AUDIT_EVENTS
+        .subscription(config.event_max_attempts, config.event_retry_base_delay)
 }
 
 /// Builds the service: its full router, the event recorder and the retention job.

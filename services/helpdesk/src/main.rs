@@ -19,6 +19,7 @@ use helpdesk_kit::auth::{DEFAULT_ISSUER, JwtKeys, generate_key_pair};
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::postgres::PgBus;
+use helpdesk_kit::bus::topology;
 use helpdesk_kit::config::Env;
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::runtime;
@@ -323,7 +324,7 @@ async fn run_platform(
 
     let (bus, bus_label): (Arc<dyn Bus>, String) = match env.raw("AMQP_URL") {
         Some(amqp) => {
-            let bus = AmqpBus::new(&amqp, &env.string_or("BUS_PREFIX", ""));
+            let bus = AmqpBus::for_platform(&amqp, &env.string_or("BUS_PREFIX", ""));
             if !bus.healthy().await {
                 anyhow::bail!(
                     "cannot reach AMQP_URL (RabbitMQ): check the URL and that the broker runs"
@@ -338,8 +339,10 @@ async fn run_platform(
                 max_connections: 30,
             };
             let pool = helpdesk_kit::db::connect(&cfg).await?;
+            let bus = PgBus::new(pool).await?;
+            topology::declare_all(&bus).await?;
             (
-                Arc::new(PgBus::new(pool).await?),
+                Arc::new(bus),
                 "in-process (kept in PostgreSQL, schema bus)".into(),
             )
         }

@@ -190,7 +190,7 @@ async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::
     let amqp = amqp.ok_or_else(|| {
         anyhow::anyhow!("invalid configuration: AMQP_URL is required but not set")
     })?;
-    let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::new(amqp, prefix));
+    let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::for_platform(amqp, prefix));
     let shutdown = shutdown_on_signals();
     let listener = bind(D::http(&config).bind_addr).await?;
     let service = D::build(config, pool, bus, shutdown.clone()).await?;

@@ -400,3 +400,41 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
     task.await.unwrap();
     testing::drop_schema(&f.schema).await;
 }
+
+#[tokio::test]
+async fn a_platform_bus_keeps_events_for_consumers_that_have_not_started_yet() {
+    use helpdesk_kit::bus::topology;
+    let f = fixture().await;
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::for_platform(&amqp_url(), &f.prefix));
+    let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema);
+    let id = Uuid::new_v4();
+    let mut tx = f.pool.begin().await.unwrap();
+    let env = outbox::publish(&mut tx, &deleted(id), &EventContext::default())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+
+    // No consumer has ever run: the publisher declared every queue of the platform. Queues not
+    // bound to user.deleted (notification-service's) get nothing (`drain` checks for extras).
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    for queue in topology::PLATFORM {
+        let name = format!("{}{}", f.prefix, queue.name);
+        let wants = queue.bindings.iter().any(|(e, p)| {
+            *e == USER_EVENTS && (*p == "#" || *p == "user.*" || *p == "user.deleted")
+        });
+        let got = drain(&conn, &name, usize::from(wants)).await;
+        if wants {
+            assert_eq!(got[0].1, env, "{name}");
+        }
+        let ch = conn.create_channel().await.unwrap();
+        for q in [name.clone(), format!("{name}.dlq")] {
+            ch.queue_delete(q.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
+    }
+    testing::drop_schema(&f.schema).await;
+}

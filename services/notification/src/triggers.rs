@@ -8,8 +8,8 @@ use sqlx::PgConnection;
 
 use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
 use helpdesk_kit::events::{
-    DomainEvent, Envelope, TICKET_EVENTS, TicketAssigned, TicketCreated, TicketStatusChanged,
-    TicketUnassigned, USER_EVENTS, UserCreated, UserPasswordResetRequested, UserRef,
+    DomainEvent, Envelope, TicketAssigned, TicketCreated, TicketStatusChanged, TicketUnassigned,
+    UserCreated, UserPasswordResetRequested, UserRef,
 };
 use helpdesk_kit::outbox::EventContext;
 
@@ -17,29 +17,11 @@ use crate::emails::{self, NewEmail};
 use crate::templates::{self, Templates};
 
 /// The consumer's logical queue.
-pub const QUEUE: &str = "notification-service.events";
+pub const QUEUE: &str = helpdesk_kit::bus::topology::NOTIFICATION_TRIGGERS.name;
 
 /// The queue and its bindings: exactly the events that trigger emails.
 pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    fn bind<E: DomainEvent>() -> (String, String) {
-        (E::EXCHANGE.to_string(), E::EVENT_TYPE.to_string())
-    }
-    debug_assert_eq!(UserCreated::EXCHANGE, USER_EVENTS);
-    debug_assert_eq!(TicketCreated::EXCHANGE, TICKET_EVENTS);
-    Subscription {
-        queue: QUEUE.into(),
-        bindings: vec![
-            bind::<UserCreated>(),
-            bind::<UserPasswordResetRequested>(),
-            bind::<TicketCreated>(),
-            bind::<TicketStatusChanged>(),
-            bind::<TicketAssigned>(),
-            bind::<TicketUnassigned>(),
-        ],
-        max_attempts,
-        retry_base_delay,
-        prefetch: 16,
-    }
+    helpdesk_kit::bus::topology::NOTIFICATION_TRIGGERS.subscription(max_attempts, retry_base_delay)
 }
 
 /// Renders and queues the emails of each trigger event.

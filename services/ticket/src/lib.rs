@@ -26,7 +26,6 @@ use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::events::USER_EVENTS;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::outbox::OutboxRelay;
 use helpdesk_kit::peer::PeerClient;
@@ -36,7 +35,7 @@ use helpdesk_kit::runtime::Service;
 pub const SERVICE: &str = "ticket-service";
 
 /// The queue of the users read model.
-pub const USERS_QUEUE: &str = "ticket-service.users";
+pub const USERS_QUEUE: &str = helpdesk_kit::bus::topology::TICKET_USERS.name;
 
 /// The service's migrations (`migrations/ticket`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/ticket");
@@ -154,13 +153,8 @@ pub fn api_router(state: AppState) -> Router {
 
 /// The subscription of the users read model.
 pub fn users_subscription(config: &Config) -> Subscription {
-    Subscription {
-        queue: USERS_QUEUE.into(),
-        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
-        max_attempts: config.event_max_attempts,
-        retry_base_delay: config.event_retry_base_delay,
-        prefetch: 32,
-    }
+    helpdesk_kit::bus::topology::TICKET_USERS
+        .subscription(config.event_max_attempts, config.event_retry_base_delay)
 }
 
 /// Builds the service: its full router, its outbox relay and its users consumer.

@@ -34,6 +34,8 @@ pub struct AmqpBus {
     url: String,
     prefix: String,
     publisher: Mutex<Option<(Connection, Channel)>>,
+    /// Queues declared with the publisher's channel, before anything is published.
+    queues: Vec<Subscription>,
 }
 
 impl std::fmt::Debug for AmqpBus {
@@ -55,7 +57,25 @@ impl AmqpBus {
             url: url.to_string(),
             prefix: prefix.to_string(),
             publisher: Mutex::new(None),
+            queues: Vec::new(),
         }
+    }
+
+    /// Declares `queues` (with their dead-letter queues and bindings) whenever the publisher
+    /// connects, so nothing published is dropped for want of a consumer's queue. Services pass the
+    /// platform's [`topology::PLATFORM`](super::topology::PLATFORM).
+    pub fn with_queues(mut self, queues: impl IntoIterator<Item = Subscription>) -> Self {
+        self.queues = queues.into_iter().collect();
+        self
+    }
+
+    /// A bus that declares every queue of the platform before it publishes.
+    pub fn for_platform(url: &str, prefix: &str) -> Self {
+        Self::new(url, prefix).with_queues(
+            super::topology::PLATFORM
+                .iter()
+                .map(|q| q.subscription(1, Duration::from_secs(1))),
+        )
     }
 
     /// The broker-side name of a logical exchange or queue.
@@ -108,6 +128,9 @@ impl AmqpBus {
             .await
             .map_err(|e| err("enabling publisher confirms", e))?;
         self.declare_exchanges(&channel).await?;
+        for queue in &self.queues {
+            self.declare_queue(&channel, queue).await?;
+        }
         *guard = Some((conn, channel.clone()));
         Ok(channel)
     }
@@ -195,13 +218,12 @@ impl AmqpBus {
         }
     }
 
-    /// Declares a consumer's queue, its retry queues and its dead-letter queue, and binds it.
-    async fn declare_consumer_topology(
+    /// Declares a queue and its dead-letter queue, and binds it.
+    async fn declare_queue(
         &self,
         channel: &Channel,
         sub: &Subscription,
     ) -> Result<String, BusError> {
-        self.declare_exchanges(channel).await?;
         let queue = self.name(&sub.queue);
         let durable = QueueDeclareOptions {
             durable: true,
@@ -219,6 +241,33 @@ impl AmqpBus {
             )
             .await
             .map_err(|e| err("declaring dead-letter queue", e))?;
+        for (exchange, pattern) in &sub.bindings {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.name(exchange).into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("binding queue", e))?;
+        }
+        Ok(queue)
+    }
+
+    /// Declares a consumer's queue, its retry queues and its dead-letter queue, and binds it.
+    async fn declare_consumer_topology(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+    ) -> Result<String, BusError> {
+        self.declare_exchanges(channel).await?;
+        let queue = self.declare_queue(channel, sub).await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         for attempt in 1..sub.max_attempts {
             let mut args = FieldTable::default();
             args.insert(
@@ -237,18 +286,6 @@ impl AmqpBus {
                 .queue_declare(retry_queue(&queue, sub, attempt).into(), durable, args)
                 .await
                 .map_err(|e| err("declaring retry queue", e))?;
-        }
-        for (exchange, pattern) in &sub.bindings {
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    self.name(exchange).into(),
-                    pattern.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| err("binding queue", e))?;
         }
         Ok(queue)
     }

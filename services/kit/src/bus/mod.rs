@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod consumer;
 pub mod postgres;
+pub mod topology;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,139 @@
+//! The platform's durable queues: which service consumes what.
+//!
+//! This is part of the platform's contract, like the exchanges: every service's publisher declares
+//! every queue here (and its bindings) before it publishes anything, so an event is kept for a
+//! consumer that has not started yet. Without it, the user-service that starts first and creates
+//! the bootstrap admin would publish `user.created` to an exchange with no queue bound, and the
+//! audit log and the ticket read model would never learn about that admin.
+//!
+//! Each consumer still declares its own queue in full (retry queues, dead-letter queue) when it
+//! starts; retry queues depend on the consumer's own retry settings, so only the consumer makes them.
+
+use std::time::Duration;
+
+use super::Subscription;
+use crate::events::{
+    DomainEvent, TICKET_EVENTS, TicketAssigned, TicketCreated, TicketStatusChanged,
+    TicketUnassigned, USER_EVENTS, UserCreated, UserDeleted, UserPasswordResetRequested,
+    UserRoleChanged,
+};
+
+/// A durable queue of the platform and what it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    /// Logical name (the bus adds its prefix).
+    pub name: &'static str,
+    /// (exchange, routing-key pattern) pairs.
+    pub bindings: &'static [(&'static str, &'static str)],
+    /// Messages in flight per consumer.
+    pub prefetch: u16,
+}
+
+impl Queue {
+    /// The consumer's subscription to this queue with its retry settings.
+    pub fn subscription(&self, max_attempts: u32, retry_base_delay: Duration) -> Subscription {
+        Subscription {
+            queue: self.name.to_string(),
+            bindings: self
+                .bindings
+                .iter()
+                .map(|(e, p)| (e.to_string(), p.to_string()))
+                .collect(),
+            max_attempts,
+            retry_base_delay,
+            prefetch: self.prefetch,
+        }
+    }
+}
+
+const fn on<E: DomainEvent>() -> (&'static str, &'static str) {
+    (E::EXCHANGE, E::EVENT_TYPE)
+}
+
+/// ticket-service's read model of users.
+pub const TICKET_USERS: Queue = Queue {
+    name: "ticket-service.users",
+    bindings: &[(USER_EVENTS, "user.*")],
+    prefetch: 32,
+};
+
+/// audit-service: every event on every exchange.
+pub const AUDIT_EVENTS: Queue = Queue {
+    name: "audit-service.events",
+    bindings: &[
+        (crate::events::USER_EVENTS, "#"),
+        (crate::events::TICKET_EVENTS, "#"),
+        (crate::events::NOTIFICATION_EVENTS, "#"),
+    ],
+    prefetch: 32,
+};
+
+/// notification-service: exactly the events that trigger emails.
+pub const NOTIFICATION_TRIGGERS: Queue = Queue {
+    name: "notification-service.events",
+    bindings: &[
+        on::<UserCreated>(),
+        on::<UserPasswordResetRequested>(),
+        on::<TicketCreated>(),
+        on::<TicketStatusChanged>(),
+        on::<TicketAssigned>(),
+        on::<TicketUnassigned>(),
+    ],
+    prefetch: 16,
+};
+
+/// admin-service's read model of who may administer (role changes and deletions).
+pub const ADMIN_USERS: Queue = Queue {
+    name: "admin-service.users",
+    bindings: &[on::<UserRoleChanged>(), on::<UserDeleted>()],
+    prefetch: 32,
+};
+
+/// admin-service's dashboard read model: every ticket event, and user deletions.
+pub const ADMIN_TICKETS: Queue = Queue {
+    name: "admin-service.tickets",
+    bindings: &[(TICKET_EVENTS, "ticket.*"), on::<UserDeleted>()],
+    prefetch: 32,
+};
+
+/// Every durable queue of the platform.
+pub const PLATFORM: [Queue; 5] = [
+    TICKET_USERS,
+    AUDIT_EVENTS,
+    NOTIFICATION_TRIGGERS,
+    ADMIN_USERS,
+    ADMIN_TICKETS,
+];
+
+/// Declares every queue of the platform on `bus` (for a bus whose declarations persist, like the
+/// in-process one; the RabbitMQ bus does this itself on connect when built with
+/// [`AmqpBus::for_platform`](super::amqp::AmqpBus::for_platform)).
+pub async fn declare_all(bus: &dyn super::Bus) -> Result<(), super::BusError> {
+    for queue in PLATFORM {
+        bus.declare(&queue.subscription(1, Duration::from_secs(1)))
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_bindings_name_known_exchanges() {
+        let mut names: Vec<_> = PLATFORM.iter().map(|q| q.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PLATFORM.len());
+        for q in PLATFORM {
+            assert!(!q.bindings.is_empty(), "{}", q.name);
+            for (exchange, _) in q.bindings {
+                assert!(
+                    crate::events::ALL_EXCHANGES.contains(exchange),
+                    "{exchange}"
+                );
+            }
+        }
+    }
+}
