@@ -1,7 +1,7 @@
 //! `helpdesk bench`: a realistic load against a running platform's base URL.
 //!
-//! Each client signs up its own account, then loops over a weighted mix (login, list, create,
-//! comment, status change, dashboard). A sampler measures the event lag: ticket created → its
+//! Each client signs up its own account, then loops over a weighted mix (login, list, view,
+//! create, comment, status change, dashboard; see [`Mix`]). A sampler measures the event lag: ticket created → its
 //! `ticket.created` entry visible in the ticket's audit trail. Prints throughput, p50/p95/p99 per
 //! route, errors, and the lag.
 
@@ -21,6 +21,90 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub admin_email: String,
     pub admin_password: String,
+    pub mix: Mix,
+}
+
+/// The kinds of request a client makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Login,
+    List,
+    View,
+    Create,
+    Comment,
+    Status,
+    Dashboard,
+}
+
+impl Op {
+    const ALL: [(Op, &'static str); 7] = [
+        (Op::Login, "login"),
+        (Op::List, "list"),
+        (Op::View, "view"),
+        (Op::Create, "create"),
+        (Op::Comment, "comment"),
+        (Op::Status, "status"),
+        (Op::Dashboard, "dashboard"),
+    ];
+}
+
+/// Relative weights of each [`Op`], e.g. `login=2,list=30,view=20,create=10,comment=15,status=10,dashboard=13`
+/// (the default: a read-mostly helpdesk where each signed-in session makes ~50 requests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mix(Vec<(Op, u32)>);
+
+impl Mix {
+    pub const DEFAULT: &'static str =
+        "login=2,list=30,view=20,create=10,comment=15,status=10,dashboard=13";
+
+    fn pick(&self, roll: u32) -> Op {
+        let mut left = roll;
+        for (op, w) in &self.0 {
+            if left < *w {
+                return *op;
+            }
+            left -= w;
+        }
+        self.0.last().map(|(op, _)| *op).unwrap_or(Op::List)
+    }
+
+    fn total(&self) -> u32 {
+        self.0.iter().map(|(_, w)| w).sum()
+    }
+}
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut weights = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected name=weight"))?;
+            let op = Op::ALL
+                .iter()
+                .find(|(_, n)| *n == name.trim())
+                .map(|(op, _)| *op)
+                .ok_or_else(|| {
+                    let names: Vec<_> = Op::ALL.iter().map(|(_, n)| *n).collect();
+                    format!(
+                        "unknown request kind `{name}` (one of {})",
+                        names.join(", ")
+                    )
+                })?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}`: the weight must be a whole number"))?;
+            weights.push((op, weight));
+        }
+        let mix = Mix(weights);
+        if mix.total() == 0 {
+            return Err("the mix needs at least one positive weight".into());
+        }
+        Ok(mix)
+    }
 }
 
 #[derive(Default)]
@@ -80,11 +164,11 @@ impl Client {
         }
     }
 
-    async fn step(&mut self, stats: &Mutex<Stats>, admin_token: &str) {
-        let roll = rand::thread_rng().gen_range(0..100);
+    async fn step(&mut self, stats: &Mutex<Stats>, admin_token: &str, mix: &Mix) {
+        let op = mix.pick(rand::thread_rng().gen_range(0..mix.total()));
         let b = &self.base;
-        match roll {
-            0..5 => {
+        match op {
+            Op::Login => {
                 let body = json!({"email": self.email, "password": "bench-password-1"});
                 if let Some(v) = self
                     .timed(
@@ -99,7 +183,7 @@ impl Client {
                     self.token = t.to_string();
                 }
             }
-            5..35 => {
+            Op::List => {
                 self.timed(
                     stats,
                     "GET /tickets",
@@ -110,7 +194,19 @@ impl Client {
                 )
                 .await;
             }
-            35..55 => {
+            Op::View => {
+                let Some(id) = self.pick() else { return };
+                self.timed(
+                    stats,
+                    "GET /tickets/:id",
+                    self.http
+                        .get(format!("{b}/tickets/{id}"))
+                        .bearer_auth(&self.token),
+                    200,
+                )
+                .await;
+            }
+            Op::Create => {
                 let body = json!({"title": "Printer on fire", "description": "It is on fire again. Please help."});
                 if let Some(v) = self
                     .timed(
@@ -131,7 +227,7 @@ impl Client {
                     }
                 }
             }
-            55..75 => {
+            Op::Comment => {
                 let Some(id) = self.pick() else { return };
                 let body = json!({"body": "Have you tried turning it off and on again?"});
                 self.timed(
@@ -145,7 +241,7 @@ impl Client {
                 )
                 .await;
             }
-            75..90 => {
+            Op::Status => {
                 let Some(id) = self.pick() else { return };
                 let status = ["OPEN", "IN_PROGRESS", "DONE"][rand::thread_rng().gen_range(0..3)];
                 self.timed(
@@ -159,7 +255,7 @@ impl Client {
                 )
                 .await;
             }
-            _ => {
+            Op::Dashboard => {
                 self.timed(
                     stats,
                     "GET /admin/dashboard/statistics",
@@ -220,8 +316,21 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         .context("admin login (pass --admin-email/--admin-password or --data-dir)")?;
     let run_id = &uuid_like();
     println!(
-        "helpdesk bench: {} clients for {:?} against {base}",
-        opts.concurrency, opts.duration
+        "helpdesk bench: {} clients for {:?} against {base}, mix {}",
+        opts.concurrency,
+        opts.duration,
+        opts.mix
+            .0
+            .iter()
+            .map(|(op, w)| format!(
+                "{}={w}",
+                Op::ALL
+                    .iter()
+                    .find(|(o, _)| o == op)
+                    .map_or("?", |(_, n)| n)
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let mut clients = Vec::new();
     for i in 0..opts.concurrency {
@@ -247,10 +356,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mut c in clients {
-        let (stats, admin_token) = (stats.clone(), admin_token.clone());
+        let (stats, admin_token, mix) = (stats.clone(), admin_token.clone(), opts.mix.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                c.step(&stats, &admin_token).await;
+                c.step(&stats, &admin_token, &mix).await;
             }
         }));
     }
@@ -362,4 +471,30 @@ async fn sample_event_lag(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     lags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_pick_by_weight() {
+        let mix: Mix = Mix::DEFAULT.parse().unwrap();
+        assert_eq!(mix.total(), 100);
+        assert_eq!(mix.pick(0), Op::Login);
+        assert_eq!(mix.pick(1), Op::Login);
+        assert_eq!(mix.pick(2), Op::List);
+        assert_eq!(mix.pick(99), Op::Dashboard);
+        let only: Mix = "status=3".parse().unwrap();
+        assert!((0..3).all(|r| only.pick(r) == Op::Status));
+        assert!("login=0".parse::<Mix>().is_err());
+        assert!(
+            "logon=1"
+                .parse::<Mix>()
+                .unwrap_err()
+                .contains("unknown request kind")
+        );
+        assert!("list".parse::<Mix>().is_err());
+        assert!("list=x".parse::<Mix>().is_err());
+    }
 }

@@ -73,6 +73,10 @@ enum Cmd {
         admin_email: Option<String>,
         #[arg(long)]
         admin_password: Option<String>,
+        /// Relative weights of the request kinds (login, list, view, create, comment, status,
+        /// dashboard).
+        #[arg(long, default_value = bench::Mix::DEFAULT)]
+        mix: bench::Mix,
         #[arg(long, default_value = ".helpdesk")]
         data_dir: PathBuf,
     },
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
             seconds,
             admin_email,
             admin_password,
+            mix,
             data_dir,
         } => {
             let stored =
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(seconds),
                 admin_email: admin_email.unwrap_or(email),
                 admin_password: admin_password.unwrap_or(password),
+                mix,
             }))
         }
     };

@@ -64,9 +64,11 @@ pub async fn publish<E: DomainEvent>(
 pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
     let body = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let headers = serde_json::json!({ "correlation-id": envelope.metadata.correlation_id });
+    // The row and the relay's wake-up (delivered on commit) in one round trip.
     sqlx::query(
-        "INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
+         SELECT pg_notify(current_schema() || '_outbox', '') FROM ins",
     )
     .bind(envelope.event_id)
     .bind(envelope.exchange())
@@ -76,9 +78,6 @@ pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), s
     .bind(headers)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify(current_schema() || '_outbox', '')")
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 
@@ -193,6 +192,8 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut listener = self.listen().await;
         let mut backoff = Duration::from_millis(100);
+        // The backlog gauge costs a count: refresh it at most once a second, not on every round.
+        let mut gauge_at: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 >= self.batch_size => continue,
@@ -207,9 +208,12 @@ impl OutboxRelay {
                     Some(b)
                 }
             };
-            if let Ok(n) = self.backlog().await {
-                metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone())
-                    .set(n as f64);
+            if gauge_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                gauge_at = Some(std::time::Instant::now());
+                if let Ok(n) = self.backlog().await {
+                    metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone())
+                        .set(n as f64);
+                }
             }
             if let Some(delay) = wait {
                 tokio::select! {

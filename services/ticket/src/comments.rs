@@ -159,14 +159,16 @@ pub async fn add_comment(
     .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     check_access(&caller, &ticket)?;
     let comment_id = Uuid::now_v7();
-    sqlx::query("INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5)")
-        .bind(comment_id)
-        .bind(id)
-        .bind(caller.id)
-        .bind(&text)
-        .bind(is_internal)
-        .execute(&mut *tx)
-        .await?;
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+    )
+    .bind(comment_id)
+    .bind(id)
+    .bind(caller.id)
+    .bind(&text)
+    .bind(is_internal)
+    .fetch_one(&mut *tx)
+    .await?;
     let event = TicketCommentAdded {
         ticket: ticket.snapshot(),
         comment_id,
@@ -174,12 +176,26 @@ pub async fn add_comment(
         is_internal,
     };
     outbox::publish(&mut tx, &event, &request_context(request_id, &caller)).await?;
-    let row: CommentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE c.id = $1")))
-        .bind(comment_id)
-        .fetch_one(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, ApiJson(Comment::from(row))))
+    // The author is the caller, just resolved from the read model: no further look-up.
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(Comment {
+            id: comment_id,
+            ticket_id: id,
+            author_id: caller.id,
+            body: text,
+            is_internal,
+            created_at,
+            author: CommentAuthor {
+                id: caller.id,
+                email: caller.email,
+                first_name: caller.first_name,
+                last_name: caller.last_name,
+                role: Some(caller.role),
+            },
+        }),
+    ))
 }
 
 /// `user.deleted`: removes the user's comments on other users' tickets (their own tickets are

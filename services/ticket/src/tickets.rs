@@ -97,6 +97,24 @@ pub(crate) struct TicketViewRow {
     assignee_last_name: Option<String>,
 }
 
+impl Ticket {
+    /// A ticket with the users to embed.
+    pub fn new(t: TicketRow, user: UserRef, assigned_to: Option<UserRef>) -> Self {
+        Ticket {
+            id: t.id,
+            user_id: t.user_id,
+            title: t.title,
+            description: t.description,
+            status: t.status,
+            assigned_to_user_id: t.assigned_to_user_id,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            user,
+            assigned_to,
+        }
+    }
+}
+
 impl From<TicketViewRow> for Ticket {
     fn from(r: TicketViewRow) -> Self {
         let t = r.ticket;
@@ -115,18 +133,7 @@ impl From<TicketViewRow> for Ticket {
             }),
             _ => None,
         };
-        Ticket {
-            id: t.id,
-            user_id: t.user_id,
-            title: t.title,
-            description: t.description,
-            status: t.status,
-            assigned_to_user_id: t.assigned_to_user_id,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-            user,
-            assigned_to,
-        }
+        Ticket::new(t, user, assigned_to)
     }
 }
 
@@ -248,21 +255,20 @@ pub async fn create_ticket(
     .bind(&description)
     .fetch_one(&mut *tx)
     .await?;
-    let creator = creator_ref(&mut tx, &row).await?;
+    // The creator is the caller, just resolved from the read model: no further look-up.
+    let creator = caller.reference();
     let ctx = request_context(request_id, &caller);
     outbox::publish(
         &mut tx,
         &TicketCreated {
             ticket: row.snapshot(),
-            creator,
+            creator: creator.clone().into(),
         },
         &ctx,
     )
     .await?;
-    let ticket = view(&mut *tx, row.id)
-        .await?
-        .ok_or_else(|| ApiError::internal("created ticket vanished"))?;
     tx.commit().await?;
+    let ticket = Ticket::new(row, creator, None);
     metrics::counter!("helpdesk_tickets_created_total").increment(1);
     Ok((StatusCode::CREATED, ApiJson(ticket)))
 }
@@ -349,7 +355,11 @@ pub async fn update_ticket(
         )
         .await?;
         if after.status != before.status {
-            let creator = creator_ref(&mut tx, &after).await?;
+            let creator = if after.user_id == caller.id {
+                caller.reference().into()
+            } else {
+                creator_ref(&mut tx, &after).await?
+            };
             let changed = TicketStatusChanged {
                 ticket: after.snapshot(),
                 old_status: before.status,

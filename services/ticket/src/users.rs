@@ -81,10 +81,22 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User
 pub struct Caller {
     pub id: Uuid,
     pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub role: Role,
 }
 
 impl Caller {
+    /// The caller as embedded in tickets and events.
+    pub fn reference(&self) -> UserRef {
+        UserRef {
+            id: self.id,
+            email: self.email.clone(),
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -96,6 +108,8 @@ impl Caller {
 #[derive(FromRow)]
 struct Lookup {
     email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
     role: Option<Role>,
     deleted: bool,
 }
@@ -103,7 +117,7 @@ struct Lookup {
 /// Resolves a verified token against the read model (see the module documentation).
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
     let found: Lookup = sqlx::query_as(
-        "SELECT u.email, u.role, (d.id IS NOT NULL) AS deleted \
+        "SELECT u.email, u.first_name, u.last_name, u.role, (d.id IS NOT NULL) AS deleted \
          FROM (VALUES ($1::uuid)) AS k (id) \
          LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
     )
@@ -117,6 +131,8 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
         return Ok(Caller {
             id: token.id,
             email,
+            first_name: found.first_name,
+            last_name: found.last_name,
             role,
         });
     }
@@ -133,6 +149,8 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     Ok(Caller {
         id: token.id,
         email: token.email.clone(),
+        first_name: None,
+        last_name: None,
         role: token.role,
     })
 }

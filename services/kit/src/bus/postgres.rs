@@ -37,9 +37,16 @@ CREATE TABLE IF NOT EXISTS bus_messages (
 CREATE INDEX IF NOT EXISTS bus_messages_ready ON bus_messages (queue, id) WHERE dead_at IS NULL;
 "#;
 
+/// How long the publisher trusts its copy of the bindings (declarations by another process that
+/// shares the database are seen after at most this long; this process's own at once).
+const BINDINGS_TTL: Duration = Duration::from_secs(5);
+
+type Bindings = Arc<Vec<(String, String, String)>>;
+
 /// The PostgreSQL-backed bus. Give it a pool on its own schema (e.g. `bus`).
 pub struct PgBus {
     pool: PgPool,
+    bindings: tokio::sync::RwLock<Option<(std::time::Instant, Bindings)>>,
 }
 
 impl PgBus {
@@ -53,7 +60,26 @@ impl PgBus {
             .execute(&pool)
             .await?;
         created?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            bindings: tokio::sync::RwLock::new(None),
+        })
+    }
+
+    /// The (queue, exchange, pattern) bindings, cached for [`BINDINGS_TTL`].
+    async fn bindings(&self) -> Result<Bindings, sqlx::Error> {
+        if let Some((at, b)) = self.bindings.read().await.as_ref()
+            && at.elapsed() < BINDINGS_TTL
+        {
+            return Ok(b.clone());
+        }
+        let fresh: Bindings = Arc::new(
+            sqlx::query_as("SELECT queue, exchange, pattern FROM bus_bindings")
+                .fetch_all(&self.pool)
+                .await?,
+        );
+        *self.bindings.write().await = Some((std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 
     async fn consume_batch(
@@ -71,6 +97,7 @@ impl PgBus {
         .bind(i64::from(sub.prefetch.max(1)))
         .fetch_all(&mut *tx)
         .await?;
+        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let body: Vec<u8> = row.try_get("body")?;
@@ -84,10 +111,7 @@ impl PgBus {
             match failure {
                 None => {
                     metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone()).increment(1);
-                    sqlx::query("DELETE FROM bus_messages WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                    done.push(id);
                 }
                 Some((error, true)) => {
                     metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
@@ -115,6 +139,12 @@ impl PgBus {
                     .await?;
                 }
             }
+        }
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM bus_messages WHERE id = ANY($1)")
+                .bind(&done)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(rows.len())
@@ -155,32 +185,44 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
 impl Bus for PgBus {
     async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
         let result: Result<(), sqlx::Error> = async {
-            let bindings: Vec<(String, String, String)> = sqlx::query_as("SELECT queue, exchange, pattern FROM bus_bindings")
-                .fetch_all(&self.pool)
-                .await?;
-            let mut tx = self.pool.begin().await?;
+            let bindings = self.bindings().await?;
+            // One row per (message, bound queue), in publish order.
+            let (mut queues, mut keys, mut ids, mut bodies) = (vec![], vec![], vec![], vec![]);
             for m in messages {
-                let mut queues: Vec<&str> = bindings
+                let mut bound: Vec<&str> = bindings
                     .iter()
                     .filter(|(_, ex, pat)| *ex == m.exchange && topic_matches(pat, &m.routing_key))
                     .map(|(q, _, _)| q.as_str())
                     .collect();
-                queues.sort_unstable();
-                queues.dedup();
-                for q in queues {
-                    sqlx::query("INSERT INTO bus_messages (queue, routing_key, message_id, body) VALUES ($1, $2, $3, $4)")
-                        .bind(q)
-                        .bind(&m.routing_key)
-                        .bind(&m.message_id)
-                        .bind(&m.body)
-                        .execute(&mut *tx)
-                        .await?;
+                bound.sort_unstable();
+                bound.dedup();
+                for q in bound {
+                    queues.push(q);
+                    keys.push(m.routing_key.as_str());
+                    ids.push(m.message_id.as_str());
+                    bodies.push(m.body.as_slice());
                 }
+            }
+            if !queues.is_empty() {
+                // One statement (atomic on its own): the rows, and one wake-up per queue that got any.
+                sqlx::query(
+                    "WITH ins AS (INSERT INTO bus_messages (queue, routing_key, message_id, body) \
+                       SELECT q, k, i, b FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS m(q, k, i, b, n) \
+                       ORDER BY n RETURNING queue) \
+                     SELECT pg_notify('helpdesk_bus', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS woken",
+                )
+                .bind(&queues)
+                .bind(&keys)
+                .bind(&ids)
+                .bind(&bodies)
+                .execute(&self.pool)
+                .await?;
+            }
+            for m in messages {
                 metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
                     .increment(1);
             }
-            sqlx::query("SELECT pg_notify('helpdesk_bus', '')").execute(&mut *tx).await?;
-            tx.commit().await
+            Ok(())
         }
         .await;
         match result {
@@ -205,6 +247,7 @@ impl Bus for PgBus {
                 .await
                 .map_err(|e| BusError(format!("in-process bus: {e}")))?;
         }
+        *self.bindings.write().await = None;
         Ok(())
     }
 
@@ -239,9 +282,20 @@ impl Bus for PgBus {
                     tracing::warn!(queue = %subscription.queue, error = %e, "in-process bus consumer failed")
                 }
             }
+            // Wakes only for this queue (an empty payload wakes every consumer).
             let notified = async {
                 match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
+                    Some(l) => loop {
+                        match l.recv().await {
+                            Ok(n)
+                                if n.payload().is_empty() || n.payload() == subscription.queue =>
+                            {
+                                break Ok(());
+                            }
+                            Ok(_) => continue,
+                            Err(e) => break Err(e),
+                        }
+                    },
                     None => std::future::pending().await,
                 }
             };

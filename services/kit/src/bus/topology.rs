@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Subscription;
 use crate::events::{
-    DomainEvent, TICKET_EVENTS, TicketAssigned, TicketCreated, TicketStatusChanged,
+    DomainEvent, TicketAssigned, TicketCreated, TicketDeleted, TicketStatusChanged,
     TicketUnassigned, USER_EVENTS, UserCreated, UserDeleted, UserPasswordResetRequested,
     UserRoleChanged,
 };
@@ -89,10 +89,19 @@ pub const ADMIN_USERS: Queue = Queue {
     prefetch: 32,
 };
 
-/// admin-service's dashboard read model: every ticket event, and user deletions.
+/// admin-service's dashboard read model: the ticket events that change its figures (creation,
+/// status, assignment, deletion), and user deletions. Comments and title edits are not bound: they
+/// would only cost a transaction each.
 pub const ADMIN_TICKETS: Queue = Queue {
     name: "admin-service.tickets",
-    bindings: &[(TICKET_EVENTS, "ticket.*"), on::<UserDeleted>()],
+    bindings: &[
+        on::<TicketCreated>(),
+        on::<TicketStatusChanged>(),
+        on::<TicketAssigned>(),
+        on::<TicketUnassigned>(),
+        on::<TicketDeleted>(),
+        on::<UserDeleted>(),
+    ],
     prefetch: 32,
 };
 
