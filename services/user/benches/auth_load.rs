@@ -168,7 +168,7 @@ async fn main() {
     })
     .await;
     println!(
-        "user-service benchmark: {CLIENTS} clients, argon2id m=19456 KiB t=2 p=1, {} CPUs",
+        "user-service benchmark: {CLIENTS} clients, argon2id m=12288 KiB t=3 p=1 (the defaults), {} CPUs",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)

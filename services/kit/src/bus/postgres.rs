@@ -2,13 +2,14 @@
 //! has RabbitMQ's semantics where the services rely on them: topic routing to durable queues
 //! (fanned out at publish time, bindings persisted), at-least-once delivery that survives a crash,
 //! retries with growing delay, and a dead-letter state after `max_attempts` with the last error.
-//! Consumers are woken by `LISTEN/NOTIFY`, with a polling fallback.
+//! Publisher and consumers live in one process: a publish wakes its queues' consumers in memory
+//! (no `NOTIFY`, whose commit-time lock serialises writers and wakes every listening backend), with
+//! a polling fallback for retries that become due.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,8 @@ type Bindings = Arc<Vec<(String, String, String)>>;
 pub struct PgBus {
     pool: PgPool,
     bindings: tokio::sync::RwLock<Option<(std::time::Instant, Bindings)>>,
+    /// One wake-up per queue for its consumers in this process.
+    wakers: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl PgBus {
@@ -63,7 +66,13 @@ impl PgBus {
         Ok(Self {
             pool,
             bindings: tokio::sync::RwLock::new(None),
+            wakers: Default::default(),
         })
+    }
+
+    fn waker(&self, queue: &str) -> Arc<tokio::sync::Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.entry(queue.to_string()).or_default().clone()
     }
 
     /// The (queue, exchange, pattern) bindings, cached for [`BINDINGS_TTL`].
@@ -204,12 +213,11 @@ impl Bus for PgBus {
                 }
             }
             if !queues.is_empty() {
-                // One statement (atomic on its own): the rows, and one wake-up per queue that got any.
+                // One statement, atomic on its own.
                 sqlx::query(
-                    "WITH ins AS (INSERT INTO bus_messages (queue, routing_key, message_id, body) \
-                       SELECT q, k, i, b FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS m(q, k, i, b, n) \
-                       ORDER BY n RETURNING queue) \
-                     SELECT pg_notify('helpdesk_bus', q) FROM (SELECT DISTINCT queue AS q FROM ins) AS woken",
+                    "INSERT INTO bus_messages (queue, routing_key, message_id, body) \
+                     SELECT q, k, i, b FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+                     WITH ORDINALITY AS m(q, k, i, b, n) ORDER BY n",
                 )
                 .bind(&queues)
                 .bind(&keys)
@@ -217,6 +225,11 @@ impl Bus for PgBus {
                 .bind(&bodies)
                 .execute(&self.pool)
                 .await?;
+                queues.sort_unstable();
+                queues.dedup();
+                for q in queues {
+                    self.waker(q).notify_waiters();
+                }
             }
             for m in messages {
                 metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
@@ -266,15 +279,16 @@ impl Bus for PgBus {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => l.listen("helpdesk_bus").await.ok().map(|_| l),
-            Err(_) => None,
-        };
-        // Retries become due without a notification: poll at least this often.
+        let waker = self.waker(&subscription.queue);
+        // Retries become due without a wake-up: poll at least this often.
         let poll = subscription
             .retry_base_delay
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
         while !shutdown.is_cancelled() {
+            // Registered before looking, so a publish in between is not missed.
+            let woken = waker.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             match self.consume_batch(&subscription, &handler).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
@@ -282,26 +296,9 @@ impl Bus for PgBus {
                     tracing::warn!(queue = %subscription.queue, error = %e, "in-process bus consumer failed")
                 }
             }
-            // Wakes only for this queue (an empty payload wakes every consumer).
-            let notified = async {
-                match listener.as_mut() {
-                    Some(l) => loop {
-                        match l.recv().await {
-                            Ok(n)
-                                if n.payload().is_empty() || n.payload() == subscription.queue =>
-                            {
-                                break Ok(());
-                            }
-                            Ok(_) => continue,
-                            Err(e) => break Err(e),
-                        }
-                    },
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = notified => {}
+                _ = woken => {}
                 _ = tokio::time::sleep(poll) => {}
             }
         }
