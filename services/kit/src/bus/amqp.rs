@@ -71,11 +71,7 @@ impl AmqpBus {
 
     /// A bus that declares every queue of the platform before it publishes.
     pub fn for_platform(url: &str, prefix: &str) -> Self {
-        Self::new(url, prefix).with_queues(
-            super::topology::PLATFORM
-                .iter()
-                .map(|q| q.subscription(1, Duration::from_secs(1))),
-        )
+        Self::new(url, prefix).with_queues(super::topology::declarations())
     }
 
     /// The broker-side name of a logical exchange or queue.

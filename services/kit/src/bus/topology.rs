@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use super::Subscription;
 use crate::events::{
-    DomainEvent, TicketAssigned, TicketCreated, TicketDeleted, TicketStatusChanged,
-    TicketUnassigned, USER_EVENTS, UserCreated, UserDeleted, UserPasswordResetRequested,
-    UserRoleChanged,
+    DomainEvent, NOTIFICATION_EVENTS, TICKET_EVENTS, TicketAssigned, TicketCreated, TicketDeleted,
+    TicketStatusChanged, TicketUnassigned, USER_EVENTS, UserCreated, UserDeleted,
+    UserPasswordResetRequested, UserRoleChanged,
 };
 
 /// A durable queue of the platform and what it receives.
@@ -61,9 +61,9 @@ pub const TICKET_USERS: Queue = Queue {
 pub const AUDIT_EVENTS: Queue = Queue {
     name: "audit-service.events",
     bindings: &[
-        (crate::events::USER_EVENTS, "#"),
-        (crate::events::TICKET_EVENTS, "#"),
-        (crate::events::NOTIFICATION_EVENTS, "#"),
+        (USER_EVENTS, "#"),
+        (TICKET_EVENTS, "#"),
+        (NOTIFICATION_EVENTS, "#"),
     ],
     prefetch: 32,
 };
@@ -114,13 +114,20 @@ pub const PLATFORM: [Queue; 5] = [
     ADMIN_TICKETS,
 ];
 
+/// What a publisher declares for every queue of the platform: the queue, its dead-letter queue
+/// and its bindings (one attempt, so no retry queues: those are the consumer's).
+pub fn declarations() -> impl Iterator<Item = Subscription> {
+    PLATFORM
+        .iter()
+        .map(|q| q.subscription(1, Duration::from_secs(1)))
+}
+
 /// Declares every queue of the platform on `bus` (for a bus whose declarations persist, like the
 /// in-process one; the RabbitMQ bus does this itself on connect when built with
 /// [`AmqpBus::for_platform`](super::amqp::AmqpBus::for_platform)).
 pub async fn declare_all(bus: &dyn super::Bus) -> Result<(), super::BusError> {
-    for queue in PLATFORM {
-        bus.declare(&queue.subscription(1, Duration::from_secs(1)))
-            .await?;
+    for declaration in declarations() {
+        bus.declare(&declaration).await?;
     }
     Ok(())
 }
