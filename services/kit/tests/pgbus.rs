@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use helpdesk_kit::bus::postgres::PgBus;
 use helpdesk_kit::bus::{
-    Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Subscription,
+    Bus, EventHandler, HandlerError, IdempotentConsumer, MessageHandler, OutgoingMessage,
+    Subscription,
 };
 use helpdesk_kit::db::{self, DbConfig};
 use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
@@ -190,13 +191,107 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
         panicked.contains("panicked"),
         "a panicking handler is a failed attempt: {panicked}"
     );
-    assert_eq!(
-        recorder.calls.load(Ordering::SeqCst),
-        1 + 3 + 3 + 1,
-        "good once, failing and panicking 3 times each, later once"
+    // Failing and panicking: 3 deliveries each; a delivery that arrives in a batch is tried once
+    // in the batch and once on its own after the batch is rolled back.
+    let calls = recorder.calls.load(Ordering::SeqCst);
+    assert!(
+        (1 + 3 + 3 + 1..=2 * (1 + 3 + 3 + 1)).contains(&calls),
+        "good once, failing and panicking 3 deliveries each, later once: {calls} calls"
     );
     shutdown.cancel();
     task.await.unwrap();
     testing::drop_schema(&bus_schema).await;
     testing::drop_schema(&app_schema).await;
+}
+
+fn user_deleted(email: &str) -> Envelope {
+    Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: email.into(),
+        },
+        EventMetadata::default(),
+    )
+}
+
+#[tokio::test]
+async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
+    testing::require_postgres().await;
+    let schema = unique("t_batch_");
+    let app = pool(&schema).await;
+    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&app)
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let consumer = IdempotentConsumer::new("test", app.clone(), recorder.clone());
+    let effects = |id: Uuid| {
+        let app = app.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&app)
+                .await
+                .unwrap()
+        }
+    };
+    let body = |e: &Envelope| serde_json::to_vec(e).unwrap();
+
+    let earlier = user_deleted("earlier@example.com");
+    consumer.handle(&body(&earlier)).await.unwrap();
+    let (one, two) = (
+        user_deleted("one@example.com"),
+        user_deleted("two@example.com"),
+    );
+    let bodies = [
+        body(&one),
+        b"not json".to_vec(),
+        body(&one), // the same event twice in one batch
+        body(&two),
+        body(&earlier), // handled before
+    ];
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let outcomes = consumer.handle_batch(&refs).await;
+    assert_eq!(outcomes.len(), 5);
+    assert!(
+        outcomes[0].is_ok() && outcomes[2].is_ok() && outcomes[3].is_ok() && outcomes[4].is_ok()
+    );
+    assert!(matches!(outcomes[1], Err(HandlerError::Permanent(_))));
+    assert_eq!(
+        (
+            effects(one.event_id).await,
+            effects(two.event_id).await,
+            effects(earlier.event_id).await
+        ),
+        (1, 1, 1),
+        "each event applied exactly once"
+    );
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 3);
+
+    // One failure rolls the batch back; the others still commit, each with its own outcome.
+    let (three, failing, four) = (
+        user_deleted("three@example.com"),
+        user_deleted("fail@example.com"),
+        user_deleted("four@example.com"),
+    );
+    let bodies = [body(&three), body(&failing), body(&four)];
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let outcomes = consumer.handle_batch(&refs).await;
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
+    assert!(matches!(outcomes[1], Err(HandlerError::Transient(_))));
+    assert_eq!(
+        (effects(three.event_id).await, effects(four.event_id).await),
+        (1, 1)
+    );
+    // The failed event was not recorded as handled: its redelivery is applied.
+    let processed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
+            .bind(failing.event_id)
+            .fetch_one(&app)
+            .await
+            .unwrap();
+    assert_eq!(processed, 0);
+    testing::drop_schema(&schema).await;
 }

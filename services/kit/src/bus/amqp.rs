@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -317,77 +318,113 @@ impl AmqpBus {
             .map_err(|e| err("starting consumer", e))?;
         tracing::info!(queue = %queue, "consuming");
         loop {
-            let delivery = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
-            let delivery = match delivery {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Err(err("receiving", e)),
-                None => return Err(BusError("consumer stream ended".into())),
-            };
-            let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER);
-            let outcome = handler.handle(&delivery.data).await;
-            let failure = match outcome {
-                Ok(()) => None,
-                Err(HandlerError::Permanent(e)) => Some((e, true)),
-                Err(HandlerError::Transient(e)) => Some((e, attempt + 1 >= sub.max_attempts)),
-            };
-            if let Some((error, give_up)) = failure {
-                let target = if give_up {
-                    metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
-                    tracing::warn!(queue = %queue, attempt = attempt + 1, %error, "message dead-lettered");
-                    format!("{queue}.dlq")
-                } else {
-                    metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone()).increment(1);
-                    tracing::info!(queue = %queue, attempt = attempt + 1, %error, "message will be retried");
-                    retry_queue(&queue, sub, attempt + 1)
-                };
-                let mut props = delivery.properties.clone();
-                let mut headers = props.headers().clone().unwrap_or_default();
-                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
-                headers.insert(
-                    ERROR_HEADER.into(),
-                    AMQPValue::LongString(truncate(&error, 1000).into()),
-                );
-                props = props.with_headers(headers).with_delivery_mode(2);
-                let moved = match channel
-                    .basic_publish(
-                        "".into(),
-                        target.into(),
-                        BasicPublishOptions::default(),
-                        &delivery.data,
-                        props,
-                    )
-                    .await
-                {
-                    Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
-                    Err(_) => false,
-                };
-                if !moved {
-                    // Keep the message: it comes back when we reconnect.
-                    let _ = delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
-                    return Err(BusError(
-                        "could not move a failed message to its retry queue".into(),
-                    ));
+            // What the broker has already pushed (up to the prefetch) is handled as one batch.
+            let mut batch = vec![delivery_or_err(first)?];
+            while batch.len() < usize::from(sub.prefetch.max(1)) {
+                match deliveries.next().now_or_never() {
+                    Some(next) => batch.push(delivery_or_err(next)?),
+                    None => break,
                 }
-            } else {
-                metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone())
-                    .increment(1);
             }
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(|e| err("acknowledging", e))?;
+            let bodies: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+            let outcomes = handler.handle_batch(&bodies).await;
+            if outcomes.len() != batch.len() {
+                // Unacknowledged messages come back when we reconnect.
+                return Err(BusError(
+                    "handler returned the wrong number of outcomes".into(),
+                ));
+            }
+            for (delivery, outcome) in batch.iter().zip(outcomes) {
+                self.settle(&channel, sub, &queue, delivery, outcome)
+                    .await?;
+            }
         }
         let _ = channel.close(200, "shutdown".into()).await;
         let _ = conn.close(200, "shutdown".into()).await;
         Ok(())
+    }
+
+    /// Acknowledges a handled delivery; a failed one is first moved to its retry queue or, after
+    /// the last attempt, to the dead-letter queue.
+    async fn settle(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+        queue: &str,
+        delivery: &Delivery,
+        outcome: Result<(), HandlerError>,
+    ) -> Result<(), BusError> {
+        let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER);
+        let failure = match outcome {
+            Ok(()) => None,
+            Err(HandlerError::Permanent(e)) => Some((e, true)),
+            Err(HandlerError::Transient(e)) => Some((e, attempt + 1 >= sub.max_attempts)),
+        };
+        if let Some((error, give_up)) = failure {
+            let target = if give_up {
+                metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
+                tracing::warn!(queue = %queue, attempt = attempt + 1, %error, "message dead-lettered");
+                format!("{queue}.dlq")
+            } else {
+                metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone())
+                    .increment(1);
+                tracing::info!(queue = %queue, attempt = attempt + 1, %error, "message will be retried");
+                retry_queue(queue, sub, attempt + 1)
+            };
+            let mut props = delivery.properties.clone();
+            let mut headers = props.headers().clone().unwrap_or_default();
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
+            headers.insert(
+                ERROR_HEADER.into(),
+                AMQPValue::LongString(truncate(&error, 1000).into()),
+            );
+            props = props.with_headers(headers).with_delivery_mode(2);
+            let moved = match channel
+                .basic_publish(
+                    "".into(),
+                    target.into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    props,
+                )
+                .await
+            {
+                Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+                Err(_) => false,
+            };
+            if !moved {
+                // Keep the message: it comes back when we reconnect.
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                return Err(BusError(
+                    "could not move a failed message to its retry queue".into(),
+                ));
+            }
+        } else {
+            metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone())
+                .increment(1);
+        }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| err("acknowledging", e))?;
+        Ok(())
+    }
+}
+
+fn delivery_or_err(next: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, BusError> {
+    match next {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(err("receiving", e)),
+        None => Err(BusError("consumer stream ended".into())),
     }
 }
 

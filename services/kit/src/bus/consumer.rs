@@ -1,12 +1,14 @@
 //! Idempotent event consumption: the handled `eventId` is recorded in the same transaction as the
 //! handler's effect, so a redelivered event is acknowledged without repeating the effect.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{HandlerError, MessageHandler};
 use crate::events::Envelope;
@@ -56,23 +58,48 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         tx.commit().await?;
         Ok(true)
     }
-}
 
-#[async_trait]
-impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
-    async fn handle(&self, body: &[u8]) -> Result<(), HandlerError> {
-        let event: Envelope = serde_json::from_slice(body)
-            .map_err(|e| HandlerError::Permanent(format!("not an event envelope: {e}")))?;
-        let span = tracing::info_span!(
-            "event",
-            consumer = %self.name,
-            event_id = %event.event_id,
-            event_type = %event.event_type,
-            correlation_id = event.metadata.correlation_id.as_deref().unwrap_or(""),
-        );
+    /// Handles `events` in one transaction; returns, per event, whether it was new. On any failure
+    /// nothing of the batch is kept.
+    async fn handle_events(&self, events: &[&Envelope]) -> Result<Vec<bool>, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut handled = HashSet::with_capacity(fresh.len());
+        let mut new = Vec::with_capacity(events.len());
+        for event in events {
+            // The same event twice in one batch is handled once.
+            let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
+            if is_new {
+                let span = event_span(&self.name, event);
+                std::panic::AssertUnwindSafe(self.handler.handle(&mut tx, event).instrument(span))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HandlerError::Transient("the event handler panicked".into()))
+                    })?;
+            }
+            new.push(is_new);
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Handles one parsed event in its own transaction, a panic counting as a failed attempt.
+    async fn handle_one(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let span = event_span(&self.name, event);
         // A panicking handler must not kill the consumer: it counts as a failed attempt, so the
         // message is retried and finally dead-lettered like any other failure.
-        let outcome = std::panic::AssertUnwindSafe(self.handle_event(&event).instrument(span))
+        let outcome = std::panic::AssertUnwindSafe(self.handle_event(event).instrument(span))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(HandlerError::Transient("the event handler panicked".into())));
@@ -82,11 +109,67 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
                 Ok(())
             }
             Ok(false) => {
-                tracing::debug!("duplicate event skipped");
-                metrics::counter!("helpdesk_events_duplicates_total", "consumer" => self.name.clone()).increment(1);
+                self.count_duplicates(1);
                 Ok(())
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn count_duplicates(&self, n: usize) {
+        if n > 0 {
+            tracing::debug!(consumer = %self.name, n, "duplicate events skipped");
+            metrics::counter!("helpdesk_events_duplicates_total", "consumer" => self.name.clone())
+                .increment(n as u64);
+        }
+    }
+}
+
+fn event_span(consumer: &str, event: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "event",
+        consumer = %consumer,
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        correlation_id = event.metadata.correlation_id.as_deref().unwrap_or(""),
+    )
+}
+
+fn parse(body: &[u8]) -> Result<Envelope, HandlerError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HandlerError::Permanent(format!("not an event envelope: {e}")))
+}
+
+#[async_trait]
+impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
+    async fn handle(&self, body: &[u8]) -> Result<(), HandlerError> {
+        self.handle_one(&parse(body)?).await
+    }
+
+    /// A backlog is committed in one transaction (one round trip to record the events, one
+    /// commit), which is what lets consumers keep up under load. If anything in it fails, the
+    /// batch is rolled back and its events are handled one by one, so each gets its own outcome.
+    async fn handle_batch(&self, bodies: &[&[u8]]) -> Vec<Result<(), HandlerError>> {
+        let parsed: Vec<Result<Envelope, HandlerError>> = bodies.iter().map(|b| parse(b)).collect();
+        let events: Vec<&Envelope> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+        if events.len() > 1 {
+            match self.handle_events(&events).await {
+                Ok(new) => {
+                    self.count_duplicates(new.iter().filter(|n| !**n).count());
+                    return parsed.into_iter().map(|p| p.map(|_| ())).collect();
+                }
+                Err(error) => tracing::debug!(
+                    consumer = %self.name, %error, "batch failed; handling its events one by one"
+                ),
+            }
+        }
+        let mut outcomes = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            outcomes.push(match p {
+                Ok(event) => self.handle_one(&event).await,
+                Err(e) => Err(e),
+            });
+        }
+        outcomes
     }
 }

@@ -59,10 +59,21 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// Processes one message body.
+/// Processes message bodies.
 #[async_trait]
 pub trait MessageHandler: Send + Sync + 'static {
     async fn handle(&self, body: &[u8]) -> Result<(), HandlerError>;
+
+    /// Processes the messages a bus received together, in order, with one outcome per body. The
+    /// buses hand over whatever is already waiting (up to the prefetch), so a handler can commit
+    /// a backlog in one transaction; the default handles them one by one.
+    async fn handle_batch(&self, bodies: &[&[u8]]) -> Vec<Result<(), HandlerError>> {
+        let mut outcomes = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            outcomes.push(self.handle(body).await);
+        }
+        outcomes
+    }
 }
 
 /// A consumer's queue and what it receives.

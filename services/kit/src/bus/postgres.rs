@@ -106,13 +106,18 @@ impl PgBus {
         .bind(i64::from(sub.prefetch.max(1)))
         .fetch_all(&mut *tx)
         .await?;
-        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let body: Vec<u8> = row.try_get("body")?;
             let attempts: i32 = row.try_get("attempts")?;
-            let attempt = attempts.max(0) as u32 + 1;
-            let failure = match handler.handle(&body).await {
+            claimed.push((id, body, attempts.max(0) as u32 + 1));
+        }
+        let bodies: Vec<&[u8]> = claimed.iter().map(|(_, b, _)| b.as_slice()).collect();
+        let outcomes = handler.handle_batch(&bodies).await;
+        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        for ((id, _, attempt), outcome) in claimed.into_iter().zip(outcomes) {
+            let failure = match outcome {
                 Ok(()) => None,
                 Err(HandlerError::Permanent(e)) => Some((e, true)),
                 Err(HandlerError::Transient(e)) => Some((e, attempt >= sub.max_attempts)),
