@@ -295,3 +295,54 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
     assert_eq!(processed, 0);
     testing::drop_schema(&schema).await;
 }
+
+#[tokio::test]
+async fn handled_events_are_forgotten_after_the_retention() {
+    testing::require_postgres().await;
+    let schema = unique("t_prune_");
+    let app = pool(&schema).await;
+    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&app)
+        .await
+        .unwrap();
+    let (old, recent, others) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES \
+         ('test', $1, now() - interval '8 days'), ('test', $2, now() - interval '1 day'), \
+         ('other', $3, now() - interval '8 days')",
+    )
+    .bind(old)
+    .bind(recent)
+    .bind(others)
+    .execute(&app)
+    .await
+    .unwrap();
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let consumer = IdempotentConsumer::new("test", app.clone(), recorder);
+    let event = user_deleted("new@example.com");
+    consumer
+        .handle(&serde_json::to_vec(&event).unwrap())
+        .await
+        .unwrap();
+    // Handling starts the first prune in the background.
+    let remembered = eventually(Duration::from_secs(10), "the old record pruned", || async {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM processed_events WHERE consumer = 'test' ORDER BY processed_at",
+        )
+        .fetch_all(&app)
+        .await
+        .unwrap();
+        (!ids.contains(&old)).then_some(ids)
+    })
+    .await;
+    assert_eq!(remembered, vec![recent, event.event_id]);
+    let other: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE consumer = 'other'")
+            .fetch_one(&app)
+            .await
+            .unwrap();
+    assert_eq!(other, 1, "another consumer's records are its own business");
+    testing::drop_schema(&schema).await;
+}

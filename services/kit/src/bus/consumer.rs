@@ -2,7 +2,8 @@
 //! handler's effect, so a redelivered event is acknowledged without repeating the effect.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -23,10 +24,48 @@ pub trait EventHandler: Send + Sync + 'static {
 /// Wraps an [`EventHandler`] as a [`MessageHandler`]: parses the envelope (a malformed one is a
 /// permanent failure), skips events already handled by this consumer, and commits the effect
 /// together with the record of the event.
+///
+/// The record of a handled event is kept for [`DEDUP_RETENTION`] (redeliveries come within
+/// minutes: a relay retry, a broker reconnect, a consumer restart), then pruned in the background
+/// at most once an hour, so the table does not grow with every event ever handled.
 pub struct IdempotentConsumer<H> {
     name: String,
     pool: PgPool,
     handler: Arc<H>,
+    retention: Duration,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+/// How long a handled event's id is remembered by default.
+pub const DEDUP_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Forgets the events `consumer` handled more than `older_than` ago; returns how many.
+pub async fn prune_processed_events(
+    pool: &PgPool,
+    consumer: &str,
+    older_than: Duration,
+) -> Result<u64, sqlx::Error> {
+    let mut removed = 0;
+    loop {
+        // In small batches, so a large backlog never holds long locks.
+        let n = sqlx::query(
+            "DELETE FROM processed_events WHERE consumer = $1 AND event_id IN ( \
+               SELECT event_id FROM processed_events WHERE consumer = $1 \
+               AND processed_at < now() - make_interval(secs => $2) LIMIT $3)",
+        )
+        .bind(consumer)
+        .bind(older_than.as_secs_f64())
+        .bind(PRUNE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        removed += n;
+        if n < PRUNE_BATCH as u64 {
+            return Ok(removed);
+        }
+    }
 }
 
 impl<H: EventHandler> IdempotentConsumer<H> {
@@ -35,7 +74,37 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             name: name.into(),
             pool,
             handler,
+            retention: DEDUP_RETENTION,
+            last_prune: Mutex::new(None),
         }
+    }
+
+    /// Remembers handled events for `retention` instead of [`DEDUP_RETENTION`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Starts a background prune when the last one is more than an hour old (or none ran yet).
+    fn prune_when_due(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_prune.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| now.duration_since(t) < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let (pool, name, retention) = (self.pool.clone(), self.name.clone(), self.retention);
+        tokio::spawn(async move {
+            match prune_processed_events(&pool, &name, retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(consumer = %name, removed = n, "forgot old handled events"),
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "pruning handled events failed; will retry")
+                }
+            }
+        });
     }
 
     /// Handles one parsed event; returns `false` when it had already been handled.
@@ -106,6 +175,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         match outcome {
             Ok(true) => {
                 tracing::debug!("event handled");
+                self.prune_when_due();
                 Ok(())
             }
             Ok(false) => {
@@ -156,6 +226,7 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
             match self.handle_events(&events).await {
                 Ok(new) => {
                     self.count_duplicates(new.iter().filter(|n| !**n).count());
+                    self.prune_when_due();
                     return parsed.into_iter().map(|p| p.map(|_| ())).collect();
                 }
                 Err(error) => tracing::debug!(
