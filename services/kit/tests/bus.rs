@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use helpdesk_kit::bus::amqp::AmqpBus;
-use helpdesk_kit::bus::{Bus, EventHandler, HandlerError, IdempotentConsumer, Subscription};
+use helpdesk_kit::bus::{
+    Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Subscription, topology,
+};
 use helpdesk_kit::db::{self, DbConfig};
 use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
@@ -403,7 +405,6 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
 
 #[tokio::test]
 async fn a_platform_bus_keeps_events_for_consumers_that_have_not_started_yet() {
-    use helpdesk_kit::bus::topology;
     let f = fixture().await;
     let bus: Arc<dyn Bus> = Arc::new(AmqpBus::for_platform(&amqp_url(), &f.prefix));
     let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema);
@@ -437,4 +438,60 @@ async fn a_platform_bus_keeps_events_for_consumers_that_have_not_started_yet() {
         }
     }
     testing::drop_schema(&f.schema).await;
+}
+
+#[tokio::test]
+async fn declaring_a_queue_removes_the_bindings_earlier_versions_made() {
+    testing::require_rabbitmq().await;
+    let prefix = format!("{}.", unique("t"));
+    let bus = AmqpBus::new(&amqp_url(), &prefix);
+    let dashboard = topology::ADMIN_TICKETS.subscription(1, Duration::from_secs(1));
+    bus.declare(&dashboard).await.unwrap();
+    let queue = bus.name(dashboard.queue.as_str());
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    // What the version before made: every ticket event to the dashboard.
+    ch.queue_bind(
+        queue.as_str().into(),
+        bus.name("ticket.events").into(),
+        "ticket.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let comment = |id: &str| OutgoingMessage {
+        exchange: "ticket.events".into(),
+        routing_key: "ticket.comment_added".into(),
+        body: b"{}".to_vec(),
+        message_id: id.into(),
+        headers: Default::default(),
+    };
+    let waiting = || async {
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+    };
+    // Publishing waits for the broker's confirmation, so routing is done when it returns.
+    assert_eq!(bus.publish(&[comment("1")]).await.confirmed, 1);
+    assert_eq!(waiting().await, 1, "the old binding routes comments");
+
+    bus.declare(&dashboard).await.unwrap();
+    assert_eq!(bus.publish(&[comment("2")]).await.confirmed, 1);
+    assert_eq!(waiting().await, 1, "no longer routed after the upgrade");
+    for q in [queue.clone(), format!("{queue}.dlq")] {
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
 }

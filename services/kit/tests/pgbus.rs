@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use helpdesk_kit::bus::postgres::PgBus;
+use helpdesk_kit::bus::topology;
 use helpdesk_kit::bus::{
     Bus, EventHandler, HandlerError, IdempotentConsumer, MessageHandler, OutgoingMessage,
     Subscription,
@@ -344,5 +345,47 @@ async fn handled_events_are_forgotten_after_the_retention() {
             .await
             .unwrap();
     assert_eq!(other, 1, "another consumer's records are its own business");
+    testing::drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn declaring_removes_the_bindings_earlier_versions_made() {
+    testing::require_postgres().await;
+    let schema = unique("t_bus_");
+    let pool = pool(&schema).await;
+    let bus = PgBus::new(pool.clone()).await.unwrap();
+    topology::declare_all(&bus).await.unwrap();
+    // What the version before made: every ticket event to the dashboard.
+    sqlx::query(
+        "INSERT INTO bus_bindings (queue, exchange, pattern) \
+         VALUES ('admin-service.tickets', 'ticket.events', 'ticket.*')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let ticket_event = |key: &str| OutgoingMessage {
+        exchange: "ticket.events".into(),
+        routing_key: key.into(),
+        body: b"{}".to_vec(),
+        message_id: Uuid::new_v4().to_string(),
+        headers: Default::default(),
+    };
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM bus_messages WHERE queue = 'admin-service.tickets'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    // A fresh bus has no cached bindings yet: this publish sees the old one.
+    bus.publish(&[ticket_event("ticket.comment_added")]).await;
+    assert_eq!(waiting().await, 1, "the old binding routes comments");
+
+    topology::declare_all(&bus).await.unwrap();
+    bus.publish(&[ticket_event("ticket.comment_added")]).await;
+    assert_eq!(waiting().await, 1, "no longer routed after the upgrade");
+    bus.publish(&[ticket_event("ticket.created")]).await;
+    assert_eq!(waiting().await, 2, "what the dashboard wants still arrives");
     testing::drop_schema(&schema).await;
 }

@@ -250,6 +250,18 @@ impl AmqpBus {
                 .await
                 .map_err(|e| err("binding queue", e))?;
         }
+        for (exchange, pattern) in super::topology::retired_bindings(&sub.queue) {
+            // Removing a binding that does not exist is not an error.
+            channel
+                .queue_unbind(
+                    queue.as_str().into(),
+                    self.name(exchange).into(),
+                    pattern.into(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("removing a retired binding", e))?;
+        }
         Ok(queue)
     }
 

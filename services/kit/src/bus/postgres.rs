@@ -265,6 +265,17 @@ impl Bus for PgBus {
                 .await
                 .map_err(|e| BusError(format!("in-process bus: {e}")))?;
         }
+        for (exchange, pattern) in super::topology::retired_bindings(&sub.queue) {
+            sqlx::query(
+                "DELETE FROM bus_bindings WHERE queue = $1 AND exchange = $2 AND pattern = $3",
+            )
+            .bind(&sub.queue)
+            .bind(exchange)
+            .bind(pattern)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| BusError(format!("in-process bus: {e}")))?;
+        }
         *self.bindings.write().await = None;
         Ok(())
     }

@@ -105,6 +105,23 @@ pub const ADMIN_TICKETS: Queue = Queue {
     prefetch: 32,
 };
 
+/// Bindings that earlier versions made and this one no longer wants, per queue. A binding outlives
+/// the code that made it (RabbitMQ keeps it; so does the in-process bus's table), so declaring a
+/// queue also removes these; without it an upgraded platform would keep routing, say, every ticket
+/// event to the dashboard's queue.
+pub const RETIRED_BINDINGS: &[(&str, (&str, &str))] = &[
+    // Until the dashboard queue was bound to exactly the events that change its figures.
+    (ADMIN_TICKETS.name, (TICKET_EVENTS, "ticket.*")),
+];
+
+/// The retired bindings of `queue` (logical name).
+pub fn retired_bindings(queue: &str) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    RETIRED_BINDINGS
+        .iter()
+        .filter(move |(q, _)| *q == queue)
+        .map(|(_, binding)| *binding)
+}
+
 /// Every durable queue of the platform.
 pub const PLATFORM: [Queue; 5] = [
     TICKET_USERS,
@@ -142,6 +159,13 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PLATFORM.len());
+        for (queue, binding) in RETIRED_BINDINGS {
+            let q = PLATFORM.iter().find(|q| q.name == *queue);
+            assert!(
+                q.is_some_and(|q| !q.bindings.contains(binding)),
+                "a retired binding of {queue} is still wanted or names no queue"
+            );
+        }
         for q in PLATFORM {
             assert!(!q.bindings.is_empty(), "{}", q.name);
             for (exchange, _) in q.bindings {
