@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::bus::Bus;
 use crate::config::{ConfigError, Env};
 use crate::error::error_response;
+use crate::trace::TraceParent;
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -128,12 +129,24 @@ async fn observe(
     }
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(TrustForwarded(trust));
+    let trace = TraceParent::continue_or_start(
+        req.headers()
+            .get(TraceParent::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span =
-        tracing::info_span!("request", service, request_id = %id, method = %method, path = %path);
+    let span = tracing::info_span!(
+        "request",
+        service,
+        request_id = %id,
+        trace_id = %trace.trace_id_hex(),
+        span_id = %trace.span_id_hex(),
+        method = %method,
+        path = %path
+    );
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let mut res = trace.scope(next.run(req).instrument(span.clone())).await;
     let status = res.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -221,6 +234,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             REQUEST_ID.clone(),
+            HeaderName::from_static(TraceParent::HEADER),
         ])
         .expose_headers([REQUEST_ID.clone(), HeaderName::from_static("x-next-cursor")])
         .max_age(Duration::from_secs(600))

@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use error::{ApiError, ApiJson, ApiResult};
 

@@ -63,7 +63,11 @@ pub async fn publish<E: DomainEvent>(
 /// Records an already built envelope.
 pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
     let body = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let headers = serde_json::json!({ "correlation-id": envelope.metadata.correlation_id });
+    // The trace of the request or event handler that wrote the event travels with it.
+    let headers = serde_json::json!({
+        "correlation-id": envelope.metadata.correlation_id,
+        "traceparent": crate::trace::TraceParent::current().map(|t| t.to_string()),
+    });
     // The row and the relay's wake-up (delivered on commit) in one round trip.
     sqlx::query(
         "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \

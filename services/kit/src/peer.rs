@@ -143,6 +143,10 @@ impl PeerClient {
             if let Some(id) = request_id {
                 req = req.header("x-request-id", id);
             }
+            // This request's span is the parent of the call.
+            if let Some(trace) = crate::trace::TraceParent::current() {
+                req = req.header(crate::trace::TraceParent::HEADER, trace.to_string());
+            }
             for (name, value) in headers {
                 req = req.header(*name, value);
             }

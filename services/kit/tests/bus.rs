@@ -20,10 +20,14 @@ use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::{
     Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Subscription, topology,
 };
+use helpdesk_kit::config::Env;
 use helpdesk_kit::db::{self, DbConfig};
 use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
+use helpdesk_kit::http::HttpConfig;
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
+use helpdesk_kit::peer::PeerClient;
 use helpdesk_kit::testing::{self, amqp_url, database_url, eventually, unique};
+use helpdesk_kit::trace::TraceParent;
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 
@@ -494,4 +498,142 @@ async fn declaring_a_queue_removes_the_bindings_earlier_versions_made() {
             .await
             .unwrap();
     }
+}
+
+struct TraceRecorder {
+    seen: std::sync::Mutex<Vec<Option<TraceParent>>>,
+}
+
+#[async_trait]
+impl EventHandler for TraceRecorder {
+    async fn handle(&self, _tx: &mut PgConnection, _event: &Envelope) -> Result<(), HandlerError> {
+        self.seen.lock().unwrap().push(TraceParent::current());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_request_trace_follows_its_calls_and_events_to_their_consumers() {
+    let f = fixture().await;
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let cfg = HttpConfig::from_env(&Env::from_map([("BIND_ADDR", "127.0.0.1:0")])).unwrap();
+
+    // A peer that answers with the traceparent it was called with.
+    let peer = helpdesk_kit::http::finish(
+        axum::Router::new().route(
+            "/echo",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                axum::Json(serde_json::json!({
+                    "traceparent": headers.get("traceparent").and_then(|v| v.to_str().ok()),
+                }))
+            }),
+        ),
+        "peer",
+        &cfg,
+    );
+    let peer_addr = serve(peer).await;
+    let client = Arc::new(PeerClient::new(
+        "peer",
+        &format!("http://{peer_addr}"),
+        None,
+        Duration::from_secs(5),
+        0,
+    ));
+
+    // A route that calls the peer and records an event.
+    let pool = f.pool.clone();
+    let route = move || {
+        let (pool, client) = (pool.clone(), client.clone());
+        async move {
+            let echoed: serde_json::Value = client
+                .call::<(), _>(axum::http::Method::GET, "/echo", None, None, true)
+                .await
+                .unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            outbox::publish(&mut tx, &deleted(Uuid::new_v4()), &EventContext::default())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            axum::Json(echoed)
+        }
+    };
+    let service = helpdesk_kit::http::finish(
+        axum::Router::new().route("/act", axum::routing::post(route)),
+        "service",
+        &cfg,
+    );
+    let addr = serve(service).await;
+
+    let incoming =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let echoed: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/act"))
+        .header("traceparent", incoming.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let called_with = TraceParent::parse(echoed["traceparent"].as_str().unwrap_or(""))
+        .expect("the peer was called with a traceparent");
+    assert_eq!(called_with.trace_id, incoming.trace_id, "same trace");
+    assert_ne!(
+        called_with.parent_id, incoming.parent_id,
+        "the service's own span is the parent of the call"
+    );
+
+    let recorder = Arc::new(TraceRecorder {
+        seen: Default::default(),
+    });
+    let sub = Subscription {
+        queue: "trace-test".into(),
+        bindings: vec![(USER_EVENTS.into(), "#".into())],
+        max_attempts: 1,
+        retry_base_delay: Duration::from_millis(50),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let relay = OutboxRelay::new(f.pool.clone(), bus.clone(), &f.schema);
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    let handler = Arc::new(IdempotentConsumer::new(
+        "trace-test",
+        f.pool.clone(),
+        recorder.clone(),
+    ));
+    let shutdown = CancellationToken::new();
+    let (b, s) = (bus.clone(), shutdown.clone());
+    let task = tokio::spawn(async move { b.consume(sub, handler, s).await });
+    let seen = eventually(Duration::from_secs(10), "the event consumed", || async {
+        let seen = recorder.seen.lock().unwrap().clone();
+        (!seen.is_empty()).then_some(seen)
+    })
+    .await;
+    let consumer_trace = seen[0].expect("the consumer runs inside a trace");
+    assert_eq!(
+        consumer_trace.trace_id, incoming.trace_id,
+        "the event carried the request's trace to its consumer"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in ["trace-test", "trace-test.dlq"] {
+        let _ = ch
+            .queue_delete(
+                format!("{}{q}", f.prefix).as_str().into(),
+                Default::default(),
+            )
+            .await;
+    }
+    testing::drop_schema(&f.schema).await;
+}
+
+async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use helpdesk_kit::bus::postgres::PgBus;
 use helpdesk_kit::bus::topology;
 use helpdesk_kit::bus::{
-    Bus, EventHandler, HandlerError, IdempotentConsumer, MessageHandler, OutgoingMessage,
+    Bus, EventHandler, HandlerError, IdempotentConsumer, MessageHandler, OutgoingMessage, Received,
     Subscription,
 };
 use helpdesk_kit::db::{self, DbConfig};
@@ -253,7 +253,13 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
         body(&two),
         body(&earlier), // handled before
     ];
-    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let refs: Vec<Received<'_>> = bodies
+        .iter()
+        .map(|b| Received {
+            body: b.as_slice(),
+            traceparent: None,
+        })
+        .collect();
     let outcomes = consumer.handle_batch(&refs).await;
     assert_eq!(outcomes.len(), 5);
     assert!(
@@ -278,7 +284,13 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
         user_deleted("four@example.com"),
     );
     let bodies = [body(&three), body(&failing), body(&four)];
-    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let refs: Vec<Received<'_>> = bodies
+        .iter()
+        .map(|b| Received {
+            body: b.as_slice(),
+            traceparent: None,
+        })
+        .collect();
     let outcomes = consumer.handle_batch(&refs).await;
     assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
     assert!(matches!(outcomes[1], Err(HandlerError::Transient(_))));

@@ -21,9 +21,11 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription,
+    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Received,
+    Subscription,
 };
 use crate::events::ALL_EXCHANGES;
+use crate::trace::TraceParent;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_HEADER: &str = "x-attempt";
@@ -342,8 +344,14 @@ impl AmqpBus {
                     None => break,
                 }
             }
-            let bodies: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
-            let outcomes = handler.handle_batch(&bodies).await;
+            let received: Vec<Received<'_>> = batch
+                .iter()
+                .map(|d| Received {
+                    body: d.data.as_slice(),
+                    traceparent: header_str(&d.properties, TraceParent::HEADER),
+                })
+                .collect();
+            let outcomes = handler.handle_batch(&received).await;
             if outcomes.len() != batch.len() {
                 // Unacknowledged messages come back when we reconnect.
                 return Err(BusError(
@@ -446,6 +454,13 @@ fn retry_queue(queue: &str, sub: &Subscription, attempt: u32) -> String {
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+fn header_str<'a>(props: &'a BasicProperties, key: &str) -> Option<&'a str> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
 }
 
 fn header_u32(props: &BasicProperties, key: &str) -> u32 {

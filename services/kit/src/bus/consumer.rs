@@ -11,8 +11,9 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{HandlerError, MessageHandler};
+use super::{HandlerError, MessageHandler, Received};
 use crate::events::Envelope;
+use crate::trace::TraceParent;
 
 /// A service's reaction to events, applied inside the transaction that records the event.
 #[async_trait]
@@ -130,9 +131,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// Handles `events` in one transaction; returns, per event, whether it was new. On any failure
     /// nothing of the batch is kept.
-    async fn handle_events(&self, events: &[&Envelope]) -> Result<Vec<bool>, HandlerError> {
+    async fn handle_events(
+        &self,
+        events: &[(&Envelope, TraceParent)],
+    ) -> Result<Vec<bool>, HandlerError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.event_id).collect();
         let fresh: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
              ON CONFLICT DO NOTHING RETURNING event_id",
@@ -145,12 +149,13 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         .collect();
         let mut handled = HashSet::with_capacity(fresh.len());
         let mut new = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, trace) in events {
             // The same event twice in one batch is handled once.
             let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
             if is_new {
-                let span = event_span(&self.name, event);
-                std::panic::AssertUnwindSafe(self.handler.handle(&mut tx, event).instrument(span))
+                let span = event_span(&self.name, event, trace);
+                let handled = trace.scope(self.handler.handle(&mut tx, event).instrument(span));
+                std::panic::AssertUnwindSafe(handled)
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| {
@@ -164,14 +169,17 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     /// Handles one parsed event in its own transaction, a panic counting as a failed attempt.
-    async fn handle_one(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let span = event_span(&self.name, event);
+    async fn handle_one(&self, event: &Envelope, trace: TraceParent) -> Result<(), HandlerError> {
+        let span = event_span(&self.name, event, &trace);
         // A panicking handler must not kill the consumer: it counts as a failed attempt, so the
         // message is retried and finally dead-lettered like any other failure.
-        let outcome = std::panic::AssertUnwindSafe(self.handle_event(event).instrument(span))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(HandlerError::Transient("the event handler panicked".into())));
+        let outcome =
+            std::panic::AssertUnwindSafe(trace.scope(self.handle_event(event).instrument(span)))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(HandlerError::Transient("the event handler panicked".into()))
+                });
         match outcome {
             Ok(true) => {
                 tracing::debug!("event handled");
@@ -195,13 +203,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 }
 
-fn event_span(consumer: &str, event: &Envelope) -> tracing::Span {
+fn event_span(consumer: &str, event: &Envelope, trace: &TraceParent) -> tracing::Span {
     tracing::info_span!(
         "event",
         consumer = %consumer,
         event_id = %event.event_id,
         event_type = %event.event_type,
         correlation_id = event.metadata.correlation_id.as_deref().unwrap_or(""),
+        trace_id = %trace.trace_id_hex(),
+        span_id = %trace.span_id_hex(),
     )
 }
 
@@ -213,15 +223,27 @@ fn parse(body: &[u8]) -> Result<Envelope, HandlerError> {
 #[async_trait]
 impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
     async fn handle(&self, body: &[u8]) -> Result<(), HandlerError> {
-        self.handle_one(&parse(body)?).await
+        self.handle_one(&parse(body)?, TraceParent::root()).await
     }
 
     /// A backlog is committed in one transaction (one round trip to record the events, one
     /// commit), which is what lets consumers keep up under load. If anything in it fails, the
     /// batch is rolled back and its events are handled one by one, so each gets its own outcome.
-    async fn handle_batch(&self, bodies: &[&[u8]]) -> Vec<Result<(), HandlerError>> {
-        let parsed: Vec<Result<Envelope, HandlerError>> = bodies.iter().map(|b| parse(b)).collect();
-        let events: Vec<&Envelope> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+    async fn handle_batch(&self, messages: &[Received<'_>]) -> Vec<Result<(), HandlerError>> {
+        // Each event continues the trace of whoever published it.
+        let parsed: Vec<Result<(Envelope, TraceParent), HandlerError>> = messages
+            .iter()
+            .map(|m| {
+                Ok((
+                    parse(m.body)?,
+                    TraceParent::continue_or_start(m.traceparent),
+                ))
+            })
+            .collect();
+        let events: Vec<(&Envelope, TraceParent)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(e, t)| (e, *t)))
+            .collect();
         if events.len() > 1 {
             match self.handle_events(&events).await {
                 Ok(new) => {
@@ -237,7 +259,7 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
         let mut outcomes = Vec::with_capacity(parsed.len());
         for p in parsed {
             outcomes.push(match p {
-                Ok(event) => self.handle_one(&event).await,
+                Ok((event, trace)) => self.handle_one(&event, trace).await,
                 Err(e) => Err(e),
             });
         }

@@ -59,18 +59,26 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
+/// A received message as a handler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub body: &'a [u8],
+    /// The W3C `traceparent` it was published with, if any.
+    pub traceparent: Option<&'a str>,
+}
+
 /// Processes message bodies.
 #[async_trait]
 pub trait MessageHandler: Send + Sync + 'static {
     async fn handle(&self, body: &[u8]) -> Result<(), HandlerError>;
 
-    /// Processes the messages a bus received together, in order, with one outcome per body. The
-    /// buses hand over whatever is already waiting (up to the prefetch), so a handler can commit
-    /// a backlog in one transaction; the default handles them one by one.
-    async fn handle_batch(&self, bodies: &[&[u8]]) -> Vec<Result<(), HandlerError>> {
-        let mut outcomes = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            outcomes.push(self.handle(body).await);
+    /// Processes the messages a bus received together, in order, with one outcome per message.
+    /// The buses hand over whatever is already waiting (up to the prefetch), so a handler can
+    /// commit a backlog in one transaction; the default handles them one by one.
+    async fn handle_batch(&self, messages: &[Received<'_>]) -> Vec<Result<(), HandlerError>> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for m in messages {
+            outcomes.push(self.handle(m.body).await);
         }
         outcomes
     }

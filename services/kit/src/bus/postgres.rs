@@ -14,8 +14,10 @@ use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Subscription,
+    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Received,
+    Subscription,
 };
+use crate::trace::TraceParent;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS bus_bindings (
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS bus_messages (
     last_error   TEXT
 );
 CREATE INDEX IF NOT EXISTS bus_messages_ready ON bus_messages (queue, id) WHERE dead_at IS NULL;
+ALTER TABLE bus_messages ADD COLUMN IF NOT EXISTS traceparent TEXT;
 "#;
 
 /// How long the publisher trusts its copy of the bindings (declarations by another process that
@@ -98,7 +101,7 @@ impl PgBus {
     ) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, body, attempts FROM bus_messages \
+            "SELECT id, body, attempts, traceparent FROM bus_messages \
              WHERE queue = $1 AND dead_at IS NULL AND available_at <= now() \
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -111,12 +114,20 @@ impl PgBus {
             let id: i64 = row.try_get("id")?;
             let body: Vec<u8> = row.try_get("body")?;
             let attempts: i32 = row.try_get("attempts")?;
-            claimed.push((id, body, attempts.max(0) as u32 + 1));
+            let trace: Option<String> = row.try_get("traceparent")?;
+            claimed.push((id, body, attempts.max(0) as u32 + 1, trace));
         }
-        let bodies: Vec<&[u8]> = claimed.iter().map(|(_, b, _)| b.as_slice()).collect();
-        let outcomes = handler.handle_batch(&bodies).await;
+        let received: Vec<Received<'_>> = claimed
+            .iter()
+            .map(|(_, body, _, trace)| Received {
+                body: body.as_slice(),
+                traceparent: trace.as_deref(),
+            })
+            .collect();
+        let outcomes = handler.handle_batch(&received).await;
         let mut done: Vec<i64> = Vec::with_capacity(rows.len());
-        for ((id, _, attempt), outcome) in claimed.into_iter().zip(outcomes) {
+        for ((id, _, attempt, _), outcome) in claimed.iter().zip(outcomes) {
+            let (id, attempt) = (*id, *attempt);
             let failure = match outcome {
                 Ok(()) => None,
                 Err(HandlerError::Permanent(e)) => Some((e, true)),
@@ -201,7 +212,8 @@ impl Bus for PgBus {
         let result: Result<(), sqlx::Error> = async {
             let bindings = self.bindings().await?;
             // One row per (message, bound queue), in publish order.
-            let (mut queues, mut keys, mut ids, mut bodies) = (vec![], vec![], vec![], vec![]);
+            let (mut queues, mut keys, mut ids, mut bodies, mut traces) =
+                (vec![], vec![], vec![], vec![], vec![]);
             for m in messages {
                 let mut bound: Vec<&str> = bindings
                     .iter()
@@ -215,19 +227,22 @@ impl Bus for PgBus {
                     keys.push(m.routing_key.as_str());
                     ids.push(m.message_id.as_str());
                     bodies.push(m.body.as_slice());
+                    traces.push(m.headers.get(TraceParent::HEADER).map(String::as_str));
                 }
             }
             if !queues.is_empty() {
                 // One statement, atomic on its own.
                 sqlx::query(
-                    "INSERT INTO bus_messages (queue, routing_key, message_id, body) \
-                     SELECT q, k, i, b FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
-                     WITH ORDINALITY AS m(q, k, i, b, n) ORDER BY n",
+                    "INSERT INTO bus_messages (queue, routing_key, message_id, body, traceparent) \
+                     SELECT q, k, i, b, t \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) \
+                     WITH ORDINALITY AS m(q, k, i, b, t, n) ORDER BY n",
                 )
                 .bind(&queues)
                 .bind(&keys)
                 .bind(&ids)
                 .bind(&bodies)
+                .bind(&traces)
                 .execute(&self.pool)
                 .await?;
                 queues.sort_unstable();
