@@ -92,7 +92,6 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded at this point, before any runtime or thread starts.
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
-    helpdesk_kit::telemetry::init_logging();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +102,20 @@ fn main() -> ExitCode {
             eprintln!("helpdesk: cannot start: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // The platform exports its traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; tools only log.
+    let serves = matches!(cli.command, Cmd::Up { .. } | Cmd::Gateway { .. });
+    let telemetry = if serves {
+        match helpdesk_kit::telemetry::init("helpdesk", &Env::process(), rt.handle()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("helpdesk: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        helpdesk_kit::telemetry::init_logging();
+        None
     };
     let result = match cli.command {
         Cmd::Up {
@@ -140,6 +153,9 @@ fn main() -> ExitCode {
             }))
         }
     };
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

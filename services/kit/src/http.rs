@@ -129,22 +129,25 @@ async fn observe(
     }
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(TrustForwarded(trust));
-    let trace = TraceParent::continue_or_start(
-        req.headers()
-            .get(TraceParent::HEADER)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let incoming = req
+        .headers()
+        .get(TraceParent::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!(
         "request",
         service,
         request_id = %id,
-        trace_id = %trace.trace_id_hex(),
-        span_id = %trace.span_id_hex(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         method = %method,
         path = %path
     );
+    let trace = crate::telemetry::join_trace(&span, incoming);
+    span.record("trace_id", trace.trace_id_hex());
+    span.record("span_id", trace.span_id_hex());
     let started = Instant::now();
     let mut res = trace.scope(next.run(req).instrument(span.clone())).await;
     let status = res.status().as_u16();

@@ -143,7 +143,6 @@ pub trait ServiceDef {
 /// one line with exit code 2, graceful shutdown on SIGTERM/SIGINT.
 pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
     use std::process::ExitCode;
-    crate::telemetry::init_logging();
     let command = match command_from_args() {
         Ok(c) => c,
         Err(e) => {
@@ -151,7 +150,8 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match D::load(&crate::config::Env::process()) {
+    let env = crate::config::Env::process();
+    let config = match D::load(&env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", D::NAME);
@@ -168,7 +168,16 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_def::<D>(config, command)) {
+    let telemetry = match crate::telemetry::init(D::NAME, &env, runtime.handle()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", D::NAME);
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(run_def::<D>(config, command));
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}: {e:#}", D::NAME);

@@ -133,7 +133,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// nothing of the batch is kept.
     async fn handle_events(
         &self,
-        events: &[(&Envelope, TraceParent)],
+        events: &[(&Envelope, Option<TraceParent>)],
     ) -> Result<Vec<bool>, HandlerError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.event_id).collect();
@@ -153,7 +153,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             // The same event twice in one batch is handled once.
             let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
             if is_new {
-                let span = event_span(&self.name, event, trace);
+                let (span, trace) = event_span(&self.name, event, *trace);
                 let handled = trace.scope(self.handler.handle(&mut tx, event).instrument(span));
                 std::panic::AssertUnwindSafe(handled)
                     .catch_unwind()
@@ -169,8 +169,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     /// Handles one parsed event in its own transaction, a panic counting as a failed attempt.
-    async fn handle_one(&self, event: &Envelope, trace: TraceParent) -> Result<(), HandlerError> {
-        let span = event_span(&self.name, event, &trace);
+    async fn handle_one(
+        &self,
+        event: &Envelope,
+        incoming: Option<TraceParent>,
+    ) -> Result<(), HandlerError> {
+        let (span, trace) = event_span(&self.name, event, incoming);
         // A panicking handler must not kill the consumer: it counts as a failed attempt, so the
         // message is retried and finally dead-lettered like any other failure.
         let outcome =
@@ -203,16 +207,26 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 }
 
-fn event_span(consumer: &str, event: &Envelope, trace: &TraceParent) -> tracing::Span {
-    tracing::info_span!(
+/// The span of handling `event`, in the trace of whoever published it (`incoming`), and the trace
+/// context the handler passes on.
+fn event_span(
+    consumer: &str,
+    event: &Envelope,
+    incoming: Option<TraceParent>,
+) -> (tracing::Span, TraceParent) {
+    let span = tracing::info_span!(
         "event",
         consumer = %consumer,
         event_id = %event.event_id,
         event_type = %event.event_type,
         correlation_id = event.metadata.correlation_id.as_deref().unwrap_or(""),
-        trace_id = %trace.trace_id_hex(),
-        span_id = %trace.span_id_hex(),
-    )
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let trace = crate::telemetry::join_trace(&span, incoming);
+    span.record("trace_id", trace.trace_id_hex());
+    span.record("span_id", trace.span_id_hex());
+    (span, trace)
 }
 
 fn parse(body: &[u8]) -> Result<Envelope, HandlerError> {
@@ -223,7 +237,7 @@ fn parse(body: &[u8]) -> Result<Envelope, HandlerError> {
 #[async_trait]
 impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
     async fn handle(&self, body: &[u8]) -> Result<(), HandlerError> {
-        self.handle_one(&parse(body)?, TraceParent::root()).await
+        self.handle_one(&parse(body)?, None).await
     }
 
     /// A backlog is committed in one transaction (one round trip to record the events, one
@@ -231,16 +245,11 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
     /// batch is rolled back and its events are handled one by one, so each gets its own outcome.
     async fn handle_batch(&self, messages: &[Received<'_>]) -> Vec<Result<(), HandlerError>> {
         // Each event continues the trace of whoever published it.
-        let parsed: Vec<Result<(Envelope, TraceParent), HandlerError>> = messages
+        let parsed: Vec<Result<(Envelope, Option<TraceParent>), HandlerError>> = messages
             .iter()
-            .map(|m| {
-                Ok((
-                    parse(m.body)?,
-                    TraceParent::continue_or_start(m.traceparent),
-                ))
-            })
+            .map(|m| Ok((parse(m.body)?, m.traceparent.and_then(TraceParent::parse))))
             .collect();
-        let events: Vec<(&Envelope, TraceParent)> = parsed
+        let events: Vec<(&Envelope, Option<TraceParent>)> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().map(|(e, t)| (e, *t)))
             .collect();

@@ -1,0 +1,141 @@
+//! Traces exported over OTLP/HTTP to a collector, joined to the caller's trace. Its own test
+//! binary: it installs the process-wide tracing subscriber.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::{get, post};
+
+use helpdesk_kit::config::Env;
+use helpdesk_kit::http::{self, HttpConfig};
+use helpdesk_kit::peer::PeerClient;
+use helpdesk_kit::trace::TraceParent;
+
+async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_reach_the_collector_in_the_callers_trace() {
+    // A collector: keeps every OTLP/HTTP export it receives.
+    let received: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let keep = received.clone();
+    let collector = serve(axum::Router::new().route(
+        "/v1/traces",
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let keep = keep.clone();
+            async move {
+                let kind = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                keep.lock().unwrap().push((kind, body));
+                ([("content-type", "application/x-protobuf")], Bytes::new())
+            }
+        }),
+    ))
+    .await;
+    let env = Env::from_map([(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{collector}/"),
+    )]);
+    let telemetry = helpdesk_kit::telemetry::init(
+        "trace-test-service",
+        &env,
+        &tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+
+    let cfg = HttpConfig::from_env(&Env::from_map([("BIND_ADDR", "127.0.0.1:0")])).unwrap();
+    let peer = serve(http::finish(
+        axum::Router::new().route(
+            "/echo",
+            get(|headers: axum::http::HeaderMap| async move {
+                axum::Json(
+                    headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            }),
+        ),
+        "peer",
+        &cfg,
+    ))
+    .await;
+    let client = Arc::new(PeerClient::new(
+        "peer",
+        &format!("http://{peer}"),
+        None,
+        Duration::from_secs(5),
+        0,
+    ));
+    let service = serve(http::finish(
+        axum::Router::new().route(
+            "/hello",
+            get(move || {
+                let client = client.clone();
+                async move {
+                    let seen: serde_json::Value = client
+                        .call::<(), _>(axum::http::Method::GET, "/echo", None, None, true)
+                        .await
+                        .unwrap_or_default();
+                    axum::Json(seen)
+                }
+            }),
+        ),
+        "service",
+        &cfg,
+    ))
+    .await;
+
+    let incoming =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("http://{service}/hello"))
+        .header("traceparent", incoming.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let called_with: String = res.json().await.unwrap();
+    let called_with = TraceParent::parse(&called_with).expect("the peer got a traceparent");
+    assert_eq!(called_with.trace_id, incoming.trace_id);
+
+    // Shutting down flushes what the batch processor holds.
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .unwrap();
+    let exports = received.lock().unwrap().clone();
+    assert!(!exports.is_empty(), "the collector received no export");
+    let all: Vec<u8> = exports.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert!(
+        exports
+            .iter()
+            .all(|(kind, _)| kind == "application/x-protobuf"),
+        "OTLP/HTTP protobuf"
+    );
+    assert!(contains(&all, b"trace-test-service"), "the service name");
+    assert!(
+        contains(&all, &incoming.trace_id.to_be_bytes()),
+        "spans in the caller's trace"
+    );
+    assert!(
+        contains(&all, &incoming.parent_id.to_be_bytes()),
+        "the caller's span is the parent of the request span"
+    );
+    assert!(
+        contains(&all, &called_with.parent_id.to_be_bytes()),
+        "the id passed on to the peer is an exported span's id"
+    );
+}
