@@ -244,37 +244,66 @@ impl SmtpSettings {
 }
 
 /// Sends over SMTP with a pooled lettre transport.
+///
+/// lettre's async timeout only bounds connecting: a server that stops answering in the middle of
+/// a session (after STARTTLS, during AUTH or DATA) would hold a send, and the sender, forever. So
+/// a whole send gets [`SEND_DEADLINE_FACTOR`] × `SMTP_TIMEOUT`; after a stall the pool is
+/// replaced, because the stalled connection is out of step with the server and must not be reused.
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    settings: SmtpSettings,
+    transport: std::sync::RwLock<AsyncSmtpTransport<Tokio1Executor>>,
     describe: String,
+}
+
+/// A whole send (connect, TLS, AUTH, MAIL, RCPT, DATA) may take this many `SMTP_TIMEOUT`s.
+pub const SEND_DEADLINE_FACTOR: u32 = 2;
+
+fn smtp_transport(s: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let tls_parameters = || -> anyhow::Result<TlsParameters> {
+        let mut b = TlsParameters::builder(s.host.clone());
+        if let Some(pem) = &s.ca_pem {
+            b = b.add_root_certificate(Certificate::from_pem(pem.as_bytes())?);
+        }
+        Ok(b.build_rustls()?)
+    };
+    let tls = match s.tls {
+        TlsMode::None => Tls::None,
+        TlsMode::StartTls => Tls::Required(tls_parameters()?),
+        TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        .port(s.port)
+        .tls(tls)
+        .timeout(Some(s.timeout))
+        .pool_config(PoolConfig::new().max_size(s.pool_size.max(1)));
+    if let Some((user, pass)) = &s.credentials {
+        builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+    }
+    Ok(builder.build())
 }
 
 impl SmtpMailer {
     pub fn new(s: &SmtpSettings) -> anyhow::Result<Self> {
-        let tls_parameters = || -> anyhow::Result<TlsParameters> {
-            let mut b = TlsParameters::builder(s.host.clone());
-            if let Some(pem) = &s.ca_pem {
-                b = b.add_root_certificate(Certificate::from_pem(pem.as_bytes())?);
-            }
-            Ok(b.build_rustls()?)
-        };
-        let tls = match s.tls {
-            TlsMode::None => Tls::None,
-            TlsMode::StartTls => Tls::Required(tls_parameters()?),
-            TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
-            .port(s.port)
-            .tls(tls)
-            .timeout(Some(s.timeout))
-            .pool_config(PoolConfig::new().max_size(s.pool_size.max(1)));
-        if let Some((user, pass)) = &s.credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-        }
         Ok(Self {
-            transport: builder.build(),
+            transport: std::sync::RwLock::new(smtp_transport(s)?),
+            settings: s.clone(),
             describe: format!("smtp {}:{} ({:?})", s.host, s.port, s.tls),
         })
+    }
+
+    fn current(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        self.transport
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Drops every pooled connection (the old pool aborts them) and starts a new pool.
+    fn reset(&self) {
+        match smtp_transport(&self.settings) {
+            Ok(fresh) => *self.transport.write().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Err(e) => tracing::warn!(error = %e, "cannot rebuild the SMTP transport"),
+        }
     }
 }
 
@@ -297,11 +326,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Mailer for SmtpMailer {
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
         let message = build_message(mail)?;
-        self.transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| MailError::retryable(chain(&e)))
+        let deadline = self.settings.timeout * SEND_DEADLINE_FACTOR;
+        match tokio::time::timeout(deadline, self.current().send(message)).await {
+            Ok(sent) => sent
+                .map(|_| ())
+                .map_err(|e| MailError::retryable(chain(&e))),
+            Err(_) => {
+                self.reset();
+                Err(MailError::retryable(format!(
+                    "the SMTP server did not finish the exchange within {} s",
+                    deadline.as_secs_f64()
+                )))
+            }
+        }
     }
     fn describe(&self) -> String {
         self.describe.clone()

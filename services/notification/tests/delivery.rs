@@ -1,6 +1,6 @@
 //! Delivery against a real SMTP server, driven step by step with `Sender::send_due`: retries while
 //! the server is down, FAILED after N attempts with the server's answer for a rejected recipient,
-//! two replicas sending without duplicates, STARTTLS and implicit TLS.
+//! two replicas sending without duplicates, STARTTLS and implicit TLS, AUTH, a server that stalls.
 
 mod common;
 
@@ -306,5 +306,118 @@ async fn sending_respects_the_rate_limit() {
         "30 emails at 20/s took only {elapsed:?}"
     );
     assert_eq!(sink.wait_for(&to, 30).await.len(), 30);
+    p.finish().await;
+}
+
+#[tokio::test]
+async fn smtp_auth_after_starttls_delivers_and_a_wrong_password_is_retried_without_leaking_it() {
+    let certs = std::env::temp_dir().join(unique("smtp-cert-"));
+    let (cert, key) = self_signed_cert(&certs);
+    let password = "Sm7p-Pa55word";
+    let sink = SmtpSink::start_on(
+        free_port(),
+        &[],
+        SinkTls::StartTlsLogin(cert.clone(), key.clone(), "mailer".into(), password.into()),
+    )
+    .await;
+    let url = |user_info: &str| format!("smtp://{user_info}127.0.0.1:{}?tls=starttls", sink.port);
+    let mut p = Platform::new().await;
+    let env = driven(&[
+        ("SMTP_URL", url(&format!("mailer:{password}@"))),
+        ("SMTP_TLS_CA_FILE", cert.display().to_string()),
+    ]);
+    let (base, _pool, sender) = start(&mut p, &env).await;
+    let token = p.keys.service_token("test");
+    let to = format!("{}@example.com", Uuid::new_v4().simple());
+    let id = queue(&base, &token, &to, "Signed in").await;
+    let r = sender.send_due().await.unwrap();
+    assert_eq!(r.sent, 1, "{}", status(&base, &token, &id).await);
+    assert_eq!(sink.wait_for(&to, 1).await[0].subject, "Signed in");
+
+    // A wrong password and no credentials at all: refused by the server, kept for a retry, and
+    // the error recorded never contains the password.
+    for (case, user_info) in [
+        ("wrong password", "mailer:not-the-password@".to_string()),
+        ("no credentials", String::new()),
+    ] {
+        let env = driven(&[
+            ("SMTP_URL", url(&user_info)),
+            ("SMTP_TLS_CA_FILE", cert.display().to_string()),
+        ]);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut other = p.notification_config(&pairs);
+        other.db.schema = p.schemas[0].clone();
+        let pool = helpdesk_kit::db::connect(&other.db).await.unwrap();
+        let id = queue(&base, &token, &to, case).await;
+        let r = other.sender(pool).unwrap().send_due().await.unwrap();
+        // (The earlier case's email may be due again in the same round.)
+        assert!(r.sent == 0 && r.retrying >= 1, "{case}: {r:?}");
+        let s = status(&base, &token, &id).await;
+        let error = s["lastError"].as_str().unwrap_or("");
+        assert!(!error.is_empty(), "{case}: {s}");
+        assert!(
+            !error.contains("not-the-password") && !error.contains(password),
+            "{case}: {error}"
+        );
+    }
+    let refused = std::fs::read_to_string(sink.dir.join("auth-failures.log")).unwrap_or_default();
+    assert_eq!(refused.lines().count(), 1, "one refused login: {refused:?}");
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "nothing delivered without signing in"
+    );
+    p.finish().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// An SMTP server that greets and answers the first command, then never answers again.
+async fn stalling_smtp_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = socket.write_all(b"220 stall.test ESMTP\r\n").await;
+                let mut buf = [0u8; 1024];
+                let mut answered = false;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if !answered {
+                        answered = true;
+                        let _ = socket.write_all(b"250 stall.test\r\n").await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_mid_session_does_not_hold_the_sender() {
+    let port = stalling_smtp_server().await;
+    let mut p = Platform::new().await;
+    let mut env = driven(&[("SMTP_URL", format!("smtp://127.0.0.1:{port}"))]);
+    env.retain(|(k, _)| *k != "SMTP_TIMEOUT");
+    env.push(("SMTP_TIMEOUT", "1s".to_string()));
+    let (base, _pool, sender) = start(&mut p, &env).await;
+    let token = p.keys.service_token("test");
+    let id = queue(&base, &token, "stalled@example.com", "Stalled").await;
+    let r = tokio::time::timeout(Duration::from_secs(20), sender.send_due())
+        .await
+        .expect("the send hung on a silent SMTP server")
+        .unwrap();
+    assert_eq!((r.sent, r.retrying), (0, 1));
+    let s = status(&base, &token, &id).await;
+    assert!(
+        s["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not finish")),
+        "{s}"
+    );
     p.finish().await;
 }

@@ -43,6 +43,8 @@ pub enum SinkTls {
     StartTls(PathBuf, PathBuf),
     /// SMTPS, with this (cert, key).
     Implicit(PathBuf, PathBuf),
+    /// STARTTLS with this (cert, key), then AUTH with this (user, password) before any mail.
+    StartTlsLogin(PathBuf, PathBuf, String, String),
 }
 
 /// A real SMTP server (aiosmtpd) storing what it receives in a folder; killed on drop.
@@ -70,14 +72,21 @@ impl SmtpSink {
         let dir = std::env::temp_dir().join(unique("smtp-sink-"));
         std::fs::create_dir_all(&dir).expect("sink folder");
         let log = std::fs::File::create(dir.join("server.log")).expect("sink log");
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
         let mut cmd = Command::new("python3");
-        cmd.env(
-            "PYTHONPATH",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"),
-        )
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+        cmd.env("PYTHONPATH", &tests);
+        if let SinkTls::StartTlsLogin(cert, key, user, password) = &tls {
+            cmd.arg(tests.join("smtp_auth_sink.py"))
+                .args(["127.0.0.1", &port.to_string()])
+                .arg(cert)
+                .arg(key)
+                .args([user, password])
+                .arg(&dir);
+        } else {
+            cmd.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+        }
         match &tls {
-            SinkTls::None => {}
+            SinkTls::None | SinkTls::StartTlsLogin(..) => {}
             SinkTls::StartTls(cert, key) => {
                 cmd.arg("--tlscert").arg(cert).arg("--tlskey").arg(key);
             }
@@ -85,7 +94,9 @@ impl SmtpSink {
                 cmd.arg("--smtpscert").arg(cert).arg("--smtpskey").arg(key);
             }
         }
-        cmd.args(["-c", "smtp_sink.Sink"]).arg(&dir);
+        if !matches!(tls, SinkTls::StartTlsLogin(..)) {
+            cmd.args(["-c", "smtp_sink.Sink"]).arg(&dir);
+        }
         if !reject.is_empty() {
             cmd.arg(reject.join(","));
         }
