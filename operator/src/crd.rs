@@ -664,6 +664,11 @@ impl JsonSchema for ServiceMonitorMode {
 pub struct MonitoringSpec {
     #[serde(default)]
     pub service_monitor: ServiceMonitorMode,
+    /// OTLP/HTTP base URL of an OpenTelemetry collector, e.g.
+    /// `http://otel-collector.observability:4318`: every service exports its request and event
+    /// traces there (`OTEL_EXPORTER_OTLP_ENDPOINT`), and the network policies let them reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

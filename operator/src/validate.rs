@@ -54,6 +54,8 @@ pub struct Resolved {
     pub openshift: bool,
     pub jwt_secret: String,
     pub admin_secret: String,
+    /// Where traces go: the OTLP/HTTP base URL and its port.
+    pub otlp: Option<(String, u16)>,
 }
 
 impl Resolved {
@@ -186,6 +188,18 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             false
         }
     };
+    let otlp = match s.monitoring.otlp_endpoint.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => match otlp_port(url) {
+            Some(port) => Some((url.trim_end_matches('/').to_string(), port)),
+            None => {
+                errs.push(format!(
+                    "spec.monitoring.otlpEndpoint must be an http(s) URL with a host, like http://otel-collector.observability:4318, not {url}"
+                ));
+                None
+            }
+        },
+    };
     if let Some(f) = &s.frontend
         && f.image.trim().is_empty()
     {
@@ -214,9 +228,22 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             exposure,
             service_monitor,
             openshift: caps.routes,
+            otlp,
         }),
         _ => Err(errs),
     }
+}
+
+/// The port of an http(s) URL with a host (the scheme's default when none is given).
+fn otlp_port(url: &str) -> Option<u16> {
+    let uri: http::Uri = url.parse().ok()?;
+    let default = match uri.scheme_str()? {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    uri.host().filter(|h| !h.is_empty())?;
+    Some(uri.port_u16().unwrap_or(default))
 }
 
 fn is_dns_name(h: &str) -> bool {
@@ -256,6 +283,13 @@ mod tests {
         assert!(!r.service_monitor);
         assert_eq!(r.jwt_secret, "hd-jwt");
         assert_eq!(r.admin_secret, "hd-admin");
+        assert_eq!(r.otlp, None);
+        let traced = validate(
+            &platform("  ingress: {host: a.example.com}\n  monitoring: {otlpEndpoint: \"https://otel.example.com\"}"),
+            &Capabilities::default(),
+        )
+        .unwrap();
+        assert_eq!(traced.otlp, Some(("https://otel.example.com".into(), 443)));
     }
 
     #[test]
@@ -280,6 +314,7 @@ mod tests {
   rabbitmq: {rabbitmqClusterOperator: {}}
   services: {ticket: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}
   auth: {tokenTtl: "seven days"}
+  monitoring: {otlpEndpoint: "otel-collector:4318"}
 "#,
             ),
             &Capabilities::default(),
@@ -294,6 +329,7 @@ mod tests {
             "Route API",
             "spec.services.ticket.autoscaling",
             "tokenTtl",
+            "spec.monitoring.otlpEndpoint",
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }

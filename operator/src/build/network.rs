@@ -403,6 +403,19 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
             }]),
         ));
     }
+    if let Some((_, port)) = &input.resolved.otlp {
+        // The collector may live in any namespace or outside the cluster.
+        out.push(policy(
+            input,
+            "otlp-egress",
+            selector(input, &[(DATASTORE_CLIENT_LABEL, "true")]),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![anywhere()]),
+                ports: Some(vec![tcp(IntOrString::Int(i32::from(*port)))]),
+            }]),
+        ));
+    }
 }
 
 pub(super) fn service_monitor(input: &BuildInput, out: &mut Vec<Child>) {
@@ -538,6 +551,26 @@ mod tests {
         );
         let off = build_default("  ingress: {host: h.example.com}\n  networkPolicies: false");
         assert!(names_of(&off, Kind::NetworkPolicy).is_empty());
+    }
+
+    #[test]
+    fn services_may_reach_the_trace_collector() {
+        let all = build_default(
+            "  ingress: {host: h.example.com}\n  monitoring: {otlpEndpoint: \"http://otel.observability:4318/\"}",
+        );
+        let p: NetworkPolicy = get(&all, Kind::NetworkPolicy, "hd-otlp-egress");
+        let spec = p.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[DATASTORE_CLIENT_LABEL],
+            "true",
+            "every service pod"
+        );
+        assert_eq!(
+            spec.egress.unwrap()[0].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(4318))
+        );
+        let none = build_default("  ingress: {host: h.example.com}");
+        assert!(!names_of(&none, Kind::NetworkPolicy).contains(&"hd-otlp-egress".to_string()));
     }
 
     #[test]

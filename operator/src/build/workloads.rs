@@ -327,6 +327,9 @@ fn service_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
         }
         _ => {}
     }
+    if let Some((url, _)) = &input.resolved.otlp {
+        env.push(str_env("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()));
+    }
     // The SRE's variables win over ours.
     let extra = &s.services.get(c).env;
     env.retain(|e| !extra.iter().any(|x| x.name == e.name));
@@ -815,6 +818,23 @@ mod tests {
         assert_eq!(data["FRONTEND_BASE_URL"], "https://helpdesk.example.com");
         assert_eq!(data["SMTP_PORT"], "587");
         assert_eq!(data["MAIL_FROM"], "helpdesk@helpdesk.example.com");
+    }
+
+    #[test]
+    fn every_service_exports_traces_to_the_configured_collector() {
+        let spec = format!("{SPEC}  monitoring: {{otlpEndpoint: \"https://otel.example.com/\"}}\n");
+        let all = build_default(&spec);
+        for c in Component::SERVICES {
+            let d: Deployment = get(&all, Kind::Deployment, &format!("hd-{}", c.as_str()));
+            let otlp: Vec<_> = env_of(&d)
+                .into_iter()
+                .filter(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .collect();
+            assert_eq!(otlp.len(), 1, "{}", c.as_str());
+            assert_eq!(otlp[0].value.as_deref(), Some("https://otel.example.com"));
+        }
+        let d: Deployment = get(&build_default(SPEC), Kind::Deployment, "hd-ticket");
+        assert!(!env_names(&d).contains(&"OTEL_EXPORTER_OTLP_ENDPOINT".into()));
     }
 
     #[test]
