@@ -21,11 +21,30 @@ pub struct EmbeddedPostgres {
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) or set DATABASE_URL";
 
-/// The folder holding `initdb` and `pg_ctl`: on PATH, or the usual install folders (newest first).
-pub fn find_binaries() -> Option<PathBuf> {
+fn has_binaries(dir: &Path) -> bool {
+    dir.join("pg_ctl").is_file() && dir.join("initdb").is_file()
+}
+
+/// The folder holding `initdb` and `pg_ctl`: `PG_BIN_DIR` when set (and only there), else on
+/// PATH, else the usual install folders (newest version first).
+pub fn find_binaries() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        anyhow::ensure!(
+            has_binaries(&dir),
+            "PostgreSQL binaries (initdb, pg_ctl) not found in PG_BIN_DIR={}: {INSTALL_HINT}",
+            dir.display()
+        );
+        return Ok(dir);
+    }
+    search_binaries()
+        .with_context(|| format!("PostgreSQL binaries (initdb, pg_ctl) not found: {INSTALL_HINT}"))
+}
+
+fn search_binaries() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
-            if dir.join("pg_ctl").is_file() && dir.join("initdb").is_file() {
+            if has_binaries(&dir) {
                 return Some(dir);
             }
         }
@@ -43,7 +62,7 @@ pub fn find_binaries() -> Option<PathBuf> {
         }
     }
     candidates.push(PathBuf::from("/usr/local/pgsql/bin"));
-    candidates.retain(|d| d.join("pg_ctl").is_file() && d.join("initdb").is_file());
+    candidates.retain(|d| has_binaries(d));
     // Highest major version first ("9.6" < "15" < "16").
     candidates.sort_by_key(|d| {
         d.parent()
@@ -93,9 +112,7 @@ fn free_port() -> anyhow::Result<u16> {
 impl EmbeddedPostgres {
     /// Initialises (first time) and starts the server in `<data_dir>/postgres`.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        let bin = find_binaries().with_context(|| {
-            format!("PostgreSQL binaries (initdb, pg_ctl) not found: {INSTALL_HINT}")
-        })?;
+        let bin = find_binaries()?;
         let data = data_dir.join("postgres");
         let run_as = if running_as_root() {
             Some(uid_gid_of("postgres").or_else(|| uid_gid_of("nobody")).context("running as root, but there is no postgres or nobody user to run PostgreSQL as")?)

@@ -187,5 +187,9 @@ fn clear_errors() {
             .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
         "cannot reach AMQP_URL",
     );
+    fails_with(
+        helpdesk(&["up", "--port", "0", "--data-dir", &d]).env("PG_BIN_DIR", "/nonexistent/bin"),
+        "apt-get install postgresql",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
