@@ -33,5 +33,32 @@ pub use error::{ApiError, ApiJson, ApiResult};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use {anyhow, sqlx, tokio_util};
+    pub use {anyhow, axum, sqlx, tokio_util};
+}
+
+/// Declares a service's handler state over its `$inner` struct: `AppState(Arc<$inner>)`, cheap to
+/// clone, dereferencing to `$inner`, whose `keys: Arc<JwtKeys>` field the auth extractors verify
+/// tokens with.
+#[macro_export]
+macro_rules! app_state {
+    ($inner:ident) => {
+        /// Handler state (cheap to clone).
+        #[derive(Clone)]
+        pub struct AppState(pub ::std::sync::Arc<$inner>);
+
+        impl ::std::ops::Deref for AppState {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.0
+            }
+        }
+
+        impl $crate::__private::axum::extract::FromRef<AppState>
+            for ::std::sync::Arc<$crate::auth::JwtKeys>
+        {
+            fn from_ref(s: &AppState) -> Self {
+                s.keys.clone()
+            }
+        }
+    };
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::FromRef;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -112,22 +111,7 @@ pub struct Inner {
     pub config: Config,
 }
 
-/// Handler state (cheap to clone).
-#[derive(Clone)]
-pub struct AppState(pub Arc<Inner>);
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for Arc<JwtKeys> {
-    fn from_ref(s: &AppState) -> Self {
-        s.keys.clone()
-    }
-}
+helpdesk_kit::app_state!(Inner);
 
 #[derive(OpenApi)]
 #[openapi(
