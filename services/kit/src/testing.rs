@@ -121,3 +121,109 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// What a service published: a private queue bound to every event of one exchange under a bus
+/// prefix, read in order. The queue goes away with the tap.
+pub struct EventTap {
+    consumer: lapin::Consumer,
+    _conn: lapin::Connection,
+}
+
+impl EventTap {
+    /// Binds before anything is published, so nothing is missed.
+    pub async fn start(prefix: &str, exchange: &str) -> Self {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+
+        use crate::bus::Bus as _;
+        require_rabbitmq().await;
+        let bus = crate::bus::amqp::AmqpBus::new(&amqp_url(), prefix);
+        assert!(
+            bus.healthy().await,
+            "cannot declare the exchanges on RabbitMQ"
+        );
+        let conn = lapin::Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("RabbitMQ connection for the event tap");
+        let ch = conn.create_channel().await.expect("channel");
+        let queue = unique(&format!("{prefix}tap-"));
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap queue");
+        ch.queue_bind(
+            queue.as_str().into(),
+            bus.name(exchange).into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("tap binding");
+        let consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap consumer");
+        Self {
+            consumer,
+            _conn: conn,
+        }
+    }
+
+    /// The next event as (routing key, envelope); panics when none arrives within 10 s.
+    pub async fn next(&mut self) -> (String, crate::events::Envelope) {
+        use futures_util::StreamExt;
+        let d = tokio::time::timeout(Duration::from_secs(10), self.consumer.next())
+            .await
+            .expect("an event should have been published within 10 s")
+            .expect("the event tap closed")
+            .expect("the event tap failed");
+        let envelope = serde_json::from_slice(&d.data).unwrap_or_else(|e| {
+            panic!(
+                "not an event envelope ({e}): {}",
+                String::from_utf8_lossy(&d.data)
+            )
+        });
+        (d.routing_key.to_string(), envelope)
+    }
+
+    /// Skips events until one of `event_type` matches `pred`.
+    pub async fn next_where(
+        &mut self,
+        event_type: &str,
+        pred: impl Fn(&crate::events::Envelope) -> bool,
+    ) -> crate::events::Envelope {
+        loop {
+            let (key, envelope) = self.next().await;
+            if key == event_type && pred(&envelope) {
+                return envelope;
+            }
+        }
+    }
+
+    /// Panics when another event arrives within `grace`.
+    pub async fn assert_quiet(&mut self, grace: Duration) {
+        use futures_util::StreamExt;
+        if let Ok(Some(Ok(d))) = tokio::time::timeout(grace, self.consumer.next()).await {
+            panic!(
+                "unexpected event {}: {}",
+                d.routing_key,
+                String::from_utf8_lossy(&d.data)
+            );
+        }
+    }
+}

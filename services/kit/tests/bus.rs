@@ -26,7 +26,7 @@ use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
 use helpdesk_kit::http::HttpConfig;
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
 use helpdesk_kit::peer::PeerClient;
-use helpdesk_kit::testing::{self, amqp_url, database_url, eventually, unique};
+use helpdesk_kit::testing::{self, EventTap, amqp_url, database_url, eventually, unique};
 use helpdesk_kit::trace::TraceParent;
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
@@ -61,37 +61,17 @@ async fn fixture() -> Fixture {
     }
 }
 
-/// A queue bound to `exchange` that records what arrives.
-async fn tap(prefix: &str, exchange: &str) -> (Connection, String) {
-    let conn = Connection::connect(&amqp_url(), Default::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let bus = AmqpBus::new(&amqp_url(), prefix);
-    assert!(bus.healthy().await, "declares the exchanges");
-    let queue = format!("{prefix}tap");
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        format!("{prefix}{exchange}").into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    (conn, queue)
+/// Exactly `n` events from `tap`, then nothing more for a moment.
+async fn take(tap: &mut EventTap, n: usize) -> Vec<(String, Envelope)> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        got.push(tap.next().await);
+    }
+    tap.assert_quiet(Duration::from_millis(300)).await;
+    got
 }
 
+/// Exactly `want` messages from a platform queue, then nothing more for a moment.
 async fn drain(conn: &Connection, queue: &str, want: usize) -> Vec<(String, Envelope)> {
     let ch = conn.create_channel().await.unwrap();
     let mut consumer = ch
@@ -140,7 +120,7 @@ fn deleted(id: Uuid) -> UserDeleted {
 #[tokio::test]
 async fn committed_events_are_published_once_and_rolled_back_ones_never() {
     let f = fixture().await;
-    let (conn, queue) = tap(&f.prefix, USER_EVENTS).await;
+    let mut tap = EventTap::start(&f.prefix, USER_EVENTS).await;
     let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
     let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema);
 
@@ -169,7 +149,7 @@ async fn committed_events_are_published_once_and_rolled_back_ones_never() {
         0,
         "nothing left to publish"
     );
-    let got = drain(&conn, &queue, 1).await;
+    let got = take(&mut tap, 1).await;
     assert_eq!(got[0].0, "user.deleted");
     assert_eq!(got[0].1, env);
     assert_eq!(got[0].1.aggregate_id, committed.to_string());
@@ -181,7 +161,7 @@ async fn committed_events_are_published_once_and_rolled_back_ones_never() {
 #[tokio::test]
 async fn events_written_while_the_broker_is_down_are_published_when_it_is_back() {
     let f = fixture().await;
-    let (conn, queue) = tap(&f.prefix, USER_EVENTS).await;
+    let mut tap = EventTap::start(&f.prefix, USER_EVENTS).await;
     let down: Arc<dyn Bus> = Arc::new(AmqpBus::new(
         "amqp://guest:guest@127.0.0.1:1/%2f",
         &f.prefix,
@@ -210,7 +190,7 @@ async fn events_written_while_the_broker_is_down_are_published_when_it_is_back()
     let relay = OutboxRelay::new(f.pool.clone(), up, &f.schema)
         .with_poll_interval(Duration::from_millis(100));
     let task = tokio::spawn(relay.run(shutdown.clone()));
-    let got = drain(&conn, &queue, 3).await;
+    let got = take(&mut tap, 3).await;
     let order: Vec<String> = got.iter().map(|(_, e)| e.aggregate_id.clone()).collect();
     assert_eq!(order, ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
     shutdown.cancel();
@@ -221,7 +201,7 @@ async fn events_written_while_the_broker_is_down_are_published_when_it_is_back()
 #[tokio::test]
 async fn relay_wakes_on_notify_without_waiting_for_the_poll() {
     let f = fixture().await;
-    let (conn, queue) = tap(&f.prefix, USER_EVENTS).await;
+    let mut tap = EventTap::start(&f.prefix, USER_EVENTS).await;
     let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
     let shutdown = CancellationToken::new();
     // A poll interval far longer than the test's wait: only NOTIFY can wake it in time.
@@ -234,7 +214,7 @@ async fn relay_wakes_on_notify_without_waiting_for_the_poll() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let got = drain(&conn, &queue, 1).await;
+    let got = take(&mut tap, 1).await;
     assert_eq!(got.len(), 1);
     shutdown.cancel();
     task.await.unwrap();

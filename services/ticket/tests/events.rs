@@ -5,68 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::json;
 use uuid::Uuid;
 
 use common::{Api, Platform, Proxy, WAIT, broker_addr, wait_user};
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::events::{Envelope, TICKET_EVENTS};
-use helpdesk_kit::testing::{amqp_url, eventually};
-
-/// A queue bound to every ticket event of the platform.
-async fn tap_ticket_events(prefix: &str) -> lapin::Consumer {
-    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let queue = format!("{prefix}tap");
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        format!("{prefix}{TICKET_EVENTS}").into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    // The connection lives as long as the consumer needs it.
-    std::mem::forget(conn);
-    consumer
-}
-
-async fn next_event(consumer: &mut lapin::Consumer) -> Envelope {
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("an event in time")
-        .unwrap()
-        .unwrap();
-    serde_json::from_slice(&d.data).unwrap()
-}
+use helpdesk_kit::events::TICKET_EVENTS;
+use helpdesk_kit::testing::{EventTap, amqp_url, eventually};
 
 #[tokio::test]
 async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs() {
@@ -97,12 +42,12 @@ async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs
             201
         );
     }
-    let mut tap = tap_ticket_events(&p.prefix).await;
+    let mut tap = EventTap::start(&p.prefix, TICKET_EVENTS).await;
 
     let deletion = p.delete_user(&victim, Some(admin.id)).await;
     let mut caused = Vec::new();
     while caused.len() < 3 {
-        let e = next_event(&mut tap).await;
+        let (_, e) = tap.next().await;
         if e.metadata.causation_id == Some(deletion.event_id) {
             caused.push(e);
         }

@@ -6,9 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::config::Env;
-use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, unique};
+use helpdesk_kit::events::{Envelope, USER_EVENTS};
+use helpdesk_kit::testing::{self, EventTap, TestKeys, amqp_url, database_url, unique};
 use user_service::Config;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
@@ -33,7 +30,7 @@ pub struct TestApp {
     pub prefix: String,
     pub shutdown: CancellationToken,
     /// Every user event published, in order.
-    events: tokio::sync::mpsc::UnboundedReceiver<(String, Envelope)>,
+    events: EventTap,
 }
 
 pub async fn spawn() -> TestApp {
@@ -73,7 +70,8 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
         .await
         .expect("migrate");
     let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
-    let events = tap(&prefix).await;
+    // Subscribed before the service starts publishing.
+    let events = EventTap::start(&prefix, USER_EVENTS).await;
     let shutdown = CancellationToken::new();
     let listener = helpdesk_kit::runtime::bind(config.http.bind_addr)
         .await
@@ -98,58 +96,6 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
         shutdown,
         events,
     }
-}
-
-/// Subscribes to every user event before the service starts publishing.
-async fn tap(prefix: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, Envelope)> {
-    let probe = AmqpBus::new(&amqp_url(), prefix);
-    assert!(probe.healthy().await, "declares the exchanges");
-    let conn = lapin::Connection::connect(&amqp_url(), Default::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let queue = format!("{prefix}tap");
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        format!("{prefix}user.events").into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "tap".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _conn = conn;
-        while let Some(Ok(d)) = consumer.next().await {
-            if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
-                let _ = tx.send((d.routing_key.to_string(), env));
-            }
-        }
-    });
-    rx
 }
 
 impl TestApp {
@@ -202,10 +148,7 @@ impl TestApp {
 
     /// The next published user event; panics if none arrives within 10 s.
     pub async fn next_event(&mut self) -> (String, Envelope) {
-        tokio::time::timeout(Duration::from_secs(10), self.events.recv())
-            .await
-            .expect("an event should have been published")
-            .expect("event tap closed")
+        self.events.next().await
     }
 
     /// Events of `event_type` until one matches `pred` (others are skipped).
@@ -214,21 +157,12 @@ impl TestApp {
         event_type: &str,
         pred: impl Fn(&Envelope) -> bool,
     ) -> Envelope {
-        loop {
-            let (key, env) = self.next_event().await;
-            if key == event_type && pred(&env) {
-                return env;
-            }
-        }
+        self.events.next_where(event_type, pred).await
     }
 
     /// Asserts no further event arrives within a grace period.
     pub async fn assert_no_more_events(&mut self) {
-        if let Ok(Some((key, env))) =
-            tokio::time::timeout(Duration::from_millis(700), self.events.recv()).await
-        {
-            panic!("unexpected event {key}: {:?}", env.payload);
-        }
+        self.events.assert_quiet(Duration::from_millis(700)).await;
     }
 
     pub async fn stop(self) {
