@@ -11,7 +11,7 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, check_length, is_valid_e
 use helpdesk_kit::events::{UserCreated, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
 use helpdesk_kit::outbox::{self, EventContext};
-use helpdesk_kit::ratelimit::enforce;
+use helpdesk_kit::ratelimit::{record_failure, refuse_if_blocked};
 
 use crate::AppState;
 use crate::users::{self, NewUser, User, UserRow};
@@ -186,13 +186,17 @@ pub async fn login(
     if email.is_empty() || body.password.is_empty() {
         return Err(ApiError::bad_request("email and password are required"));
     }
-    if body.password.chars().count() > 128 {
-        return Err(ApiError::unauthorized("Invalid credentials"));
-    }
-    enforce(&[
+    // Only failures count ("repeated failures are rate limited"): signing in again and again
+    // with the right password is never refused.
+    let limits = [
         (state.limiters.login_ip.as_ref(), ip.as_str()),
         (state.limiters.login_account.as_ref(), email.as_str()),
-    ])?;
+    ];
+    refuse_if_blocked(&limits)?;
+    if body.password.chars().count() > 128 {
+        record_failure(&limits);
+        return Err(ApiError::unauthorized("Invalid credentials"));
+    }
     let row = users::find_by_email(&state.pool, &email).await?;
     let ok = state
         .passwords
@@ -206,7 +210,10 @@ pub async fn login(
                 token,
             }))
         }
-        _ => Err(ApiError::unauthorized("Invalid credentials")),
+        _ => {
+            record_failure(&limits);
+            Err(ApiError::unauthorized("Invalid credentials"))
+        }
     }
 }
 

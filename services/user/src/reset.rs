@@ -14,7 +14,7 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, is_valid_email};
 use helpdesk_kit::events::{UserPasswordResetRequested, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
 use helpdesk_kit::outbox::{self, EventContext};
-use helpdesk_kit::ratelimit::enforce;
+use helpdesk_kit::ratelimit::{enforce, record_failure, refuse_if_blocked};
 
 use crate::AppState;
 use crate::auth::{Message, check_password};
@@ -108,10 +108,13 @@ pub async fn reset_password(
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<ResetPasswordRequest>,
 ) -> ApiResult<ApiJson<Message>> {
-    enforce(&[(state.limiters.reset_ip.as_ref(), ip.as_str())])?;
+    // Guessing tokens is what this limits: only invalid tokens count.
+    let limits = [(state.limiters.reset_ip.as_ref(), ip.as_str())];
+    refuse_if_blocked(&limits)?;
     check_password(&state, "newPassword", &body.new_password)?;
     let token = body.token.trim();
     if token.is_empty() || token.len() > 256 {
+        record_failure(&limits);
         return Err(ApiError::bad_request(INVALID_TOKEN));
     }
     let token_hash = hash_token(token);
@@ -123,6 +126,7 @@ pub async fn reset_password(
     .fetch_optional(&state.pool)
     .await?;
     if valid.is_none() {
+        record_failure(&limits);
         return Err(ApiError::bad_request(INVALID_TOKEN));
     }
     let hash = state.passwords.hash(body.new_password).await?;
