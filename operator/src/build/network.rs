@@ -21,7 +21,8 @@ use crate::names::{
 };
 use crate::validate::{Exposure, PostgresMode, RabbitmqMode};
 
-/// A public path and where it goes. Internal routes (`/users`, `/notifications`) are absent on purpose.
+/// A public path and where it goes. Internal routes (`/users`, `/notifications` but its status
+/// route, which ADMINs may read) are absent on purpose.
 pub struct PublicPath {
     pub path: &'static str,
     pub exact: bool,
@@ -60,6 +61,12 @@ pub const PUBLIC_PATHS: &[PublicPath] = &[
         exact: false,
         route: "audit",
         target: Some(Component::Audit),
+    },
+    PublicPath {
+        path: "/notifications/status",
+        exact: false,
+        route: "notifications-status",
+        target: Some(Component::Notification),
     },
     PublicPath {
         path: "/api/docs",
@@ -477,6 +484,7 @@ mod tests {
         assert_eq!(get("/"), Some("hd-frontend"));
         assert_eq!(get("/users"), None);
         assert_eq!(get("/notifications"), None);
+        assert_eq!(get("/notifications/status"), Some("hd-notification"));
     }
 
     #[test]
@@ -501,7 +509,7 @@ mod tests {
         let all = build_with("  ingress: {host: h.example.com}", caps);
         assert!(names_of(&all, Kind::Ingress).is_empty());
         let routes = names_of(&all, Kind::Route);
-        assert_eq!(routes.len(), 7);
+        assert_eq!(routes.len(), 8);
         let r = find(&all, Kind::Route, "hd-tickets");
         assert_eq!(r.obj.data["spec"]["to"]["name"], "hd-ticket");
         assert_eq!(r.obj.data["spec"]["path"], "/tickets");

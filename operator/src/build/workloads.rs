@@ -270,6 +270,8 @@ fn service_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
     let mut env = vec![
         str_env("BIND_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         str_env("RUST_LOG", "info"),
+        // Behind the ingress / Route: per-address rate limits need the client's address.
+        str_env("TRUST_FORWARDED_FOR", "true"),
     ];
     env.extend(super::database_env(input, c));
     env.extend(super::amqp_env(input));

@@ -672,7 +672,7 @@ async fn openshift_gets_routes_and_service_monitor() {
     let routes = h
         .fake
         .names("/apis/route.openshift.io/v1/namespaces/support/routes");
-    assert_eq!(routes.len(), 7);
+    assert_eq!(routes.len(), 8);
     assert!(
         h.fake
             .names("/apis/networking.k8s.io/v1/namespaces/support/ingresses")

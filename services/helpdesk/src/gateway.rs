@@ -14,7 +14,7 @@ use helpdesk_kit::config::Env;
 use helpdesk_kit::error::error_response;
 use helpdesk_kit::runtime;
 
-use crate::platform::PUBLIC_ROUTES;
+use crate::platform::{PUBLIC_ROUTES, is_internal_path};
 
 struct Upstreams {
     http: reqwest::Client,
@@ -44,6 +44,7 @@ async fn forward(
     let Some((_, base)) = up
         .routes
         .iter()
+        .filter(|_| !is_internal_path(&path))
         .find(|(p, _)| path == *p || path.starts_with(&format!("{p}/")))
     else {
         return error_response(StatusCode::NOT_FOUND, "Not found");
@@ -61,7 +62,8 @@ async fn forward(
     };
     let mut out = up.http.request(parts.method, target).body(bytes);
     for (name, value) in parts.headers.iter() {
-        if !HOP_BY_HOP.contains(name) {
+        // The gateway is the edge: the client address is the one it saw, never a claimed one.
+        if !HOP_BY_HOP.contains(name) && name.as_str() != "x-forwarded-for" {
             out = out.header(name, value);
         }
     }
@@ -117,7 +119,10 @@ pub async fn run(addr: SocketAddr, env: &Env) -> anyhow::Result<()> {
             }),
         )
         .fallback(forward)
-        .with_state(up);
+        .with_state(up)
+        .layer(axum::middleware::from_fn(
+            helpdesk_kit::http::request_id_at_the_edge,
+        ));
     let listener = runtime::bind(addr).await?;
     println!("Helpdesk gateway on http://{}", listener.local_addr()?);
     runtime::serve(listener, app, runtime::shutdown_on_signals()).await?;

@@ -23,7 +23,17 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/tickets", ticket_service::SERVICE),
     ("/admin", admin_service::SERVICE),
     ("/audit", audit_service::SERVICE),
+    // "internal or ADMIN": the rest of /notifications is internal.
+    ("/notifications/status", notification_service::SERVICE),
 ];
+
+/// Service-to-service routes under a public prefix: never answered on the public entry point.
+pub const INTERNAL_PATHS: &[&str] = &["/auth/validate", "/audit/log"];
+
+/// Whether the public entry point must not serve `path`.
+pub fn is_internal_path(path: &str) -> bool {
+    INTERNAL_PATHS.contains(&path.trim_end_matches('/'))
+}
 
 /// Prefixes reachable only on the internal listener (service-to-service calls).
 pub const INTERNAL_ROUTES: &[(&str, &str)] = &[
@@ -115,11 +125,20 @@ async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
             })
             .collect()
     };
+    let edge = axum::middleware::from_fn(helpdesk_kit::http::request_id_at_the_edge);
     let public = operational(names.clone(), routers.clone())
         .merge(helpdesk_kit::http::docs_routes(docs))
-        .fallback_service(Dispatch(Arc::new(table(false))));
+        .fallback_service(Dispatch {
+            routes: Arc::new(table(false)),
+            public: true,
+        })
+        .layer(edge.clone());
     let internal = operational(names.clone(), routers.clone())
-        .fallback_service(Dispatch(Arc::new(table(true))));
+        .fallback_service(Dispatch {
+            routes: Arc::new(table(true)),
+            public: false,
+        })
+        .layer(edge);
     Ok(Platform {
         public,
         internal,
@@ -130,8 +149,12 @@ async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
 
 /// Forwards a request, path unchanged, to the service owning its first path segment (with the
 /// service's own middleware stack), as the ingress does; anything else is a contract-shaped 404.
+/// The public entry point does not serve internal routes.
 #[derive(Clone)]
-struct Dispatch(Arc<Vec<(&'static str, Router)>>);
+struct Dispatch {
+    routes: Arc<Vec<(&'static str, Router)>>,
+    public: bool,
+}
 
 impl tower::Service<Request> for Dispatch {
     type Response = Response;
@@ -148,9 +171,11 @@ impl tower::Service<Request> for Dispatch {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let path = req.uri().path();
+        let hidden = self.public && is_internal_path(path);
         let target = self
-            .0
+            .routes
             .iter()
+            .filter(|_| !hidden)
             .find(|(prefix, _)| {
                 path == *prefix
                     || path
@@ -195,9 +220,10 @@ async fn merged_openapi(routers: &[(&'static str, Router)]) -> utoipa::openapi::
         };
         if let Some(paths) = doc["paths"].as_object() {
             for (path, item) in paths {
-                let public = PUBLIC_ROUTES
-                    .iter()
-                    .any(|(p, _)| path == p || path.starts_with(&format!("{p}/")));
+                let public = !is_internal_path(path)
+                    && PUBLIC_ROUTES
+                        .iter()
+                        .any(|(p, _)| path == p || path.starts_with(&format!("{p}/")));
                 if public {
                     merged["paths"][path] = item.clone();
                 }

@@ -310,6 +310,43 @@ async fn walk(base: &str, sink: &Sink) {
     let (bob, bob_user) = api.login(&bob_email, "bob-pass-12").await;
     assert_eq!(bob_user["role"], "AGENT");
 
+    // Every response echoes X-Request-Id, also the ones answered in front of the services.
+    for path in ["/health", "/no-such-prefix/x", "/tickets"] {
+        let res = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .header("x-request-id", "e2e-request-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some("e2e-request-1"),
+            "{path}"
+        );
+    }
+
+    // Internal routes are not served on the public entry point; an email's status is, for ADMINs.
+    for path in [
+        "/auth/validate",
+        "/audit/log",
+        "/users/by-email",
+        "/notifications/email",
+    ] {
+        let msg = api
+            .fails(Method::POST, path, Some(&admin), Some(json!({})), 404)
+            .await;
+        assert_eq!(msg, "Not found", "{path}");
+    }
+    let status = "/notifications/status/00000000-0000-4000-8000-000000000000";
+    let msg = api
+        .fails(Method::GET, status, Some(&admin), None, 404)
+        .await;
+    assert_eq!(msg, "Email not found", "routed to notification-service");
+    api.fails(Method::GET, status, Some(&bob), None, 403).await;
+
     // Alice becomes a requester (USER) through admin-service; it takes effect in ticket-service.
     let v = api
         .ok(

@@ -89,12 +89,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .extensions
             .get::<TrustForwarded>()
             .is_some_and(|t| t.0);
+        // Behind one trusted proxy (the ingress, the gateway) the client is the last address it
+        // appended; anything before it is what the client claimed.
         if trust
             && let Some(ip) = parts
                 .headers
-                .get("x-forwarded-for")
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
         {
             return Ok(ClientIp(ip.to_string()));
@@ -160,6 +164,28 @@ async fn observe(
         }
     });
     if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    res
+}
+
+/// For routers in front of services (`helpdesk up`, the gateway): gives every request an
+/// `X-Request-Id` (the client's when valid), which the service behind then uses, and echoes it on
+/// every response, including the ones answered in front (`/health`, 404 of unknown paths, 502...).
+pub async fn request_id_at_the_edge(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let value = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &value {
+        req.headers_mut().insert(REQUEST_ID.clone(), v.clone());
+    }
+    let mut res = next.run(req).await;
+    if let Some(v) = value
+        && !res.headers().contains_key(&REQUEST_ID)
+    {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     res
