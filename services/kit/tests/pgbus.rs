@@ -36,6 +36,16 @@ async fn pool(schema: &str) -> PgPool {
     pool
 }
 
+/// A service schema with the kit's tables and the `effects` table the test handler writes.
+async fn app_pool(schema: &str) -> PgPool {
+    let app = pool(schema).await;
+    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
+        .execute(&app)
+        .await
+        .unwrap();
+    app
+}
+
 struct Recorder {
     calls: AtomicUsize,
 }
@@ -77,11 +87,7 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
     testing::require_postgres().await;
     let (bus_schema, app_schema) = (unique("t_bus_"), unique("t_app_"));
     let bus = Arc::new(PgBus::new(pool(&bus_schema).await).await.unwrap());
-    let app = pool(&app_schema).await;
-    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .execute(&app)
-        .await
-        .unwrap();
+    let app = app_pool(&app_schema).await;
 
     let sub = Subscription {
         queue: "test.events".into(),
@@ -219,11 +225,7 @@ fn user_deleted(email: &str) -> Envelope {
 async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
     testing::require_postgres().await;
     let schema = unique("t_batch_");
-    let app = pool(&schema).await;
-    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .execute(&app)
-        .await
-        .unwrap();
+    let app = app_pool(&schema).await;
     let recorder = Arc::new(Recorder {
         calls: AtomicUsize::new(0),
     });
@@ -313,11 +315,7 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
 async fn handled_events_are_forgotten_after_the_retention() {
     testing::require_postgres().await;
     let schema = unique("t_prune_");
-    let app = pool(&schema).await;
-    sqlx::raw_sql("CREATE TABLE effects (event_id UUID NOT NULL)")
-        .execute(&app)
-        .await
-        .unwrap();
+    let app = app_pool(&schema).await;
     let (old, recent, others) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     sqlx::query(
         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES \
