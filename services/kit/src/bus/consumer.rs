@@ -33,7 +33,6 @@ pub struct IdempotentConsumer<H> {
     name: String,
     pool: PgPool,
     handler: Arc<H>,
-    retention: Duration,
     last_prune: Mutex<Option<Instant>>,
 }
 
@@ -75,15 +74,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             name: name.into(),
             pool,
             handler,
-            retention: DEDUP_RETENTION,
             last_prune: Mutex::new(None),
         }
-    }
-
-    /// Remembers handled events for `retention` instead of [`DEDUP_RETENTION`].
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
-        self
     }
 
     /// Starts a background prune when the last one is more than an hour old (or none ran yet).
@@ -96,9 +88,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             }
             *last = Some(now);
         }
-        let (pool, name, retention) = (self.pool.clone(), self.name.clone(), self.retention);
+        let (pool, name) = (self.pool.clone(), self.name.clone());
         tokio::spawn(async move {
-            match prune_processed_events(&pool, &name, retention).await {
+            match prune_processed_events(&pool, &name, DEDUP_RETENTION).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(consumer = %name, removed = n, "forgot old handled events"),
                 Err(e) => {
