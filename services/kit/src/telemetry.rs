@@ -165,9 +165,7 @@ pub fn join_trace(span: &tracing::Span, incoming: Option<TraceParent>) -> TraceP
             };
         }
     }
-    incoming
-        .map(|t| t.child())
-        .unwrap_or_else(TraceParent::root)
+    TraceParent::continue_or_start(incoming)
 }
 
 /// The exporter's HTTP client: our reqwest client, driven on the service's runtime (the SDK calls

@@ -95,12 +95,9 @@ impl TraceParent {
         })
     }
 
-    /// The incoming value's trace continued by a new span of ours, or a new trace.
-    pub fn continue_or_start(incoming: Option<&str>) -> Self {
-        incoming
-            .and_then(Self::parse)
-            .map(|t| t.child())
-            .unwrap_or_else(Self::root)
+    /// The caller's trace continued by a new span of ours, or a new trace.
+    pub fn continue_or_start(incoming: Option<TraceParent>) -> Self {
+        incoming.map(|t| t.child()).unwrap_or_else(Self::root)
     }
 
     /// The trace id as 32 hex digits (what logs show).
@@ -171,10 +168,10 @@ mod tests {
     #[test]
     fn continuing_keeps_the_trace_and_changes_the_span() {
         let incoming = TraceParent::parse(SAMPLE).unwrap();
-        let ours = TraceParent::continue_or_start(Some(SAMPLE));
+        let ours = TraceParent::continue_or_start(Some(incoming));
         assert_eq!(ours.trace_id, incoming.trace_id);
         assert_ne!(ours.parent_id, incoming.parent_id);
-        let fresh = TraceParent::continue_or_start(Some("garbage"));
+        let fresh = TraceParent::continue_or_start(TraceParent::parse("garbage"));
         assert_ne!(fresh.trace_id, incoming.trace_id);
         assert_eq!(TraceParent::parse(&fresh.to_string()), Some(fresh));
     }
