@@ -123,14 +123,7 @@ async fn observe(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(valid_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
+    let (id, header) = ensure_request_id(&mut req);
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(TrustForwarded(trust));
     let incoming = req
@@ -163,25 +156,32 @@ async fn observe(
             tracing::info!(status, latency_ms = ms, "request finished");
         }
     });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = header {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     res
+}
+
+/// The request's `X-Request-Id` (the client's when valid, else a new one), set on the request so
+/// whoever handles it next uses the same; with the header value to echo.
+fn ensure_request_id(req: &mut Request) -> (String, Option<HeaderValue>) {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(v) = &header {
+        req.headers_mut().insert(REQUEST_ID.clone(), v.clone());
+    }
+    (id, header)
 }
 
 /// For routers in front of services (`helpdesk up`, the gateway): gives every request an
 /// `X-Request-Id` (the client's when valid), which the service behind then uses, and echoes it on
 /// every response, including the ones answered in front (`/health`, 404 of unknown paths, 502...).
 pub async fn request_id_at_the_edge(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(valid_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let value = HeaderValue::from_str(&id).ok();
-    if let Some(v) = &value {
-        req.headers_mut().insert(REQUEST_ID.clone(), v.clone());
-    }
+    let (_, value) = ensure_request_id(&mut req);
     let mut res = next.run(req).await;
     if let Some(v) = value
         && !res.headers().contains_key(&REQUEST_ID)
