@@ -227,3 +227,30 @@ impl EventTap {
         }
     }
 }
+
+/// Serves `router` on a free loopback port for the rest of the test; returns its address.
+pub async fn serve(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// Messages ready in the broker queue `name`; `None` while the queue does not exist.
+pub async fn queue_len(channel: &lapin::Channel, name: &str) -> Option<u32> {
+    use lapin::options::QueueDeclareOptions;
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.message_count())
+}

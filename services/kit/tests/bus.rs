@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
@@ -26,7 +25,9 @@ use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
 use helpdesk_kit::http::HttpConfig;
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
 use helpdesk_kit::peer::PeerClient;
-use helpdesk_kit::testing::{self, EventTap, amqp_url, database_url, eventually, unique};
+use helpdesk_kit::testing::{
+    self, EventTap, amqp_url, database_url, eventually, queue_len, serve, unique,
+};
 use helpdesk_kit::trace::TraceParent;
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
@@ -312,18 +313,7 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
             .await
             .ok()?;
         let ch = conn.create_channel().await.ok()?;
-        let ok = ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok();
-        ok.then_some(())
+        queue_len(&ch, &queue).await.map(|_| ())
     })
     .await;
 
@@ -453,19 +443,7 @@ async fn declaring_a_queue_removes_the_bindings_earlier_versions_made() {
         message_id: id.into(),
         headers: Default::default(),
     };
-    let waiting = || async {
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
-    };
+    let waiting = || async { queue_len(&ch, &queue).await.expect("the dashboard queue") };
     // Publishing waits for the broker's confirmation, so routing is done when it returns.
     assert_eq!(bus.publish(&[comment("1")]).await.confirmed, 1);
     assert_eq!(waiting().await, 1, "the old binding routes comments");
@@ -609,11 +587,4 @@ async fn a_request_trace_follows_its_calls_and_events_to_their_consumers() {
             .await;
     }
     testing::drop_schema(&f.schema).await;
-}
-
-async fn serve(router: axum::Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
 }

@@ -46,6 +46,15 @@ async fn app_pool(schema: &str) -> PgPool {
     app
 }
 
+/// How many times the test handler applied `id`.
+async fn effects(app: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM effects WHERE event_id = $1")
+        .bind(id)
+        .fetch_one(app)
+        .await
+        .unwrap()
+}
+
 struct Recorder {
     calls: AtomicUsize,
 }
@@ -165,21 +174,15 @@ async fn in_process_bus_has_the_same_delivery_semantics() {
     let shutdown = CancellationToken::new();
     let (b, s) = (bus.clone(), shutdown.clone());
     let task = tokio::spawn(async move { b.consume(sub, handler, s).await });
-    let count = |id: Uuid| {
-        let app = app.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
-                .bind(id)
-                .fetch_one(&app)
-                .await
-                .unwrap()
-        }
-    };
     eventually(Duration::from_secs(10), "the later event", || async {
-        (count(later.event_id).await == 1).then_some(())
+        (effects(&app, later.event_id).await == 1).then_some(())
     })
     .await;
-    assert_eq!(count(good.event_id).await, 1, "redelivery applied once");
+    assert_eq!(
+        effects(&app, good.event_id).await,
+        1,
+        "redelivery applied once"
+    );
     let dead = eventually(Duration::from_secs(10), "three dead letters", || async {
         let d = bus.dead_letters("test.events").await.unwrap();
         (d.len() == 3).then_some(d)
@@ -230,16 +233,6 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
         calls: AtomicUsize::new(0),
     });
     let consumer = IdempotentConsumer::new("test", app.clone(), recorder.clone());
-    let effects = |id: Uuid| {
-        let app = app.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
-                .bind(id)
-                .fetch_one(&app)
-                .await
-                .unwrap()
-        }
-    };
     let body = |e: &Envelope| serde_json::to_vec(e).unwrap();
 
     let earlier = user_deleted("earlier@example.com");
@@ -270,9 +263,9 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
     assert!(matches!(outcomes[1], Err(HandlerError::Permanent(_))));
     assert_eq!(
         (
-            effects(one.event_id).await,
-            effects(two.event_id).await,
-            effects(earlier.event_id).await
+            effects(&app, one.event_id).await,
+            effects(&app, two.event_id).await,
+            effects(&app, earlier.event_id).await
         ),
         (1, 1, 1),
         "each event applied exactly once"
@@ -297,7 +290,10 @@ async fn a_backlog_is_handled_in_one_transaction_with_an_outcome_per_message() {
     assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
     assert!(matches!(outcomes[1], Err(HandlerError::Transient(_))));
     assert_eq!(
-        (effects(three.event_id).await, effects(four.event_id).await),
+        (
+            effects(&app, three.event_id).await,
+            effects(&app, four.event_id).await
+        ),
         (1, 1)
     );
     // The failed event was not recorded as handled: its redelivery is applied.

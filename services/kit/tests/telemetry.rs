@@ -10,14 +10,8 @@ use axum::routing::{get, post};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::http::{self, HttpConfig};
 use helpdesk_kit::peer::PeerClient;
+use helpdesk_kit::testing::serve;
 use helpdesk_kit::trace::TraceParent;
-
-async fn serve(router: axum::Router) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
