@@ -84,14 +84,12 @@ impl KeyedLimiter {
             Ok(_) => self.replenish,
             Err(wait) => wait,
         };
-        {
-            let now = Instant::now();
-            let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
-            if blocked.len() >= 4096 {
-                blocked.retain(|_, until| *until > now);
-            }
-            blocked.insert(key.to_string(), now + wait);
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        if blocked.len() >= 4096 {
+            blocked.retain(|_, until| *until > now);
         }
+        blocked.insert(key.to_string(), now + wait);
     }
 }
 
