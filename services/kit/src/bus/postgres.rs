@@ -271,26 +271,29 @@ impl Bus for PgBus {
     }
 
     async fn declare(&self, sub: &Subscription) -> Result<(), BusError> {
-        for (exchange, pattern) in &sub.bindings {
-            sqlx::query("INSERT INTO bus_bindings (queue, exchange, pattern) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(&sub.queue)
-                .bind(exchange)
-                .bind(pattern)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| BusError(format!("in-process bus: {e}")))?;
-        }
-        for (exchange, pattern) in super::topology::retired_bindings(&sub.queue) {
-            sqlx::query(
-                "DELETE FROM bus_bindings WHERE queue = $1 AND exchange = $2 AND pattern = $3",
-            )
-            .bind(&sub.queue)
-            .bind(exchange)
-            .bind(pattern)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| BusError(format!("in-process bus: {e}")))?;
-        }
+        let (exchanges, patterns): (Vec<&str>, Vec<&str>) = sub
+            .bindings
+            .iter()
+            .map(|(e, p)| (e.as_str(), p.as_str()))
+            .unzip();
+        let (retired_exchanges, retired_patterns): (Vec<&str>, Vec<&str>) =
+            super::topology::retired_bindings(&sub.queue).unzip();
+        // The wanted bindings in, the retired ones out, in one round trip.
+        sqlx::query(
+            "WITH gone AS (DELETE FROM bus_bindings WHERE queue = $1 \
+               AND (exchange, pattern) IN (SELECT * FROM unnest($4::text[], $5::text[]))) \
+             INSERT INTO bus_bindings (queue, exchange, pattern) \
+             SELECT $1, e, p FROM unnest($2::text[], $3::text[]) AS b(e, p) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&sub.queue)
+        .bind(&exchanges)
+        .bind(&patterns)
+        .bind(&retired_exchanges)
+        .bind(&retired_patterns)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| BusError(format!("in-process bus: {e}")))?;
         *self.bindings.write().await = None;
         Ok(())
     }
