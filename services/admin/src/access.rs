@@ -104,17 +104,21 @@ async fn record(
     user_id: Uuid,
     role: Option<Role>,
     deleted: bool,
+    revision: i64,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO user_access (user_id, role, deleted, changed_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO user_access (user_id, role, deleted, revision, changed_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (user_id) DO UPDATE SET role = COALESCE(EXCLUDED.role, user_access.role), \
-             deleted = user_access.deleted OR EXCLUDED.deleted, changed_at = EXCLUDED.changed_at \
-         WHERE user_access.changed_at <= EXCLUDED.changed_at OR EXCLUDED.deleted",
+             deleted = user_access.deleted OR EXCLUDED.deleted, \
+             revision = GREATEST(user_access.revision, EXCLUDED.revision), changed_at = EXCLUDED.changed_at \
+         WHERE (user_access.revision, user_access.changed_at) <= (EXCLUDED.revision, EXCLUDED.changed_at) \
+            OR EXCLUDED.deleted",
     )
     .bind(user_id)
     .bind(role)
     .bind(deleted)
+    .bind(revision)
     .bind(at)
     .execute(&mut *tx)
     .await?;
@@ -130,10 +134,10 @@ impl EventHandler for AccessModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         if let Some(p) = event.decode::<UserRoleChanged>() {
             let p = p.map_err(|e| malformed(event, e))?;
-            record(tx, p.user.id, Some(p.new_role), false, event.timestamp).await?;
+            record(tx, p.user.id, Some(p.new_role), false, p.user.revision, event.timestamp).await?;
         } else if let Some(p) = event.decode::<UserDeleted>() {
             let p = p.map_err(|e| malformed(event, e))?;
-            record(tx, p.id, None, true, event.timestamp).await?;
+            record(tx, p.id, None, true, 0, event.timestamp).await?;
         }
         Ok(())
     }

@@ -108,17 +108,20 @@ impl FromRequestParts<AppState> for StaffOrService {
     }
 }
 
-/// Writes a user snapshot unless the row already reflects a newer event.
+/// Writes a user snapshot unless the row already reflects a newer revision (or, between
+/// snapshots of the same revision, a newer event).
 pub async fn upsert(
     tx: &mut PgConnection,
     user: &UserSnapshot,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, first_name, last_name, role, synced_at) VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO users (id, email, first_name, last_name, role, synced_at, revision) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
-           last_name = EXCLUDED.last_name, role = EXCLUDED.role, synced_at = EXCLUDED.synced_at \
-         WHERE users.synced_at <= EXCLUDED.synced_at",
+           last_name = EXCLUDED.last_name, role = EXCLUDED.role, synced_at = EXCLUDED.synced_at, \
+           revision = EXCLUDED.revision \
+         WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
     )
     .bind(user.id)
     .bind(&user.email)
@@ -126,6 +129,7 @@ pub async fn upsert(
     .bind(&user.last_name)
     .bind(user.role)
     .bind(at)
+    .bind(user.revision)
     .execute(&mut *tx)
     .await?;
     Ok(())

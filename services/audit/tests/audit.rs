@@ -447,3 +447,52 @@ fn configuration_is_checked() {
     let err = audit_service::Config::from_env(&base(("AUDIT_RETENTION_DAYS", "0"))).unwrap_err();
     assert_eq!(err.var, "AUDIT_RETENTION_DAYS");
 }
+
+/// Security review, High 1: a `user.updated` snapshot read before a demotion and published after
+/// it must not give the demoted ADMIN the audit log back.
+#[tokio::test]
+async fn a_stale_user_snapshot_after_a_demotion_does_not_restore_admin_access() {
+    use helpdesk_kit::events::{UserRoleChanged, UserSnapshot, UserUpdated};
+    let audit = Audit::start(&[]).await;
+    let admin = audit.user(Role::Admin).await;
+    let snapshot = |role: Role, revision: i64| UserSnapshot {
+        id: admin.id,
+        email: admin.email.clone(),
+        first_name: Some("Ada".into()),
+        last_name: None,
+        role,
+        created_at: Utc::now(),
+        revision,
+    };
+    let demotion = Envelope::wrap(
+        &UserRoleChanged {
+            user: snapshot(Role::User, 3),
+            old_role: Role::Admin,
+            new_role: Role::User,
+        },
+        EventMetadata::default(),
+    );
+    audit.publish(&demotion).await;
+    audit.wait_entry(demotion.event_id).await;
+    // Stamped after the demotion, but carrying the revision the password change had read.
+    let stale = Envelope::wrap(
+        &UserUpdated {
+            user: snapshot(Role::Admin, 2),
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    );
+    audit.publish(&stale).await;
+    audit.wait_entry(stale.event_id).await;
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(admin.id)
+        .fetch_one(&audit.pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "USER");
+    let search = audit
+        .call(Method::GET, "/audit/search", Some(&admin.token), None)
+        .await;
+    assert_eq!(search.status, 403, "{:?}", search.body);
+    audit.stop().await;
+}

@@ -110,6 +110,11 @@ pub struct UserSnapshot {
     pub last_name: Option<String>,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// The user row's revision at the change this event announces: it grows with every change,
+    /// so a read model applies a snapshot only when it is newer than what it holds (events of one
+    /// user may arrive out of order). 0 in events from before revisions existed.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// A short reference to a user.

@@ -167,14 +167,16 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Writes a user snapshot unless the row already reflects a newer event or the user is deleted.
+/// Writes a user snapshot unless the row already reflects a newer revision (or, between
+/// snapshots of the same revision, a newer event) or the user is deleted.
 async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at) \
-         SELECT $1, $2, $3, $4, $5, false, $6 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
+        "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at, revision) \
+         SELECT $1, $2, $3, $4, $5, false, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
-           last_name = EXCLUDED.last_name, role = EXCLUDED.role, provisional = false, synced_at = EXCLUDED.synced_at \
-         WHERE users.synced_at <= EXCLUDED.synced_at",
+           last_name = EXCLUDED.last_name, role = EXCLUDED.role, provisional = false, \
+           synced_at = EXCLUDED.synced_at, revision = EXCLUDED.revision \
+         WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
     )
     .bind(user.id)
     .bind(&user.email)
@@ -182,6 +184,7 @@ async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -
     .bind(&user.last_name)
     .bind(user.role)
     .bind(at)
+    .bind(user.revision)
     .execute(&mut *tx)
     .await?;
     Ok(())

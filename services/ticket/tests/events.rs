@@ -430,3 +430,76 @@ async fn a_poison_user_event_is_dead_lettered_and_later_events_still_apply() {
     svc.stop().await;
     p.cleanup().await;
 }
+
+/// Security review, High 1: a password change by an ADMIN read the row, hashed for a while, then
+/// published `user.updated` with the stale role ADMIN after the demotion's `user.role_changed`. The
+/// read model must keep the demotion: snapshots apply by revision, not by arrival or timestamp.
+#[tokio::test]
+async fn a_stale_user_snapshot_published_after_a_demotion_does_not_restore_admin_powers() {
+    use helpdesk_kit::events::{Envelope, EventMetadata, UserSnapshot, UserUpdated};
+    let mut p = Platform::new().await;
+    let svc = p.start_ticket(None, &[]).await;
+    let api = Api::new(&svc.url);
+    let admin = p.announce_user(Role::Admin).await;
+    let requester = p.announce_user(Role::User).await;
+    wait_user(&svc.pool, &admin).await;
+    wait_user(&svc.pool, &requester).await;
+    let theirs = api.create_ticket(&requester, "not the admin's").await;
+    let demoted = p.change_role(&admin, Role::User).await;
+    wait_user(&svc.pool, &demoted).await;
+
+    // The stale snapshot: the revision the password change read (before the demotion), stamped
+    // later than the demotion.
+    let stale = Envelope::wrap(
+        &UserUpdated {
+            user: UserSnapshot {
+                id: admin.id,
+                email: admin.email.clone(),
+                first_name: Some("First".into()),
+                last_name: Some("Last-ADMIN".into()),
+                role: Role::Admin,
+                created_at: chrono::Utc::now(),
+                revision: admin.revision,
+            },
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    );
+    let stale_id = stale.event_id;
+    p.publish(&stale).await;
+    eventually(WAIT, "the stale user.updated handled", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
+            .bind(stale_id)
+            .fetch_one(&svc.pool)
+            .await
+            .unwrap_or(0);
+        (n > 0).then_some(())
+    })
+    .await;
+
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(admin.id)
+        .fetch_one(&svc.pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "USER", "the demotion stays in the read model");
+    // The old ADMIN token has no ADMIN powers left.
+    let all = api.get("/tickets?showAll=true", &admin.token).await;
+    assert_eq!(all.status, 200);
+    assert!(
+        all.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != json!(theirs)),
+        "showAll no longer lists other people's tickets: {:?}",
+        all.body
+    );
+    assert_eq!(api.assign(&admin, theirs, None).await.status, 403);
+
+    // A newer snapshot still applies.
+    let promoted = p.change_role(&demoted, Role::Agent).await;
+    wait_user(&svc.pool, &promoted).await;
+    svc.stop().await;
+    p.cleanup().await;
+}

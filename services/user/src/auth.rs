@@ -253,7 +253,11 @@ pub async fn change_password(
     }
     let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
-    users::set_password(&mut tx, row.id, &hash).await?;
+    // The event carries the row as this transaction writes it, not `row` read before hashing: a
+    // role change committed meanwhile must not be overwritten in the read models by a stale copy.
+    let updated = users::set_password(&mut tx, row.id, &hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
     let ctx = EventContext {
         correlation_id: Some(request_id),
         user_id: Some(row.id),
@@ -262,7 +266,7 @@ pub async fn change_password(
     outbox::publish(
         &mut tx,
         &UserUpdated {
-            user: row.snapshot(),
+            user: updated.snapshot(),
             changes: vec!["password".into()],
         },
         &ctx,

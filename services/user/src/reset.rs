@@ -142,10 +142,9 @@ pub async fn reset_password(
     let Some(user_id) = user_id else {
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
-    let Some(user) = users::lock_by_id(&mut tx, user_id).await? else {
+    let Some(user) = users::set_password(&mut tx, user_id, &hash).await? else {
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
-    users::set_password(&mut tx, user_id, &hash).await?;
     sqlx::query(
         "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
     )

@@ -18,6 +18,8 @@ pub struct UserRow {
     pub last_name: Option<String>,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Bumped by every change; events carry it so read models keep only the newest state.
+    pub revision: i64,
 }
 
 /// The contract's User object (never a password hash).
@@ -54,11 +56,13 @@ impl UserRow {
             last_name: self.last_name.clone(),
             role: self.role,
             created_at: self.created_at,
+            revision: self.revision,
         }
     }
 }
 
-const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at";
+const COLUMNS: &str =
+    "id, email, password_hash, first_name, last_name, role, created_at, revision";
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -123,18 +127,27 @@ pub async fn insert(db: &mut PgConnection, new: &NewUser<'_>) -> sqlx::Result<Us
     .await
 }
 
-pub async fn set_password(db: &mut PgConnection, id: Uuid, hash: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .execute(db)
-        .await?;
-    Ok(())
+/// Sets the password and returns the committed-to-be row (its current role, not a copy read
+/// earlier), or `None` when the account is gone.
+pub async fn set_password(
+    db: &mut PgConnection,
+    id: Uuid,
+    hash: &str,
+) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET password_hash = $2, updated_at = now(), revision = revision + 1 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(hash)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn set_role(db: &mut PgConnection, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        "UPDATE users SET role = $2, updated_at = now(), revision = revision + 1 \
+         WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(role)

@@ -366,3 +366,74 @@ async fn bootstrap_admin_and_jwks() {
     );
     app.stop().await;
 }
+
+/// Security review, High 1, made deterministic: a password change reads the account, hashes
+/// (tens of milliseconds), then writes. A demotion that commits in between must not be undone
+/// in the read models by the `user.updated` it publishes: the event carries the row as the
+/// password change wrote it (the current role) and a revision newer than the demotion's.
+#[tokio::test]
+async fn a_password_change_racing_a_demotion_announces_the_demoted_role() {
+    let mut app = spawn().await;
+    let res = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    let id: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
+
+    // Hold the row so the password change blocks right before its write.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let change = {
+        let (http, url, token) = (app.http.clone(), app.url("/auth/change-password"), token.clone());
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&json!({"oldPassword": ADMIN_PASSWORD, "newPassword": "another-secret-2"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let pool = app.pool.clone();
+    helpdesk_kit::testing::eventually(
+        std::time::Duration::from_secs(20),
+        "the password change waiting for the row lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'UPDATE users SET password_hash%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    // The demotion commits while the password change is past its read.
+    let demoted_revision: i64 = sqlx::query_scalar(
+        "UPDATE users SET role = 'USER', revision = revision + 1 WHERE id = $1 RETURNING revision",
+    )
+    .bind(id)
+    .fetch_one(&mut *blocker)
+    .await
+    .unwrap();
+    blocker.commit().await.unwrap();
+    assert_eq!(change.await.unwrap(), 200);
+
+    let env = app
+        .event_where("user.updated", |e| e.payload["user"]["id"] == json!(id))
+        .await;
+    assert_eq!(env.payload["user"]["role"], "USER", "{}", env.payload);
+    assert!(
+        env.payload["user"]["revision"].as_i64().unwrap() > demoted_revision,
+        "{}",
+        env.payload
+    );
+    app.stop().await;
+}

@@ -185,6 +185,7 @@ impl Audit {
             last_name: None,
             role,
             created_at: chrono::Utc::now(),
+            revision: 1,
         };
         self.publish(&Envelope::wrap(
             &UserCreated { user: snapshot },

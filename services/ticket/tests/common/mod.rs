@@ -11,9 +11,6 @@ use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -225,6 +222,7 @@ impl Platform {
             last_name: Some(format!("Last-{role}")),
             role,
             created_at: chrono::Utc::now(),
+            revision: 1,
         };
         self.publish(&Envelope::wrap(
             &UserCreated { user: snapshot },
@@ -244,6 +242,7 @@ impl Platform {
             email,
             role,
             token,
+            revision: 1,
         }
     }
 
@@ -256,6 +255,7 @@ impl Platform {
             last_name: Some(format!("Last-{}", user.role)),
             role,
             created_at: chrono::Utc::now(),
+            revision: user.revision + 1,
         };
         let event = UserRoleChanged {
             user: snapshot,
@@ -266,6 +266,7 @@ impl Platform {
             .await;
         TestUser {
             role,
+            revision: user.revision + 1,
             ..user.clone()
         }
     }
@@ -367,6 +368,8 @@ pub struct TestUser {
     pub email: String,
     pub role: Role,
     pub token: String,
+    /// The revision of the last snapshot announced for this user.
+    pub revision: i64,
 }
 
 /// A response: status, headers and JSON body (`Null` when empty).
@@ -482,48 +485,8 @@ pub fn event_type<E: DomainEvent>() -> &'static str {
     E::EVENT_TYPE
 }
 
-/// A TCP proxy that can be cut and restored: a peer (broker, service) going down and coming back.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    upstream: watch::Sender<Option<SocketAddr>>,
-}
-
-impl Proxy {
-    pub async fn start(upstream: Option<SocketAddr>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = watch::channel(upstream);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut rx = rx.clone();
-                let target = *rx.borrow_and_update();
-                tokio::spawn(async move {
-                    let Some(target) = target else {
-                        let _ = client.shutdown().await;
-                        return;
-                    };
-                    let Ok(mut server) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        // Cutting the proxy drops live connections too.
-                        _ = rx.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { addr, upstream: tx }
-    }
-
-    /// Routes to `upstream`, or refuses everything (and drops live connections) with `None`.
-    pub fn set(&self, upstream: Option<SocketAddr>) {
-        let _ = self.upstream.send(upstream);
-    }
-}
+#[allow(unused_imports)]
+pub use helpdesk_kit::testing::Proxy;
 
 /// The broker's address (for a proxy in front of it).
 pub fn broker_addr() -> SocketAddr {
