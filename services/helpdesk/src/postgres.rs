@@ -1,6 +1,11 @@
 //! A private PostgreSQL for `helpdesk up`, started from the machine's PostgreSQL binaries in a
 //! folder under `--data-dir`, reused on the next start. Works as root too: the server then runs as
 //! the `postgres` (or `nobody`) user, which owns the data folder.
+//!
+//! Only the platform gets in: the server listens on 127.0.0.1 with no Unix socket, and every
+//! connection must authenticate with scram-sha-256 as `postgres` with a password generated once
+//! and kept in `<data-dir>/postgres-password` (mode 0600, like the other local secrets). A data
+//! folder made by an earlier version with `trust` is converted on the next start.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -14,9 +19,38 @@ pub struct EmbeddedPostgres {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
+    password: String,
     run_as: Option<(u32, u32)>,
-    /// Stop it on shutdown only when this process started it.
+    /// Whether this process started the server (not adopted a running one).
     started_here: bool,
+}
+
+/// The `pg_hba.conf` of the private server: password (scram) on loopback TCP, nothing else.
+const PG_HBA: &str = "# Written by helpdesk up: only password (scram-sha-256) logins on loopback.\n\
+host all all 127.0.0.1/32 scram-sha-256\n";
+
+/// The stored password, or a new one (32 random bytes, hex) written with mode 0600.
+fn password(path: &Path) -> anyhow::Result<String> {
+    if let Ok(p) = std::fs::read_to_string(path)
+        && !p.trim().is_empty()
+    {
+        return Ok(p.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let password = hex::encode(bytes);
+    crate::write_private(path, &format!("{password}\n"))?;
+    Ok(password)
+}
+
+/// Writes `contents` to a new file only `owner` can read.
+fn write_owned(path: &Path, contents: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    crate::write_private(path, contents)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("cannot hand {} to the PostgreSQL user", path.display()))?;
+    }
+    Ok(())
 }
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) or set DATABASE_URL";
@@ -110,7 +144,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl EmbeddedPostgres {
-    /// Initialises (first time) and starts the server in `<data_dir>/postgres`.
+    /// Initialises (first time) and starts the server in `<data_dir>/postgres`. A server still
+    /// running on that folder (after a crash) is adopted, and stopped with the platform.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
         let bin = find_binaries()?;
         let data = data_dir.join("postgres");
@@ -123,14 +158,23 @@ impl EmbeddedPostgres {
             bin,
             data,
             port: 0,
+            password: password(&data_dir.join("postgres-password"))?,
             run_as,
             started_here: false,
         };
+        let initialised = pg.data.join("PG_VERSION").exists();
+        if initialised && !pg.requires_password() {
+            // Made by an earlier version with `trust`: set the password and require it.
+            if pg.running_port().is_some() {
+                pg.pg_ctl(&["stop", "-m", "fast", "-w"])?;
+            }
+            pg.require_password()?;
+        }
         if let Some(port) = pg.running_port() {
             pg.port = port;
             return Ok(pg);
         }
-        if !pg.data.join("PG_VERSION").exists() {
+        if !initialised {
             pg.init()?;
         }
         pg.port = free_port()?;
@@ -155,6 +199,40 @@ impl EmbeddedPostgres {
         })?;
         pg.started_here = true;
         Ok(pg)
+    }
+
+    /// Whether the server's `pg_hba.conf` is ours: no `trust`, passwords only.
+    fn requires_password(&self) -> bool {
+        std::fs::read_to_string(self.data.join("pg_hba.conf")).is_ok_and(|hba| hba == PG_HBA)
+    }
+
+    /// Sets the password in single-user mode (no server, no network) and writes our
+    /// `pg_hba.conf`.
+    fn require_password(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut child = self
+            .command("postgres")
+            .args(["--single", "-D"])
+            .arg(&self.data)
+            .arg("postgres")
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("cannot run postgres --single")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(
+                stdin,
+                "ALTER ROLE postgres PASSWORD '{}';",
+                self.password.replace('\'', "''")
+            )?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "cannot set the PostgreSQL password: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        write_owned(&self.data.join("pg_hba.conf"), PG_HBA, self.run_as)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -189,6 +267,14 @@ impl EmbeddedPostgres {
                 dir = d.parent();
             }
         }
+        // initdb reads the superuser's password from a file its user can read; it is removed
+        // right after.
+        let pwfile = self
+            .data
+            .parent()
+            .unwrap_or(&self.data)
+            .join(".postgres-initdb-password");
+        write_owned(&pwfile, &format!("{}\n", self.password), self.run_as)?;
         let out = self
             .command("initdb")
             .args([
@@ -196,21 +282,24 @@ impl EmbeddedPostgres {
                 &self.data.to_string_lossy(),
                 "-U",
                 "postgres",
-                "-A",
-                "trust",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                &pwfile.to_string_lossy(),
                 "-E",
                 "UTF8",
                 "--no-instructions",
             ])
             .output()
-            .context("cannot run initdb")?;
+            .context("cannot run initdb");
+        let _ = std::fs::remove_file(&pwfile);
+        let out = out?;
         if !out.status.success() {
             bail!(
                 "initdb failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(())
+        write_owned(&self.data.join("pg_hba.conf"), PG_HBA, self.run_as)
     }
 
     fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
@@ -242,14 +331,26 @@ impl EmbeddedPostgres {
         lines.nth(2)?.trim().parse().ok()
     }
 
-    /// `postgres://postgres@127.0.0.1:<port>/postgres`
+    /// `postgres://postgres:<password>@127.0.0.1:<port>/postgres` (never printed).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
     }
 
-    /// Stops the server if this process started it.
+    /// For one-off commands (`migrate`, `dlq`): stops the server only if this process started
+    /// it, so a running `helpdesk up` keeps its database.
+    pub fn release(&self) {
+        if self.started_here {
+            self.stop();
+        }
+    }
+
+    /// Stops the server, whether this process started it or adopted it after a crash: a clean
+    /// stop of the platform leaves nothing running.
     pub fn stop(&self) {
-        if self.started_here
+        if self.running_port().is_some()
             && let Err(e) = self.pg_ctl(&["stop", "-m", "fast", "-w"])
         {
             eprintln!("helpdesk: stopping PostgreSQL failed: {e:#}");

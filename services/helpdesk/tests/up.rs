@@ -193,3 +193,64 @@ fn clear_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The port of the private PostgreSQL running on `dir` (from `postmaster.pid`), if any.
+fn embedded_pg_port(dir: &std::path::Path) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(dir.join("postgres/postmaster.pid")).ok()?;
+    let mut lines = pid_file.lines();
+    let pid = lines.next()?.trim();
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return None;
+    }
+    lines.nth(2)?.trim().parse().ok()
+}
+
+/// Security review, High 2 (no trust: a local account cannot log in as the superuser) and
+/// reliability item 4 (after a crash, the next clean stop stops the adopted server too).
+#[tokio::test]
+async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_platform() {
+    use sqlx::Connection;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir();
+    let mut up = Up::start(&dir).await;
+    let port = embedded_pg_port(&dir).expect("the private PostgreSQL runs");
+    let no_password = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres"
+    ))
+    .await;
+    assert!(
+        no_password.is_err(),
+        "the superuser must not get in without the password"
+    );
+    let wrong = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres:guess@127.0.0.1:{port}/postgres"
+    ))
+    .await;
+    assert!(wrong.is_err());
+    let secret = dir.join("postgres-password");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the password is readable by its owner only");
+    let password = std::fs::read_to_string(&secret).unwrap();
+    let conn = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres:{}@127.0.0.1:{port}/postgres",
+        password.trim()
+    ))
+    .await
+    .expect("the platform's password works");
+    conn.close().await.unwrap();
+    let hba = std::fs::read_to_string(dir.join("postgres/pg_hba.conf")).unwrap();
+    assert!(!hba.contains("trust"), "{hba}");
+
+    // A crash leaves the server running; the next `up` adopts it and its clean stop stops it.
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    assert!(embedded_pg_port(&dir).is_some(), "the server outlived the crash");
+    let up = Up::start(&dir).await;
+    let out = up.stop();
+    assert!(!out.contains(password.trim()), "the password is never printed");
+    assert!(
+        embedded_pg_port(&dir).is_none(),
+        "a clean stop leaves no PostgreSQL running"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
