@@ -1,6 +1,7 @@
 //! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
 
 mod bench;
+mod dlq;
 mod gateway;
 mod platform;
 mod postgres;
@@ -85,6 +86,15 @@ enum Cmd {
         #[arg(long, default_value = ".helpdesk")]
         data_dir: PathBuf,
     },
+    /// The events consumers gave up on (dead letters): list them or hand them back to their
+    /// queue. Uses RabbitMQ when AMQP_URL is set (with BUS_PREFIX), else the in-process bus in
+    /// DATABASE_URL or the private PostgreSQL of --data-dir.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::Action,
+        #[arg(long, default_value = ".helpdesk", global = true)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +134,7 @@ fn main() -> ExitCode {
             data_dir,
         } => rt.block_on(up(SocketAddr::new(bind, port), &data_dir)),
         Cmd::Migrate { data_dir } => rt.block_on(migrate(&data_dir)),
+        Cmd::Dlq { action, data_dir } => rt.block_on(dead_letters(action, &data_dir)),
         Cmd::Gateway { port, bind } => {
             rt.block_on(gateway::run(SocketAddr::new(bind, port), &Env::process()))
         }
@@ -177,7 +188,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -272,11 +283,36 @@ async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
         .set("JWT_PUBLIC_KEY", public);
     let result = platform::migrate_all(&env).await;
     if let Some(pg) = pg {
-        pg.stop();
+        pg.release();
     }
     result?;
     println!("migrations applied");
     Ok(())
+}
+
+async fn dead_letters(action: dlq::Action, data_dir: &Path) -> anyhow::Result<()> {
+    let env = Env::process();
+    if let Some(amqp) = env.raw("AMQP_URL") {
+        let bus = AmqpBus::new(&amqp, &env.string_or("BUS_PREFIX", ""));
+        return dlq::run(&bus, action).await;
+    }
+    let dir = prepare_data_dir(data_dir)?;
+    let (url, pg) = database(&env, &dir).await?;
+    let result = async {
+        let pool = helpdesk_kit::db::connect(&DbConfig {
+            url,
+            schema: "bus".into(),
+            max_connections: 2,
+        })
+        .await?;
+        let bus = PgBus::new(pool).await?;
+        dlq::run(&bus, action).await
+    }
+    .await;
+    if let Some(pg) = pg {
+        pg.release();
+    }
+    result
 }
 
 async fn up(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {

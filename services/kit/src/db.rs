@@ -131,3 +131,27 @@ pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Resul
         .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
     Ok(())
 }
+
+/// Whether `e` means the database cannot be used right now (unreachable, restarting, out of
+/// connections, pool timeout), as opposed to a statement that failed on its data. Callers retry
+/// the first kind for as long as it lasts (consumers) or answer 503 (requests).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        // Protocol: a connection cut mid-handshake or mid-reply (a server going away), never
+        // something a statement's data causes.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P01-03: shutting down or
+            // starting up; 40001/40P01: serialization failure or deadlock (retry, not the data).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        }),
+        _ => false,
+    }
+}

@@ -254,3 +254,104 @@ pub async fn queue_len(channel: &lapin::Channel, name: &str) -> Option<u32> {
         .ok()
         .map(|q| q.message_count())
 }
+
+/// A TCP proxy that can be cut and restored: a database, broker or peer going down and coming
+/// back. Cutting it refuses new connections and drops live ones; [`Proxy::refused`] counts the
+/// connections it refused, so a test can wait until a client has really tried during an outage.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    upstream: tokio::sync::watch::Sender<Option<std::net::SocketAddr>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: Option<std::net::SocketAddr>) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::watch::channel(upstream);
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = refused.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut rx = rx.clone();
+                let target = *rx.borrow_and_update();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Some(target) = target else {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = client.shutdown().await;
+                        return;
+                    };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        // Cutting the proxy drops live connections too.
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            upstream: tx,
+            refused,
+        }
+    }
+
+    /// Routes to `upstream`, or refuses everything (and drops live connections) with `None`.
+    pub fn set(&self, upstream: Option<std::net::SocketAddr>) {
+        let _ = self.upstream.send(upstream);
+    }
+
+    /// Connections refused while cut.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The address of the test PostgreSQL server (from [`database_url`]).
+pub fn postgres_addr() -> std::net::SocketAddr {
+    let url = database_url();
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
+    let host_port = rest
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(rest)
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432");
+    use std::net::ToSocketAddrs;
+    let with_port = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .expect("TEST_DATABASE_URL names a reachable host:port")
+}
+
+/// `database_url()` with its host and port replaced by `addr` (e.g. a [`Proxy`]).
+pub fn database_url_via(addr: std::net::SocketAddr) -> String {
+    let url = database_url();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", &url));
+    let (user, host_and_path) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    let path = host_and_path
+        .split_once('/')
+        .map(|(_, p)| format!("/{p}"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{addr}{path}")
+}

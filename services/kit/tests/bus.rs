@@ -588,3 +588,182 @@ async fn a_request_trace_follows_its_calls_and_events_to_their_consumers() {
     }
     testing::drop_schema(&f.schema).await;
 }
+
+/// Reliability item 1 on RabbitMQ: the consumer's database is down for longer than
+/// `max_attempts` retries would last. Nothing may reach the dead-letter queue; once the database
+/// is back, every event is applied exactly once.
+#[tokio::test]
+async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
+    let f = fixture().await;
+    let proxy = testing::Proxy::start(Some(testing::postgres_addr())).await;
+    let app = db::connect(&DbConfig {
+        url: testing::database_url_via(proxy.addr),
+        schema: f.schema.clone(),
+        max_connections: 2,
+    })
+    .await
+    .expect("connect through the proxy");
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let handler = Arc::new(IdempotentConsumer::new("test", app.clone(), recorder));
+    let sub = Subscription {
+        queue: "kit-outage".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 2,
+        retry_base_delay: Duration::from_millis(20),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let queue = bus.name("kit-outage");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (bus, sub, shutdown) = (bus.clone(), sub.clone(), shutdown.clone());
+        async move { bus.consume(sub, handler, shutdown).await }
+    });
+
+    proxy.set(None);
+    let events: Vec<Envelope> = (0..3)
+        .map(|_| Envelope::wrap(&deleted(Uuid::new_v4()), EventMetadata::default()))
+        .collect();
+    for e in &events {
+        publish_raw(&f.prefix, &serde_json::to_vec(e).unwrap()).await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the consumer to try during the outage",
+        || async { (proxy.refused() >= 6).then_some(()) },
+    )
+    .await;
+    assert!(
+        dlq_messages(&queue).await.is_empty(),
+        "an outage is not the message's fault"
+    );
+    proxy.set(Some(testing::postgres_addr()));
+    let count = |id: Uuid| {
+        let pool = f.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    for e in &events {
+        eventually(Duration::from_secs(40), "the event applied after the outage", || async {
+            (count(e.event_id).await == 1).then_some(())
+        })
+        .await;
+    }
+    assert!(dlq_messages(&queue).await.is_empty());
+    shutdown.cancel();
+    task.await.unwrap();
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in [queue.clone(), format!("{queue}.dlq"), format!("{queue}.retry.20ms")] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    testing::drop_schema(&f.schema).await;
+}
+
+/// Fails while `failing` is set, then applies the effect.
+struct Flaky {
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl EventHandler for Flaky {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(HandlerError::Transient("the data is not ready yet".into()));
+        }
+        sqlx::query("INSERT INTO effects (event_id, n) VALUES ($1, 1)")
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `helpdesk dlq` on RabbitMQ: a dead letter is listed (without being consumed) with its
+/// attempts and error, and a replay hands it back so the consumer applies it once.
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_once() {
+    use helpdesk_kit::bus::dlq::DeadLetters;
+    let f = fixture().await;
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let flaky = Arc::new(Flaky {
+        failing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let handler = Arc::new(IdempotentConsumer::new("test", f.pool.clone(), flaky.clone()));
+    let sub = Subscription {
+        queue: "kit-dlq".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 2,
+        retry_base_delay: Duration::from_millis(20),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (bus, sub, shutdown) = (bus.clone(), sub.clone(), shutdown.clone());
+        async move { bus.consume(sub, handler, shutdown).await }
+    });
+    let event = Envelope::wrap(&deleted(Uuid::new_v4()), EventMetadata::default());
+    let outcome = bus
+        .publish(&[OutgoingMessage {
+            exchange: USER_EVENTS.into(),
+            routing_key: "user.deleted".into(),
+            body: serde_json::to_vec(&event).unwrap(),
+            message_id: event.event_id.to_string(),
+            headers: Default::default(),
+        }])
+        .await;
+    assert!(outcome.error.is_none());
+    let dead = eventually(Duration::from_secs(20), "the dead letter", || async {
+        let dead = bus.list("kit-dlq").await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, event.event_id.to_string());
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("not ready"));
+    assert_eq!(
+        bus.list("kit-dlq").await.unwrap().len(),
+        1,
+        "listing leaves it there"
+    );
+    assert_eq!(bus.replay("kit-dlq", Some("another-id")).await.unwrap(), 0);
+    assert_eq!(bus.list("kit-dlq").await.unwrap().len(), 1);
+
+    flaky.failing.store(false, Ordering::SeqCst);
+    assert_eq!(bus.replay("kit-dlq", None).await.unwrap(), 1);
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM effects WHERE event_id = $1")
+            .bind(event.event_id)
+            .fetch_one(&f.pool)
+            .await
+            .unwrap()
+    };
+    eventually(Duration::from_secs(20), "the replayed event applied", || async {
+        (count().await == 1).then_some(())
+    })
+    .await;
+    assert!(bus.list("kit-dlq").await.unwrap().is_empty());
+    shutdown.cancel();
+    task.await.unwrap();
+    let queue = bus.name("kit-dlq");
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in [queue.clone(), format!("{queue}.dlq"), format!("{queue}.retry.20ms")] {
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+    }
+    testing::drop_schema(&f.schema).await;
+}

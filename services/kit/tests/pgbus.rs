@@ -395,3 +395,160 @@ async fn declaring_removes_the_bindings_earlier_versions_made() {
     assert_eq!(waiting().await, 2, "what the dashboard wants still arrives");
     testing::drop_schema(&schema).await;
 }
+
+/// Reliability item 1 on the in-process bus: the consumer's database is down for longer than
+/// `max_attempts` retries would last. Nothing may be dead-lettered; once it is back, every event
+/// is applied exactly once.
+#[tokio::test]
+async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
+    testing::require_postgres().await;
+    let (bus_schema, app_schema) = (unique("t_bus_"), unique("t_app_"));
+    let bus = Arc::new(PgBus::new(pool(&bus_schema).await).await.unwrap());
+    let direct = app_pool(&app_schema).await;
+    // The handler reaches its database through a proxy the test cuts.
+    let proxy = testing::Proxy::start(Some(testing::postgres_addr())).await;
+    let app = db::connect(&DbConfig {
+        url: testing::database_url_via(proxy.addr),
+        schema: app_schema.clone(),
+        max_connections: 2,
+    })
+    .await
+    .expect("connect through the proxy");
+    let sub = Subscription {
+        queue: "test.outage".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 2,
+        retry_base_delay: Duration::from_millis(20),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let handler = Arc::new(IdempotentConsumer::new("test", app.clone(), recorder));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (bus, sub, shutdown) = (bus.clone(), sub.clone(), shutdown.clone());
+        async move { bus.consume(sub, handler, shutdown).await }
+    });
+
+    proxy.set(None);
+    let events: Vec<Envelope> = (0..3)
+        .map(|i| {
+            Envelope::wrap(
+                &UserDeleted {
+                    id: Uuid::new_v4(),
+                    email: format!("u{i}@example.com"),
+                },
+                EventMetadata::default(),
+            )
+        })
+        .collect();
+    let outgoing: Vec<OutgoingMessage> = events
+        .iter()
+        .map(|e| raw(serde_json::to_vec(e).unwrap()))
+        .collect();
+    assert!(bus.publish(&outgoing).await.error.is_none());
+    // Far more tries than max_attempts allows before a dead letter.
+    eventually(
+        Duration::from_secs(30),
+        "the consumer to try during the outage",
+        || async { (proxy.refused() >= 6).then_some(()) },
+    )
+    .await;
+    let dead = bus.dead_letters(&sub.queue).await.unwrap();
+    assert!(dead.is_empty(), "an outage is not the message's fault: {dead:?}");
+    proxy.set(Some(testing::postgres_addr()));
+    for e in &events {
+        eventually(Duration::from_secs(40), "the event applied after the outage", || async {
+            (effects(&direct, e.event_id).await == 1).then_some(())
+        })
+        .await;
+    }
+    assert!(bus.dead_letters(&sub.queue).await.unwrap().is_empty());
+    shutdown.cancel();
+    task.await.unwrap();
+    testing::drop_schema(&bus_schema).await;
+    testing::drop_schema(&app_schema).await;
+}
+
+/// Fails while `failing` is set, then applies the effect.
+struct Flaky {
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl EventHandler for Flaky {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(HandlerError::Transient("the data is not ready yet".into()));
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)")
+            .bind(event.event_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `helpdesk dlq` on the in-process bus: a dead letter is listed with its error, and a replay
+/// hands it back so the consumer applies it once.
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_once() {
+    use helpdesk_kit::bus::dlq::DeadLetters;
+    testing::require_postgres().await;
+    let (bus_schema, app_schema) = (unique("t_bus_"), unique("t_app_"));
+    let bus = Arc::new(PgBus::new(pool(&bus_schema).await).await.unwrap());
+    let app = app_pool(&app_schema).await;
+    let sub = Subscription {
+        queue: "test.dlq".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 2,
+        retry_base_delay: Duration::from_millis(20),
+        prefetch: 8,
+    };
+    bus.declare(&sub).await.unwrap();
+    let flaky = Arc::new(Flaky {
+        failing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let handler = Arc::new(IdempotentConsumer::new("test", app.clone(), flaky.clone()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (bus, sub, shutdown) = (bus.clone(), sub.clone(), shutdown.clone());
+        async move { bus.consume(sub, handler, shutdown).await }
+    });
+    let event = Envelope::wrap(
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "a@example.com".into(),
+        },
+        EventMetadata::default(),
+    );
+    let mut message = raw(serde_json::to_vec(&event).unwrap());
+    message.message_id = event.event_id.to_string();
+    assert!(bus.publish(&[message]).await.error.is_none());
+    let dead = eventually(Duration::from_secs(20), "the dead letter", || async {
+        let dead = bus.list(&sub.queue).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, event.event_id.to_string());
+    assert_eq!(dead[0].routing_key, "user.deleted");
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("not ready"));
+    assert_eq!(bus.replay(&sub.queue, Some("another-id")).await.unwrap(), 0);
+
+    flaky.failing.store(false, Ordering::SeqCst);
+    assert_eq!(bus.replay(&sub.queue, None).await.unwrap(), 1);
+    eventually(Duration::from_secs(20), "the replayed event applied", || async {
+        (effects(&app, event.event_id).await == 1).then_some(())
+    })
+    .await;
+    assert!(bus.list(&sub.queue).await.unwrap().is_empty());
+    assert_eq!(bus.replay(&sub.queue, None).await.unwrap(), 0);
+    shutdown.cancel();
+    task.await.unwrap();
+    testing::drop_schema(&bus_schema).await;
+    testing::drop_schema(&app_schema).await;
+}

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -21,8 +22,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Received,
-    Subscription,
+    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, Outage, PublishOutcome, Received,
+    Settlement, Subscription,
 };
 use crate::events::ALL_EXCHANGES;
 use crate::trace::TraceParent;
@@ -331,6 +332,7 @@ impl AmqpBus {
             .await
             .map_err(|e| err("starting consumer", e))?;
         tracing::info!(queue = %queue, "consuming");
+        let mut outage = Outage::default();
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -358,9 +360,23 @@ impl AmqpBus {
                     "handler returned the wrong number of outcomes".into(),
                 ));
             }
+            let mut unavailable = None;
             for (delivery, outcome) in batch.iter().zip(outcomes) {
-                self.settle(&channel, sub, &queue, delivery, outcome)
-                    .await?;
+                if let Some(error) = self.settle(&channel, sub, &queue, delivery, outcome).await? {
+                    unavailable = Some(error);
+                }
+            }
+            // A dependency is down: the deferred messages are back in the queue; wait before
+            // taking them again instead of spinning (and never count it against them).
+            match unavailable {
+                Some(error) => {
+                    let pause = outage.pause(sub, &error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                None => outage.recovered(),
             }
         }
         let _ = channel.close(200, "shutdown".into()).await;
@@ -369,7 +385,8 @@ impl AmqpBus {
     }
 
     /// Acknowledges a handled delivery; a failed one is first moved to its retry queue or, after
-    /// the last attempt, to the dead-letter queue.
+    /// the last attempt, to the dead-letter queue. One that failed because a dependency is down
+    /// goes back to the queue as it was; its error is returned so the consumer pauses.
     async fn settle(
         &self,
         channel: &Channel,
@@ -377,12 +394,22 @@ impl AmqpBus {
         queue: &str,
         delivery: &Delivery,
         outcome: Result<(), HandlerError>,
-    ) -> Result<(), BusError> {
+    ) -> Result<Option<String>, BusError> {
         let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER);
-        let failure = match outcome {
-            Ok(()) => None,
-            Err(HandlerError::Permanent(e)) => Some((e, true)),
-            Err(HandlerError::Transient(e)) => Some((e, attempt + 1 >= sub.max_attempts)),
+        let failure = match Settlement::of(outcome, attempt + 1, sub.max_attempts) {
+            Settlement::Done => None,
+            Settlement::DeadLetter { error, .. } => Some((error, true)),
+            Settlement::Retry { error, .. } => Some((error, false)),
+            Settlement::Defer { error } => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| err("handing back a deferred message", e))?;
+                return Ok(Some(error));
+            }
         };
         if let Some((error, give_up)) = failure {
             let target = if give_up {
@@ -436,7 +463,7 @@ impl AmqpBus {
             .ack(BasicAckOptions::default())
             .await
             .map_err(|e| err("acknowledging", e))?;
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -522,5 +549,119 @@ impl Bus for AmqpBus {
 
     async fn healthy(&self) -> bool {
         self.publisher_channel().await.is_ok()
+    }
+}
+
+#[async_trait]
+impl super::dlq::DeadLetters for AmqpBus {
+    async fn list(&self, queue: &str) -> Result<Vec<super::dlq::DeadLetter>, BusError> {
+        let conn = self.connect().await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
+        let dlq = format!("{}.dlq", self.name(queue));
+        // Taken without acknowledging: closing the channel puts every one back.
+        let mut out = Vec::new();
+        while let Some(m) = channel
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| err("reading the dead-letter queue", e))?
+        {
+            out.push(dead_letter(queue, &m.delivery));
+        }
+        let _ = channel.close(200, "listed".into()).await;
+        let _ = conn.close(200, "listed".into()).await;
+        Ok(out)
+    }
+
+    async fn replay(&self, queue: &str, message_id: Option<&str>) -> Result<usize, BusError> {
+        let conn = self.connect().await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| err("enabling publisher confirms", e))?;
+        let (target, dlq) = (self.name(queue), format!("{}.dlq", self.name(queue)));
+        // Only what is there now: a message that fails again meanwhile is not replayed twice.
+        let waiting = channel
+            .queue_declare(
+                dlq.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("no such dead-letter queue", e))?
+            .message_count();
+        let mut replayed = 0;
+        for _ in 0..waiting {
+            let Some(m) = channel
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .map_err(|e| err("reading the dead-letter queue", e))?
+            else {
+                break;
+            };
+            let d = m.delivery;
+            let wanted = message_id.is_none_or(|id| {
+                d.properties.message_id().as_ref().map(|m| m.as_str()) == Some(id)
+            });
+            if !wanted {
+                continue; // left unacknowledged: back in the queue when the channel closes
+            }
+            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            let mut fresh = FieldTable::default();
+            for (k, v) in headers.inner().iter() {
+                if k.as_str() != ATTEMPT_HEADER && k.as_str() != ERROR_HEADER {
+                    fresh.insert(k.clone(), v.clone());
+                }
+            }
+            headers = fresh;
+            let props = d.properties.clone().with_headers(headers).with_delivery_mode(2);
+            let confirmed = channel
+                .basic_publish(
+                    "".into(),
+                    target.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &d.data,
+                    props,
+                )
+                .await
+                .map_err(|e| err("replaying", e))?
+                .await
+                .map_err(|e| err("replaying", e))?;
+            if !confirmed.is_ack() {
+                return Err(BusError("the broker refused a replayed message".into()));
+            }
+            d.ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| err("acknowledging a replayed message", e))?;
+            replayed += 1;
+        }
+        let _ = channel.close(200, "replayed".into()).await;
+        let _ = conn.close(200, "replayed".into()).await;
+        Ok(replayed)
+    }
+}
+
+fn dead_letter(queue: &str, d: &Delivery) -> super::dlq::DeadLetter {
+    super::dlq::DeadLetter {
+        queue: queue.to_string(),
+        message_id: d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        routing_key: d.routing_key.to_string(),
+        attempts: header_u32(&d.properties, ATTEMPT_HEADER),
+        last_error: header_str(&d.properties, ERROR_HEADER).map(str::to_string),
+        body: super::dlq::DeadLetter::body_text(&d.data),
     }
 }

@@ -252,6 +252,13 @@ impl<H: EventHandler> MessageHandler for IdempotentConsumer<H> {
                     self.prune_when_due();
                     return parsed.into_iter().map(|p| p.map(|_| ())).collect();
                 }
+                // A dependency is down: every event of the batch waits for it, none is tried alone.
+                Err(HandlerError::Unavailable(error)) => {
+                    return parsed
+                        .into_iter()
+                        .map(|p| p.and(Err(HandlerError::Unavailable(error.clone()))))
+                        .collect();
+                }
                 Err(error) => tracing::debug!(
                     consumer = %self.name, %error, "batch failed; handling its events one by one"
                 ),

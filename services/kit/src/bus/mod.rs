@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod consumer;
+pub mod dlq;
 pub mod postgres;
 pub mod topology;
 
@@ -45,17 +46,80 @@ pub struct BusError(pub String);
 /// Why a handler did not process a message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HandlerError {
-    /// Worth retrying later (database down, peer unavailable).
+    /// Failed for a reason that may be the message's (a constraint its data violates, a panic):
+    /// retried a few times with growing delay, then dead-lettered.
     #[error("transient: {0}")]
     Transient(String),
     /// Will never succeed (malformed message): straight to the dead-letter queue.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The infrastructure failed, not the message (database or peer unreachable, pool timeout):
+    /// the consumer pauses with capped back-off and the message is retried for as long as the
+    /// outage lasts. It never counts toward `max_attempts` and is never dead-lettered.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        HandlerError::Transient(format!("database: {e}"))
+        if crate::db::is_unavailable(&e) {
+            HandlerError::Unavailable(format!("database: {e}"))
+        } else {
+            HandlerError::Transient(format!("database: {e}"))
+        }
+    }
+}
+
+/// How a bus settles one handled message.
+pub(crate) enum Settlement {
+    Done,
+    /// Retry number `attempt` after the message's retry delay.
+    Retry { attempt: u32, error: String },
+    DeadLetter { attempt: u32, error: String },
+    /// Hand it back untouched and pause the consumer (a dependency is down).
+    Defer { error: String },
+}
+
+impl Settlement {
+    /// `attempt` is 1-based: the delivery that just failed.
+    pub(crate) fn of(outcome: Result<(), HandlerError>, attempt: u32, max_attempts: u32) -> Self {
+        match outcome {
+            Ok(()) => Settlement::Done,
+            Err(HandlerError::Permanent(error)) => Settlement::DeadLetter { attempt, error },
+            Err(HandlerError::Transient(error)) if attempt >= max_attempts => {
+                Settlement::DeadLetter { attempt, error }
+            }
+            Err(HandlerError::Transient(error)) => Settlement::Retry { attempt, error },
+            Err(HandlerError::Unavailable(error)) => Settlement::Defer { error },
+        }
+    }
+}
+
+/// The pause of a consumer while a dependency is down: from the subscription's retry delay,
+/// doubling per consecutive failed batch, capped at [`Outage::MAX_PAUSE`].
+#[derive(Debug, Default)]
+pub(crate) struct Outage {
+    streak: u32,
+}
+
+impl Outage {
+    pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+    /// Records a batch that hit an outage and returns how long to pause.
+    pub(crate) fn pause(&mut self, sub: &Subscription, error: &str) -> Duration {
+        self.streak = self.streak.saturating_add(1);
+        let factor = 1u32 << self.streak.saturating_sub(1).min(16);
+        let pause = (sub.retry_base_delay.max(Duration::from_millis(50)) * factor)
+            .min(Self::MAX_PAUSE);
+        metrics::counter!("helpdesk_events_deferred_total", "queue" => sub.queue.clone())
+            .increment(1);
+        tracing::warn!(queue = %sub.queue, %error, pause_ms = pause.as_millis() as u64,
+            "a dependency is unavailable: consumer paused, the message will be retried (never dead-lettered)");
+        pause
+    }
+
+    pub(crate) fn recovered(&mut self) {
+        self.streak = 0;
     }
 }
 

@@ -14,9 +14,16 @@ use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, PublishOutcome, Received,
+    Bus, BusError, MessageHandler, OutgoingMessage, Outage, PublishOutcome, Received, Settlement,
     Subscription,
 };
+
+/// What one claimed batch came to.
+struct Batch {
+    claimed: usize,
+    /// Set when a message was handed back because a dependency is down.
+    unavailable: Option<String>,
+}
 use crate::trace::TraceParent;
 
 const SCHEMA: &str = r#"
@@ -98,7 +105,7 @@ impl PgBus {
         &self,
         sub: &Subscription,
         handler: &Arc<dyn MessageHandler>,
-    ) -> Result<usize, sqlx::Error> {
+    ) -> Result<Batch, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "SELECT id, body, attempts, traceparent FROM bus_messages \
@@ -126,19 +133,15 @@ impl PgBus {
             .collect();
         let outcomes = handler.handle_batch(&received).await;
         let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut unavailable = None;
         for ((id, _, attempt, _), outcome) in claimed.iter().zip(outcomes) {
-            let (id, attempt) = (*id, *attempt);
-            let failure = match outcome {
-                Ok(()) => None,
-                Err(HandlerError::Permanent(e)) => Some((e, true)),
-                Err(HandlerError::Transient(e)) => Some((e, attempt >= sub.max_attempts)),
-            };
-            match failure {
-                None => {
+            let id = *id;
+            match Settlement::of(outcome, *attempt, sub.max_attempts) {
+                Settlement::Done => {
                     metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone()).increment(1);
                     done.push(id);
                 }
-                Some((error, true)) => {
+                Settlement::DeadLetter { attempt, error } => {
                     metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
                     tracing::warn!(queue = %sub.queue, attempt, %error, "message dead-lettered");
                     sqlx::query("UPDATE bus_messages SET dead_at = now(), attempts = $2, last_error = $3 WHERE id = $1")
@@ -148,7 +151,7 @@ impl PgBus {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Some((error, false)) => {
+                Settlement::Retry { attempt, error } => {
                     metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone()).increment(1);
                     tracing::info!(queue = %sub.queue, attempt, %error, "message will be retried");
                     let delay = sub.retry_delay(attempt);
@@ -163,6 +166,8 @@ impl PgBus {
                     .execute(&mut *tx)
                     .await?;
                 }
+                // Left as it was (attempts unchanged); the consumer pauses before taking it again.
+                Settlement::Defer { error } => unavailable = Some(error),
             }
         }
         if !done.is_empty() {
@@ -172,7 +177,10 @@ impl PgBus {
                 .await?;
         }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(Batch {
+            claimed: rows.len(),
+            unavailable,
+        })
     }
 
     /// Messages of `queue` in the dead-letter state.
@@ -314,6 +322,7 @@ impl Bus for PgBus {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         let waker = self.waker(&subscription.queue);
+        let mut outage = Outage::default();
         // Retries become due without a wake-up: poll at least this often.
         let poll = subscription
             .retry_base_delay
@@ -324,8 +333,22 @@ impl Bus for PgBus {
             tokio::pin!(woken);
             woken.as_mut().enable();
             match self.consume_batch(&subscription, &handler).await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
+                Ok(Batch {
+                    unavailable: Some(error),
+                    ..
+                }) => {
+                    let pause = outage.pause(&subscription, &error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
+                Ok(batch) if batch.claimed > 0 => {
+                    outage.recovered();
+                    continue;
+                }
+                Ok(_) => outage.recovered(),
                 Err(e) => {
                     tracing::warn!(queue = %subscription.queue, error = %e, "in-process bus consumer failed")
                 }
@@ -340,6 +363,50 @@ impl Bus for PgBus {
 
     async fn healthy(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+#[async_trait]
+impl super::dlq::DeadLetters for PgBus {
+    async fn list(&self, queue: &str) -> Result<Vec<super::dlq::DeadLetter>, BusError> {
+        let rows = sqlx::query(
+            "SELECT message_id, routing_key, attempts, last_error, body FROM bus_messages \
+             WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY id",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| BusError(format!("in-process bus: {e}")))?;
+        rows.iter()
+            .map(|r| {
+                let body: Vec<u8> = r.try_get("body")?;
+                let attempts: i32 = r.try_get("attempts")?;
+                Ok(super::dlq::DeadLetter {
+                    queue: queue.to_string(),
+                    message_id: r.try_get("message_id")?,
+                    routing_key: r.try_get("routing_key")?,
+                    attempts: attempts.max(0) as u32,
+                    last_error: r.try_get("last_error")?,
+                    body: super::dlq::DeadLetter::body_text(&body),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| BusError(format!("in-process bus: {e}")))
+    }
+
+    async fn replay(&self, queue: &str, message_id: Option<&str>) -> Result<usize, BusError> {
+        let n = sqlx::query(
+            "UPDATE bus_messages SET dead_at = NULL, attempts = 0, available_at = now() \
+             WHERE queue = $1 AND dead_at IS NOT NULL AND ($2::text IS NULL OR message_id = $2)",
+        )
+        .bind(queue)
+        .bind(message_id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| BusError(format!("in-process bus: {e}")))?
+        .rows_affected();
+        self.waker(queue).notify_waiters();
+        Ok(n as usize)
     }
 }
 
