@@ -1,0 +1,1 @@
+//! The platform's shared definitions (see the crate description).
