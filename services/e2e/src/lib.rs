@@ -1,1 +1,720 @@
-//! The end-to-end walk.
+//! The end-to-end walk through the whole HTTP contract, run against any base URL: `helpdesk up`,
+//! five service processes behind `helpdesk gateway`, or the simulated cluster's ingress
+//! (`helpdesk-simcluster`). Mail is checked through a real SMTP server (aiosmtpd with
+//! `services/notification/tests/smtp_sink.py`) when the platform sends to one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use helpdesk_kit::testing::{eventually, unique};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+/// The platform's first administrator.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub email: String,
+    pub password: String,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills its processes on drop.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The real SMTP server of the notification tests (aiosmtpd + `smtp_sink.py`).
+pub struct Sink {
+    procs: Procs,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let dir = std::env::temp_dir().join(unique("e2e-mail-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../notification/tests");
+        let child = Command::new("python3")
+            .env("PYTHONPATH", tests)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "smtp_sink.Sink",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd is needed for the SMTP sink (pip install aiosmtpd)");
+        let sink = Sink {
+            procs: Procs(vec![child]),
+            dir,
+            port,
+        };
+        eventually(
+            Duration::from_secs(15),
+            "the SMTP sink (pip install aiosmtpd)",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        sink
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    pub fn mails_to(&self, to: &str) -> Vec<Value> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).ok()?).ok()
+            })
+            .filter(|m| {
+                m["to"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case(to)))
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for a mail to `to` whose subject or body contains `text`.
+    pub async fn wait_for(&self, to: &str, text: &str) -> Value {
+        eventually(
+            Duration::from_secs(30),
+            &format!("a mail to {to} about {text:?}"),
+            || async {
+                self.mails_to(to).into_iter().find(|m| {
+                    let all = format!("{} {}", m["subject"], m["body"]).to_lowercase();
+                    all.contains(&text.to_lowercase())
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = &self.procs;
+    }
+}
+
+pub async fn wait_ready(base: &str) {
+    let http = Client::new();
+    let url = format!("{base}/ready");
+    eventually(
+        Duration::from_secs(90),
+        &format!("{url} to answer 200"),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+pub struct Api {
+    pub http: Client,
+    pub base: String,
+}
+
+impl Api {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        want: u16,
+    ) -> Value {
+        let (status, v) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {v}");
+        v
+    }
+
+    /// Asserts the contract's error shape.
+    pub async fn fails(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        want: u16,
+    ) -> String {
+        let (status, v) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}: {v}");
+        assert_eq!(v["statusCode"], want, "error shape of {method} {path}: {v}");
+        assert!(v["error"].is_string(), "{v}");
+        v["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> (String, Value) {
+        let v = self
+            .ok(
+                Method::POST,
+                "/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+                200,
+            )
+            .await;
+        (v["token"].as_str().unwrap().to_string(), v["user"].clone())
+    }
+}
+
+pub fn reset_token(mail: &Value) -> String {
+    let body = mail["body"].as_str().unwrap();
+    let start = body
+        .find("token=")
+        .expect("the reset mail carries the link")
+        + 6;
+    body[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '>')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The whole contract, in the order a team would use it, signed in as the platform's first
+/// administrator. With `sink` (the SMTP server the platform sends to) every mail is checked too,
+/// and the password reset uses the link from its mail; without it (a platform without SMTP) the
+/// mail steps are skipped.
+pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>) {
+    let api = Api {
+        http: Client::new(),
+        base: base.to_string(),
+    };
+    let run = unique("");
+    let alice_email = format!("alice-{run}@e2e.test");
+    let bob_email = format!("bob-{run}@e2e.test");
+
+    // Signup → welcome mail; login with role.
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": alice_email, "password": "alice-pass-1", "firstName": "Alice"})),
+            201,
+        )
+        .await;
+    let alice_id = v["user"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["user"]["role"], "AGENT");
+    if let Some(sink) = sink {
+        sink.wait_for(&alice_email, "welcome").await;
+    }
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": bob_email, "password": "bob-pass-12"})),
+            201,
+        )
+        .await;
+    let bob_id = v["user"]["id"].as_str().unwrap().to_string();
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/signup",
+            None,
+            Some(json!({"email": alice_email.to_uppercase(), "password": "whatever1"})),
+            409,
+        )
+        .await;
+    assert_eq!(msg, "Email already exists");
+    let (admin, admin_user) = api.login(&admin.email, &admin.password).await;
+    assert_eq!(admin_user["role"], "ADMIN");
+    let (bob, bob_user) = api.login(&bob_email, "bob-pass-12").await;
+    assert_eq!(bob_user["role"], "AGENT");
+
+    // Every response echoes X-Request-Id, also the ones answered in front of the services.
+    for path in ["/health", "/no-such-prefix/x", "/tickets"] {
+        let res = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .header("x-request-id", "e2e-request-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            Some("e2e-request-1"),
+            "{path}"
+        );
+    }
+
+    // Internal routes are not served on the public entry point; an email's status is, for ADMINs.
+    for path in [
+        "/auth/validate",
+        "/audit/log",
+        "/users/by-email",
+        "/notifications/email",
+    ] {
+        let msg = api
+            .fails(Method::POST, path, Some(&admin), Some(json!({})), 404)
+            .await;
+        assert_eq!(msg, "Not found", "{path}");
+    }
+    let status = "/notifications/status/00000000-0000-4000-8000-000000000000";
+    let msg = api
+        .fails(Method::GET, status, Some(&admin), None, 404)
+        .await;
+    assert_eq!(msg, "Email not found", "routed to notification-service");
+    api.fails(Method::GET, status, Some(&bob), None, 403).await;
+
+    // Alice becomes a requester (USER) through admin-service; it takes effect in ticket-service.
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/admin/users/{alice_id}/role"),
+            Some(&admin),
+            Some(json!({"role": "USER"})),
+            200,
+        )
+        .await;
+    assert_eq!(v["role"], "USER");
+    api.fails(
+        Method::PATCH,
+        &format!("/admin/users/{alice_id}/role"),
+        Some(&admin),
+        Some(json!({"role": "BOSS"})),
+        400,
+    )
+    .await;
+    let (alice, alice_user) = api.login(&alice_email, "alice-pass-1").await;
+    assert_eq!(alice_user["role"], "USER");
+    api.fails(Method::GET, "/admin/users", Some(&alice), None, 403)
+        .await;
+    let agents = api
+        .ok(Method::GET, "/admin/agents", Some(&bob), None, 200)
+        .await;
+    assert!(agents.as_array().unwrap().iter().any(|u| u["id"] == bob_id));
+    assert!(
+        !agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == alice_id)
+    );
+
+    // Tickets.
+    let t = api
+        .ok(
+            Method::POST,
+            "/tickets",
+            Some(&alice),
+            Some(json!({"title": "  VPN is down  ", "description": "Since this morning."})),
+            201,
+        )
+        .await;
+    let tid = t["id"].as_str().unwrap().to_string();
+    assert_eq!(t["title"], "VPN is down");
+    assert_eq!(t["status"], "OPEN");
+    assert_eq!(t["user"]["email"], alice_email);
+    assert!(t["assignedTo"].is_null());
+    api.fails(
+        Method::POST,
+        "/tickets",
+        Some(&alice),
+        Some(json!({"title": "", "description": "x"})),
+        400,
+    )
+    .await;
+    let mine = api
+        .ok(Method::GET, "/tickets", Some(&alice), None, 200)
+        .await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    api.fails(
+        Method::GET,
+        &format!("/tickets/{UNKNOWN_ID}"),
+        Some(&alice),
+        None,
+        404,
+    )
+    .await;
+    api.fails(Method::GET, "/tickets", None, None, 401).await;
+    let (status, _) = api
+        .call(Method::GET, "/tickets/not-a-uuid", Some(&alice), None)
+        .await;
+    assert!(status == 400 || status == 404, "malformed id: {status}");
+    let res = api
+        .http
+        .post(format!("{base}/tickets"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["statusCode"], 400);
+
+    // Comments: internal notes are hidden from the requester.
+    api.ok(
+        Method::POST,
+        &format!("/tickets/{tid}/comments"),
+        Some(&bob),
+        Some(json!({"body": "Looks like the gateway.", "isInternal": true})),
+        201,
+    )
+    .await;
+    api.ok(
+        Method::POST,
+        &format!("/tickets/{tid}/comments"),
+        Some(&alice),
+        Some(json!({"body": "Any news?", "isInternal": true})),
+        201,
+    )
+    .await;
+    let for_alice = api
+        .ok(
+            Method::GET,
+            &format!("/tickets/{tid}/comments"),
+            Some(&alice),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(
+        for_alice.as_array().unwrap().len(),
+        1,
+        "USER sees no internal note: {for_alice}"
+    );
+    assert_eq!(
+        for_alice[0]["isInternal"], false,
+        "isInternal is honoured only for staff"
+    );
+    let for_bob = api
+        .ok(
+            Method::GET,
+            &format!("/tickets/{tid}/comments"),
+            Some(&bob),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(for_bob.as_array().unwrap().len(), 2);
+    assert_eq!(
+        for_bob[0]["author"]["role"], "AGENT",
+        "oldest first, author with role"
+    );
+
+    // Status change → mail to the creator.
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/tickets/{tid}"),
+            Some(&bob),
+            Some(json!({"status": "IN_PROGRESS"})),
+            200,
+        )
+        .await;
+    assert_eq!(v["status"], "IN_PROGRESS");
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}"),
+        Some(&bob),
+        Some(json!({"status": "SOMEDAY"})),
+        400,
+    )
+    .await;
+    if let Some(sink) = sink {
+        sink.wait_for(&alice_email, "IN_PROGRESS").await;
+    }
+
+    // Assignment by an admin → mails to creator and assignee; the assignee's inbox.
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}/assign"),
+        Some(&bob),
+        Some(json!({"assignedToUserId": bob_id})),
+        403,
+    )
+    .await;
+    api.fails(
+        Method::PATCH,
+        &format!("/tickets/{tid}/assign"),
+        Some(&admin),
+        Some(json!({"assignedToUserId": alice_id})),
+        400,
+    )
+    .await;
+    let v = api
+        .ok(
+            Method::PATCH,
+            &format!("/tickets/{tid}/assign"),
+            Some(&admin),
+            Some(json!({"assignedToUserId": bob_id})),
+            200,
+        )
+        .await;
+    assert_eq!(v["assignedTo"]["id"], bob_id);
+    if let Some(sink) = sink {
+        sink.wait_for(&bob_email, "assign").await;
+        eventually(
+            Duration::from_secs(30),
+            "the assignment mail to the creator",
+            || async { (sink.mails_to(&alice_email).len() >= 3).then_some(()) },
+        )
+        .await;
+    }
+    let inbox = api
+        .ok(Method::GET, "/tickets/inbox", Some(&bob), None, 200)
+        .await;
+    assert!(inbox.as_array().unwrap().iter().any(|t| t["id"] == tid));
+
+    // Audit trail, newest first, with actors.
+    let path = format!("/tickets/{tid}/audit");
+    let trail = eventually(
+        Duration::from_secs(30),
+        "the ticket's audit trail",
+        || async {
+            let (s, v) = api.call(Method::GET, &path, Some(&bob), None).await;
+            (s == 200 && v.as_array().is_some_and(|a| a.len() >= 5)).then_some(v)
+        },
+    )
+    .await;
+    let actions: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.last(), Some(&"ticket.created"), "{actions:?}");
+    assert_eq!(actions.first(), Some(&"ticket.assigned"), "{actions:?}");
+    assert!(
+        actions.contains(&"ticket.status_changed") && actions.contains(&"ticket.comment_added")
+    );
+    assert_eq!(trail[0]["actor"]["id"], admin_user["id"]);
+    api.fails(Method::GET, &path, Some(&alice), None, 403).await;
+
+    // Dashboard.
+    let stats = eventually(Duration::from_secs(30), "dashboard figures", || async {
+        let v = api
+            .ok(
+                Method::GET,
+                "/admin/dashboard/statistics",
+                Some(&admin),
+                None,
+                200,
+            )
+            .await;
+        (v["inProgressTickets"].as_i64() >= Some(1)).then_some(v)
+    })
+    .await;
+    assert!(stats["totalTickets"].as_i64() >= Some(1));
+    api.fails(
+        Method::GET,
+        "/admin/dashboard/statistics",
+        Some(&bob),
+        None,
+        403,
+    )
+    .await;
+
+    // Forgot / reset with the link from the mail, then change password.
+    let v = api
+        .ok(
+            Method::POST,
+            "/auth/forgot-password",
+            None,
+            Some(json!({"email": alice_email})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        v["message"],
+        "If the email exists, a reset link has been sent"
+    );
+    // The reset needs the link from the mail.
+    let alice_password = match sink {
+        Some(sink) => {
+            let mail = sink.wait_for(&alice_email, "token=").await;
+            let token = reset_token(&mail);
+            api.ok(
+                Method::POST,
+                "/auth/reset-password",
+                None,
+                Some(json!({"token": token, "newPassword": "alice-pass-2"})),
+                200,
+            )
+            .await;
+            let msg = api
+                .fails(
+                    Method::POST,
+                    "/auth/reset-password",
+                    None,
+                    Some(json!({"token": token, "newPassword": "alice-pass-3"})),
+                    400,
+                )
+                .await;
+            assert_eq!(msg, "Invalid or expired reset token");
+            let msg = api
+                .fails(
+                    Method::POST,
+                    "/auth/login",
+                    None,
+                    Some(json!({"email": alice_email, "password": "alice-pass-1"})),
+                    401,
+                )
+                .await;
+            assert_eq!(msg, "Invalid credentials");
+            "alice-pass-2"
+        }
+        None => "alice-pass-1",
+    };
+    let (alice, _) = api.login(&alice_email, alice_password).await;
+    api.ok(
+        Method::POST,
+        "/auth/change-password",
+        Some(&alice),
+        Some(json!({"oldPassword": alice_password, "newPassword": "alice-pass-4"})),
+        200,
+    )
+    .await;
+    let msg = api
+        .fails(
+            Method::POST,
+            "/auth/change-password",
+            Some(&alice),
+            Some(json!({"oldPassword": "nope-nope", "newPassword": "alice-pass-5"})),
+            400,
+        )
+        .await;
+    assert_eq!(msg, "Current password is incorrect");
+    let (alice, _) = api.login(&alice_email, "alice-pass-4").await;
+    let me = api
+        .ok(Method::GET, "/auth/me", Some(&alice), None, 200)
+        .await;
+    assert_eq!(me["id"], alice_id);
+
+    // Deletion: yourself is refused; a user's tickets go with them.
+    let admin_id = admin_user["id"].as_str().unwrap();
+    let msg = api
+        .fails(
+            Method::DELETE,
+            &format!("/admin/users/{admin_id}"),
+            Some(&admin),
+            None,
+            400,
+        )
+        .await;
+    assert_eq!(msg, "You cannot delete your own account");
+    let v = api
+        .ok(
+            Method::DELETE,
+            &format!("/admin/users/{alice_id}"),
+            Some(&admin),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(v["message"], "User deleted successfully");
+    api.fails(
+        Method::DELETE,
+        &format!("/admin/users/{alice_id}"),
+        Some(&admin),
+        None,
+        404,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the deleted user's ticket to go",
+        || async {
+            let (s, _) = api
+                .call(Method::GET, &format!("/tickets/{tid}"), Some(&admin), None)
+                .await;
+            (s == 404).then_some(())
+        },
+    )
+    .await;
+    api.fails(Method::GET, "/auth/me", Some(&alice), None, 401)
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the deleted user's token to stop working for tickets",
+        || async {
+            let (s, _) = api.call(Method::GET, "/tickets", Some(&alice), None).await;
+            (s == 401).then_some(())
+        },
+    )
+    .await;
+    // Internal routes are not reachable from the public entry point.
+    let (s, _) = api
+        .call(Method::GET, &format!("/users/{bob_id}"), Some(&admin), None)
+        .await;
+    assert_eq!(s, 404);
+}
+
+/// A syntactically valid UUID that no row has.
+pub const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000001";
