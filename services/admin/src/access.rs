@@ -134,7 +134,15 @@ impl EventHandler for AccessModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         if let Some(p) = event.decode::<UserRoleChanged>() {
             let p = p.map_err(|e| malformed(event, e))?;
-            record(tx, p.user.id, Some(p.new_role), false, p.user.revision, event.timestamp).await?;
+            record(
+                tx,
+                p.user.id,
+                Some(p.new_role),
+                false,
+                p.user.revision,
+                event.timestamp,
+            )
+            .await?;
         } else if let Some(p) = event.decode::<UserDeleted>() {
             let p = p.map_err(|e| malformed(event, e))?;
             record(tx, p.id, None, true, 0, event.timestamp).await?;

@@ -214,10 +214,9 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     let dir = data_dir();
     let mut up = Up::start(&dir).await;
     let port = embedded_pg_port(&dir).expect("the private PostgreSQL runs");
-    let no_password = sqlx::PgConnection::connect(&format!(
-        "postgres://postgres@127.0.0.1:{port}/postgres"
-    ))
-    .await;
+    let no_password =
+        sqlx::PgConnection::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+            .await;
     assert!(
         no_password.is_err(),
         "the superuser must not get in without the password"
@@ -229,7 +228,11 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     assert!(wrong.is_err());
     let secret = dir.join("postgres-password");
     let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "the password is readable by its owner only");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the password is readable by its owner only"
+    );
     let password = std::fs::read_to_string(&secret).unwrap();
     let conn = sqlx::PgConnection::connect(&format!(
         "postgres://postgres:{}@127.0.0.1:{port}/postgres",
@@ -244,10 +247,16 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     // A crash leaves the server running; the next `up` adopts it and its clean stop stops it.
     up.child.kill().unwrap();
     up.child.wait().unwrap();
-    assert!(embedded_pg_port(&dir).is_some(), "the server outlived the crash");
+    assert!(
+        embedded_pg_port(&dir).is_some(),
+        "the server outlived the crash"
+    );
     let up = Up::start(&dir).await;
     let out = up.stop();
-    assert!(!out.contains(password.trim()), "the password is never printed");
+    assert!(
+        !out.contains(password.trim()),
+        "the password is never printed"
+    );
     assert!(
         embedded_pg_port(&dir).is_none(),
         "a clean stop leaves no PostgreSQL running"

@@ -652,9 +652,11 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
         }
     };
     for e in &events {
-        eventually(Duration::from_secs(40), "the event applied after the outage", || async {
-            (count(e.event_id).await == 1).then_some(())
-        })
+        eventually(
+            Duration::from_secs(40),
+            "the event applied after the outage",
+            || async { (count(e.event_id).await == 1).then_some(()) },
+        )
         .await;
     }
     assert!(dlq_messages(&queue).await.is_empty());
@@ -664,7 +666,11 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for q in [queue.clone(), format!("{queue}.dlq"), format!("{queue}.retry.20ms")] {
+    for q in [
+        queue.clone(),
+        format!("{queue}.dlq"),
+        format!("{queue}.retry.20ms"),
+    ] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
     testing::drop_schema(&f.schema).await;
@@ -699,7 +705,11 @@ async fn dead_letters_are_listed_and_replayed_once() {
     let flaky = Arc::new(Flaky {
         failing: std::sync::atomic::AtomicBool::new(true),
     });
-    let handler = Arc::new(IdempotentConsumer::new("test", f.pool.clone(), flaky.clone()));
+    let handler = Arc::new(IdempotentConsumer::new(
+        "test",
+        f.pool.clone(),
+        flaky.clone(),
+    ));
     let sub = Subscription {
         queue: "kit-dlq".into(),
         bindings: vec![(USER_EVENTS.into(), "user.*".into())],
@@ -750,9 +760,11 @@ async fn dead_letters_are_listed_and_replayed_once() {
             .await
             .unwrap()
     };
-    eventually(Duration::from_secs(20), "the replayed event applied", || async {
-        (count().await == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the replayed event applied",
+        || async { (count().await == 1).then_some(()) },
+    )
     .await;
     assert!(bus.list("kit-dlq").await.unwrap().is_empty());
     shutdown.cancel();
@@ -762,7 +774,11 @@ async fn dead_letters_are_listed_and_replayed_once() {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for q in [queue.clone(), format!("{queue}.dlq"), format!("{queue}.retry.20ms")] {
+    for q in [
+        queue.clone(),
+        format!("{queue}.dlq"),
+        format!("{queue}.retry.20ms"),
+    ] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
     testing::drop_schema(&f.schema).await;

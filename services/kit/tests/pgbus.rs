@@ -457,12 +457,17 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
     )
     .await;
     let dead = bus.dead_letters(&sub.queue).await.unwrap();
-    assert!(dead.is_empty(), "an outage is not the message's fault: {dead:?}");
+    assert!(
+        dead.is_empty(),
+        "an outage is not the message's fault: {dead:?}"
+    );
     proxy.set(Some(testing::postgres_addr()));
     for e in &events {
-        eventually(Duration::from_secs(40), "the event applied after the outage", || async {
-            (effects(&direct, e.event_id).await == 1).then_some(())
-        })
+        eventually(
+            Duration::from_secs(40),
+            "the event applied after the outage",
+            || async { (effects(&direct, e.event_id).await == 1).then_some(()) },
+        )
         .await;
     }
     assert!(bus.dead_letters(&sub.queue).await.unwrap().is_empty());
@@ -541,9 +546,11 @@ async fn dead_letters_are_listed_and_replayed_once() {
 
     flaky.failing.store(false, Ordering::SeqCst);
     assert_eq!(bus.replay(&sub.queue, None).await.unwrap(), 1);
-    eventually(Duration::from_secs(20), "the replayed event applied", || async {
-        (effects(&app, event.event_id).await == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the replayed event applied",
+        || async { (effects(&app, event.event_id).await == 1).then_some(()) },
+    )
     .await;
     assert!(bus.list(&sub.queue).await.unwrap().is_empty());
     assert_eq!(bus.replay(&sub.queue, None).await.unwrap(), 0);

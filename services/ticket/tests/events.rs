@@ -468,11 +468,12 @@ async fn a_stale_user_snapshot_published_after_a_demotion_does_not_restore_admin
     let stale_id = stale.event_id;
     p.publish(&stale).await;
     eventually(WAIT, "the stale user.updated handled", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
-            .bind(stale_id)
-            .fetch_one(&svc.pool)
-            .await
-            .unwrap_or(0);
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM processed_events WHERE event_id = $1")
+                .bind(stale_id)
+                .fetch_one(&svc.pool)
+                .await
+                .unwrap_or(0);
         (n > 0).then_some(())
     })
     .await;

@@ -61,8 +61,7 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str =
-    "id, email, password_hash, first_name, last_name, role, created_at, revision";
+const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at, revision";
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -388,7 +388,11 @@ async fn a_password_change_racing_a_demotion_announces_the_demoted_role() {
         .await
         .unwrap();
     let change = {
-        let (http, url, token) = (app.http.clone(), app.url("/auth/change-password"), token.clone());
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url("/auth/change-password"),
+            token.clone(),
+        );
         tokio::spawn(async move {
             http.post(url)
                 .bearer_auth(token)

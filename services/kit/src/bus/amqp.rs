@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, OutgoingMessage, Outage, PublishOutcome, Received,
+    Bus, BusError, HandlerError, MessageHandler, Outage, OutgoingMessage, PublishOutcome, Received,
     Settlement, Subscription,
 };
 use crate::events::ALL_EXCHANGES;
@@ -362,7 +362,10 @@ impl AmqpBus {
             }
             let mut unavailable = None;
             for (delivery, outcome) in batch.iter().zip(outcomes) {
-                if let Some(error) = self.settle(&channel, sub, &queue, delivery, outcome).await? {
+                if let Some(error) = self
+                    .settle(&channel, sub, &queue, delivery, outcome)
+                    .await?
+                {
                     unavailable = Some(error);
                 }
             }
@@ -623,7 +626,11 @@ impl super::dlq::DeadLetters for AmqpBus {
                 }
             }
             headers = fresh;
-            let props = d.properties.clone().with_headers(headers).with_delivery_mode(2);
+            let props = d
+                .properties
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(2);
             let confirmed = channel
                 .basic_publish(
                     "".into(),

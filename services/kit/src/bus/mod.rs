@@ -74,10 +74,18 @@ impl From<sqlx::Error> for HandlerError {
 pub(crate) enum Settlement {
     Done,
     /// Retry number `attempt` after the message's retry delay.
-    Retry { attempt: u32, error: String },
-    DeadLetter { attempt: u32, error: String },
+    Retry {
+        attempt: u32,
+        error: String,
+    },
+    DeadLetter {
+        attempt: u32,
+        error: String,
+    },
     /// Hand it back untouched and pause the consumer (a dependency is down).
-    Defer { error: String },
+    Defer {
+        error: String,
+    },
 }
 
 impl Settlement {
@@ -109,8 +117,8 @@ impl Outage {
     pub(crate) fn pause(&mut self, sub: &Subscription, error: &str) -> Duration {
         self.streak = self.streak.saturating_add(1);
         let factor = 1u32 << self.streak.saturating_sub(1).min(16);
-        let pause = (sub.retry_base_delay.max(Duration::from_millis(50)) * factor)
-            .min(Self::MAX_PAUSE);
+        let pause =
+            (sub.retry_base_delay.max(Duration::from_millis(50)) * factor).min(Self::MAX_PAUSE);
         metrics::counter!("helpdesk_events_deferred_total", "queue" => sub.queue.clone())
             .increment(1);
         tracing::warn!(queue = %sub.queue, %error, pause_ms = pause.as_millis() as u64,

@@ -14,7 +14,7 @@ use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, MessageHandler, OutgoingMessage, Outage, PublishOutcome, Received, Settlement,
+    Bus, BusError, MessageHandler, Outage, OutgoingMessage, PublishOutcome, Received, Settlement,
     Subscription,
 };
 
