@@ -718,3 +718,26 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>) {
 
 /// A syntactically valid UUID that no row has.
 pub const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000001";
+
+/// Waits until `GET base+path` answers `status` (e.g. a route through an ingress that has no
+/// `/ready` of its own).
+pub async fn wait_ready_path(base: &str, path: &str, status: u16) {
+    let http = Client::new();
+    let url = format!("{base}{path}");
+    eventually(
+        Duration::from_secs(90),
+        &format!("{url} to answer {status}"),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().as_u16() == status)
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
