@@ -21,6 +21,7 @@ use utoipa::OpenApi;
 use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{Bus, IdempotentConsumer, retry_settings};
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::outbox::OutboxRelay;
@@ -29,7 +30,7 @@ use helpdesk_kit::runtime::{Service, Worker};
 use crate::user_service::UserServiceClient;
 
 /// The service's name in logs and metrics.
-pub const SERVICE: &str = "admin-service";
+pub const SERVICE: &str = contract::Service::Admin.binary();
 
 /// The service's migrations (`migrations/admin`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/admin");
@@ -64,24 +65,28 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let user_service_url = env.required("USER_SERVICE_URL")?;
+        let user_service_var = contract::Service::User.url_var();
+        let user_service_url = env.required(user_service_var)?;
         if reqwest::Url::parse(&user_service_url).is_err() {
             return Err(ConfigError::new(
-                "USER_SERVICE_URL",
+                user_service_var,
                 format!("is not a URL: {user_service_url:?}"),
             ));
         }
         let service_token = env
-            .value_or_file("SERVICE_TOKEN")?
+            .value_or_file(var::SERVICE_TOKEN)?
             .map(|t| t.trim().to_string())
             .ok_or_else(|| {
-                ConfigError::new("SERVICE_TOKEN", "is required (or SERVICE_TOKEN_FILE)")
+                ConfigError::new(
+                    var::SERVICE_TOKEN,
+                    format!("is required (or {})", var::SERVICE_TOKEN_FILE),
+                )
             })?;
         Ok(Self {
             http: HttpConfig::from_env(env)?,
-            db: DbConfig::from_env(env, "ADMIN", "admin")?,
-            amqp_url: env.raw("AMQP_URL"),
-            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            db: DbConfig::for_service(env, contract::Service::Admin)?,
+            amqp_url: env.raw(var::AMQP_URL),
+            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
             keys: Arc::new(JwtKeys::from_env(env, false)?),
             user_service_url,
             service_token,
@@ -187,5 +192,5 @@ pub async fn build(
 helpdesk_kit::service_def!(
     /// admin-service as a runnable service (binary, launcher).
     AdminService,
-    SERVICE
+    contract::Service::Admin
 );

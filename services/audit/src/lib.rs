@@ -22,12 +22,13 @@ use utoipa::OpenApi;
 use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::runtime::Service;
 
 /// The service's name in logs and metrics.
-pub const SERVICE: &str = "audit-service";
+pub const SERVICE: &str = contract::Service::Audit.binary();
 
 /// The queue that receives every event.
 pub const EVENTS_QUEUE: &str = helpdesk_kit::bus::topology::AUDIT_EVENTS.name;
@@ -82,9 +83,9 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
-            db: DbConfig::from_env(env, "AUDIT", "audit")?,
-            amqp_url: env.raw("AMQP_URL"),
-            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            db: DbConfig::for_service(env, contract::Service::Audit)?,
+            amqp_url: env.raw(var::AMQP_URL),
+            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
             keys: Arc::new(JwtKeys::from_env(env, false)?),
             retention_days,
             retention_interval,
@@ -177,5 +178,5 @@ pub async fn build(
 helpdesk_kit::service_def!(
     /// audit-service as a runnable service (binary, launcher).
     AuditService,
-    SERVICE
+    contract::Service::Audit
 );

@@ -11,21 +11,15 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use helpdesk_kit::config::Env;
+use helpdesk_kit::contract::{self, PUBLIC_ROUTES, Service, var};
 use helpdesk_kit::error::error_response;
 use helpdesk_kit::runtime;
 
-use crate::platform::{PUBLIC_ROUTES, is_internal_path};
-
 struct Upstreams {
     http: reqwest::Client,
-    /// (prefix, base URL)
-    routes: Vec<(&'static str, String)>,
+    /// Base URL of each service the public routes name (from its `<SERVICE>_SERVICE_URL`).
+    bases: Vec<(Service, String)>,
     body_limit: usize,
-}
-
-/// The upstream variable of a service, e.g. `ticket-service` → `TICKET_SERVICE_URL`.
-pub fn upstream_var(service: &str) -> String {
-    format!("{}_URL", service.to_ascii_uppercase().replace('-', "_"))
 }
 
 const HOP_BY_HOP: [HeaderName; 4] = [
@@ -41,11 +35,8 @@ async fn forward(
     req: Request,
 ) -> Response {
     let path = req.uri().path().to_string();
-    let Some((_, base)) = up
-        .routes
-        .iter()
-        .filter(|_| !is_internal_path(&path))
-        .find(|(p, _)| path == *p || path.starts_with(&format!("{p}/")))
+    let Some((_, base)) = contract::public_route(&path)
+        .and_then(|route| up.bases.iter().find(|(s, _)| *s == route.service))
     else {
         return error_response(StatusCode::NOT_FOUND, "Not found");
     };
@@ -98,22 +89,27 @@ async fn forward(
 
 /// Serves the gateway on `addr` until Ctrl-C.
 pub async fn run(addr: SocketAddr, env: &Env) -> anyhow::Result<()> {
-    let mut routes = Vec::new();
-    for (prefix, service) in PUBLIC_ROUTES {
-        let var = upstream_var(service);
-        let base = env.required(&var)?;
-        routes.push((*prefix, base.trim_end_matches('/').to_string()));
+    let mut bases: Vec<(Service, String)> = Vec::new();
+    for route in PUBLIC_ROUTES {
+        if bases.iter().any(|(s, _)| *s == route.service) {
+            continue;
+        }
+        let base = env.required(route.service.url_var())?;
+        bases.push((route.service, base.trim_end_matches('/').to_string()));
     }
     let up = Arc::new(Upstreams {
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()?,
-        routes,
-        body_limit: env.parse_or("HTTP_BODY_LIMIT_BYTES", 1024 * 1024)? + 1,
+        bases,
+        body_limit: env.parse_or(
+            var::HTTP_BODY_LIMIT_BYTES,
+            helpdesk_kit::http::DEFAULT_BODY_LIMIT,
+        )? + 1,
     });
     let app = Router::new()
         .route(
-            "/health",
+            contract::http::HEALTH_PATH,
             axum::routing::get(|| async {
                 axum::Json(serde_json::json!({"status": "ok", "service": "gateway"}))
             }),

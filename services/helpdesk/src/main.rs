@@ -22,6 +22,7 @@ use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::postgres::PgBus;
 use helpdesk_kit::bus::topology;
 use helpdesk_kit::config::Env;
+use helpdesk_kit::contract::{Service, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::runtime;
 
@@ -98,9 +99,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("RUST_LOG").is_none() {
+    if std::env::var_os(var::RUST_LOG).is_none() {
         // SAFETY: single-threaded at this point, before any runtime or thread starts.
-        unsafe { std::env::set_var("RUST_LOG", "warn") };
+        unsafe { std::env::set_var(var::RUST_LOG, "warn") };
     }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -205,8 +206,8 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// Signing keys from the environment, or generated once and kept in the data folder.
 fn signing_keys(env: &Env, dir: &Path) -> anyhow::Result<(String, String)> {
     if let (Some(private), Some(public)) = (
-        env.value_or_file("JWT_PRIVATE_KEY")?,
-        env.value_or_file("JWT_PUBLIC_KEY")?,
+        env.value_or_file(var::JWT_PRIVATE_KEY)?,
+        env.value_or_file(var::JWT_PUBLIC_KEY)?,
     ) {
         return Ok((private, public));
     }
@@ -226,8 +227,8 @@ fn signing_keys(env: &Env, dir: &Path) -> anyhow::Result<(String, String)> {
 /// The first admin's credentials: from the environment, or generated once and stored.
 fn admin_credentials(env: &Env, dir: &Path) -> anyhow::Result<(String, String, Option<PathBuf>)> {
     if let (Some(email), Some(password)) = (
-        env.raw("BOOTSTRAP_ADMIN_EMAIL"),
-        env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?,
+        env.raw(var::BOOTSTRAP_ADMIN_EMAIL),
+        env.value_or_file(var::BOOTSTRAP_ADMIN_PASSWORD)?,
     ) {
         return Ok((email, password, None));
     }
@@ -255,7 +256,7 @@ async fn database(
     env: &Env,
     dir: &Path,
 ) -> anyhow::Result<(String, Option<postgres::EmbeddedPostgres>)> {
-    if let Some(url) = env.raw("DATABASE_URL") {
+    if let Some(url) = env.raw(var::DATABASE_URL) {
         let cfg = DbConfig {
             url: url.clone(),
             schema: "public".into(),
@@ -273,14 +274,12 @@ async fn database(
     Ok((pg.url(), Some(pg)))
 }
 
+/// Migrations need the database and nothing else (as each service's `migrate`).
 async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
     let dir = prepare_data_dir(data_dir)?;
     let mut env = Env::process();
     let (url, pg) = database(&env, &dir).await?;
-    let (private, public) = signing_keys(&env, &dir)?;
-    env.set("DATABASE_URL", url)
-        .set("JWT_PRIVATE_KEY", private)
-        .set("JWT_PUBLIC_KEY", public);
+    env.set(var::DATABASE_URL, url);
     let result = platform::migrate_all(&env).await;
     if let Some(pg) = pg {
         pg.release();
@@ -292,8 +291,8 @@ async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
 
 async fn dead_letters(action: dlq::Action, data_dir: &Path) -> anyhow::Result<()> {
     let env = Env::process();
-    if let Some(amqp) = env.raw("AMQP_URL") {
-        let bus = AmqpBus::new(&amqp, &env.string_or("BUS_PREFIX", ""));
+    if let Some(amqp) = env.raw(var::AMQP_URL) {
+        let bus = AmqpBus::new(&amqp, &env.string_or(var::BUS_PREFIX, ""));
         return dlq::run(&bus, action).await;
     }
     let dir = prepare_data_dir(data_dir)?;
@@ -359,30 +358,33 @@ async fn run_platform(
     let service_token = keys.issue_service_token("helpdesk", Duration::from_secs(365 * 86_400))?;
     let mail_dir = dir.join("mail");
     let port = addr.port();
-    env.set("DATABASE_URL", database_url)
-        .set("JWT_PRIVATE_KEY", private)
-        .set("JWT_PUBLIC_KEY", public)
-        .set("BOOTSTRAP_ADMIN_EMAIL", admin_email.clone())
-        .set("BOOTSTRAP_ADMIN_PASSWORD", admin_password.clone())
-        .set("SERVICE_TOKEN", service_token)
-        .set("USER_SERVICE_URL", internal_url.clone())
-        .set("AUDIT_SERVICE_URL", internal_url.clone());
-    if env.raw("CORS_ALLOWED_ORIGINS").is_none() {
-        env.set("CORS_ALLOWED_ORIGINS", "*");
+    env.set(var::DATABASE_URL, database_url)
+        .set(var::JWT_PRIVATE_KEY, private)
+        .set(var::JWT_PUBLIC_KEY, public)
+        .set(var::BOOTSTRAP_ADMIN_EMAIL, admin_email.clone())
+        .set(var::BOOTSTRAP_ADMIN_PASSWORD, admin_password.clone())
+        .set(var::SERVICE_TOKEN, service_token);
+    // Every peer a service calls is served by this process's internal listener.
+    for peer in Service::ALL.iter().flat_map(|s| s.peers()) {
+        env.set(peer.url_var(), internal_url.clone());
     }
-    if env.raw("FRONTEND_BASE_URL").is_none() {
-        env.set("FRONTEND_BASE_URL", "http://localhost:3000");
+    if env.raw(var::CORS_ALLOWED_ORIGINS).is_none() {
+        env.set(var::CORS_ALLOWED_ORIGINS, "*");
     }
-    if env.raw("SMTP_URL").is_none() && env.raw("NOTIFICATION_MAIL_DIR").is_none() {
+    if env.raw(var::FRONTEND_BASE_URL).is_none() {
+        env.set(var::FRONTEND_BASE_URL, "http://localhost:3000");
+    }
+    let smtp = env.raw(var::SMTP_URL).is_some() || env.raw(var::SMTP_HOST).is_some();
+    if !smtp && env.raw(var::NOTIFICATION_MAIL_DIR).is_none() {
         env.set(
-            "NOTIFICATION_MAIL_DIR",
+            var::NOTIFICATION_MAIL_DIR,
             mail_dir.to_string_lossy().to_string(),
         );
     }
 
-    let (bus, bus_label): (Arc<dyn Bus>, String) = match env.raw("AMQP_URL") {
+    let (bus, bus_label): (Arc<dyn Bus>, String) = match env.raw(var::AMQP_URL) {
         Some(amqp) => {
-            let bus = AmqpBus::for_platform(&amqp, &env.string_or("BUS_PREFIX", ""));
+            let bus = AmqpBus::for_platform(&amqp, &env.string_or(var::BUS_PREFIX, ""));
             if !bus.healthy().await {
                 anyhow::bail!(
                     "cannot reach AMQP_URL (RabbitMQ): check the URL and that the broker runs"
@@ -392,7 +394,7 @@ async fn run_platform(
         }
         None => {
             let cfg = DbConfig {
-                url: env.required("DATABASE_URL")?,
+                url: env.required(var::DATABASE_URL)?,
                 schema: "bus".into(),
                 max_connections: 30,
             };
@@ -431,11 +433,12 @@ async fn run_platform(
         ),
         None => println!("  Admin:        {admin_email} (password from BOOTSTRAP_ADMIN_PASSWORD)"),
     }
-    match env.raw("SMTP_URL") {
-        Some(_) => println!("  Mail:         sent through SMTP_URL"),
+    match env.raw(var::NOTIFICATION_MAIL_DIR) {
+        Some(dir) => println!("  Mail:         written as .eml files to {dir}"),
         None => println!(
-            "  Mail:         written as .eml files to {}",
-            env.string_or("NOTIFICATION_MAIL_DIR", "")
+            "  Mail:         sent through SMTP ({} or {})",
+            var::SMTP_URL,
+            var::SMTP_HOST
         ),
     }
     println!("  Events:       {bus_label}");

@@ -13,33 +13,13 @@ use tower::ServiceExt;
 
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::config::Env;
+use helpdesk_kit::contract::{self, INTERNAL_ROUTES, PUBLIC_ROUTES, Route};
 use helpdesk_kit::error::error_response;
-use helpdesk_kit::runtime::{Service, ServiceDef, Worker};
+use helpdesk_kit::runtime::{self, Service, ServiceDef, Worker};
 
-/// Public path prefixes per service: the same table as the cluster's ingress.
-pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
-    ("/auth", user_service::SERVICE),
-    ("/.well-known", user_service::SERVICE),
-    ("/tickets", ticket_service::SERVICE),
-    ("/admin", admin_service::SERVICE),
-    ("/audit", audit_service::SERVICE),
-    // "internal or ADMIN": the rest of /notifications is internal.
-    ("/notifications/status", notification_service::SERVICE),
-];
-
-/// Service-to-service routes under a public prefix: never answered on the public entry point.
-pub const INTERNAL_PATHS: &[&str] = &["/auth/validate", "/audit/log"];
-
-/// Whether the public entry point must not serve `path`.
-pub fn is_internal_path(path: &str) -> bool {
-    INTERNAL_PATHS.contains(&path.trim_end_matches('/'))
-}
-
-/// Prefixes reachable only on the internal listener (service-to-service calls).
-pub const INTERNAL_ROUTES: &[(&str, &str)] = &[
-    ("/users", user_service::SERVICE),
-    ("/notifications", notification_service::SERVICE),
-];
+/// Whether the public entry point must not serve `path` (an internal route below a public
+/// prefix).
+pub use helpdesk_kit::contract::is_internal_path;
 
 /// A started platform.
 pub struct Platform {
@@ -63,7 +43,8 @@ pub async fn start_service<D: ServiceDef>(
     D::build(config, pool, bus, shutdown).await
 }
 
-/// Runs every service's migrations.
+/// Runs every service's migrations, reading only the database settings (as each service's
+/// `migrate` does).
 pub async fn migrate_all(env: &Env) -> anyhow::Result<()> {
     migrate::<user_service::UserService>(env).await?;
     migrate::<ticket_service::TicketService>(env).await?;
@@ -74,11 +55,10 @@ pub async fn migrate_all(env: &Env) -> anyhow::Result<()> {
 }
 
 async fn migrate<D: ServiceDef>(env: &Env) -> anyhow::Result<()> {
-    let config = D::load(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
-    let pool = helpdesk_kit::db::connect(D::db(&config)).await?;
-    helpdesk_kit::db::migrate(&pool, D::migrator()).await?;
-    pool.close().await;
-    Ok(())
+    let db = D::load_db(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
+    runtime::migrate::<D>(&db)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", D::NAME))
 }
 
 /// Starts all services on `bus`.
@@ -112,16 +92,17 @@ async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
         routers.push((s.name, s.router));
     }
     let docs = merged_openapi(&routers).await;
-    let table = |internal: bool| -> Vec<(&'static str, Router)> {
+    // The ingress's table (the contract's), to the routers of the services that answer it.
+    let table = |internal: bool| -> Vec<(Route, Router)> {
         let entries = PUBLIC_ROUTES
             .iter()
             .chain(if internal { INTERNAL_ROUTES } else { &[] });
         entries
-            .filter_map(|(prefix, name)| {
+            .filter_map(|route| {
                 routers
                     .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, r)| (*prefix, r.clone()))
+                    .find(|(n, _)| *n == route.service.binary())
+                    .map(|(_, r)| (*route, r.clone()))
             })
             .collect()
     };
@@ -147,12 +128,12 @@ async fn assemble(services: Vec<Service>) -> anyhow::Result<Platform> {
     })
 }
 
-/// Forwards a request, path unchanged, to the service owning its first path segment (with the
-/// service's own middleware stack), as the ingress does; anything else is a contract-shaped 404.
-/// The public entry point does not serve internal routes.
+/// Forwards a request, path unchanged, to the service its route names (with the service's own
+/// middleware stack), as the ingress does; anything else is a contract-shaped 404. The public
+/// entry point does not serve internal routes.
 #[derive(Clone)]
 struct Dispatch {
-    routes: Arc<Vec<(&'static str, Router)>>,
+    routes: Arc<Vec<(Route, Router)>>,
     public: bool,
 }
 
@@ -172,16 +153,12 @@ impl tower::Service<Request> for Dispatch {
     fn call(&mut self, req: Request) -> Self::Future {
         let path = req.uri().path();
         let hidden = self.public && is_internal_path(path);
+        // The longest matching route, as an Ingress picks.
         let target = self
             .routes
             .iter()
-            .filter(|_| !hidden)
-            .find(|(prefix, _)| {
-                path == *prefix
-                    || path
-                        .strip_prefix(prefix)
-                        .is_some_and(|rest| rest.starts_with('/'))
-            })
+            .filter(|(route, _)| !hidden && route.matches(path))
+            .max_by_key(|(route, _)| route.path.len())
             .map(|(_, r)| r.clone());
         Box::pin(async move {
             match target {
@@ -212,7 +189,7 @@ async fn merged_openapi(routers: &[(&'static str, Router)]) -> utoipa::openapi::
         "components": {"schemas": {}, "securitySchemes": {}},
     });
     for (_, router) in routers {
-        let Some((StatusCode::OK, body)) = call(router, "/api/openapi.json").await else {
+        let Some((StatusCode::OK, body)) = call(router, contract::http::OPENAPI_PATH).await else {
             continue;
         };
         let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -220,11 +197,7 @@ async fn merged_openapi(routers: &[(&'static str, Router)]) -> utoipa::openapi::
         };
         if let Some(paths) = doc["paths"].as_object() {
             for (path, item) in paths {
-                let public = !is_internal_path(path)
-                    && PUBLIC_ROUTES
-                        .iter()
-                        .any(|(p, _)| path == p || path.starts_with(&format!("{p}/")));
-                if public {
+                if contract::public_route(path).is_some() {
                     merged["paths"][path] = item.clone();
                 }
             }
@@ -246,20 +219,20 @@ fn operational(names: Vec<&'static str>, routers: Vec<(&'static str, Router)>) -
     let routers = Arc::new(routers);
     Router::new()
         .route(
-            "/health",
+            contract::http::HEALTH_PATH,
             get(move || async move {
                 axum::Json(serde_json::json!({"status": "ok", "services": names}))
             }),
         )
         .route(
-            "/ready",
+            contract::http::READY_PATH,
             get(move || {
                 let routers = routers.clone();
                 async move { ready(&routers).await }
             }),
         )
         .route(
-            "/metrics",
+            contract::http::METRICS_PATH,
             get(|| async {
                 (
                     [(
@@ -276,7 +249,10 @@ async fn ready(routers: &[(&'static str, Router)]) -> Response {
     let mut checks = serde_json::Map::new();
     let mut all = true;
     for (name, router) in routers {
-        let ok = matches!(call(router, "/ready").await, Some((StatusCode::OK, _)));
+        let ok = matches!(
+            call(router, contract::http::READY_PATH).await,
+            Some((StatusCode::OK, _))
+        );
         all &= ok;
         checks.insert(
             name.to_string(),

@@ -18,16 +18,18 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, parse_duration};
 use crate::error::ApiError;
+use helpdesk_contract::{self as contract, var};
 
 /// Audience of end-user tokens.
-pub const USER_AUDIENCE: &str = "helpdesk";
+pub const USER_AUDIENCE: &str = contract::auth::USER_AUDIENCE;
 /// Audience of service-to-service credentials.
-pub const SERVICE_AUDIENCE: &str = "helpdesk-internal";
+pub const SERVICE_AUDIENCE: &str = contract::auth::SERVICE_AUDIENCE;
 /// Default issuer.
-pub const DEFAULT_ISSUER: &str = "helpdesk";
+pub const DEFAULT_ISSUER: &str = contract::auth::ISSUER;
 
+// The contract's `contract::Role`, with the derives the services need (conversions below).
 /// A user's role.
 #[derive(
     Debug,
@@ -52,15 +54,31 @@ pub enum Role {
 
 impl Role {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "USER",
-            Role::Agent => "AGENT",
-            Role::Admin => "ADMIN",
-        }
+        contract::Role::from(self).as_str()
     }
     /// AGENT or ADMIN.
     pub fn is_staff(self) -> bool {
-        matches!(self, Role::Agent | Role::Admin)
+        contract::Role::from(self).is_staff()
+    }
+}
+
+impl From<Role> for contract::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::User => contract::Role::User,
+            Role::Agent => contract::Role::Agent,
+            Role::Admin => contract::Role::Admin,
+        }
+    }
+}
+
+impl From<contract::Role> for Role {
+    fn from(r: contract::Role) -> Self {
+        match r {
+            contract::Role::User => Role::User,
+            contract::Role::Agent => Role::Agent,
+            contract::Role::Admin => Role::Admin,
+        }
     }
 }
 
@@ -73,14 +91,10 @@ impl std::fmt::Display for Role {
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "USER" => Ok(Role::User),
-            "AGENT" => Ok(Role::Agent),
-            "ADMIN" => Ok(Role::Admin),
-            other => Err(format!(
-                "role must be one of USER, AGENT, ADMIN, got {other:?}"
-            )),
-        }
+        contract::Role::parse(s).map(Role::from).ok_or_else(|| {
+            let names: Vec<_> = contract::Role::ALL.iter().map(|r| r.as_str()).collect();
+            format!("role must be one of {}, got {s:?}", names.join(", "))
+        })
     }
 }
 
@@ -182,31 +196,33 @@ impl JwtKeys {
     /// Keys from `JWT_PUBLIC_KEY(_FILE)`, `JWT_PRIVATE_KEY(_FILE)` (only when `with_private`),
     /// `JWT_ISSUER` and `JWT_TTL`.
     pub fn from_env(env: &Env, with_private: bool) -> Result<Self, ConfigError> {
-        let public = env.value_or_file("JWT_PUBLIC_KEY")?.ok_or_else(|| {
+        let public = env.value_or_file(var::JWT_PUBLIC_KEY)?.ok_or_else(|| {
             ConfigError::new(
-                "JWT_PUBLIC_KEY",
-                "is required (PEM, or JWT_PUBLIC_KEY_FILE)",
+                var::JWT_PUBLIC_KEY,
+                format!("is required (PEM, or {})", var::JWT_PUBLIC_KEY_FILE),
             )
         })?;
         let private = if with_private {
-            Some(env.value_or_file("JWT_PRIVATE_KEY")?.ok_or_else(|| {
+            Some(env.value_or_file(var::JWT_PRIVATE_KEY)?.ok_or_else(|| {
                 ConfigError::new(
-                    "JWT_PRIVATE_KEY",
-                    "is required (PEM, or JWT_PRIVATE_KEY_FILE)",
+                    var::JWT_PRIVATE_KEY,
+                    format!("is required (PEM, or {})", var::JWT_PRIVATE_KEY_FILE),
                 )
             })?)
         } else {
             None
         };
-        let issuer = env.string_or("JWT_ISSUER", DEFAULT_ISSUER);
-        let ttl = env.duration_or("JWT_TTL", Duration::from_secs(7 * 86_400))?;
+        let issuer = env.string_or(var::JWT_ISSUER, DEFAULT_ISSUER);
+        let default_ttl =
+            parse_duration(contract::auth::DEFAULT_TOKEN_TTL).expect("the default TTL parses");
+        let ttl = env.duration_or(var::JWT_TTL, default_ttl)?;
         Self::from_pem(&public, private.as_deref(), &issuer, ttl).map_err(|e| {
-            let var = if matches!(e, KeyError::BadPublicKey) {
-                "JWT_PUBLIC_KEY"
+            let name = if matches!(e, KeyError::BadPublicKey) {
+                var::JWT_PUBLIC_KEY
             } else {
-                "JWT_PRIVATE_KEY"
+                var::JWT_PRIVATE_KEY
             };
-            ConfigError::new(var, e.to_string())
+            ConfigError::new(name, e.to_string())
         })
     }
 
@@ -418,6 +434,18 @@ mod tests {
             k.verify_user_token(&format!("{header}.{payload}."))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn roles_are_the_contracts() {
+        for r in contract::Role::ALL {
+            let ours = Role::from(r);
+            assert_eq!(contract::Role::from(ours), r);
+            assert_eq!(ours.as_str(), r.as_str());
+            assert_eq!(serde_json::to_value(ours).unwrap(), r.as_str());
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), ours);
+        }
+        assert!("agent".parse::<Role>().is_err());
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Env {
         if let Some(v) = self.raw(key) {
             return Ok(Some(v));
         }
-        let file_key = format!("{key}_FILE");
+        let file_key = format!("{key}{}", helpdesk_contract::var::FILE_SUFFIX);
         match self.raw(&file_key) {
             None => Ok(None),
             Some(path) => std::fs::read_to_string(&path)
@@ -196,14 +196,29 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let env = Env::from_map([("BIND_ADDR", "nonsense"), ("FLAG", "maybe")]);
-        let err = env.socket_addr_or("BIND_ADDR", "0.0.0.0:8080").unwrap_err();
-        assert_eq!(err.var, "BIND_ADDR");
-        assert!(err.to_string().contains("BIND_ADDR"));
+        use helpdesk_contract::var::{BIND_ADDR, DATABASE_URL};
+        let env = Env::from_map([(BIND_ADDR, "nonsense"), ("FLAG", "maybe")]);
+        let err = env.socket_addr_or(BIND_ADDR, "0.0.0.0:8080").unwrap_err();
+        assert_eq!(err.var, BIND_ADDR);
+        assert!(err.to_string().contains(BIND_ADDR));
         assert_eq!(env.bool_or("FLAG", false).unwrap_err().var, "FLAG");
+        assert_eq!(env.required(DATABASE_URL).unwrap_err().var, DATABASE_URL);
+    }
+
+    #[test]
+    fn file_variants_are_read_and_named_in_errors() {
+        use helpdesk_contract::var::{JWT_PUBLIC_KEY, JWT_PUBLIC_KEY_FILE};
+        let path = std::env::temp_dir().join(format!("kit-config-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "pem").unwrap();
+        let env = Env::from_map([(JWT_PUBLIC_KEY_FILE, path.to_string_lossy())]);
         assert_eq!(
-            env.required("DATABASE_URL").unwrap_err().var,
-            "DATABASE_URL"
+            env.value_or_file(JWT_PUBLIC_KEY).unwrap().as_deref(),
+            Some("pem")
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            env.value_or_file(JWT_PUBLIC_KEY).unwrap_err().var,
+            JWT_PUBLIC_KEY_FILE
         );
     }
 }

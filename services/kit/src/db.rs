@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::config::{ConfigError, Env};
+use helpdesk_contract::{Service, var};
 
 /// Database settings of one service.
 #[derive(Debug, Clone)]
@@ -20,22 +21,19 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    /// `DATABASE_URL` (or `<PREFIX>_DATABASE_URL`), `<PREFIX>_DB_SCHEMA` (default: the service's
-    /// schema) and `<PREFIX>_DB_MAX_CONNECTIONS`.
-    pub fn from_env(env: &Env, prefix: &str, default_schema: &str) -> Result<Self, ConfigError> {
-        let own = format!("{prefix}_DATABASE_URL");
-        let url = match env.raw(&own) {
-            Some(url) => url,
-            None => env.required("DATABASE_URL")?,
+    /// The service's database settings: its own `<PREFIX>_DATABASE_URL` or `DATABASE_URL`,
+    /// `<PREFIX>_DB_SCHEMA` (default: the service's schema) and `<PREFIX>_DB_MAX_CONNECTIONS`.
+    /// This is all `migrate` reads.
+    pub fn for_service(env: &Env, service: Service) -> Result<Self, ConfigError> {
+        let (var, url) = match env.raw(service.database_url_var()) {
+            Some(url) => (service.database_url_var(), url),
+            None => (var::DATABASE_URL, env.required(var::DATABASE_URL)?),
         };
-        PgConnectOptions::from_str(&url).map_err(|e| {
-            ConfigError::new(
-                "DATABASE_URL",
-                format!("is not a valid PostgreSQL URL: {e}"),
-            )
-        })?;
+        PgConnectOptions::from_str(&url)
+            .map_err(|e| ConfigError::new(var, format!("is not a valid PostgreSQL URL: {e}")))?;
+        let prefix = service.env_prefix();
         let schema_var = format!("{prefix}_DB_SCHEMA");
-        let schema = env.string_or(&schema_var, default_schema);
+        let schema = env.string_or(&schema_var, service.schema());
         if schema.is_empty()
             || schema.len() > 48
             || !schema
@@ -153,5 +151,32 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
                 || matches!(&*code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_s_own_url_wins_and_errors_name_the_variable_used() {
+        let shared = "postgres://u@shared/db";
+        let env = Env::from_map([(var::DATABASE_URL, shared)]);
+        let cfg = DbConfig::for_service(&env, Service::Ticket).unwrap();
+        assert_eq!((cfg.url.as_str(), cfg.schema.as_str()), (shared, "tickets"));
+        let own = Service::Audit.database_url_var();
+        let env = Env::from_map([(var::DATABASE_URL, shared), (own, "postgres://u@own/db")]);
+        let cfg = DbConfig::for_service(&env, Service::Audit).unwrap();
+        assert_eq!(cfg.url, "postgres://u@own/db");
+        let env = Env::from_map([(own, "not a URL")]);
+        assert_eq!(
+            DbConfig::for_service(&env, Service::Audit).unwrap_err().var,
+            own
+        );
+        let none = Env::from_map([("X", "y")]);
+        assert_eq!(
+            DbConfig::for_service(&none, Service::User).unwrap_err().var,
+            var::DATABASE_URL
+        );
     }
 }

@@ -21,6 +21,10 @@ use crate::bus::Bus;
 use crate::config::{ConfigError, Env};
 use crate::error::error_response;
 use crate::trace::TraceParent;
+use helpdesk_contract::{self as contract, var};
+
+/// Request bodies up to this size are accepted unless `HTTP_BODY_LIMIT_BYTES` says otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,23 +43,23 @@ impl HttpConfig {
     /// `BIND_ADDR` (default `0.0.0.0:8080`), `HTTP_BODY_LIMIT_BYTES` (default 1 MiB),
     /// `CORS_ALLOWED_ORIGINS` (default `FRONTEND_BASE_URL`), `TRUST_FORWARDED_FOR`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let mut cors_origins = env.list("CORS_ALLOWED_ORIGINS");
+        let mut cors_origins = env.list(var::CORS_ALLOWED_ORIGINS);
         if cors_origins.is_empty() {
-            cors_origins = env.raw("FRONTEND_BASE_URL").into_iter().collect();
+            cors_origins = env.raw(var::FRONTEND_BASE_URL).into_iter().collect();
         }
         for origin in &cors_origins {
             if origin != "*" && HeaderValue::from_str(origin).is_err() {
                 return Err(ConfigError::new(
-                    "CORS_ALLOWED_ORIGINS",
+                    var::CORS_ALLOWED_ORIGINS,
                     format!("has an invalid origin {origin:?}"),
                 ));
             }
         }
         Ok(Self {
-            bind_addr: env.socket_addr_or("BIND_ADDR", "0.0.0.0:8080")?,
-            body_limit: env.parse_or("HTTP_BODY_LIMIT_BYTES", 1024 * 1024)?,
+            bind_addr: env.socket_addr_or(var::BIND_ADDR, contract::http::DEFAULT_BIND_ADDR)?,
+            body_limit: env.parse_or(var::HTTP_BODY_LIMIT_BYTES, DEFAULT_BODY_LIMIT)?,
             cors_origins,
-            trust_forwarded_for: env.bool_or("TRUST_FORWARDED_FOR", false)?,
+            trust_forwarded_for: env.bool_or(var::TRUST_FORWARDED_FOR, false)?,
         })
     }
 }
@@ -341,14 +345,14 @@ pub fn operational_routes(readiness: Readiness) -> Router {
     let service = readiness.service;
     Router::new()
         .route(
-            "/health",
+            contract::http::HEALTH_PATH,
             get(move || async move {
                 axum::Json(serde_json::json!({"status": "ok", "service": service}))
             }),
         )
-        .route("/ready", get(ready))
+        .route(contract::http::READY_PATH, get(ready))
         .route(
-            "/metrics",
+            contract::http::METRICS_PATH,
             get(|| async {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -361,8 +365,8 @@ pub fn operational_routes(readiness: Readiness) -> Router {
 
 /// `/api/openapi.json` and Swagger UI at `/api/docs` (assets are vendored: works offline).
 pub fn docs_routes(openapi: utoipa::openapi::OpenApi) -> Router {
-    utoipa_swagger_ui::SwaggerUi::new("/api/docs")
-        .url("/api/openapi.json", openapi)
+    utoipa_swagger_ui::SwaggerUi::new(contract::http::DOCS_PATH)
+        .url(contract::http::OPENAPI_PATH, openapi)
         .into()
 }
 

@@ -11,6 +11,8 @@
 //! - [`db`]: a pool per service on its own schema, with its migrations.
 //! - [`pagination`]: keyset cursor pagination (`limit`, `cursor`, `X-Next-Cursor`).
 //! - [`peer`]: calls to another service with timeout, retries and a circuit breaker.
+//! - [`contract`]: the names every service and the operator share (re-export of
+//!   `helpdesk-contract`): configuration variables, what each command requires, routes, roles.
 
 pub mod auth;
 pub mod bus;
@@ -30,6 +32,7 @@ pub mod testing;
 pub mod trace;
 
 pub use error::{ApiError, ApiJson, ApiResult};
+pub use helpdesk_contract as contract;
 
 #[doc(hidden)]
 pub mod __private {

@@ -9,6 +9,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{ConfigError, Env};
+use crate::db::DbConfig;
+use helpdesk_contract::var;
+
 /// A background task (outbox relay, consumer, ...) that ends when the shutdown token is cancelled.
 pub type Worker = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -19,25 +23,20 @@ pub struct Service {
     pub workers: Vec<Worker>,
 }
 
-/// What the binary was asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Run migrations, then serve (the default).
-    Serve,
-    /// Run migrations and exit (the operator's migration Job).
-    Migrate,
-}
+/// What the binary was asked to do: `serve` (the default) or `migrate`.
+pub use helpdesk_contract::Command;
+
+const USAGE: &str = "usage: <service> [serve|migrate]";
 
 /// Parses the first argument: none or `serve`, or `migrate`.
 pub fn command_from_args() -> Result<Command, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        None | Some("serve") => Ok(Command::Serve),
-        Some("migrate") => Ok(Command::Migrate),
-        Some("-h" | "--help") => Err("usage: <service> [serve|migrate]".into()),
-        Some(other) => Err(format!(
-            "unknown command {other:?}; usage: <service> [serve|migrate]"
-        )),
+        None => Ok(Command::Serve),
+        Some("-h" | "--help") => Err(USAGE.into()),
+        Some(other) => {
+            Command::parse(other).ok_or_else(|| format!("unknown command {other:?}; {USAGE}"))
+        }
     }
 }
 
@@ -76,7 +75,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
-                "cannot listen on {addr}: the port is already in use (set BIND_ADDR or --port)"
+                "cannot listen on {addr}: the port is already in use (set {} or --port)",
+                var::BIND_ADDR
             )
         } else {
             anyhow::anyhow!("cannot listen on {addr}: {e}")
@@ -121,12 +121,18 @@ pub async fn run(
 
 /// What a service binary needs to know about its service; [`service_main`] does the rest.
 pub trait ServiceDef {
+    /// Which service this is in the platform's contract.
+    const SERVICE: helpdesk_contract::Service;
     /// Name in logs and metrics, e.g. `user-service`.
-    const NAME: &'static str;
+    const NAME: &'static str = Self::SERVICE.binary();
     type Config: Send + 'static;
     /// Reads the configuration (one-line error naming the variable on failure).
-    fn load(env: &crate::config::Env) -> Result<Self::Config, crate::config::ConfigError>;
-    fn db(config: &Self::Config) -> &crate::db::DbConfig;
+    fn load(env: &Env) -> Result<Self::Config, ConfigError>;
+    /// Reads the database settings only: all that `migrate` needs.
+    fn load_db(env: &Env) -> Result<DbConfig, ConfigError> {
+        DbConfig::for_service(env, Self::SERVICE)
+    }
+    fn db(config: &Self::Config) -> &DbConfig;
     fn http(config: &Self::Config) -> &crate::http::HttpConfig;
     /// `AMQP_URL` and the exchange/queue prefix.
     fn bus(config: &Self::Config) -> (Option<&str>, &str);
@@ -137,6 +143,42 @@ pub trait ServiceDef {
         bus: std::sync::Arc<dyn crate::bus::Bus>,
         shutdown: CancellationToken,
     ) -> impl Future<Output = anyhow::Result<Service>> + Send;
+}
+
+/// What one command reads from the environment.
+pub enum Loaded<C> {
+    /// The whole configuration, with a broker.
+    Serve(C),
+    /// The database settings, nothing else.
+    Migrate(DbConfig),
+}
+
+/// Reads what `command` needs and nothing more, as the service's binary does: `migrate` only the
+/// database settings; `serve` the whole configuration and `AMQP_URL` (the binary has no
+/// in-process bus). What this requires is [`helpdesk_contract::Service::requires`]; the
+/// services' tests hold the two together.
+pub fn load<D: ServiceDef>(command: Command, env: &Env) -> Result<Loaded<D::Config>, ConfigError> {
+    match command {
+        Command::Migrate => D::load_db(env).map(Loaded::Migrate),
+        Command::Serve => {
+            let config = D::load(env)?;
+            if D::bus(&config).0.is_none() {
+                return Err(ConfigError::new(var::AMQP_URL, "is required but not set"));
+            }
+            Ok(Loaded::Serve(config))
+        }
+    }
+}
+
+/// Connects with `db` and runs the service's migrations: the whole of `migrate`.
+pub async fn migrate<D: ServiceDef>(db: &DbConfig) -> anyhow::Result<()> {
+    let pool = crate::db::connect(db)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", var::DATABASE_URL))?;
+    let migrated = crate::db::migrate(&pool, D::migrator()).await;
+    pool.close().await;
+    migrated?;
+    Ok(())
 }
 
 /// The whole `main` of a service binary: `serve` (default) or `migrate`, configuration errors on
@@ -150,8 +192,8 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let env = crate::config::Env::process();
-    let config = match D::load(&env) {
+    let env = Env::process();
+    let loaded = match load::<D>(command, &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{}: {e}", D::NAME);
@@ -175,7 +217,7 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = runtime.block_on(run_def::<D>(config, command));
+    let outcome = runtime.block_on(run_def::<D>(loaded));
     telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -186,18 +228,25 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
     }
 }
 
-async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::Result<()> {
+async fn run_def<D: ServiceDef>(loaded: Loaded<D::Config>) -> anyhow::Result<()> {
+    let config = match loaded {
+        Loaded::Migrate(db) => {
+            migrate::<D>(&db).await?;
+            tracing::info!(service = D::NAME, "migrations applied");
+            return Ok(());
+        }
+        Loaded::Serve(config) => config,
+    };
     let pool = crate::db::connect(D::db(&config))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", var::DATABASE_URL))?;
     crate::db::migrate(&pool, D::migrator()).await?;
-    if command == Command::Migrate {
-        tracing::info!(service = D::NAME, "migrations applied");
-        return Ok(());
-    }
     let (amqp, prefix) = D::bus(&config);
     let amqp = amqp.ok_or_else(|| {
-        anyhow::anyhow!("invalid configuration: AMQP_URL is required but not set")
+        anyhow::anyhow!(
+            "invalid configuration: {} is required but not set",
+            var::AMQP_URL
+        )
     })?;
     let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::for_platform(amqp, prefix));
     let shutdown = shutdown_on_signals();
@@ -208,15 +257,16 @@ async fn run_def<D: ServiceDef>(config: D::Config, command: Command) -> anyhow::
 }
 
 /// Implements [`ServiceDef`] for a service crate whose root has `Config` (with `from_env`, `db`,
-/// `http`, `amqp_url`, `bus_prefix`), `MIGRATOR` and `build(config, pool, bus, shutdown)`.
+/// `http`, `amqp_url`, `bus_prefix`), `MIGRATOR` and `build(config, pool, bus, shutdown)`;
+/// `$service` is its [`helpdesk_contract::Service`].
 #[macro_export]
 macro_rules! service_def {
-    ($(#[$meta:meta])* $ty:ident, $name:expr) => {
+    ($(#[$meta:meta])* $ty:ident, $service:expr) => {
         $(#[$meta])*
         pub struct $ty;
 
         impl $crate::runtime::ServiceDef for $ty {
-            const NAME: &'static str = $name;
+            const SERVICE: $crate::contract::Service = $service;
             type Config = Config;
             fn load(env: &$crate::config::Env) -> Result<Config, $crate::config::ConfigError> {
                 Config::from_env(env)

@@ -20,6 +20,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{ConfigError, Env};
 use crate::trace::TraceParent;
+use helpdesk_contract::var;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn";
 
@@ -41,7 +42,7 @@ where
 }
 
 fn log_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+    EnvFilter::try_from_env(var::RUST_LOG).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
 /// JSON logs to stdout, filtered by `RUST_LOG` (default `info`). Span fields (service, request id,
@@ -76,12 +77,12 @@ impl Telemetry {
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces` (the OpenTelemetry rule); `None` when neither is set.
 pub fn otlp_traces_url(env: &Env) -> Result<Option<String>, ConfigError> {
     let (key, url) = match (
-        env.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-        env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        env.raw(var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+        env.raw(var::OTEL_EXPORTER_OTLP_ENDPOINT),
     ) {
-        (Some(url), _) if !url.is_empty() => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),
+        (Some(url), _) if !url.is_empty() => (var::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, url),
         (_, Some(base)) if !base.is_empty() => (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            var::OTEL_EXPORTER_OTLP_ENDPOINT,
             format!("{}/v1/traces", base.trim_end_matches('/')),
         ),
         _ => return Ok(None),
@@ -114,7 +115,7 @@ pub fn init(
         .with_endpoint(url.clone())
         .with_timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+        .map_err(|e| ConfigError::new(var::OTEL_EXPORTER_OTLP_ENDPOINT, e.to_string()))?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(

@@ -25,6 +25,7 @@ use utoipa::OpenApi;
 use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{Bus, IdempotentConsumer, retry_settings};
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::outbox::OutboxRelay;
@@ -35,7 +36,7 @@ use crate::sender::{Sender, SenderConfig};
 use crate::templates::Templates;
 
 /// The service's name in logs and metrics.
-pub const SERVICE: &str = "notification-service";
+pub const SERVICE: &str = contract::Service::Notification.binary();
 
 /// The service's migrations (`migrations/notification`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/notification");
@@ -59,12 +60,14 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let staff_notify_email = env.raw("STAFF_NOTIFY_EMAIL").map(|s| s.trim().to_string());
+        let staff_notify_email = env
+            .raw(var::STAFF_NOTIFY_EMAIL)
+            .map(|s| s.trim().to_string());
         if let Some(s) = &staff_notify_email
             && !helpdesk_kit::error::is_valid_email(s)
         {
             return Err(ConfigError::new(
-                "STAFF_NOTIFY_EMAIL",
+                var::STAFF_NOTIFY_EMAIL,
                 "is not a valid email address",
             ));
         }
@@ -74,15 +77,15 @@ impl Config {
             .map_err(|e| ConfigError::new("NOTIFICATION_TEMPLATE_DIR", e.to_string()))?;
         Ok(Self {
             http: HttpConfig::from_env(env)?,
-            db: DbConfig::from_env(env, "NOTIFICATION", "notifications")?,
-            amqp_url: env.raw("AMQP_URL"),
-            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            db: DbConfig::for_service(env, contract::Service::Notification)?,
+            amqp_url: env.raw(var::AMQP_URL),
+            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
             keys: Arc::new(JwtKeys::from_env(env, false)?),
             transport: MailTransport::from_env(env)?,
             sender: SenderConfig::from_env(env)?,
             staff_notify_email,
             frontend_base_url: env
-                .string_or("FRONTEND_BASE_URL", "http://localhost:3000")
+                .string_or(var::FRONTEND_BASE_URL, "http://localhost:3000")
                 .trim_end_matches('/')
                 .to_string(),
             template_dir,
@@ -180,5 +183,5 @@ pub async fn build(
 helpdesk_kit::service_def!(
     /// notification-service as a runnable service (binary, launcher).
     NotificationService,
-    SERVICE
+    contract::Service::Notification
 );

@@ -24,6 +24,7 @@ use utoipa::OpenApi;
 use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::outbox::OutboxRelay;
@@ -31,7 +32,7 @@ use helpdesk_kit::peer::PeerClient;
 use helpdesk_kit::runtime::Service;
 
 /// The service's name in logs and metrics.
-pub const SERVICE: &str = "ticket-service";
+pub const SERVICE: &str = contract::Service::Ticket.binary();
 
 /// The queue of the users read model.
 pub const USERS_QUEUE: &str = helpdesk_kit::bus::topology::TICKET_USERS.name;
@@ -81,14 +82,14 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
-            db: DbConfig::from_env(env, "TICKET", "tickets")?,
-            amqp_url: env.raw("AMQP_URL"),
-            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            db: DbConfig::for_service(env, contract::Service::Ticket)?,
+            amqp_url: env.raw(var::AMQP_URL),
+            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
             keys: Arc::new(JwtKeys::from_env(env, false)?),
             audit: AuditPeerConfig {
-                url: env.raw("AUDIT_SERVICE_URL"),
+                url: env.raw(contract::Service::Audit.url_var()),
                 service_token: env
-                    .value_or_file("SERVICE_TOKEN")?
+                    .value_or_file(var::SERVICE_TOKEN)?
                     .map(|t| t.trim().to_string()),
                 timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(600))?,
                 retries,
@@ -200,5 +201,5 @@ pub async fn build(
 helpdesk_kit::service_def!(
     /// ticket-service as a runnable service (binary, launcher).
     TicketService,
-    SERVICE
+    contract::Service::Ticket
 );

@@ -23,6 +23,7 @@ use utoipa::OpenApi;
 use helpdesk_kit::auth::{JwtKeys, Role};
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::http::{self, HttpConfig, Readiness};
 use helpdesk_kit::outbox::OutboxRelay;
@@ -32,7 +33,7 @@ use helpdesk_kit::runtime::Service;
 pub use passwords::HashingConfig;
 
 /// The service's name in logs and metrics.
-pub const SERVICE: &str = "user-service";
+pub const SERVICE: &str = contract::Service::User.binary();
 
 /// The service's migrations (`migrations/user`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/user");
@@ -67,19 +68,19 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let bootstrap_admin = match (
-            env.raw("BOOTSTRAP_ADMIN_EMAIL"),
-            env.value_or_file("BOOTSTRAP_ADMIN_PASSWORD")?,
+            env.raw(var::BOOTSTRAP_ADMIN_EMAIL),
+            env.value_or_file(var::BOOTSTRAP_ADMIN_PASSWORD)?,
         ) {
             (Some(email), Some(password)) => {
                 if !helpdesk_kit::error::is_valid_email(email.trim()) {
                     return Err(ConfigError::new(
-                        "BOOTSTRAP_ADMIN_EMAIL",
+                        var::BOOTSTRAP_ADMIN_EMAIL,
                         "is not a valid email address",
                     ));
                 }
                 if password.chars().count() < 8 {
                     return Err(ConfigError::new(
-                        "BOOTSTRAP_ADMIN_PASSWORD",
+                        var::BOOTSTRAP_ADMIN_PASSWORD,
                         "must be at least 8 characters",
                     ));
                 }
@@ -87,22 +88,25 @@ impl Config {
             }
             (Some(_), None) => {
                 return Err(ConfigError::new(
-                    "BOOTSTRAP_ADMIN_PASSWORD",
-                    "is required when BOOTSTRAP_ADMIN_EMAIL is set",
+                    var::BOOTSTRAP_ADMIN_PASSWORD,
+                    format!("is required when {} is set", var::BOOTSTRAP_ADMIN_EMAIL),
                 ));
             }
             (None, Some(_)) => {
                 return Err(ConfigError::new(
-                    "BOOTSTRAP_ADMIN_EMAIL",
-                    "is required when BOOTSTRAP_ADMIN_PASSWORD is set",
+                    var::BOOTSTRAP_ADMIN_EMAIL,
+                    format!("is required when {} is set", var::BOOTSTRAP_ADMIN_PASSWORD),
                 ));
             }
             (None, None) => None,
         };
         let signup_default_role = env
-            .string_or("SIGNUP_DEFAULT_ROLE", "AGENT")
+            .string_or(
+                var::SIGNUP_DEFAULT_ROLE,
+                contract::DEFAULT_SIGNUP_ROLE.as_str(),
+            )
             .parse()
-            .map_err(|e: String| ConfigError::new("SIGNUP_DEFAULT_ROLE", e))?;
+            .map_err(|e: String| ConfigError::new(var::SIGNUP_DEFAULT_ROLE, e))?;
         let password_min_length: usize = env.parse_or("USER_PASSWORD_MIN_LENGTH", 6)?;
         if !(1..=128).contains(&password_min_length) {
             return Err(ConfigError::new(
@@ -112,12 +116,12 @@ impl Config {
         }
         Ok(Self {
             http: HttpConfig::from_env(env)?,
-            db: DbConfig::from_env(env, "USER", "users")?,
-            amqp_url: env.raw("AMQP_URL"),
-            bus_prefix: env.string_or("BUS_PREFIX", ""),
+            db: DbConfig::for_service(env, contract::Service::User)?,
+            amqp_url: env.raw(var::AMQP_URL),
+            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
             keys: Arc::new(JwtKeys::from_env(env, true)?),
             frontend_base_url: env
-                .string_or("FRONTEND_BASE_URL", "http://localhost:3000")
+                .string_or(var::FRONTEND_BASE_URL, "http://localhost:3000")
                 .trim_end_matches('/')
                 .to_string(),
             signup_default_role,
@@ -221,5 +225,5 @@ pub async fn build(
 helpdesk_kit::service_def!(
     /// user-service as a runnable service (binary, launcher).
     UserService,
-    SERVICE
+    contract::Service::User
 );

@@ -184,16 +184,17 @@ impl Subscription {
 pub fn retry_settings(
     env: &crate::config::Env,
 ) -> Result<(u32, Duration), crate::config::ConfigError> {
-    let attempts: u32 = env.parse_or("EVENT_MAX_ATTEMPTS", 5)?;
+    use helpdesk_contract::var::{EVENT_MAX_ATTEMPTS, EVENT_RETRY_BASE_DELAY};
+    let attempts: u32 = env.parse_or(EVENT_MAX_ATTEMPTS, 5)?;
     if attempts == 0 {
         return Err(crate::config::ConfigError::new(
-            "EVENT_MAX_ATTEMPTS",
+            EVENT_MAX_ATTEMPTS,
             "must be at least 1",
         ));
     }
     Ok((
         attempts,
-        env.duration_or("EVENT_RETRY_BASE_DELAY", Duration::from_secs(1))?,
+        env.duration_or(EVENT_RETRY_BASE_DELAY, Duration::from_secs(1))?,
     ))
 }
 
