@@ -170,6 +170,14 @@ pub async fn build(
                 .await
         }),
     ];
+    if matches!(config.transport, MailTransport::Disabled) {
+        tracing::warn!(
+            "{}: emails are recorded and marked FAILED instead of sent; set {} (or {}) to send them",
+            mailer::DELIVERY_NOT_CONFIGURED,
+            var::SMTP_URL,
+            var::SMTP_HOST
+        );
+    }
     if config.sender.enabled {
         workers.push(Box::pin(config.sender(pool)?.run(shutdown)));
     }

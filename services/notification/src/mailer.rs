@@ -1,5 +1,6 @@
-//! Where mail goes: the [`Mailer`] trait, its SMTP implementation (lettre) and a file mailer that
-//! writes `.eml` files (local runs without an SMTP server).
+//! Where mail goes: the [`Mailer`] trait, its SMTP implementation (lettre), a file mailer that
+//! writes `.eml` files (local runs without an SMTP server), and no delivery at all when neither
+//! is configured (a platform without SMTP is valid: emails are recorded and marked failed).
 //!
 //! SMTP settings come from `SMTP_URL` (`smtp://user:pass@host:port?tls=none|starttls|tls`,
 //! `smtps://...` meaning implicit TLS), or from `SMTP_HOST`, `SMTP_PORT`, `SMTP_TLS`,
@@ -18,6 +19,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::var;
 
 /// An email ready to go out.
 #[derive(Debug, Clone)]
@@ -60,6 +62,11 @@ pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError>;
     /// Where mail goes, for logs (never includes credentials).
     fn describe(&self) -> String;
+    /// Why this mailer cannot deliver anything, when it cannot: the sender then fails emails
+    /// without attempting them.
+    fn undeliverable(&self) -> Option<&str> {
+        None
+    }
 }
 
 fn build_message(mail: &OutgoingMail) -> Result<Message, MailError> {
@@ -161,32 +168,32 @@ fn percent_decode(s: &str) -> String {
 impl SmtpSettings {
     /// From `SMTP_URL`, or else from `SMTP_HOST` and friends; `None` when neither is set.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let timeout = env.duration_or("SMTP_TIMEOUT", Duration::from_secs(15))?;
-        let pool_size: u32 = env.parse_or("SMTP_POOL_SIZE", 10)?;
-        let ca_pem = match env.raw("SMTP_TLS_CA_FILE") {
+        let timeout = env.duration_or(var::SMTP_TIMEOUT, Duration::from_secs(15))?;
+        let pool_size: u32 = env.parse_or(var::SMTP_POOL_SIZE, 10)?;
+        let ca_pem = match env.raw(var::SMTP_TLS_CA_FILE) {
             None => None,
             Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::new("SMTP_TLS_CA_FILE", format!("cannot read {path:?}: {e}"))
+                ConfigError::new(var::SMTP_TLS_CA_FILE, format!("cannot read {path:?}: {e}"))
             })?),
         };
-        if let Some(url) = env.value_or_file("SMTP_URL")? {
+        if let Some(url) = env.value_or_file(var::SMTP_URL)? {
             let mut s = Self::parse_url(url.trim())?;
             s.timeout = timeout;
             s.pool_size = pool_size;
             s.ca_pem = ca_pem;
             return Ok(Some(s));
         }
-        let Some(host) = env.raw("SMTP_HOST") else {
+        let Some(host) = env.raw(var::SMTP_HOST) else {
             return Ok(None);
         };
-        let tls = match env.raw("SMTP_TLS") {
-            Some(v) => TlsMode::parse("SMTP_TLS", &v)?,
+        let tls = match env.raw(var::SMTP_TLS) {
+            Some(v) => TlsMode::parse(var::SMTP_TLS, &v)?,
             None => TlsMode::None,
         };
-        let port = env.parse_or("SMTP_PORT", tls.default_port())?;
+        let port = env.parse_or(var::SMTP_PORT, tls.default_port())?;
         let credentials = match (
-            env.raw("SMTP_USERNAME"),
-            env.value_or_file("SMTP_PASSWORD")?,
+            env.raw(var::SMTP_USERNAME),
+            env.value_or_file(var::SMTP_PASSWORD)?,
         ) {
             (Some(u), Some(p)) => Some((u, p)),
             (Some(u), None) => Some((u, String::new())),
@@ -205,7 +212,7 @@ impl SmtpSettings {
 
     /// Parses `smtp://user:pass@host:port?tls=none|starttls|tls` (or `smtps://`).
     pub fn parse_url(text: &str) -> Result<Self, ConfigError> {
-        let bad = |problem: String| ConfigError::new("SMTP_URL", problem);
+        let bad = |problem: String| ConfigError::new(var::SMTP_URL, problem);
         let url = reqwest::Url::parse(text)
             .map_err(|e| bad(format!("is not a URL like smtp://user:pass@host:port: {e}")))?;
         let mut tls = match url.scheme() {
@@ -215,7 +222,7 @@ impl SmtpSettings {
         };
         for (k, v) in url.query_pairs() {
             if k == "tls" {
-                tls = TlsMode::parse("SMTP_URL", &v)?;
+                tls = TlsMode::parse(var::SMTP_URL, &v)?;
             }
         }
         let host = url
@@ -381,31 +388,51 @@ impl Mailer for FileMailer {
     }
 }
 
+/// Why an email is not sent when no transport is configured (its `lastError`).
+pub const DELIVERY_NOT_CONFIGURED: &str =
+    "mail delivery is not configured (no SMTP_URL or SMTP_HOST)";
+
+/// No delivery: every email fails at once with [`DELIVERY_NOT_CONFIGURED`], without an attempt,
+/// so its status says what happened instead of staying `PENDING` for ever.
+pub struct DisabledMailer;
+
+#[async_trait]
+impl Mailer for DisabledMailer {
+    async fn send(&self, _mail: &OutgoingMail) -> Result<(), MailError> {
+        Err(MailError::fatal(DELIVERY_NOT_CONFIGURED))
+    }
+    fn describe(&self) -> String {
+        "nowhere (delivery is not configured)".into()
+    }
+    fn undeliverable(&self) -> Option<&str> {
+        Some(DELIVERY_NOT_CONFIGURED)
+    }
+}
+
 /// The configured transport.
 #[derive(Debug, Clone)]
 pub enum MailTransport {
     Smtp(SmtpSettings),
     Files(PathBuf),
+    /// Neither SMTP nor a mail folder: emails are recorded and marked failed.
+    Disabled,
 }
 
 impl MailTransport {
-    /// `NOTIFICATION_MAIL_DIR` (write files) wins; otherwise SMTP settings are required.
+    /// `NOTIFICATION_MAIL_DIR` (write files) wins; then SMTP settings; without either, delivery
+    /// is disabled.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        if let Some(dir) = env.raw("NOTIFICATION_MAIL_DIR") {
+        if let Some(dir) = env.raw(var::NOTIFICATION_MAIL_DIR) {
             return Ok(Self::Files(PathBuf::from(dir)));
         }
-        SmtpSettings::from_env(env)?.map(Self::Smtp).ok_or_else(|| {
-            ConfigError::new(
-                "SMTP_URL",
-                "is required (or SMTP_HOST, or NOTIFICATION_MAIL_DIR to write mail to files)",
-            )
-        })
+        Ok(SmtpSettings::from_env(env)?.map_or(Self::Disabled, Self::Smtp))
     }
 
     pub fn mailer(&self) -> anyhow::Result<std::sync::Arc<dyn Mailer>> {
         Ok(match self {
             Self::Smtp(s) => std::sync::Arc::new(SmtpMailer::new(s)?),
             Self::Files(dir) => std::sync::Arc::new(FileMailer::new(dir.clone())?),
+            Self::Disabled => std::sync::Arc::new(DisabledMailer),
         })
     }
 }
@@ -483,13 +510,36 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[tokio::test]
+    async fn without_a_transport_every_email_fails_at_once_saying_why() {
+        let mailer = MailTransport::Disabled.mailer().unwrap();
+        let mail = OutgoingMail {
+            id: uuid::Uuid::new_v4(),
+            from: "help@example.com".into(),
+            to: "ann@example.com".into(),
+            subject: "Hi".into(),
+            body: "Hello".into(),
+        };
+        assert_eq!(mailer.undeliverable(), Some(DELIVERY_NOT_CONFIGURED));
+        let err = mailer.send(&mail).await.unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(
+            err.message,
+            "mail delivery is not configured (no SMTP_URL or SMTP_HOST)"
+        );
+        assert!(
+            DELIVERY_NOT_CONFIGURED.contains(var::SMTP_URL)
+                && DELIVERY_NOT_CONFIGURED.contains(var::SMTP_HOST)
+        );
+    }
+
     #[test]
     fn host_variables_are_an_alternative() {
         let env = Env::from_map([
-            ("SMTP_HOST", "h"),
-            ("SMTP_TLS", "tls"),
-            ("SMTP_USERNAME", "u"),
-            ("SMTP_PASSWORD", "p"),
+            (var::SMTP_HOST, "h"),
+            (var::SMTP_TLS, "tls"),
+            (var::SMTP_USERNAME, "u"),
+            (var::SMTP_PASSWORD, "p"),
         ]);
         let s = SmtpSettings::from_env(&env).unwrap().unwrap();
         assert_eq!(
@@ -501,11 +551,9 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(
-            MailTransport::from_env(&Env::from_map([("X", "y")]))
-                .unwrap_err()
-                .var,
-            "SMTP_URL"
-        );
+        assert!(matches!(
+            MailTransport::from_env(&Env::from_map([("X", "y")])).unwrap(),
+            MailTransport::Disabled
+        ));
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::contract::var;
 use helpdesk_kit::events::{EmailFailed, EmailSent};
 use helpdesk_kit::outbox::{self, EventContext};
 
@@ -51,10 +52,10 @@ impl SenderConfig {
     /// `NOTIFICATION_SEND_CONCURRENCY` (4), `NOTIFICATION_BATCH_SIZE` (50),
     /// `NOTIFICATION_LEASE` (2m), `NOTIFICATION_POLL_INTERVAL` (1s), `NOTIFICATION_SENDER_ENABLED`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let from = env.string_or("MAIL_FROM", "Helpdesk <no-reply@helpdesk.local>");
+        let from = env.string_or(var::MAIL_FROM, "Helpdesk <no-reply@helpdesk.local>");
         if from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError::new(
-                "MAIL_FROM",
+                var::MAIL_FROM,
                 format!("is not a valid address: {from:?}"),
             ));
         }
@@ -160,6 +161,9 @@ impl Sender {
     /// Claims one batch of due emails, sends them, and records each outcome. Tests call this to
     /// drive the sender step by step.
     pub async fn send_due(&self) -> sqlx::Result<SendReport> {
+        if let Some(reason) = self.mailer.undeliverable() {
+            return self.fail_due(reason).await;
+        }
         let claim_id = Uuid::new_v4();
         let claimed: Vec<Claimed> = sqlx::query_as(
             "WITH due AS ( \
@@ -283,6 +287,43 @@ impl Sender {
         Ok(outcome)
     }
 
+    /// Without a way to deliver: marks one batch of due emails `FAILED` with `reason`, without
+    /// counting an attempt, and announces each (`email.failed`) in the same transaction.
+    async fn fail_due(&self, reason: &str) -> sqlx::Result<SendReport> {
+        let mut tx = self.pool.begin().await?;
+        let failed: Vec<(Uuid, String, i32)> = sqlx::query_as(
+            "WITH due AS ( \
+                 SELECT id FROM emails WHERE status = 'PENDING' AND next_attempt_at <= now() \
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE emails e SET status = 'FAILED', last_error = $2, claim_id = NULL, \
+                 body = CASE WHEN e.sensitive THEN '' ELSE e.body END \
+             FROM due WHERE e.id = due.id \
+             RETURNING e.id, e.recipient, e.attempts",
+        )
+        .bind(self.config.batch_size)
+        .bind(reason)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ctx = EventContext::default();
+        for (email_id, to, attempts) in &failed {
+            let event = EmailFailed {
+                email_id: *email_id,
+                to: to.clone(),
+                attempts: *attempts,
+                error: reason.to_string(),
+            };
+            outbox::publish(&mut tx, &event, &ctx).await?;
+            tracing::info!(email_id = %email_id, error = reason, "email not sent");
+        }
+        tx.commit().await?;
+        metrics::counter!("helpdesk_emails_failed_total").increment(failed.len() as u64);
+        Ok(SendReport {
+            claimed: failed.len(),
+            failed: failed.len(),
+            ..Default::default()
+        })
+    }
+
     /// Due pending emails (the backlog gauge).
     pub async fn backlog(&self) -> sqlx::Result<i64> {
         sqlx::query_scalar("SELECT count(*) FROM emails WHERE status = 'PENDING'")
@@ -361,10 +402,10 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         assert_eq!(
-            SenderConfig::from_env(&Env::from_map([("MAIL_FROM", "nope")]))
+            SenderConfig::from_env(&Env::from_map([(var::MAIL_FROM, "nope")]))
                 .unwrap_err()
                 .var,
-            "MAIL_FROM"
+            var::MAIL_FROM
         );
         assert!(
             SenderConfig::from_env(&Env::from_map([("NOTIFICATION_MAX_ATTEMPTS", "0")])).is_err()

@@ -421,3 +421,44 @@ async fn a_server_that_stops_answering_mid_session_does_not_hold_the_sender() {
     );
     p.finish().await;
 }
+
+#[tokio::test]
+async fn without_smtp_emails_are_recorded_and_marked_failed_saying_why() {
+    let mut p = Platform::new().await;
+    // No SMTP_URL, SMTP_HOST or NOTIFICATION_MAIL_DIR (a platform without spec.smtp); the
+    // service's own sender runs.
+    let config = p.notification_config(&[]);
+    assert!(matches!(
+        config.transport,
+        notification_service::mailer::MailTransport::Disabled
+    ));
+    let (base, pool, _) = start(&mut p, &[]).await;
+    let token = p.keys.service_token("test");
+    let id = queue(&base, &token, "ann@example.com", "Nowhere to go").await;
+    let s = eventually(Duration::from_secs(10), "the email to fail", || async {
+        let s = status(&base, &token, &id).await;
+        (s["status"] != "PENDING").then_some(s)
+    })
+    .await;
+    assert_eq!(s["status"], "FAILED", "{s}");
+    assert_eq!(
+        s["lastError"],
+        "mail delivery is not configured (no SMTP_URL or SMTP_HOST)"
+    );
+    assert_eq!(s["attempts"], 0, "nothing was attempted: {s}");
+    assert!(s["sentAt"].is_null());
+    // Announced like any failed email (email.failed through the outbox).
+    eventually(Duration::from_secs(5), "email.failed relayed", || async {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM emails WHERE status = 'FAILED'")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (pending == 0 && failed == 1).then_some(())
+    })
+    .await;
+    p.finish().await;
+}
