@@ -263,3 +263,49 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `helpdesk migrate` needs the database and nothing else: with only `DATABASE_URL` (a fresh
+/// database) it creates every service's schema, and generates no keys.
+#[tokio::test]
+async fn migrate_needs_only_database_url() {
+    use helpdesk_kit::contract::{Service, var};
+    use sqlx::Connection;
+    let db = unique("hd_migrate_");
+    let mut admin = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut url = reqwest::Url::parse(&database_url()).unwrap();
+    url.set_path(&format!("/{db}"));
+    let dir = data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+        .args(["migrate", "--data-dir", &dir.to_string_lossy()])
+        .env_clear()
+        .env(var::DATABASE_URL, url.as_str())
+        .output()
+        .unwrap();
+    let mut c = sqlx::PgConnection::connect(url.as_str()).await.unwrap();
+    let schemas: Vec<String> = sqlx::query_scalar(
+        "SELECT schemaname::text FROM pg_tables WHERE tablename = 'outbox' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "helpdesk migrate failed: {stderr}");
+    let mut expected: Vec<String> = Service::ALL.iter().map(|s| s.schema().into()).collect();
+    expected.sort();
+    assert_eq!(schemas, expected);
+    assert!(
+        !dir.join("jwt-private.pem").exists(),
+        "migrate generates no signing keys"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
