@@ -23,7 +23,7 @@ pub fn secrets_provided_elsewhere(p: &HelpdeskPlatform) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Some(e) = &s.postgres.external {
         out.insert(e.secret_ref.name.clone());
-        for c in names::Component::SERVICES {
+        for c in names::Component::ALL {
             if let Some(r) = e.per_service.get(c) {
                 out.insert(r.name.clone());
             }

@@ -378,7 +378,7 @@ pub struct PerServiceRefs {
 
 impl PerServiceRefs {
     pub fn is_empty(&self) -> bool {
-        Component::SERVICES.iter().all(|c| self.get(*c).is_none())
+        Component::ALL.iter().all(|c| self.get(*c).is_none())
     }
     pub fn get(&self, c: Component) -> Option<&SecretKeyRef> {
         match c {
@@ -512,10 +512,16 @@ pub enum Role {
 
 impl Role {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "USER",
-            Role::Agent => "AGENT",
-            Role::Admin => "ADMIN",
+        helpdesk_contract::Role::from(self).as_str()
+    }
+}
+
+impl From<Role> for helpdesk_contract::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::User => helpdesk_contract::Role::User,
+            Role::Agent => helpdesk_contract::Role::Agent,
+            Role::Admin => helpdesk_contract::Role::Admin,
         }
     }
 }
@@ -549,7 +555,7 @@ impl Default for AuthSpec {
 }
 
 fn default_ttl() -> String {
-    "7d".to_string()
+    helpdesk_contract::auth::DEFAULT_TOKEN_TTL.to_string()
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -760,6 +766,19 @@ pub const CRD_FILE: &str = "crds/helpdeskplatforms.helpdesk.dev.yaml";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roles_are_the_contracts() {
+        for r in [Role::User, Role::Agent, Role::Admin] {
+            let c = helpdesk_contract::Role::from(r);
+            assert_eq!(serde_json::to_value(r).unwrap(), c.as_str());
+            assert_eq!(r.as_str(), c.as_str());
+        }
+        assert_eq!(
+            helpdesk_contract::Role::from(Role::default()),
+            helpdesk_contract::DEFAULT_SIGNUP_ROLE
+        );
+    }
 
     #[test]
     fn minimal_resource_gets_defaults() {

@@ -18,8 +18,8 @@ use crate::names::Component;
 
 pub const PRIVATE_KEY: &str = "private.pem";
 pub const PUBLIC_KEY: &str = "public.pem";
-pub const SERVICE_TOKEN_AUDIENCE: &str = "helpdesk-internal";
-pub const SERVICE_TOKEN_ISSUER: &str = "helpdesk";
+pub const SERVICE_TOKEN_AUDIENCE: &str = helpdesk_contract::auth::SERVICE_AUDIENCE;
+pub const SERVICE_TOKEN_ISSUER: &str = helpdesk_contract::auth::ISSUER;
 /// Service tokens live as long as the key that signed them; rotating the key re-mints them.
 const SERVICE_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
 
@@ -81,18 +81,18 @@ struct ServiceClaims {
     exp: i64,
 }
 
-/// One EdDSA JWT per service, `sub = <service>-service`, audience `helpdesk-internal`.
+/// One EdDSA JWT per service, `sub = <service>-service`, with the contract's service audience.
 pub fn mint_service_tokens(
     keys: &JwtKeys,
     now_unix: i64,
 ) -> Result<BTreeMap<String, String>, MaterialError> {
     let key = EncodingKey::from_ed_pem(keys.private_pem.as_bytes())?;
     let header = Header::new(Algorithm::EdDSA);
-    Component::SERVICES
+    Component::ALL
         .iter()
         .map(|c| {
             let claims = ServiceClaims {
-                sub: c.service_name(),
+                sub: c.binary().into(),
                 aud: SERVICE_TOKEN_AUDIENCE.into(),
                 iss: SERVICE_TOKEN_ISSUER.into(),
                 iat: now_unix,

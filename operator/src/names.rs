@@ -10,54 +10,14 @@ pub const HASH_ANNOTATION: &str = "helpdesk.dev/spec-hash";
 pub const CONFIG_HASH_ANNOTATION: &str = "helpdesk.dev/config-hash";
 pub const DATASTORE_CLIENT_LABEL: &str = "helpdesk.dev/datastore-client";
 pub const METRICS_LABEL: &str = "helpdesk.dev/metrics";
-pub const HTTP_PORT: i32 = 8080;
+/// The port every service listens on (the contract's).
+pub const HTTP_PORT: i32 = helpdesk_contract::http::PORT as i32;
 pub const POSTGRES_PORT: i32 = 5432;
 pub const AMQP_PORT: i32 = 5672;
 
-/// The five services of the platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Component {
-    User,
-    Ticket,
-    Notification,
-    Audit,
-    Admin,
-}
-
-impl Component {
-    pub const SERVICES: [Component; 5] = [
-        Component::User,
-        Component::Ticket,
-        Component::Notification,
-        Component::Audit,
-        Component::Admin,
-    ];
-
-    /// Short name: `ticket`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::User => "user",
-            Component::Ticket => "ticket",
-            Component::Notification => "notification",
-            Component::Audit => "audit",
-            Component::Admin => "admin",
-        }
-    }
-
-    /// Image and binary name: `ticket-service`.
-    pub fn service_name(self) -> String {
-        format!("{}-service", self.as_str())
-    }
-
-    /// Peers this service calls over HTTP (architecture: ticket → audit, admin → user).
-    pub fn http_peers(self) -> &'static [Component] {
-        match self {
-            Component::Ticket => &[Component::Audit],
-            Component::Admin => &[Component::User],
-            _ => &[],
-        }
-    }
-}
+/// The five services of the platform: the contract's [`helpdesk_contract::Service`] (short name
+/// `as_str()`, image `binary()`, HTTP `peers()`, required variables `requires()`).
+pub use helpdesk_contract::Service as Component;
 
 /// `<instance>-<suffix>`, shortened with a hash when it would exceed `max` characters.
 pub fn child_name(instance: &str, suffix: &str) -> String {

@@ -97,7 +97,7 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             s.ingress.host
         ));
     }
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         let svc = s.services.get(c);
         if let Some(a) = &svc.autoscaling
             && (a.min_replicas < 1 || a.min_replicas > a.max_replicas)

@@ -21,6 +21,8 @@ use k8s_openapi::{
 };
 use serde_json::json;
 
+use helpdesk_contract::var;
+
 use super::workloads::{container_security, pod_security, secret_env};
 use super::{BuildInput, Child, Kind, child};
 use crate::crd::PvcRetention;
@@ -170,17 +172,17 @@ pub fn database_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
     let inst = input.name();
     vec![match &input.resolved.postgres {
         PostgresMode::Managed(_) => {
-            secret_env("DATABASE_URL", &names::postgres_secret(inst), "url")
+            secret_env(var::DATABASE_URL, &names::postgres_secret(inst), "url")
         }
         // CloudNativePG writes the application user's URL into `<cluster>-app`.
         PostgresMode::CloudNativePg(_) => secret_env(
-            "DATABASE_URL",
+            var::DATABASE_URL,
             &format!("{}-app", names::postgres_name(inst)),
             "uri",
         ),
         PostgresMode::External(e) => {
             let r = e.per_service.get(c).unwrap_or(&e.secret_ref);
-            secret_env("DATABASE_URL", &r.name, &r.key)
+            secret_env(var::DATABASE_URL, &r.name, &r.key)
         }
     }]
 }
@@ -191,7 +193,11 @@ pub fn amqp_env(input: &BuildInput) -> Vec<EnvVar> {
     let inst = input.name();
     match &input.resolved.rabbitmq {
         RabbitmqMode::Managed(_) => {
-            vec![secret_env("AMQP_URL", &names::rabbitmq_secret(inst), "url")]
+            vec![secret_env(
+                var::AMQP_URL,
+                &names::rabbitmq_secret(inst),
+                "url",
+            )]
         }
         RabbitmqMode::ClusterOperator(_) => {
             let host = names::rabbitmq_name(inst);
@@ -200,7 +206,7 @@ pub fn amqp_env(input: &BuildInput) -> Vec<EnvVar> {
                 secret_env("RABBITMQ_USERNAME", &secret, "username"),
                 secret_env("RABBITMQ_PASSWORD", &secret, "password"),
                 EnvVar {
-                    name: "AMQP_URL".into(),
+                    name: var::AMQP_URL.into(),
                     value: Some(format!(
                         "amqp://$(RABBITMQ_USERNAME):$(RABBITMQ_PASSWORD)@{host}:{AMQP_PORT}/%2f"
                     )),
@@ -210,7 +216,7 @@ pub fn amqp_env(input: &BuildInput) -> Vec<EnvVar> {
         }
         RabbitmqMode::External(e) => {
             vec![secret_env(
-                "AMQP_URL",
+                var::AMQP_URL,
                 &e.secret_ref.name,
                 &e.secret_ref.key,
             )]

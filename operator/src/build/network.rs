@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use helpdesk_contract::{PUBLIC_ROUTES, http};
 use k8s_openapi::{
     api::networking::v1::{
         HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -21,73 +22,34 @@ use crate::names::{
 };
 use crate::validate::{Exposure, PostgresMode, RabbitmqMode};
 
-/// A public path and where it goes. Internal routes (`/users`, `/notifications` but its status
+/// A public path and where it goes: the contract's public routes (the same table `helpdesk up`
+/// serves), then the frontend at `/`. Internal routes (`/users`, `/notifications` but its status
 /// route, which ADMINs may read) are absent on purpose.
 pub struct PublicPath {
     pub path: &'static str,
     pub exact: bool,
     /// Suffix of the Route name.
     pub route: &'static str,
+    /// `None`: the frontend, only when one is configured.
     pub target: Option<Component>,
 }
 
-pub const PUBLIC_PATHS: &[PublicPath] = &[
-    PublicPath {
-        path: "/auth",
-        exact: false,
-        route: "auth",
-        target: Some(Component::User),
-    },
-    PublicPath {
-        path: "/.well-known",
-        exact: false,
-        route: "well-known",
-        target: Some(Component::User),
-    },
-    PublicPath {
-        path: "/tickets",
-        exact: false,
-        route: "tickets",
-        target: Some(Component::Ticket),
-    },
-    PublicPath {
-        path: "/admin",
-        exact: false,
-        route: "admin",
-        target: Some(Component::Admin),
-    },
-    PublicPath {
-        path: "/audit",
-        exact: false,
-        route: "audit",
-        target: Some(Component::Audit),
-    },
-    PublicPath {
-        path: "/notifications/status",
-        exact: false,
-        route: "notifications-status",
-        target: Some(Component::Notification),
-    },
-    PublicPath {
-        path: "/api/docs",
-        exact: false,
-        route: "api-docs",
-        target: Some(Component::User),
-    },
-    PublicPath {
-        path: "/api/openapi.json",
-        exact: true,
-        route: "openapi",
-        target: Some(Component::User),
-    },
-    // `None`: the frontend, only when one is configured.
-    PublicPath {
-        path: "/",
-        exact: false,
-        route: "frontend",
-        target: None,
-    },
-];
+pub fn public_paths() -> impl Iterator<Item = PublicPath> {
+    PUBLIC_ROUTES
+        .iter()
+        .map(|r| PublicPath {
+            path: r.path,
+            exact: r.exact,
+            route: r.name,
+            target: Some(r.service),
+        })
+        .chain(std::iter::once(PublicPath {
+            path: "/",
+            exact: false,
+            route: "frontend",
+            target: None,
+        }))
+}
 
 fn backend_service(input: &BuildInput, p: &PublicPath) -> Option<String> {
     match p.target {
@@ -116,10 +78,9 @@ pub(super) fn exposure(input: &BuildInput, out: &mut Vec<Child>) {
     let spec = &input.platform.spec.ingress;
     match input.resolved.exposure {
         Exposure::Ingress => {
-            let paths = PUBLIC_PATHS
-                .iter()
+            let paths = public_paths()
                 .filter_map(|p| {
-                    backend_service(input, p).map(|svc| HTTPIngressPath {
+                    backend_service(input, &p).map(|svc| HTTPIngressPath {
                         path: Some(p.path.into()),
                         path_type: if p.exact { "Exact" } else { "Prefix" }.into(),
                         backend: IngressBackend {
@@ -157,8 +118,8 @@ pub(super) fn exposure(input: &BuildInput, out: &mut Vec<Child>) {
         }
         Exposure::Route => {
             // A Route carries one path, so each public prefix gets its own.
-            for p in PUBLIC_PATHS {
-                let Some(svc) = backend_service(input, p) else {
+            for p in public_paths() {
+                let Some(svc) = backend_service(input, &p) else {
                     continue;
                 };
                 let name = names::child_name(input.name(), p.route);
@@ -381,8 +342,8 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
         None,
         Some(datastore_egress),
     ));
-    for c in Component::SERVICES {
-        let peers = c.http_peers();
+    for c in Component::ALL {
+        let peers = c.peers();
         if peers.is_empty() {
             continue;
         }
@@ -433,7 +394,7 @@ pub(super) fn service_monitor(input: &BuildInput, out: &mut Vec<Child>) {
         "metadata": input.meta(input.name(), "monitoring"),
         "spec": {
             "selector": selector(input, &[(METRICS_LABEL, "true")]),
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            "endpoints": [{"port": "http", "path": http::METRICS_PATH, "interval": "30s"}],
         },
     });
     out.push(child(Kind::ServiceMonitor, &sm));

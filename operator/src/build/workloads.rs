@@ -26,6 +26,8 @@ use k8s_openapi::{
     },
 };
 
+use helpdesk_contract::{Command, http, var};
+
 use super::{BuildInput, Child, Kind, child, content_hash};
 use crate::crd::ServiceSpec as PlatformServiceSpec;
 use crate::material::{PRIVATE_KEY, PUBLIC_KEY};
@@ -41,7 +43,7 @@ pub fn image_for(registry: &str, c: Component, version: &str) -> String {
     format!(
         "{}/{}:{version}",
         registry.trim_end_matches('/'),
-        c.service_name()
+        c.binary()
     )
 }
 
@@ -89,40 +91,33 @@ fn config_data(input: &BuildInput) -> BTreeMap<String, String> {
     let inst = input.name();
     let url = input.resolved.url(input.platform);
     let mut d = BTreeMap::from([
-        ("FRONTEND_BASE_URL".to_string(), url.clone()),
-        ("CORS_ALLOWED_ORIGINS".to_string(), url),
+        (var::FRONTEND_BASE_URL.to_string(), url.clone()),
+        (var::CORS_ALLOWED_ORIGINS.to_string(), url),
+        (var::JWT_TTL.to_string(), s.auth.token_ttl.clone()),
         (
-            "USER_SERVICE_URL".to_string(),
-            format!(
-                "http://{}:{HTTP_PORT}",
-                names::service_name(inst, Component::User)
-            ),
-        ),
-        (
-            "AUDIT_SERVICE_URL".to_string(),
-            format!(
-                "http://{}:{HTTP_PORT}",
-                names::service_name(inst, Component::Audit)
-            ),
-        ),
-        ("JWT_TTL".to_string(), s.auth.token_ttl.clone()),
-        (
-            "SIGNUP_DEFAULT_ROLE".to_string(),
+            var::SIGNUP_DEFAULT_ROLE.to_string(),
             s.auth.signup_default_role.as_str().to_string(),
         ),
     ]);
-    if let Some(smtp) = &s.smtp {
-        d.insert("SMTP_HOST".into(), smtp.host.clone());
-        d.insert("SMTP_PORT".into(), smtp.port.to_string());
-        d.insert("SMTP_TLS".into(), smtp.tls.as_str().into());
+    // Where each service that another one calls is found.
+    for peer in Component::ALL.iter().flat_map(|c| c.peers()) {
         d.insert(
-            "MAIL_FROM".into(),
+            peer.url_var().to_string(),
+            format!("http://{}:{HTTP_PORT}", names::service_name(inst, *peer)),
+        );
+    }
+    if let Some(smtp) = &s.smtp {
+        d.insert(var::SMTP_HOST.into(), smtp.host.clone());
+        d.insert(var::SMTP_PORT.into(), smtp.port.to_string());
+        d.insert(var::SMTP_TLS.into(), smtp.tls.as_str().into());
+        d.insert(
+            var::MAIL_FROM.into(),
             smtp.from
                 .clone()
                 .unwrap_or_else(|| format!("helpdesk@{}", s.ingress.host)),
         );
         if let Some(staff) = &smtp.staff_notify_email {
-            d.insert("STAFF_NOTIFY_EMAIL".into(), staff.clone());
+            d.insert(var::STAFF_NOTIFY_EMAIL.into(), staff.clone());
         }
     }
     d
@@ -138,7 +133,7 @@ pub(super) fn config_map(input: &BuildInput, out: &mut Vec<Child>) {
 }
 
 pub(super) fn service_accounts(input: &BuildInput, out: &mut Vec<Child>) {
-    let mut names_: Vec<(String, String)> = Component::SERVICES
+    let mut names_: Vec<(String, String)> = Component::ALL
         .iter()
         .map(|c| {
             (
@@ -185,7 +180,7 @@ fn http_service(input: &BuildInput, name: &str, component: &str) -> Service {
 }
 
 pub(super) fn services(input: &BuildInput, out: &mut Vec<Child>) {
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         let svc = http_service(input, &names::service_name(input.name(), c), c.as_str());
         out.push(child(Kind::Service, &svc));
     }
@@ -268,69 +263,74 @@ fn tmp_volume() -> (Volume, VolumeMount) {
 fn service_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
     let s = &input.platform.spec;
     let mut env = vec![
-        str_env("BIND_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
-        str_env("RUST_LOG", "info"),
+        str_env(var::BIND_ADDR, format!("0.0.0.0:{HTTP_PORT}")),
+        str_env(var::RUST_LOG, "info"),
         // Behind the ingress / Route: per-address rate limits need the client's address.
-        str_env("TRUST_FORWARDED_FOR", "true"),
+        str_env(var::TRUST_FORWARDED_FOR, "true"),
     ];
     env.extend(super::database_env(input, c));
     env.extend(super::amqp_env(input));
     for key in [
-        "FRONTEND_BASE_URL",
-        "CORS_ALLOWED_ORIGINS",
-        "JWT_TTL",
-        "SIGNUP_DEFAULT_ROLE",
+        var::FRONTEND_BASE_URL,
+        var::CORS_ALLOWED_ORIGINS,
+        var::JWT_TTL,
+        var::SIGNUP_DEFAULT_ROLE,
     ] {
         env.push(config_env(input, key));
     }
-    for peer in c.http_peers() {
-        let key = format!("{}_SERVICE_URL", peer.as_str().to_uppercase());
-        env.push(config_env(input, &key));
+    for peer in c.peers() {
+        env.push(config_env(input, peer.url_var()));
     }
     env.push(str_env(
-        "JWT_PUBLIC_KEY_FILE",
+        var::JWT_PUBLIC_KEY_FILE,
         format!("{JWT_MOUNT}/{PUBLIC_KEY}"),
     ));
     env.push(secret_env(
-        "SERVICE_TOKEN",
+        var::SERVICE_TOKEN,
         &names::service_tokens_secret(input.name()),
         c.as_str(),
     ));
     match c {
         Component::User => {
             env.push(str_env(
-                "JWT_PRIVATE_KEY_FILE",
+                var::JWT_PRIVATE_KEY_FILE,
                 format!("{JWT_MOUNT}/{PRIVATE_KEY}"),
             ));
             env.push(secret_env(
-                "BOOTSTRAP_ADMIN_EMAIL",
+                var::BOOTSTRAP_ADMIN_EMAIL,
                 &input.resolved.admin_secret,
                 "email",
             ));
             env.push(secret_env(
-                "BOOTSTRAP_ADMIN_PASSWORD",
+                var::BOOTSTRAP_ADMIN_PASSWORD,
                 &input.resolved.admin_secret,
                 "password",
             ));
         }
         Component::Notification => {
+            // Without spec.smtp the service records emails and marks them failed.
             if let Some(smtp) = &s.smtp {
-                for key in ["SMTP_HOST", "SMTP_PORT", "SMTP_TLS", "MAIL_FROM"] {
+                for key in [
+                    var::SMTP_HOST,
+                    var::SMTP_PORT,
+                    var::SMTP_TLS,
+                    var::MAIL_FROM,
+                ] {
                     env.push(config_env(input, key));
                 }
                 if smtp.staff_notify_email.is_some() {
-                    env.push(config_env(input, "STAFF_NOTIFY_EMAIL"));
+                    env.push(config_env(input, var::STAFF_NOTIFY_EMAIL));
                 }
                 if let Some(creds) = &smtp.credentials_secret_ref {
-                    env.push(secret_env("SMTP_USERNAME", &creds.name, "username"));
-                    env.push(secret_env("SMTP_PASSWORD", &creds.name, "password"));
+                    env.push(secret_env(var::SMTP_USERNAME, &creds.name, "username"));
+                    env.push(secret_env(var::SMTP_PASSWORD, &creds.name, "password"));
                 }
             }
         }
         _ => {}
     }
     if let Some((url, _)) = &input.resolved.otlp {
-        env.push(str_env("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()));
+        env.push(str_env(var::OTEL_EXPORTER_OTLP_ENDPOINT, url.clone()));
     }
     // The SRE's variables win over ours.
     let extra = &s.services.get(c).env;
@@ -418,9 +418,9 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         }]),
         env: Some(service_env(input, c)),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        startup_probe: Some(http_probe("/health", 2, 30)),
-        liveness_probe: Some(http_probe("/health", 10, 3)),
-        readiness_probe: Some(http_probe("/ready", 5, 3)),
+        startup_probe: Some(http_probe(http::HEALTH_PATH, 2, 30)),
+        liveness_probe: Some(http_probe(http::HEALTH_PATH, 10, 3)),
+        readiness_probe: Some(http_probe(http::READY_PATH, 5, 3)),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![jwt_mount, tmp_mount]),
         ..Default::default()
@@ -498,7 +498,7 @@ fn deployment(
 }
 
 pub(super) fn deployments(input: &BuildInput, out: &mut Vec<Child>) {
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         if let Some(version) = input.deploy_version(c) {
             out.push(child(
                 Kind::Deployment,
@@ -564,7 +564,8 @@ pub fn migration_job(input: &BuildInput, c: Component) -> Job {
     let component = format!("{}-migrate", c.as_str());
     let mut labels = pod_labels(input, &component, version);
     labels.insert(DATASTORE_CLIENT_LABEL.into(), "true".into());
-    let mut env = vec![str_env("RUST_LOG", "info")];
+    // `migrate` reads the database settings and nothing else (the contract's requirements).
+    let mut env = vec![str_env(var::RUST_LOG, "info")];
     env.extend(super::database_env(input, c));
     let (tmp_vol, tmp_mount) = tmp_volume();
     let spec = input.platform.spec.services.get(c);
@@ -579,7 +580,7 @@ pub fn migration_job(input: &BuildInput, c: Component) -> Job {
             name: "migrate".into(),
             image: Some(image_for(&input.platform.spec.image.registry, c, version)),
             image_pull_policy: Some(input.platform.spec.image.pull_policy.as_str().into()),
-            args: Some(vec!["migrate".into()]),
+            args: Some(vec![Command::Migrate.as_str().into()]),
             env: Some(env),
             resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
             security_context: Some(container_security(true)),
@@ -610,14 +611,14 @@ pub fn migration_job(input: &BuildInput, c: Component) -> Job {
 }
 
 pub(super) fn migration_jobs(input: &BuildInput, out: &mut Vec<Child>) {
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         out.push(child(Kind::Job, &migration_job(input, c)));
     }
 }
 
 pub(super) fn autoscalers_and_budgets(input: &BuildInput, out: &mut Vec<Child>) {
     let s = &input.platform.spec;
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         if input.deploy_version(c).is_none() {
             continue;
         }
@@ -760,7 +761,7 @@ mod tests {
     #[test]
     fn only_user_service_gets_the_private_key_and_admin() {
         let all = build_default(SPEC);
-        for c in Component::SERVICES {
+        for c in Component::ALL {
             let d: Deployment = get(&all, Kind::Deployment, &format!("hd-{}", c.as_str()));
             let names = env_names(&d);
             let pod = d.spec.template.spec.unwrap();
@@ -773,20 +774,20 @@ mod tests {
             let has_private = items.iter().any(|i| i.key == "private.pem");
             assert_eq!(has_private, c == Component::User, "{c:?}");
             assert_eq!(
-                names.contains(&"JWT_PRIVATE_KEY_FILE".to_string()),
+                names.contains(&var::JWT_PRIVATE_KEY_FILE.to_string()),
                 c == Component::User
             );
             assert_eq!(
-                names.contains(&"BOOTSTRAP_ADMIN_PASSWORD".to_string()),
+                names.contains(&var::BOOTSTRAP_ADMIN_PASSWORD.to_string()),
                 c == Component::User
             );
             for common in [
-                "BIND_ADDR",
-                "DATABASE_URL",
-                "AMQP_URL",
-                "SERVICE_TOKEN",
-                "JWT_PUBLIC_KEY_FILE",
-                "FRONTEND_BASE_URL",
+                var::BIND_ADDR,
+                var::DATABASE_URL,
+                var::AMQP_URL,
+                var::SERVICE_TOKEN,
+                var::JWT_PUBLIC_KEY_FILE,
+                var::FRONTEND_BASE_URL,
             ] {
                 assert!(names.contains(&common.to_string()), "{c:?} lacks {common}");
             }
@@ -797,46 +798,55 @@ mod tests {
     fn peers_and_smtp_env() {
         let all = build_default(SPEC);
         let ticket: Deployment = get(&all, Kind::Deployment, "hd-ticket");
-        assert!(env_names(&ticket).contains(&"AUDIT_SERVICE_URL".into()));
+        assert!(env_names(&ticket).contains(&var::AUDIT_SERVICE_URL.into()));
         let admin: Deployment = get(&all, Kind::Deployment, "hd-admin");
-        assert!(env_names(&admin).contains(&"USER_SERVICE_URL".into()));
+        assert!(env_names(&admin).contains(&var::USER_SERVICE_URL.into()));
         let n: Deployment = get(&all, Kind::Deployment, "hd-notification");
         let names = env_names(&n);
         for k in [
-            "SMTP_HOST",
-            "SMTP_PORT",
-            "SMTP_TLS",
-            "SMTP_USERNAME",
-            "SMTP_PASSWORD",
-            "MAIL_FROM",
-            "STAFF_NOTIFY_EMAIL",
+            var::SMTP_HOST,
+            var::SMTP_PORT,
+            var::SMTP_TLS,
+            var::SMTP_USERNAME,
+            var::SMTP_PASSWORD,
+            var::MAIL_FROM,
+            var::STAFF_NOTIFY_EMAIL,
         ] {
             assert!(names.contains(&k.to_string()), "notification lacks {k}");
         }
         let cm: ConfigMap = get(&all, Kind::ConfigMap, "hd-config");
         let data = cm.data.unwrap();
-        assert_eq!(data["USER_SERVICE_URL"], "http://hd-user:8080");
-        assert_eq!(data["AUDIT_SERVICE_URL"], "http://hd-audit:8080");
-        assert_eq!(data["FRONTEND_BASE_URL"], "https://helpdesk.example.com");
-        assert_eq!(data["SMTP_PORT"], "587");
-        assert_eq!(data["MAIL_FROM"], "helpdesk@helpdesk.example.com");
+        assert_eq!(data[var::USER_SERVICE_URL], "http://hd-user:8080");
+        assert_eq!(data[var::AUDIT_SERVICE_URL], "http://hd-audit:8080");
+        assert_eq!(data[var::FRONTEND_BASE_URL], "https://helpdesk.example.com");
+        assert_eq!(data[var::SMTP_PORT], "587");
+        assert_eq!(data[var::MAIL_FROM], "helpdesk@helpdesk.example.com");
+        let minimal: Deployment = get(
+            &build_default("  ingress: {host: helpdesk.example.com}"),
+            Kind::Deployment,
+            "hd-notification",
+        );
+        assert!(
+            !env_names(&minimal).iter().any(|n| n.starts_with("SMTP_")),
+            "without spec.smtp notification-service runs with delivery disabled"
+        );
     }
 
     #[test]
     fn every_service_exports_traces_to_the_configured_collector() {
         let spec = format!("{SPEC}  monitoring: {{otlpEndpoint: \"https://otel.example.com/\"}}\n");
         let all = build_default(&spec);
-        for c in Component::SERVICES {
+        for c in Component::ALL {
             let d: Deployment = get(&all, Kind::Deployment, &format!("hd-{}", c.as_str()));
             let otlp: Vec<_> = env_of(&d)
                 .into_iter()
-                .filter(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .filter(|e| e.name == var::OTEL_EXPORTER_OTLP_ENDPOINT)
                 .collect();
             assert_eq!(otlp.len(), 1, "{}", c.as_str());
             assert_eq!(otlp[0].value.as_deref(), Some("https://otel.example.com"));
         }
         let d: Deployment = get(&build_default(SPEC), Kind::Deployment, "hd-ticket");
-        assert!(!env_names(&d).contains(&"OTEL_EXPORTER_OTLP_ENDPOINT".into()));
+        assert!(!env_names(&d).contains(&var::OTEL_EXPORTER_OTLP_ENDPOINT.into()));
     }
 
     #[test]
@@ -845,7 +855,7 @@ mod tests {
         let d: Deployment = get(&all, Kind::Deployment, "hd-ticket");
         let logs: Vec<_> = env_of(&d)
             .into_iter()
-            .filter(|e| e.name == "RUST_LOG")
+            .filter(|e| e.name == var::RUST_LOG)
             .collect();
         assert_eq!(logs.len(), 1);
         assert_eq!(logs[0].value.as_deref(), Some("debug"));
@@ -890,18 +900,13 @@ mod tests {
         let pod = j.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
-        assert_eq!(c.args.as_ref().unwrap(), &["migrate"]);
+        assert_eq!(c.args.as_ref().unwrap(), &[Command::Migrate.as_str()]);
         assert_eq!(
             c.image.as_deref(),
             Some("registry.local/hd/ticket-service:0.2.0")
         );
-        assert!(
-            c.env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|e| e.name == "DATABASE_URL")
-        );
+        let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(env, [var::RUST_LOG, var::DATABASE_URL]);
     }
 
     #[test]

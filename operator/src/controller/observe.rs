@@ -178,7 +178,7 @@ pub async fn secret_material(
             .as_ref()?
             .get(FINGERPRINT_ANNOTATION)?
             == &fingerprint;
-        let tokens: Option<BTreeMap<String, String>> = Component::SERVICES
+        let tokens: Option<BTreeMap<String, String>> = Component::ALL
             .iter()
             .map(|c| Some((c.as_str().to_string(), secret_data(obj, c.as_str())?)))
             .collect();
@@ -278,7 +278,7 @@ pub fn deployed_version(deployment: &DynamicObject) -> Option<String> {
 pub fn rollout_plan(p: &HelpdeskPlatform, instance: &str, existing: &Existing) -> RolloutPlan {
     let version = &p.spec.version;
     let mut plan = RolloutPlan::default();
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         let job = existing.get(&(Kind::Job, names::migration_job_name(instance, c, version)));
         let state = job_state(job);
         let current = existing

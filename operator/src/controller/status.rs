@@ -136,7 +136,7 @@ pub fn compute(
     let mut migrating = false;
     let mut any_deployment = false;
 
-    for c in Component::SERVICES {
+    for c in Component::ALL {
         let spec = p.spec.services.get(c);
         let fallback = spec
             .autoscaling
