@@ -26,7 +26,7 @@ use k8s_openapi::{
     },
 };
 
-use helpdesk_contract::{Command, http, var};
+use helpdesk_contract::{Command, SERVICE_IMAGE_UID, http, var};
 
 use super::{BuildInput, Child, Kind, child, content_hash};
 use crate::crd::ServiceSpec as PlatformServiceSpec;
@@ -188,6 +188,19 @@ pub(super) fn services(input: &BuildInput, out: &mut Vec<Child>) {
         let svc = http_service(input, &names::frontend_name(input.name()), "frontend");
         out.push(child(Kind::Service, &svc));
     }
+}
+
+/// The security context of the service pods (Deployments and migration Jobs): [`pod_security`],
+/// and outside OpenShift the images' user and group, with `fsGroup` so the mounted Secrets
+/// (mode 0440) are readable. On OpenShift the SCC assigns all three.
+fn service_pod_security(input: &BuildInput) -> PodSecurityContext {
+    let mut security = pod_security();
+    if !input.resolved.openshift {
+        security.run_as_user = Some(SERVICE_IMAGE_UID);
+        security.run_as_group = Some(SERVICE_IMAGE_UID);
+        security.fs_group = Some(SERVICE_IMAGE_UID);
+    }
+    security
 }
 
 /// Runs under any UID (OpenShift's restricted SCC assigns a random one), non-root, no privileges.
@@ -429,7 +442,7 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         service_account_name: Some(name.clone()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(pod_security()),
+        security_context: Some(service_pod_security(input)),
         image_pull_secrets: pull_secrets(input),
         containers: vec![container],
         volumes: Some(vec![jwt_vol, tmp_vol]),
@@ -574,7 +587,7 @@ pub fn migration_job(input: &BuildInput, c: Component) -> Job {
         service_account_name: Some(names::service_name(input.name(), c)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
-        security_context: Some(pod_security()),
+        security_context: Some(service_pod_security(input)),
         image_pull_secrets: pull_secrets(input),
         containers: vec![Container {
             name: "migrate".into(),
@@ -745,7 +758,11 @@ mod tests {
         );
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert!(psc.run_as_user.is_none(), "random UIDs must be allowed");
+        // The images' user, and fsGroup so the JWT keys (mode 0440) are readable.
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group, psc.fs_group),
+            (Some(65532), Some(65532), Some(65532))
+        );
         assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
         assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "apps");
         assert_eq!(
@@ -755,6 +772,42 @@ mod tests {
         assert_eq!(
             spec.strategy.as_ref().unwrap().type_.as_deref(),
             Some("RollingUpdate")
+        );
+    }
+
+    #[test]
+    fn service_pods_run_as_the_images_user_except_on_openshift() {
+        let ids = |pod: &PodSpec| {
+            let psc = pod.security_context.clone().unwrap();
+            (psc.run_as_user, psc.run_as_group, psc.fs_group)
+        };
+        let uid = Some(SERVICE_IMAGE_UID);
+        let all = build_default(SPEC);
+        for c in Component::ALL {
+            let d: Deployment = get(&all, Kind::Deployment, &format!("hd-{}", c.as_str()));
+            assert_eq!(ids(&d.spec.template.spec.unwrap()), (uid, uid, uid), "{c}");
+            let j: Job = get(&all, Kind::Job, &format!("hd-{}-migrate-0-2-0", c.as_str()));
+            let pod = j.spec.unwrap().template.spec.unwrap();
+            assert_eq!(ids(&pod), (uid, uid, uid), "{c} migration");
+        }
+        let openshift = build_with(
+            SPEC,
+            crate::validate::Capabilities {
+                routes: true,
+                ..Default::default()
+            },
+        );
+        for c in Component::ALL {
+            let d: Deployment = get(&openshift, Kind::Deployment, &format!("hd-{}", c.as_str()));
+            let pod = d.spec.template.spec.unwrap();
+            assert_eq!(ids(&pod), (None, None, None), "the SCC assigns them");
+            assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        }
+        let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile");
+        let text = std::fs::read_to_string(dockerfile).unwrap();
+        assert!(
+            text.contains(&format!("USER {SERVICE_IMAGE_UID}:{SERVICE_IMAGE_UID}")),
+            "the service images run as the contract's UID"
         );
     }
 
