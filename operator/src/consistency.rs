@@ -12,9 +12,11 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use helpdesk_contract::{Command, var};
+
 use crate::build::{Child, Kind, typed};
 use crate::crd::HelpdeskPlatform;
-use crate::names;
+use crate::names::{self, Component};
 
 /// Secrets the platform reads but that someone else creates (the SRE or another operator).
 pub fn secrets_provided_elsewhere(p: &HelpdeskPlatform) -> BTreeSet<String> {
@@ -322,6 +324,144 @@ pub fn check(children: &[Child], provided_elsewhere: &BTreeSet<String>) -> Vec<S
     errs
 }
 
+/// The service an image runs: `<registry>/<service>-service:<version>` → that service.
+pub fn service_of_image(image: &str) -> Option<Component> {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split(['@', ':']).next().unwrap_or(name);
+    Component::from_binary(name)
+}
+
+/// The command a service container runs (its first argument; none means `serve`).
+fn command_of(c: &Container) -> Option<Command> {
+    match c.args.as_ref().and_then(|a| a.first()) {
+        None => Some(Command::Serve),
+        Some(arg) => Command::parse(arg),
+    }
+}
+
+/// What each service's binary needs (the platform's contract, `helpdesk-contract`) against what
+/// its pods give it: a Deployment's container meets its service's `serve` requirements and names
+/// every peer it calls, a migration Job's container meets `migrate`'s; a `_FILE` variable names a
+/// file that a volume mounts; and a pod that mounts a Secret readable by owner and group only
+/// runs with an `fsGroup`, unless the platform assigns users and groups (`platform_assigns_ids`:
+/// OpenShift's SCC).
+pub fn check_contract(children: &[Child], platform_assigns_ids: bool) -> Vec<String> {
+    let mut errs = Vec::new();
+    for p in pods_of(children) {
+        let spec = p.template.spec.clone().unwrap_or_default();
+        let volumes = spec.volumes.clone().unwrap_or_default();
+        for c in containers(&p.template) {
+            let Some(service) = c.image.as_deref().and_then(service_of_image) else {
+                continue;
+            };
+            let Some(command) = command_of(&c) else {
+                errs.push(format!(
+                    "{}: {} runs an unknown command {:?}",
+                    p.owner,
+                    service.binary(),
+                    c.args
+                ));
+                continue;
+            };
+            let env: BTreeMap<&str, Option<&str>> = c
+                .env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.as_str(), e.value.as_deref()))
+                .collect();
+            for missing in service.missing(command, |v| env.contains_key(v)) {
+                errs.push(format!(
+                    "{}: {} {command} requires {missing}, which the container does not get",
+                    p.owner,
+                    service.binary()
+                ));
+            }
+            if command == Command::Serve {
+                for peer in service.peers() {
+                    if !env.contains_key(peer.url_var()) {
+                        errs.push(format!(
+                            "{}: {} calls {} but gets no {}",
+                            p.owner,
+                            service.binary(),
+                            peer.binary(),
+                            peer.url_var()
+                        ));
+                    }
+                }
+            }
+            for (name, value) in &env {
+                let (true, Some(path)) = (name.ends_with(var::FILE_SUFFIX), value) else {
+                    continue;
+                };
+                if !mounts_file(&c, &volumes, path) {
+                    errs.push(format!(
+                        "{}: {name}={path} is not a file any volume of the container mounts",
+                        p.owner
+                    ));
+                }
+            }
+            if platform_assigns_ids {
+                continue;
+            }
+            let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+            for m in c.volume_mounts.iter().flatten() {
+                let Some(secret) = volumes
+                    .iter()
+                    .find(|v| v.name == m.name)
+                    .and_then(|v| v.secret.as_ref())
+                else {
+                    continue;
+                };
+                let mode = secret.default_mode.unwrap_or(0o644);
+                let modes = std::iter::once(mode).chain(
+                    secret
+                        .items
+                        .iter()
+                        .flatten()
+                        .map(|i| i.mode.unwrap_or(mode)),
+                );
+                for mode in modes {
+                    let readable = mode & 0o004 != 0 || (fs_group.is_some() && mode & 0o040 != 0);
+                    if !readable {
+                        errs.push(format!(
+                            "{}: Secret volume {} (mode {mode:#o}) is not readable by the \
+                             container's user: set fsGroup",
+                            p.owner, m.name
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    errs
+}
+
+/// Whether `path` is a file one of the container's volumes provides.
+fn mounts_file(c: &Container, volumes: &[k8s_openapi::api::core::v1::Volume], path: &str) -> bool {
+    c.volume_mounts.iter().flatten().any(|m| {
+        let Some(rel) = path
+            .strip_prefix(m.mount_path.trim_end_matches('/'))
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let Some(v) = volumes.iter().find(|v| v.name == m.name) else {
+            return false;
+        };
+        let items = match (&v.secret, &v.config_map) {
+            (Some(s), _) => &s.items,
+            (_, Some(cm)) => &cm.items,
+            _ => return false,
+        };
+        match items {
+            // Every key of the Secret or ConfigMap is a file.
+            None => !rel.contains('/'),
+            Some(items) => items.iter().any(|i| i.path == rel),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,16 +490,164 @@ mod tests {
         ]
     }
 
+    fn sample(file: &str, caps: &Capabilities) -> (HelpdeskPlatform, Vec<Child>) {
+        let path = format!("{}/samples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let p: HelpdeskPlatform =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let children = render_platform(&p, caps).unwrap();
+        (p, children)
+    }
+
     #[test]
     fn every_sample_platform_is_consistent() {
         for (file, caps) in samples() {
-            let path = format!("{}/samples/{file}", env!("CARGO_MANIFEST_DIR"));
-            let p: HelpdeskPlatform =
-                serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let children = render_platform(&p, &caps).unwrap();
-            let errs = check(&children, &secrets_provided_elsewhere(&p));
+            let (p, children) = sample(file, &caps);
+            let mut errs = check(&children, &secrets_provided_elsewhere(&p));
+            errs.extend(check_contract(&children, caps.routes));
             assert!(errs.is_empty(), "{file}:\n{}", errs.join("\n"));
         }
+    }
+
+    /// The service container of each Deployment and Job, with its service and command.
+    fn service_containers(children: &[Child]) -> Vec<(String, Component, Command, Container)> {
+        pods_of(children)
+            .into_iter()
+            .flat_map(|p| {
+                containers(&p.template).into_iter().filter_map(move |c| {
+                    let s = service_of_image(c.image.as_deref()?)?;
+                    Some((p.owner.clone(), s, command_of(&c)?, c))
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_minimal_and_full_samples_give_every_service_what_the_contract_requires() {
+        for file in ["minimal.yaml", "full.yaml"] {
+            let (_, children) = sample(file, &Capabilities::default());
+            let found = service_containers(&children);
+            for command in Command::ALL {
+                let mut services: Vec<Component> = found
+                    .iter()
+                    .filter(|(_, _, c, _)| *c == command)
+                    .map(|(_, s, _, _)| *s)
+                    .collect();
+                services.sort();
+                assert_eq!(
+                    services,
+                    Component::ALL,
+                    "{file}: one {command} pod per service"
+                );
+            }
+            for (owner, service, command, c) in &found {
+                let kind = if *command == Command::Serve {
+                    "Deployment/"
+                } else {
+                    "Job/"
+                };
+                assert!(owner.starts_with(kind), "{file}: {owner} runs {command}");
+                let names: BTreeSet<&str> =
+                    c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+                let missing = service.missing(*command, |v| names.contains(v));
+                assert!(
+                    missing.is_empty(),
+                    "{file}: {owner} ({}) lacks {missing:?}",
+                    service.binary()
+                );
+                if *command == Command::Migrate {
+                    // The Job gets the database and the log filter: nothing migrate cannot use.
+                    let extra: Vec<_> = names
+                        .iter()
+                        .filter(|n| {
+                            **n != var::RUST_LOG
+                                && !service
+                                    .requires(Command::Migrate)
+                                    .iter()
+                                    .any(|r| r.names().any(|x| x == **n))
+                        })
+                        .collect();
+                    assert!(extra.is_empty(), "{file}: {owner} also gets {extra:?}");
+                }
+            }
+            assert!(
+                check_contract(&children, false).is_empty(),
+                "{file}: {:?}",
+                check_contract(&children, false)
+            );
+        }
+    }
+
+    #[test]
+    fn contract_breaches_are_caught() {
+        let (_, children) = sample("minimal.yaml", &Capabilities::default());
+        let edit = |kind: Kind, name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+            let mut out = children.clone();
+            let c = out
+                .iter_mut()
+                .find(|c| c.kind == kind && c.name() == name)
+                .unwrap();
+            f(&mut c.obj.data);
+            check_contract(&out, false).join("\n")
+        };
+        let drop_env = |name: &'static str| {
+            move |d: &mut serde_json::Value| {
+                let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.retain(|e| e["name"] != name);
+            }
+        };
+        let errs = edit(
+            Kind::Deployment,
+            "helpdesk-ticket",
+            &drop_env(var::JWT_PUBLIC_KEY_FILE),
+        );
+        assert!(
+            errs.contains("ticket-service serve requires JWT_PUBLIC_KEY (or JWT_PUBLIC_KEY_FILE)"),
+            "{errs}"
+        );
+        let errs = edit(
+            Kind::Deployment,
+            "helpdesk-admin",
+            &drop_env(var::USER_SERVICE_URL),
+        );
+        assert!(
+            errs.contains("admin-service serve requires USER_SERVICE_URL"),
+            "{errs}"
+        );
+        let errs = edit(
+            Kind::Deployment,
+            "helpdesk-ticket",
+            &drop_env(var::AUDIT_SERVICE_URL),
+        );
+        assert!(errs.contains("gets no AUDIT_SERVICE_URL"), "{errs}");
+        let errs = edit(
+            Kind::Job,
+            "helpdesk-audit-migrate-0-1-0",
+            &drop_env(var::DATABASE_URL),
+        );
+        assert!(
+            errs.contains("audit-service migrate requires DATABASE_URL"),
+            "{errs}"
+        );
+        let errs = edit(Kind::Deployment, "helpdesk-user", &|d| {
+            d["spec"]["template"]["spec"]["securityContext"]["fsGroup"] = serde_json::Value::Null;
+        });
+        assert!(errs.contains("Secret volume jwt (mode 0o440)"), "{errs}");
+        let errs = edit(Kind::Deployment, "helpdesk-user", &|d| {
+            let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array_mut()
+                .unwrap();
+            for e in env {
+                if e["name"] == var::JWT_PRIVATE_KEY_FILE {
+                    e["value"] = "/etc/helpdesk/jwt/private-key.pem".into();
+                }
+            }
+        });
+        assert!(
+            errs.contains("JWT_PRIVATE_KEY_FILE=/etc/helpdesk/jwt/private-key.pem is not a file"),
+            "{errs}"
+        );
     }
 
     #[test]

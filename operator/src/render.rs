@@ -54,10 +54,12 @@ pub fn render_yaml(input: &str, caps: &Capabilities, check: bool) -> Result<Stri
         }
         let children = render_platform(&p, caps)?;
         if check {
-            let problems = crate::consistency::check(
+            let mut problems = crate::consistency::check(
                 &children,
                 &crate::consistency::secrets_provided_elsewhere(&p),
             );
+            // Routes mean OpenShift, whose SCC assigns the pods' user and groups.
+            problems.extend(crate::consistency::check_contract(&children, caps.routes));
             if !problems.is_empty() {
                 return Err(RenderError::Inconsistent {
                     name: p.metadata.name.clone().unwrap_or_default(),
