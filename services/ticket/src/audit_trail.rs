@@ -63,7 +63,7 @@ impl From<ActorRef> for UserRef {
     }
 }
 
-/// The ticket's audit trail, newest first, with the actor (staff).
+/// The ticket's audit trail, newest first, with the actor (staff who can view the ticket).
 #[utoipa::path(get, path = "/tickets/{id}/audit", tag = "tickets", security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent]), (status = 403, description = "Not staff"), (status = 404, description = "Ticket not found"),
         (status = 503, description = "audit-service unavailable")))]
@@ -73,14 +73,17 @@ pub async fn ticket_audit(
     RequestId(request_id): RequestId,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<Vec<AuditEvent>>> {
+    let ticket = tickets::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+    if !ticket.visible_to(&caller) {
+        return Err(ApiError::forbidden(tickets::NO_ACCESS));
+    }
     if !caller.is_staff() {
         return Err(ApiError::forbidden(
             "Only staff can view a ticket's audit trail",
         ));
     }
-    tickets::find(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     let peer = state.audit.as_ref().ok_or_else(|| {
         ApiError::unavailable("The audit trail is not configured (AUDIT_SERVICE_URL)")
     })?;

@@ -98,12 +98,12 @@ pub struct CreateComment {
     pub is_internal: Option<bool>,
 }
 
-/// Who may read and write a ticket's comments: whoever can view the ticket, and any staff member.
+/// Who may read and write a ticket's comments: whoever can view the ticket.
 fn check_access(caller: &Caller, ticket: &TicketRow) -> ApiResult<()> {
-    if ticket.visible_to(caller) || caller.is_staff() {
+    if ticket.visible_to(caller) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("You do not have access to this ticket"))
+        Err(ApiError::forbidden(crate::tickets::NO_ACCESS))
     }
 }
 

@@ -32,8 +32,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 pub const NOT_FOUND: &str = "Ticket not found";
+/// The refusal of every per-ticket route to someone who cannot view the ticket.
+pub const NO_ACCESS: &str = "You do not have access to this ticket";
 pub const TITLE_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 10_000;
+
+/// Creator, assignee and ADMIN may view a ticket; every per-ticket route requires it.
+pub fn can_view(creator: Uuid, assignee: Option<Uuid>, caller: &Caller) -> bool {
+    creator == caller.id || assignee == Some(caller.id) || caller.is_admin()
+}
 
 /// The contract's Ticket object.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -77,11 +84,8 @@ impl TicketRow {
         }
     }
 
-    /// Creator, assignee and ADMIN may read a ticket.
     pub fn visible_to(&self, caller: &Caller) -> bool {
-        self.user_id == caller.id
-            || self.assigned_to_user_id == Some(caller.id)
-            || caller.is_admin()
+        can_view(self.user_id, self.assigned_to_user_id, caller)
     }
 }
 
@@ -284,16 +288,13 @@ pub async fn get_ticket(
     let ticket = view(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    let visible = ticket.user_id == caller.id
-        || ticket.assigned_to_user_id == Some(caller.id)
-        || caller.is_admin();
-    if !visible {
-        return Err(ApiError::forbidden("You do not have access to this ticket"));
+    if !can_view(ticket.user_id, ticket.assigned_to_user_id, &caller) {
+        return Err(ApiError::forbidden(NO_ACCESS));
     }
     Ok(ApiJson(ticket))
 }
 
-/// Change a ticket's status, title or description: staff any ticket, USER only their own.
+/// Change a ticket's status, title or description: whoever can view it (creator, assignee, ADMIN).
 #[utoipa::path(patch, path = "/tickets/{id}", request_body = UpdateTicket, tag = "tickets", security(("bearer" = [])),
     responses((status = 200, body = Ticket), (status = 400, description = "Invalid field or status"),
         (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
@@ -317,8 +318,8 @@ pub async fn update_ticket(
     let before = lock(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    if !caller.is_staff() && before.user_id != caller.id {
-        return Err(ApiError::forbidden("You can only update your own tickets"));
+    if !before.visible_to(&caller) {
+        return Err(ApiError::forbidden(NO_ACCESS));
     }
     let mut changes = Vec::new();
     if status.is_some_and(|s| s != before.status) {

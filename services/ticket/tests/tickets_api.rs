@@ -124,6 +124,13 @@ async fn validation_errors_name_the_field_and_limits_hold() {
         .await;
     assert_eq!(r.status, 200);
     assert!(r.body["assignedTo"].is_null());
+    // The agent works on it from here (commenting needs view rights: assignee).
+    assert_eq!(
+        api.patch(&path, &admin.token, json!({"assignedToUserId": agent.id}))
+            .await
+            .status,
+        200
+    );
 
     // Comments: body limits; isInternal only for staff; a USER never sees internal notes.
     let cpath = format!("/tickets/{id}/comments");
@@ -199,7 +206,7 @@ async fn lists_filter_and_scope_by_role() {
     assert_eq!(
         api.patch(
             &format!("/tickets/{a1}"),
-            &agent.token,
+            &admin.token,
             json!({"status": "IN_PROGRESS"})
         )
         .await
