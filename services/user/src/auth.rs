@@ -11,7 +11,7 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, check_length, is_valid_e
 use helpdesk_kit::events::{UserCreated, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
 use helpdesk_kit::outbox::{self, EventContext};
-use helpdesk_kit::ratelimit::{record_failure, refuse_if_blocked};
+use helpdesk_kit::ratelimit::reserve_attempt;
 
 use crate::AppState;
 use crate::users::{self, NewUser, User, UserRow};
@@ -192,9 +192,11 @@ pub async fn login(
         (state.limiters.login_ip.as_ref(), ip.as_str()),
         (state.limiters.login_account.as_ref(), email.as_str()),
     ];
-    refuse_if_blocked(&limits)?;
+    // The attempt is reserved before the hash, so concurrent wrong passwords cannot all pass
+    // the check before the first failure is counted.
+    let attempt = reserve_attempt(&limits)?;
     if body.password.chars().count() > 128 {
-        record_failure(&limits);
+        attempt.failed();
         return Err(ApiError::unauthorized("Invalid credentials"));
     }
     let row = users::find_by_email(&state.pool, &email).await?;
@@ -204,6 +206,7 @@ pub async fn login(
         .await?;
     match row {
         Some(row) if ok => {
+            attempt.succeeded();
             let token = issue(&state, &row)?;
             Ok(ApiJson(AuthResponse {
                 user: User::from(&row),
@@ -211,7 +214,7 @@ pub async fn login(
             }))
         }
         _ => {
-            record_failure(&limits);
+            attempt.failed();
             Err(ApiError::unauthorized("Invalid credentials"))
         }
     }

@@ -14,7 +14,7 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, is_valid_email};
 use helpdesk_kit::events::{UserPasswordResetRequested, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
 use helpdesk_kit::outbox::{self, EventContext};
-use helpdesk_kit::ratelimit::{enforce, record_failure, refuse_if_blocked};
+use helpdesk_kit::ratelimit::{enforce, reserve_attempt};
 
 use crate::AppState;
 use crate::auth::{Message, check_password};
@@ -110,11 +110,11 @@ pub async fn reset_password(
 ) -> ApiResult<ApiJson<Message>> {
     // Guessing tokens is what this limits: only invalid tokens count.
     let limits = [(state.limiters.reset_ip.as_ref(), ip.as_str())];
-    refuse_if_blocked(&limits)?;
+    let attempt = reserve_attempt(&limits)?;
     check_password(&state, "newPassword", &body.new_password)?;
     let token = body.token.trim();
     if token.is_empty() || token.len() > 256 {
-        record_failure(&limits);
+        attempt.failed();
         return Err(ApiError::bad_request(INVALID_TOKEN));
     }
     let token_hash = hash_token(token);
@@ -126,9 +126,10 @@ pub async fn reset_password(
     .fetch_optional(&state.pool)
     .await?;
     if valid.is_none() {
-        record_failure(&limits);
+        attempt.failed();
         return Err(ApiError::bad_request(INVALID_TOKEN));
     }
+    attempt.succeeded();
     let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
     // Claim the token atomically: of two concurrent resets, one wins.

@@ -441,3 +441,41 @@ async fn a_password_change_racing_a_demotion_announces_the_demoted_role() {
     );
     app.stop().await;
 }
+
+/// Security review, item 4: 40 concurrent wrong-password logins for one account all got 401 and
+/// none 429, because failures were counted only after hashing. Attempts are now reserved before
+/// the hash: with a limit of 5 per account, at most 5 of them reach the password check.
+#[tokio::test]
+async fn concurrent_wrong_passwords_cannot_escape_the_login_limit() {
+    let app = spawn_with(&[
+        ("USER_LOGIN_RATE_PER_ACCOUNT", "5"),
+        ("USER_LOGIN_RATE_PER_IP", "0"),
+    ])
+    .await;
+    app.signup("target@example.com", "right-password-1").await;
+    let attempts = (0..40).map(|i| {
+        let (http, url) = (app.http.clone(), app.url("/auth/login"));
+        async move {
+            http.post(url)
+                .json(&json!({"email": "target@example.com", "password": format!("wrong-{i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(unauthorized + limited, 40, "{statuses:?}");
+    assert!(
+        unauthorized <= 5,
+        "at most the allowance is tried: {statuses:?}"
+    );
+    assert!(limited >= 35, "{statuses:?}");
+    // The right password is refused too while the account is blocked (no oracle).
+    let res = app.login("target@example.com", "right-password-1").await;
+    assert_eq!(res.status(), 429);
+    app.stop().await;
+}
