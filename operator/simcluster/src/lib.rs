@@ -49,6 +49,8 @@ pub struct Cluster {
     /// Reconcile errors, newest last.
     pub errors: Arc<std::sync::Mutex<Vec<String>>>,
     work: PathBuf,
+    /// Servers the harness runs outside the cluster (external datastores).
+    externals: Mutex<Vec<process::Running>>,
 }
 
 impl Cluster {
@@ -124,6 +126,7 @@ impl Cluster {
             stop,
             errors,
             work: work.to_path_buf(),
+            externals: Mutex::new(Vec::new()),
         })
     }
 
@@ -167,6 +170,49 @@ impl Cluster {
             }
             tokio::time::sleep(TICK).await;
         }
+    }
+
+    /// Waits for `Ready` at the current generation; fails at once when the platform reports
+    /// `Degraded` for the current generation for longer than `grace` (a failed migration, a
+    /// crash loop), with the status in the error.
+    pub async fn wait_ready(&self, timeout: Duration, grace: Duration) -> anyhow::Result<Value> {
+        let start = Instant::now();
+        let mut degraded_since: Option<Instant> = None;
+        loop {
+            let p = self.platform();
+            let current = p["status"]["observedGeneration"] == p["metadata"]["generation"];
+            if current && p["status"]["phase"] == "Ready" {
+                return Ok(p);
+            }
+            if current && p["status"]["phase"] == "Degraded" {
+                let since = *degraded_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > grace {
+                    bail!(
+                        "the platform is Degraded: {}
+pods:
+{}",
+                        serde_json::to_string_pretty(&p["status"]["conditions"])
+                            .unwrap_or_default(),
+                        self.describe().await
+                    );
+                }
+            } else {
+                degraded_since = None;
+            }
+            if start.elapsed() > timeout {
+                return self.wait_phase("Ready", Duration::ZERO).await;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// The URL of the managed PostgreSQL as the operator generated it (for a test that reaches
+    /// into the data, like an SRE with `kubectl port-forward`).
+    pub fn postgres_url(&self) -> anyhow::Result<String> {
+        let name = format!("{}-postgres-credentials", self.name);
+        self.secret(&name)
+            .and_then(|s| s.get("url").cloned())
+            .ok_or_else(|| anyhow!("no url in Secret {name}"))
     }
 
     /// Waits for `phase` with `status.observedGeneration` current.
@@ -250,6 +296,66 @@ impl Cluster {
         Ok(ip)
     }
 
+    /// Starts a PostgreSQL outside the cluster, reachable as `host:5432`, with `user`'s
+    /// `password` and database `db` (an "external" datastore).
+    pub async fn external_postgres(
+        &self,
+        host: &str,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> anyhow::Result<()> {
+        let ip = self.external(&[host]).await?;
+        let dir = self.work.join("external").join(host);
+        std::fs::create_dir_all(&dir)?;
+        let env: Vec<(String, String)> = [
+            ("POSTGRES_USER", user),
+            ("POSTGRES_PASSWORD", password),
+            ("POSTGRES_DB", db),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let running =
+            datastores::postgres(ip, &dir, &self.work, &env, &dir.join("server.log")).await?;
+        self.externals.lock().await.push(running);
+        Ok(())
+    }
+
+    /// Starts a RabbitMQ node outside the cluster, reachable as `host:5672` with `user`'s
+    /// `password`.
+    pub async fn external_rabbitmq(
+        &self,
+        host: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let ip = self.external(&[host]).await?;
+        let dir = self.work.join("external").join(host);
+        std::fs::create_dir_all(&dir)?;
+        let env: Vec<(String, String)> = [
+            ("RABBITMQ_DEFAULT_USER", user),
+            ("RABBITMQ_DEFAULT_PASS", password),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let running =
+            datastores::rabbitmq(ip, &dir, &self.work, &env, &dir.join("server.log")).await?;
+        self.externals.lock().await.push(running);
+        Ok(())
+    }
+
+    /// Makes `names` resolve to `ip` in the cluster (e.g. a server the harness started on
+    /// 127.0.0.1 of the cluster's namespace).
+    pub async fn alias(&self, ip: Ipv4Addr, names: &[&str]) -> anyhow::Result<()> {
+        self.kubelet
+            .lock()
+            .await
+            .sandbox()
+            .add_host(ip, names.iter().map(|n| n.to_string()).collect())
+    }
+
     /// Connections each pod behind Service `name` received.
     pub async fn spread(
         &self,
@@ -267,9 +373,6 @@ impl Cluster {
     pub async fn describe(&self) -> String {
         let k = self.kubelet.lock().await;
         let mut out = k.describe();
-        for pod in ["-user-", "-ticket-", "-notification-", "-audit-", "-admin-"] {
-            let _ = pod;
-        }
         out.push_str("\n--- events ---\n");
         out.push_str(
             &k.events
@@ -293,6 +396,14 @@ impl Cluster {
         let _ = self.stop.send(true);
         let _ = self.driver.await;
         self.kubelet.lock().await.shutdown().await;
+        for mut r in self.externals.lock().await.drain(..) {
+            r.stop(Duration::from_secs(15)).await;
+        }
+        // RabbitMQ leaves its port mapper running in the cluster's namespace.
+        let _ = tokio::process::Command::new("epmd")
+            .arg("-kill")
+            .output()
+            .await;
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }

@@ -113,8 +113,11 @@ pub async fn ingress(
     use axum::extract::{ConnectInfo, Request};
     use axum::response::Response;
 
+    // A new upstream connection per request, so the Service spreads requests over its pods
+    // (an ingress controller balances per request).
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
         .build()?;
     let handler = move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
         let (client, routes) = (client.clone(), routes.clone());

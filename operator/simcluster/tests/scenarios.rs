@@ -1,14 +1,21 @@
 //! The operator's output, run: each scenario applies a `HelpdeskPlatform` to a simulated cluster
 //! (real processes for every pod, see `helpdesk_simcluster`) and ends in a working platform or in
-//! the status the operator must report. Needs root, PostgreSQL's and RabbitMQ's binaries on the
-//! machine; each scenario has its own network namespace, datastores and files.
+//! the status the operator must report. Needs root and PostgreSQL's and RabbitMQ's binaries on
+//! the machine; each scenario has its own network namespace, datastores and files.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use helpdesk_simcluster::{Cluster, Images, sandbox, service_binaries};
+use serde_json::{Value, json};
+
+use helpdesk_simcluster::{Cluster, Images, sandbox, secret, secret_path, service_binaries};
 
 const MINIMAL: &str = include_str!("../../samples/minimal.yaml");
+const READY_WITHIN: Duration = Duration::from_secs(240);
+/// How long a Degraded status may last before a wait for Ready gives up (a Job retrying while
+/// its datastore starts is Degraded for a moment).
+const DEGRADED_GRACE: Duration = Duration::from_secs(60);
 
 /// Runs `scenario` inside fresh namespaces on a runtime created after entering them.
 fn scenario<F, Fut>(name: &str, f: F)
@@ -28,32 +35,378 @@ where
     let started = std::time::Instant::now();
     let result = rt.block_on(f(sandbox, work.clone(), Images { bin_dir }));
     eprintln!("scenario {name}: {:.1} s", started.elapsed().as_secs_f64());
+    drop(rt);
     let _ = std::fs::remove_dir_all(&work);
     if let Err(e) = result {
         panic!("scenario {name}: {e:#}");
     }
 }
 
+/// Runs `steps` on a started cluster, printing the pods on failure, and shuts it down.
+async fn with_cluster<F, Fut>(cluster: Cluster, steps: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<Cluster>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cluster = Arc::new(cluster);
+    let outcome = steps(cluster.clone()).await;
+    if outcome.is_err() {
+        eprintln!("{}", cluster.describe().await);
+    }
+    if let Ok(cluster) = Arc::try_unwrap(cluster) {
+        cluster.shutdown().await;
+    }
+    outcome
+}
+
+fn component<'a>(p: &'a Value, name: &str) -> &'a Value {
+    &p["status"]["components"][name]
+}
+
+fn condition<'a>(p: &'a Value, type_: &str) -> &'a Value {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or(&Value::Null)
+}
+
+/// A signed-in admin's token through the ingress.
+async fn admin_token(cluster: &Cluster, url: &str) -> anyhow::Result<String> {
+    let admin = cluster.admin()?;
+    let v: Value = reqwest::Client::new()
+        .post(format!("{url}/auth/login"))
+        .json(&json!({"email": admin.email, "password": admin.password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("login failed: {v}"))
+}
+
+/// Requests GET /tickets through the ingress until stopped; counts answers other than 200.
+struct Traffic {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    last_failure: Arc<std::sync::Mutex<String>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(url: &str, token: &str) -> Traffic {
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let last_failure = Arc::new(std::sync::Mutex::new(String::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = {
+            let (ok, failed, last) = (ok.clone(), failed.clone(), last_failure.clone());
+            let (url, token) = (format!("{url}/tickets"), token.to_string());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                loop {
+                    match http.get(&url).bearer_auth(&token).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(mut l) = last.lock() {
+                                *l = match other {
+                                    Ok(r) => format!("{}", r.status()),
+                                    Err(e) => e.to_string(),
+                                };
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(40)) => {}
+                    }
+                }
+            })
+        };
+        Traffic {
+            ok,
+            failed,
+            last_failure,
+            stop,
+            task,
+        }
+    }
+
+    async fn finish(self) -> (usize, usize, String) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let last = self
+            .last_failure
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            last,
+        )
+    }
+}
+
+/// The minimal sample becomes a working platform that passes the whole end-to-end suite through
+/// its ingress; then the operations an SRE performs through the resource.
 #[test]
-fn the_minimal_sample_serves_the_whole_contract_through_its_ingress() {
+fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_and_upgrades() {
     scenario("minimal", |sandbox, work, images| async move {
         let cluster =
             Cluster::start(sandbox, &work.join("cluster"), images, MINIMAL, vec![]).await?;
-        let outcome = async {
-            let p = cluster
-                .wait_phase("Ready", Duration::from_secs(180))
+        with_cluster(cluster, |cluster| async move {
+            let started = std::time::Instant::now();
+            let p = cluster.wait_ready(READY_WITHIN, DEGRADED_GRACE).await?;
+            eprintln!(
+                "minimal sample Ready after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            assert_eq!(p["status"]["version"], "0.1.0");
+            assert_eq!(condition(&p, "Ready")["status"], "True");
+            let url = cluster.url().await?;
+            helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
+            helpdesk_e2e::walk(&url, &cluster.admin()?, None).await;
+            let token = admin_token(&cluster, &url).await?;
+
+            // An SRE scales ticket-service through the resource: three processes serve behind
+            // the one Service name, requests spread over them; scaling back stops two.
+            cluster.edit_spec(|s| s["services"]["ticket"] = json!({"replicas": 3}));
+            cluster
+                .wait_for(READY_WITHIN, "three ready ticket pods", |p| {
+                    component(p, "ticket")["ready"] == 3 && p["status"]["phase"] == "Ready"
+                })
                 .await?;
+            assert_eq!(cluster.running_pods("helpdesk-ticket").await, 3);
+            let before = cluster.spread("helpdesk-ticket").await;
+            let http = reqwest::Client::new();
+            for _ in 0..60 {
+                let r = http
+                    .get(format!("{url}/tickets"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?;
+                assert_eq!(r.status(), 200);
+            }
+            let after = cluster.spread("helpdesk-ticket").await;
+            let served: Vec<usize> = after
+                .iter()
+                .map(|(pod, n)| n - before.get(pod).copied().unwrap_or(0))
+                .filter(|n| *n > 0)
+                .collect();
+            assert_eq!(served.len(), 3, "requests reached every pod: {served:?}");
+            assert!(served.iter().all(|n| *n >= 10), "{served:?}");
+            cluster.edit_spec(|s| s["services"]["ticket"] = json!({"replicas": 1}));
+            cluster
+                .wait_for(READY_WITHIN, "one ticket pod", |p| {
+                    component(p, "ticket")["desired"] == 1 && p["status"]["phase"] == "Ready"
+                })
+                .await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while cluster.running_pods("helpdesk-ticket").await != 1 {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "scaling back did not stop two ticket pods"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+
+            // A version bump: migrations first, then the rollout; the old pods serve until the
+            // new ones are ready, so requests keep succeeding throughout.
+            let traffic = Traffic::start(&url, &token);
+            cluster.edit_spec(|s| s["version"] = json!("0.1.1"));
+            let p = cluster
+                .wait_for(READY_WITHIN, "version 0.1.1 everywhere", |p| {
+                    p["status"]["version"] == "0.1.1" && p["status"]["phase"] == "Ready"
+                })
+                .await?;
+            let (ok, failed, last) = traffic.finish().await;
+            assert_eq!(
+                failed, 0,
+                "requests failed during the rollout ({ok} ok; last: {last})"
+            );
+            assert!(ok > 20, "traffic ran during the rollout: {ok}");
+            for c in ["user", "ticket", "notification", "audit", "admin"] {
+                let image = component(&p, c)["image"].as_str().unwrap_or_default();
+                assert!(image.ends_with(":0.1.1"), "{c}: {image}");
+                let job = cluster.fake.get(&format!(
+                    "/apis/batch/v1/namespaces/support/jobs/helpdesk-{c}-migrate-0-1-1"
+                ));
+                assert!(
+                    job.is_some_and(|j| j["status"]["succeeded"] == 1),
+                    "the {c} migration Job for 0.1.1 ran"
+                );
+            }
+
+            // A migration that fails: Degraded naming the component; the old version keeps
+            // serving. (The ticket schema's migration record is tampered with, so `migrate`
+            // refuses, as it would for a changed migration.)
+            let pool = sqlx::PgPool::connect(&cluster.postgres_url()?).await?;
+            let checksum: Vec<u8> = sqlx::query_scalar(
+                "UPDATE tickets._sqlx_migrations SET checksum = '\\x00'::bytea WHERE version = 1 \
+                 RETURNING (SELECT checksum FROM tickets._sqlx_migrations WHERE version = 1)",
+            )
+            .fetch_one(&pool)
+            .await?;
+            cluster.edit_spec(|s| s["version"] = json!("0.1.2"));
+            let p = cluster
+                .wait_for(READY_WITHIN, "Degraded by the ticket migration", |p| {
+                    p["status"]["phase"] == "Degraded"
+                        && condition(p, "Degraded")["reason"] == "MigrationFailed"
+                })
+                .await?;
+            let message = condition(&p, "Degraded")["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains("ticket"), "{message}");
+            assert_ne!(
+                p["status"]["version"], "0.1.2",
+                "not every component runs 0.1.2"
+            );
+            let ticket_image = component(&p, "ticket")["image"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(ticket_image.ends_with(":0.1.1"), "{ticket_image}");
+            let r = http
+                .get(format!("{url}/tickets"))
+                .bearer_auth(&token)
+                .send()
+                .await?;
+            assert_eq!(r.status(), 200, "the old ticket-service keeps serving");
+            // Fixed, and the failed Job deleted as the status says: the upgrade completes.
+            sqlx::query("UPDATE tickets._sqlx_migrations SET checksum = $1 WHERE version = 1")
+                .bind(&checksum)
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+            let api: kube::Api<k8s_openapi::api::batch::v1::Job> =
+                kube::Api::namespaced(cluster.fake.client(), "support");
+            api.delete("helpdesk-ticket-migrate-0-1-2", &Default::default())
+                .await?;
+            cluster
+                .wait_for(READY_WITHIN, "version 0.1.2 everywhere", |p| {
+                    p["status"]["version"] == "0.1.2" && p["status"]["phase"] == "Ready"
+                })
+                .await?;
+            anyhow::Ok(())
+        })
+        .await
+    });
+}
+
+/// External datastores: PostgreSQL and RabbitMQ outside the cluster, named through Secrets.
+#[test]
+fn external_datastores_named_by_secrets() {
+    scenario("external", |sandbox, work, images| async move {
+        let resource = r#"
+apiVersion: helpdesk.dev/v1alpha1
+kind: HelpdeskPlatform
+metadata: {name: helpdesk, namespace: support}
+spec:
+  version: "0.1.0"
+  ingress: {host: helpdesk.example.com}
+  postgres:
+    external: {secretRef: {name: helpdesk-db, key: url}}
+  rabbitmq:
+    external: {secretRef: {name: helpdesk-amqp, key: url}}
+"#;
+        let extra = vec![
+            (
+                secret_path("support", "helpdesk-db"),
+                secret(
+                    "support",
+                    "helpdesk-db",
+                    &[(
+                        "url",
+                        "postgres://app:db-secret-1@db.external.test:5432/helpdesk",
+                    )],
+                ),
+            ),
+            (
+                secret_path("support", "helpdesk-amqp"),
+                secret(
+                    "support",
+                    "helpdesk-amqp",
+                    &[("url", "amqp://app:mq-secret-1@mq.external.test:5672/%2f")],
+                ),
+            ),
+        ];
+        let cluster =
+            Cluster::start(sandbox, &work.join("cluster"), images, resource, extra).await?;
+        cluster
+            .external_postgres("db.external.test", "app", "db-secret-1", "helpdesk")
+            .await?;
+        cluster
+            .external_rabbitmq("mq.external.test", "app", "mq-secret-1")
+            .await?;
+        with_cluster(cluster, |cluster| async move {
+            let p = cluster.wait_ready(READY_WITHIN, DEGRADED_GRACE).await?;
+            assert!(
+                cluster
+                    .fake
+                    .names("/apis/apps/v1/namespaces/support/statefulsets")
+                    .is_empty(),
+                "no managed datastores"
+            );
             assert_eq!(p["status"]["version"], "0.1.0");
             let url = cluster.url().await?;
             helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
             helpdesk_e2e::walk(&url, &cluster.admin()?, None).await;
             anyhow::Ok(())
-        }
-        .await;
-        if outcome.is_err() {
-            eprintln!("{}", cluster.describe().await);
-        }
-        cluster.shutdown().await;
-        outcome
+        })
+        .await
+    });
+}
+
+/// The full sample's shape: several replicas, autoscaling, SMTP (to a real SMTP server standing
+/// in for smtp.example.com), with mail checked by the end-to-end suite.
+#[test]
+fn replicas_autoscaling_and_smtp_with_mail_end_to_end() {
+    scenario("full", |sandbox, work, images| async move {
+        let sink = helpdesk_e2e::Sink::start().await;
+        let resource = format!(
+            r#"
+apiVersion: helpdesk.dev/v1alpha1
+kind: HelpdeskPlatform
+metadata: {{name: helpdesk, namespace: support}}
+spec:
+  version: "0.2.0"
+  services:
+    user: {{replicas: 2}}
+    ticket:
+      autoscaling: {{minReplicas: 2, maxReplicas: 10, targetCPUUtilizationPercentage: 70}}
+      resources: {{requests: {{cpu: 100m, memory: 64Mi}}, limits: {{memory: 256Mi}}}}
+    audit: {{replicas: 3}}
+  smtp:
+    host: smtp.example.com
+    port: {port}
+    tls: none
+    from: helpdesk@example.com
+    staffNotifyEmail: support@example.com
+  auth: {{signupDefaultRole: AGENT}}
+  ingress: {{host: helpdesk.example.com, kind: ingress}}
+"#,
+            port = sink.port()
+        );
+        let cluster =
+            Cluster::start(sandbox, &work.join("cluster"), images, &resource, vec![]).await?;
+        cluster
+            .alias(std::net::Ipv4Addr::LOCALHOST, &["smtp.example.com"])
+            .await?;
+        with_cluster(cluster, |cluster| async move {
+            let p = cluster.wait_ready(READY_WITHIN, DEGRADED_GRACE).await?;
+            assert_eq!(component(&p, "user")["ready"], 2);
+            assert_eq!(component(&p, "audit")["ready"], 3);
+            assert_eq!(component(&p, "ticket")["ready"], 2, "the HPA's minimum");
+            let url = cluster.url().await?;
+            helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
+            helpdesk_e2e::walk(&url, &cluster.admin()?, Some(&sink)).await;
+            anyhow::Ok(())
+        })
+        .await
     });
 }
