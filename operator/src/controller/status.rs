@@ -135,6 +135,9 @@ pub fn compute(
     let mut failed = Vec::new();
     let mut migrating = false;
     let mut any_deployment = false;
+    // `status.version` names the version the platform runs: it moves only when every service
+    // runs the new one (a failed migration keeps one component, and the platform, on the old).
+    let mut all_at_version = true;
 
     for c in Component::ALL {
         let spec = p.spec.services.get(c);
@@ -164,6 +167,7 @@ pub fn compute(
         if !(at_version && rolled_out(dep)) {
             waiting.push(format!("{} ({}/{})", c.as_str(), st.ready, st.desired));
         }
+        all_at_version &= at_version && rolled_out(dep);
         components.insert(c.as_str().to_string(), st);
     }
     if let Some(f) = &p.spec.frontend {
@@ -287,7 +291,11 @@ pub fn compute(
         observed_generation: None,
         phase: Some(phase),
         url: Some(r.url(p)),
-        version: Some(p.spec.version.clone()),
+        version: if all_at_version {
+            Some(p.spec.version.clone())
+        } else {
+            p.status.as_ref().and_then(|s| s.version.clone())
+        },
         conditions,
         components,
     };

@@ -383,6 +383,26 @@ async fn failed_migration_is_degraded_and_keeps_the_old_version() {
         .filter(|r| r.path.contains("/events"))
         .count();
     assert_eq!(warnings, 1, "one event for the transition");
+    // The other services roll out 0.3.0; the platform still runs 0.1.0 where audit is concerned.
+    for job in h.fake.names(JOBS) {
+        if job != "hd-audit-migrate-0-3-0" {
+            h.fake.edit(&format!("{JOBS}/{job}"), |j| {
+                j["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+            });
+        }
+    }
+    h.reconcile().await.unwrap();
+    h.make_ready();
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.image("hd-ticket"),
+        "ghcr.io/helpdesk/ticket-service:0.3.0"
+    );
+    assert_eq!(
+        h.platform().status.unwrap().version.as_deref(),
+        Some("0.1.0"),
+        "status.version moves only when every component runs the new version"
+    );
 }
 
 #[tokio::test]
