@@ -170,7 +170,13 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
             assert_eq!(condition(&p, "Ready")["status"], "True");
             let url = cluster.url().await?;
             helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
-            helpdesk_e2e::walk(&url, &cluster.admin()?, None).await;
+            helpdesk_e2e::walk(
+                &url,
+                &cluster.admin()?,
+                None,
+                helpdesk_e2e::Entry::ClusterIngress,
+            )
+            .await;
             let token = admin_token(&cluster, &url).await?;
 
             // An SRE scales ticket-service through the resource: three processes serve behind
@@ -355,7 +361,13 @@ spec:
             assert_eq!(p["status"]["version"], "0.1.0");
             let url = cluster.url().await?;
             helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
-            helpdesk_e2e::walk(&url, &cluster.admin()?, None).await;
+            helpdesk_e2e::walk(
+                &url,
+                &cluster.admin()?,
+                None,
+                helpdesk_e2e::Entry::ClusterIngress,
+            )
+            .await;
             anyhow::Ok(())
         })
         .await
@@ -404,7 +416,13 @@ spec:
             assert_eq!(component(&p, "ticket")["ready"], 2, "the HPA's minimum");
             let url = cluster.url().await?;
             helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
-            helpdesk_e2e::walk(&url, &cluster.admin()?, Some(&sink)).await;
+            helpdesk_e2e::walk(
+                &url,
+                &cluster.admin()?,
+                Some(&sink),
+                helpdesk_e2e::Entry::ClusterIngress,
+            )
+            .await;
             anyhow::Ok(())
         })
         .await

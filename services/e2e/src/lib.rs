@@ -11,6 +11,18 @@ use helpdesk_kit::testing::{eventually, unique};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
+/// What answers at the base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// `helpdesk up` or `helpdesk gateway`: the platform's own front, which answers unrouted
+    /// paths itself (contract error shape, `X-Request-Id`) and never routes internal routes.
+    Platform,
+    /// A cluster's Ingress (or Routes): unrouted paths get the ingress controller's default
+    /// backend, and routing is by prefix, so `/auth/validate` and `/audit/log` are reachable but
+    /// refuse a user's token (they require a service credential).
+    ClusterIngress,
+}
+
 /// The platform's first administrator.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -250,7 +262,7 @@ pub fn reset_token(mail: &Value) -> String {
 /// administrator. With `sink` (the SMTP server the platform sends to) every mail is checked too,
 /// and the password reset uses the link from its mail; without it (a platform without SMTP) the
 /// mail steps are skipped.
-pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>) {
+pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) {
     let api = Api {
         http: Client::new(),
         base: base.to_string(),
@@ -300,7 +312,11 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>) {
     assert_eq!(bob_user["role"], "AGENT");
 
     // Every response echoes X-Request-Id, also the ones answered in front of the services.
-    for path in ["/health", "/no-such-prefix/x", "/tickets"] {
+    let echoed: &[&str] = match entry {
+        Entry::Platform => &["/health", "/no-such-prefix/x", "/tickets"],
+        Entry::ClusterIngress => &["/tickets", "/auth/me", "/admin/agents"],
+    };
+    for path in echoed.iter().copied() {
         let res = api
             .http
             .get(format!("{}{path}", api.base))
@@ -318,16 +334,32 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>) {
     }
 
     // Internal routes are not served on the public entry point; an email's status is, for ADMINs.
-    for path in [
-        "/auth/validate",
-        "/audit/log",
-        "/users/by-email",
-        "/notifications/email",
-    ] {
-        let msg = api
-            .fails(Method::POST, path, Some(&admin), Some(json!({})), 404)
-            .await;
-        assert_eq!(msg, "Not found", "{path}");
+    match entry {
+        Entry::Platform => {
+            for path in [
+                "/auth/validate",
+                "/audit/log",
+                "/users/by-email",
+                "/notifications/email",
+            ] {
+                let msg = api
+                    .fails(Method::POST, path, Some(&admin), Some(json!({})), 404)
+                    .await;
+                assert_eq!(msg, "Not found", "{path}");
+            }
+        }
+        Entry::ClusterIngress => {
+            for path in ["/users/by-email", "/notifications/email"] {
+                let (status, _) = api
+                    .call(Method::POST, path, Some(&admin), Some(json!({})))
+                    .await;
+                assert_eq!(status, 404, "{path} is not routed");
+            }
+            for path in ["/auth/validate", "/audit/log"] {
+                api.fails(Method::POST, path, Some(&admin), Some(json!({})), 401)
+                    .await;
+            }
+        }
     }
     let status = "/notifications/status/00000000-0000-4000-8000-000000000000";
     let msg = api

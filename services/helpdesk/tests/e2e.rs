@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use helpdesk_e2e::{Admin, Procs, Sink, free_port, wait_ready, walk};
+use helpdesk_e2e::{Admin, Entry, Procs, Sink, free_port, wait_ready, walk};
 use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
 use reqwest::Client;
 
@@ -71,7 +71,7 @@ async fn whole_contract_through_helpdesk_up() {
     let procs = Procs(vec![fast_hashing(&mut cmd).spawn().unwrap()]);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
-    walk(&base, &admin(), Some(&sink)).await;
+    walk(&base, &admin(), Some(&sink), Entry::Platform).await;
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -151,7 +151,7 @@ async fn whole_contract_through_five_processes_on_rabbitmq() {
             .map(|_| ())
     })
     .await;
-    walk(&base, &admin(), Some(&sink)).await;
+    walk(&base, &admin(), Some(&sink), Entry::Platform).await;
     drop(procs);
     for s in schemas {
         testing::drop_schema(&s).await;
