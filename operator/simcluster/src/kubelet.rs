@@ -74,6 +74,8 @@ enum Image {
 struct Pod {
     name: String,
     owner: Owner,
+    /// The owner's uid: a Job deleted and created again under the same name is a new owner.
+    owner_uid: String,
     template_hash: String,
     labels: BTreeMap<String, String>,
     spec: PodSpec,
@@ -406,7 +408,13 @@ impl Kubelet {
         }
     }
 
-    fn new_pod(&mut self, name: String, owner: Owner, template: &Value) -> anyhow::Result<()> {
+    fn new_pod(
+        &mut self,
+        name: String,
+        owner: Owner,
+        owner_uid: &Value,
+        template: &Value,
+    ) -> anyhow::Result<()> {
         let tpl: PodTemplateSpec = serde_json::from_value(template.clone())
             .map_err(|e| anyhow!("pod template of {}: {e}", owner.name()))?;
         let spec = tpl.spec.unwrap_or_default();
@@ -419,6 +427,7 @@ impl Kubelet {
         self.pods.push(Pod {
             name,
             owner,
+            owner_uid: owner_uid.as_str().unwrap_or_default().to_string(),
             template_hash: hash_of(template),
             labels,
             spec,
@@ -459,7 +468,12 @@ impl Kubelet {
                 self.mark_deleted(&pod_name);
             }
             if !self.pods.iter().any(|p| p.name == pod_name)
-                && let Err(e) = self.new_pod(pod_name, Owner::StatefulSet(name.clone()), template)
+                && let Err(e) = self.new_pod(
+                    pod_name,
+                    Owner::StatefulSet(name.clone()),
+                    &sts["metadata"]["uid"],
+                    template,
+                )
             {
                 self.events.push(format!("StatefulSet {name}: {e:#}"));
             }
@@ -480,15 +494,22 @@ impl Kubelet {
                 continue;
             }
             let owner = Owner::Job(name.clone());
-            let active = self.pods.iter().any(|p| p.owner == owner && !p.finished);
+            let uid = job["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mine = |p: &&Pod| p.owner == owner && p.owner_uid == uid;
+            let active = self.pods.iter().filter(mine).any(|p| !p.finished);
             let succeeded = self
                 .pods
                 .iter()
-                .any(|p| p.owner == owner && p.finished && p.last_exit == Some(0));
+                .filter(mine)
+                .any(|p| p.finished && p.last_exit == Some(0));
             let failed = self
                 .pods
                 .iter()
-                .filter(|p| p.owner == owner && p.finished && p.last_exit != Some(0))
+                .filter(mine)
+                .filter(|p| p.finished && p.last_exit != Some(0))
                 .count() as i64;
             let limit = job["spec"]["backoffLimit"].as_i64().unwrap_or(6);
             let path = format!("{collection}/{name}");
@@ -525,7 +546,12 @@ impl Kubelet {
                 .is_none_or(|t| Instant::now() >= *t);
             if !active && due {
                 let pod = format!("{name}-{}", self.next_suffix());
-                if let Err(e) = self.new_pod(pod, owner, &job["spec"]["template"]) {
+                if let Err(e) = self.new_pod(
+                    pod,
+                    owner,
+                    &job["metadata"]["uid"],
+                    &job["spec"]["template"],
+                ) {
                     self.events.push(format!("Job {name}: {e:#}"));
                 }
                 // A failed Job pod is replaced after a delay (doubling, like the Job controller).
@@ -560,7 +586,7 @@ impl Kubelet {
                 }
             } else if new.len() < desired && mine.len() < desired + surge {
                 let pod = format!("{name}-{}-{}", &hash[..6], self.next_suffix());
-                if let Err(e) = self.new_pod(pod, owner.clone(), template) {
+                if let Err(e) = self.new_pod(pod, owner.clone(), &d["metadata"]["uid"], template) {
                     self.events.push(format!("Deployment {name}: {e:#}"));
                 }
             }
@@ -587,18 +613,31 @@ impl Kubelet {
 
     /// Stops pods whose owner is gone or that were marked for deletion.
     async fn reap_orphans(&mut self) {
-        let deployments = self.fake.names(&apps(&self.ns, "deployments"));
-        let statefulsets = self.fake.names(&apps(&self.ns, "statefulsets"));
-        let jobs = self
-            .fake
-            .names(&format!("/apis/batch/v1/namespaces/{}/jobs", self.ns));
+        let uids = |collection: String| -> HashMap<String, String> {
+            self.list(&collection)
+                .into_iter()
+                .map(|(n, o)| {
+                    (
+                        n,
+                        o["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        };
+        let deployments = uids(apps(&self.ns, "deployments"));
+        let statefulsets = uids(apps(&self.ns, "statefulsets"));
+        let jobs = uids(format!("/apis/batch/v1/namespaces/{}/jobs", self.ns));
         let mut keep = Vec::with_capacity(self.pods.len());
         for mut p in std::mem::take(&mut self.pods) {
-            let owner_exists = match &p.owner {
-                Owner::Deployment(n) => deployments.contains(n),
-                Owner::StatefulSet(n) => statefulsets.contains(n),
-                Owner::Job(n) => jobs.contains(n),
+            let owners = match &p.owner {
+                Owner::Deployment(_) => &deployments,
+                Owner::StatefulSet(_) => &statefulsets,
+                Owner::Job(_) => &jobs,
             };
+            let owner_exists = owners.get(p.owner.name()) == Some(&p.owner_uid);
             let terminating = p.labels.contains_key("simcluster/terminating");
             if owner_exists && !terminating {
                 keep.push(p);

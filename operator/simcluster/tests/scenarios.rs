@@ -179,6 +179,7 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
             .await;
             let token = admin_token(&cluster, &url).await?;
 
+            eprintln!("step: scaling ticket-service 1 -> 3 -> 1");
             // An SRE scales ticket-service through the resource: three processes serve behind
             // the one Service name, requests spread over them; scaling back stops two.
             cluster.edit_spec(|s| s["services"]["ticket"] = json!({"replicas": 3}));
@@ -221,6 +222,7 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
 
+            eprintln!("step: version bump 0.1.0 -> 0.1.1 under traffic");
             // A version bump: migrations first, then the rollout; the old pods serve until the
             // new ones are ready, so requests keep succeeding throughout.
             let traffic = Traffic::start(&url, &token);
@@ -248,6 +250,7 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
                 );
             }
 
+            eprintln!("step: a failing migration (0.1.2)");
             // A migration that fails: Degraded naming the component; the old version keeps
             // serving. (The ticket schema's migration record is tampered with, so `migrate`
             // refuses, as it would for a changed migration.)
@@ -283,6 +286,7 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
                 .send()
                 .await?;
             assert_eq!(r.status(), 200, "the old ticket-service keeps serving");
+            eprintln!("step: fixed; retrying the migration");
             // Fixed, and the failed Job deleted as the status says: the upgrade completes.
             sqlx::query("UPDATE tickets._sqlx_migrations SET checksum = $1 WHERE version = 1")
                 .bind(&checksum)
