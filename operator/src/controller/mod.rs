@@ -286,7 +286,8 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
 
     // Status, from what exists after this pass's writes.
     let after = outcome.after(&existing);
-    let st = status::compute(p, &resolved, &after, &plan, &now());
+    let pods = observe::pod_problems(&ctx.client, &ns, &name).await;
+    let st = status::compute(p, &resolved, &after, &plan, &pods, &now());
     report.ready = st.phase == Some(crate::crd::Phase::Ready);
     report.events += transition_events(ctx, p, &st).await;
     report.status_written = write_status(ctx, p, &ns, &name, &st).await?;

@@ -75,6 +75,88 @@ pub async fn list_children(
     Ok(out)
 }
 
+/// A component whose pods cannot run, as the kubelet reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodProblem {
+    /// The component label (`ticket`, `postgres`, ...).
+    pub component: String,
+    /// `CrashLoop`, `ImagePullFailed` or `ContainerConfigError`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The reason a waiting container's state stands for, if it is a problem (not a normal start).
+fn waiting_problem(reason: &str) -> Option<&'static str> {
+    match reason {
+        "CrashLoopBackOff" => Some("CrashLoop"),
+        "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
+            Some("ImagePullFailed")
+        }
+        "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+            Some("ContainerConfigError")
+        }
+        _ => None,
+    }
+}
+
+/// The platform's pods in trouble (crash loops, image pulls, bad container config), one entry
+/// per component. Pods are only read; without permission to list them (an older RBAC), nothing
+/// is reported and a warning is logged.
+pub async fn pod_problems(client: &Client, ns: &str, instance: &str) -> Vec<PodProblem> {
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&names::instance_selector(instance));
+    let pods = match api.list(&lp).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the platform's pods; crash loops are not reported");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<PodProblem> = Vec::new();
+    for pod in pods {
+        let component = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/component").cloned())
+            .unwrap_or_default();
+        let statuses = pod
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        for cs in statuses {
+            let Some(waiting) = cs.state.and_then(|s| s.waiting) else {
+                continue;
+            };
+            let Some(reason) = waiting.reason.as_deref().and_then(waiting_problem) else {
+                continue;
+            };
+            if out.iter().any(|p| p.component == component) {
+                continue;
+            }
+            let detail = waiting.message.unwrap_or_default();
+            let detail = detail.lines().last().unwrap_or_default().to_string();
+            out.push(PodProblem {
+                message: format!(
+                    "{component}: pod {} is in {} (restarts: {}){}",
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    waiting.reason.clone().unwrap_or_default(),
+                    cs.restart_count,
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", detail.chars().take(300).collect::<String>())
+                    }
+                ),
+                component: component.clone(),
+                reason,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.component.cmp(&b.component));
+    out
+}
+
 fn secret_data(obj: &DynamicObject, key: &str) -> Option<String> {
     use base64::Engine;
     let b64 = obj.data.get("data")?.get(key)?.as_str()?;

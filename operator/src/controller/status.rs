@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::api::DynamicObject;
 
-use super::observe::{Existing, Migration, RolloutPlan, deployed_version};
+use super::observe::{Existing, Migration, PodProblem, RolloutPlan, deployed_version};
 use crate::build::Kind;
 use crate::crd::{ComponentStatus, Condition, HelpdeskPlatform, HelpdeskPlatformStatus, Phase};
 use crate::names::{self, Component};
@@ -110,6 +110,19 @@ fn workload_status(obj: Option<&DynamicObject>, fallback_desired: i32) -> Compon
     }
 }
 
+/// A Deployment whose rollout passed `progressDeadlineSeconds` without progress.
+fn stuck(o: &DynamicObject) -> bool {
+    o.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["type"] == "Progressing"
+                && c["status"] == "False"
+                && c["reason"] == "ProgressDeadlineExceeded"
+        })
+}
+
 fn rolled_out(obj: Option<&DynamicObject>) -> bool {
     let Some(o) = obj else { return false };
     let generation = o.metadata.generation.unwrap_or(0);
@@ -126,6 +139,7 @@ pub fn compute(
     r: &Resolved,
     existing: &Existing,
     plan: &RolloutPlan,
+    pods: &[PodProblem],
     now: &str,
 ) -> HelpdeskPlatformStatus {
     let inst = &r.name;
@@ -225,6 +239,28 @@ pub fn compute(
     components.insert("postgres".into(), pg);
     components.insert("rabbitmq".into(), mq);
 
+    // Pods that cannot run, and rollouts past their progress deadline: Degraded, naming the
+    // component, instead of Progressing forever.
+    let mut problems: Vec<(&str, String)> = pods
+        .iter()
+        .map(|pp| (pp.reason, pp.message.clone()))
+        .collect();
+    for pp in pods {
+        if let Some(st) = components.get_mut(&pp.component) {
+            st.message = Some(pp.message.clone());
+        }
+    }
+    for c in Component::ALL {
+        if let Some(dep) = get(Kind::Deployment, names::service_name(inst, c))
+            && stuck(dep)
+            && !pods.iter().any(|pp| pp.component == c.as_str())
+        {
+            problems.push((
+                "RolloutStuck",
+                format!("{}: the rollout exceeded its progress deadline", c.as_str()),
+            ));
+        }
+    }
     let (phase, conditions) = if !failed.is_empty() {
         (
             Phase::Degraded,
@@ -237,6 +273,34 @@ pub fn compute(
                     "a migration Job failed; the previous version keeps running",
                 ),
                 cond(DEGRADED, true, "MigrationFailed", failed.join("; ")),
+            ],
+        )
+    } else if let Some((reason, _)) = problems.first() {
+        let message = problems
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            Phase::Degraded,
+            vec![
+                cond(READY, false, reason, message.clone()),
+                if waiting.is_empty() {
+                    cond(
+                        PROGRESSING,
+                        false,
+                        reason,
+                        "the workloads are not all healthy",
+                    )
+                } else {
+                    cond(
+                        PROGRESSING,
+                        true,
+                        "RollingOut",
+                        format!("rolling out version {}", p.spec.version),
+                    )
+                },
+                cond(DEGRADED, true, reason, message),
             ],
         )
     } else if waiting.is_empty() {

@@ -880,7 +880,8 @@ async fn figures_rss_with_50_platforms() {
     );
 }
 
-/// The exact requests of a pass over an unchanged platform: one LIST per kind, nothing else.
+/// The exact requests of a pass over an unchanged platform: one LIST per kind (and one of the
+/// pods), nothing else.
 #[tokio::test]
 async fn no_op_reconcile_request_by_request() {
     let h = Harness::minimal().settled().await;
@@ -903,6 +904,8 @@ async fn no_op_reconcile_request_by_request() {
         "/apis/policy/v1/namespaces/support/poddisruptionbudgets",
         "/apis/networking.k8s.io/v1/namespaces/support/ingresses",
         "/apis/networking.k8s.io/v1/namespaces/support/networkpolicies",
+        // Read only: crash loops and image pull failures for the status.
+        "/api/v1/namespaces/support/pods",
     ]
     .iter()
     .map(|p| format!("GET {p}"))
@@ -916,4 +919,73 @@ async fn no_op_reconcile_request_by_request() {
             r.query
         );
     }
+}
+
+/// Issue 11 item 2: a crash-looping or image-less pod is Degraded with a reason naming the
+/// component, not Progressing forever; the pods are read, never written.
+#[tokio::test]
+async fn failing_pods_are_degraded_with_a_reason_naming_the_component() {
+    let h = Harness::minimal().settled().await;
+    assert_eq!(h.platform().status.unwrap().phase, Some(Phase::Ready));
+    let pod = |name: &str, component: &str, reason: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": {
+                "app.kubernetes.io/instance": "hd", "app.kubernetes.io/managed-by": "helpdesk-operator",
+                "app.kubernetes.io/component": component}},
+            "status": {"containerStatuses": [{"name": component, "ready": false, "restartCount": 4,
+                "image": "x", "imageID": "", "state": {"waiting": {"reason": reason, "message": "exit code 2"}}}]}})
+    };
+    h.fake.put(
+        &format!("/api/v1/namespaces/{NS}/pods/hd-audit-1"),
+        pod("hd-audit-1", "audit", "CrashLoopBackOff"),
+    );
+    h.reconcile().await.unwrap();
+    let p = h.platform();
+    assert_eq!(p.status.as_ref().unwrap().phase, Some(Phase::Degraded));
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "CrashLoop".into())
+    );
+    let msg = &p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(msg.contains("audit") && msg.contains("hd-audit-1"), "{msg}");
+    assert!(
+        h.write_paths().iter().all(|w| !w.contains("/pods")),
+        "pods are only read"
+    );
+
+    h.fake.put(
+        &format!("/api/v1/namespaces/{NS}/pods/hd-audit-1"),
+        pod("hd-audit-1", "audit", "ImagePullBackOff"),
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        condition(&h.platform(), "Degraded"),
+        ("True".into(), "ImagePullFailed".into())
+    );
+
+    // Healthy again: Ready.
+    h.fake.put(
+        &format!("/api/v1/namespaces/{NS}/pods/hd-audit-1"),
+        pod("hd-audit-1", "audit", "ContainerCreating"),
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(h.platform().status.unwrap().phase, Some(Phase::Ready));
+
+    // A rollout past its progress deadline.
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| {
+        d["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]);
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        condition(&h.platform(), "Degraded"),
+        ("True".into(), "RolloutStuck".into())
+    );
 }
