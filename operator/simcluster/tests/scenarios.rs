@@ -302,6 +302,37 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
                     p["status"]["version"] == "0.1.2" && p["status"]["phase"] == "Ready"
                 })
                 .await?;
+
+            // A pod that crash-loops (a bad setting): Degraded with a reason naming the
+            // component, not Progressing forever; the old pod keeps serving meanwhile.
+            eprintln!("step: a crash-looping audit-service");
+            cluster.edit_spec(|s| {
+                s["services"]["audit"] =
+                    json!({"env": [{"name": "AUDIT_RETENTION_DAYS", "value": "banana"}]})
+            });
+            let p = cluster
+                .wait_for(READY_WITHIN, "Degraded by a crash loop", |p| {
+                    condition(p, "Degraded")["reason"] == "CrashLoop"
+                })
+                .await?;
+            let message = condition(&p, "Degraded")["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains("audit"), "{message}");
+            let r = http
+                .get(format!("{url}/audit/search"))
+                .bearer_auth(&token)
+                .send()
+                .await?;
+            assert_eq!(
+                r.status(),
+                200,
+                "the previous audit-service pod keeps serving"
+            );
+            cluster.edit_spec(|s| s["services"]["audit"] = json!({}));
+            cluster
+                .wait_ready(READY_WITHIN, Duration::from_secs(30))
+                .await?;
             anyhow::Ok(())
         })
         .await
