@@ -316,7 +316,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
         Entry::Platform => &["/health", "/no-such-prefix/x", "/tickets"],
         Entry::ClusterIngress => &["/tickets", "/auth/me", "/admin/agents"],
     };
-    for path in echoed.iter().copied() {
+    for path in echoed {
         let res = api
             .http
             .get(format!("{}{path}", api.base))
