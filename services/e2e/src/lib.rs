@@ -23,6 +23,19 @@ pub enum Entry {
     ClusterIngress,
 }
 
+/// The HTTP client of the walk. `E2E_RESOLVE=host=ip:port` sends requests for `host` to that
+/// address (a cluster's ingress behind a port-forward, as `curl --resolve` would).
+pub fn client() -> Client {
+    let mut b = Client::builder();
+    if let Ok(spec) = std::env::var("E2E_RESOLVE")
+        && let Some((host, addr)) = spec.split_once('=')
+        && let Ok(addr) = addr.parse::<std::net::SocketAddr>()
+    {
+        b = b.resolve(host, addr);
+    }
+    b.build().unwrap_or_default()
+}
+
 /// The platform's first administrator.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -264,7 +277,7 @@ pub fn reset_token(mail: &Value) -> String {
 /// mail steps are skipped.
 pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) {
     let api = Api {
-        http: Client::new(),
+        http: client(),
         base: base.to_string(),
     };
     let run = unique("");
