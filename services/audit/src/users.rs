@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
-use helpdesk_kit::auth::{AuthUser, Role};
+use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
 use helpdesk_kit::error::ApiError;
 use helpdesk_kit::events::UserSnapshot;
 
@@ -38,12 +38,15 @@ pub struct Caller {
 struct Lookup {
     role: Option<Role>,
     deleted: bool,
+    token_epoch: Option<i64>,
+    kept_session: Option<Uuid>,
 }
 
 /// Resolves a verified token against the read model.
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
     let found: Lookup = sqlx::query_as(
-        "SELECT u.role, (d.id IS NOT NULL) AS deleted FROM (VALUES ($1::uuid)) AS k (id) \
+        "SELECT u.role, (d.id IS NOT NULL) AS deleted, u.token_epoch, u.kept_session \
+         FROM (VALUES ($1::uuid)) AS k (id) \
          LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
     )
     .bind(token.id)
@@ -51,6 +54,13 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     .await?;
     if found.deleted {
         return Err(ApiError::unauthorized("User no longer exists"));
+    }
+    let sessions = Sessions {
+        epoch: found.token_epoch.unwrap_or(0),
+        kept: found.kept_session,
+    };
+    if !sessions.admits(token) {
+        return Err(ApiError::unauthorized(SESSION_ENDED));
     }
     Ok(Caller {
         id: token.id,
@@ -116,11 +126,13 @@ pub async fn upsert(
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, first_name, last_name, role, synced_at, revision) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO users (id, email, first_name, last_name, role, synced_at, revision, token_epoch, \
+           kept_session) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
            last_name = EXCLUDED.last_name, role = EXCLUDED.role, synced_at = EXCLUDED.synced_at, \
-           revision = EXCLUDED.revision \
+           revision = EXCLUDED.revision, token_epoch = EXCLUDED.token_epoch, \
+           kept_session = EXCLUDED.kept_session \
          WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
     )
     .bind(user.id)
@@ -130,6 +142,8 @@ pub async fn upsert(
     .bind(user.role)
     .bind(at)
     .bind(user.revision)
+    .bind(user.token_epoch)
+    .bind(user.kept_session)
     .execute(&mut *tx)
     .await?;
     Ok(())

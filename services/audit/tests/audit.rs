@@ -463,6 +463,8 @@ async fn a_stale_user_snapshot_after_a_demotion_does_not_restore_admin_access() 
         role,
         created_at: Utc::now(),
         revision,
+        token_epoch: 0,
+        kept_session: None,
     };
     let demotion = Envelope::wrap(
         &UserRoleChanged {
@@ -494,5 +496,56 @@ async fn a_stale_user_snapshot_after_a_demotion_does_not_restore_admin_access() 
         .call(Method::GET, "/audit/search", Some(&admin.token), None)
         .await;
     assert_eq!(search.status, 403, "{:?}", search.body);
+    audit.stop().await;
+}
+
+/// Security review, item 5: a password change ends every other session in audit-service too.
+#[tokio::test]
+async fn a_session_ended_by_a_password_change_is_refused() {
+    use helpdesk_kit::events::{UserSnapshot, UserUpdated};
+    let audit = Audit::start(&[]).await;
+    let admin = audit.user(Role::Admin).await;
+    let (kept, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = |session: Uuid| {
+        audit
+            .keys
+            .keys
+            .issue_session_token(admin.id, &admin.email, Role::Admin, session, 0)
+            .unwrap()
+    };
+    let (kept_token, other_token) = (token(kept), token(other));
+    for t in [&kept_token, &other_token] {
+        let r = audit
+            .call(Method::GET, "/audit/search", Some(t), None)
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let changed = Envelope::wrap(
+        &UserUpdated {
+            user: UserSnapshot {
+                id: admin.id,
+                email: admin.email.clone(),
+                first_name: Some("Ada".into()),
+                last_name: None,
+                role: Role::Admin,
+                created_at: Utc::now(),
+                revision: 2,
+                token_epoch: 1,
+                kept_session: Some(kept),
+            },
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    );
+    audit.publish(&changed).await;
+    audit.wait_entry(changed.event_id).await;
+    let r = audit
+        .call(Method::GET, "/audit/search", Some(&other_token), None)
+        .await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    let r = audit
+        .call(Method::GET, "/audit/search", Some(&kept_token), None)
+        .await;
+    assert_eq!(r.status, 200, "the changing session stays signed in");
     audit.stop().await;
 }

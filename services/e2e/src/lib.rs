@@ -708,6 +708,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
         None => "alice-pass-1",
     };
     let (alice, _) = api.login(&alice_email, alice_password).await;
+    let (elsewhere, _) = api.login(&alice_email, alice_password).await;
     api.ok(
         Method::POST,
         "/auth/change-password",
@@ -716,6 +717,22 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
         200,
     )
     .await;
+    // Every other session ends (within seconds in every service); this one stays signed in.
+    api.fails(Method::GET, "/auth/me", Some(&elsewhere), None, 401)
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "the other session's token to stop working for tickets",
+        || async {
+            let (s, _) = api
+                .call(Method::GET, "/tickets", Some(&elsewhere), None)
+                .await;
+            (s == 401).then_some(())
+        },
+    )
+    .await;
+    api.ok(Method::GET, "/tickets", Some(&alice), None, 200)
+        .await;
     let msg = api
         .fails(
             Method::POST,

@@ -108,7 +108,34 @@ pub struct UserClaims {
     pub exp: u64,
     pub iss: String,
     pub aud: String,
+    /// The session (one per sign-in): the one that changes the password stays signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
+    /// The account's token epoch at issue: a password change or reset moves the epoch on, and
+    /// tokens of earlier epochs stop counting (see [`Sessions`]).
+    #[serde(default)]
+    pub ep: i64,
 }
+
+/// Which of a user's tokens still count: those issued at the current `epoch` or later, and the
+/// `kept` session (the one that changed the password). A password change moves the epoch on and
+/// keeps its own session; a reset moves it on and keeps none. Every service checks it against its
+/// read model when it resolves the caller, as it does for role and existence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sessions {
+    pub epoch: i64,
+    pub kept: Option<Uuid>,
+}
+
+impl Sessions {
+    pub fn admits(&self, token: &AuthUser) -> bool {
+        token.epoch >= self.epoch || (self.kept.is_some() && self.kept == token.session)
+    }
+}
+
+/// The refusal of a token whose session ended with a password change or reset.
+pub const SESSION_ENDED: &str =
+    "Your session has ended because the password changed; sign in again";
 
 /// Claims of a service credential.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,8 +260,20 @@ impl JwtKeys {
         Ok(jsonwebtoken::encode(&header, claims, key)?)
     }
 
-    /// Issues a user token valid for the configured lifetime.
+    /// Issues a user token valid for the configured lifetime, for a new session at epoch 0.
     pub fn issue_user_token(&self, id: Uuid, email: &str, role: Role) -> Result<String, KeyError> {
+        self.issue_session_token(id, email, role, Uuid::new_v4(), 0)
+    }
+
+    /// Issues a user token for `session` at the account's token `epoch`.
+    pub fn issue_session_token(
+        &self,
+        id: Uuid,
+        email: &str,
+        role: Role,
+        session: Uuid,
+        epoch: i64,
+    ) -> Result<String, KeyError> {
         let now = now_secs();
         self.sign(&UserClaims {
             sub: id,
@@ -244,6 +283,8 @@ impl JwtKeys {
             exp: now + self.token_ttl.as_secs(),
             iss: self.issuer.clone(),
             aud: USER_AUDIENCE.to_string(),
+            sid: Some(session),
+            ep: epoch,
         })
     }
 
@@ -339,6 +380,21 @@ pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
     pub role: Role,
+    /// The token's session and epoch (see [`Sessions`]).
+    pub session: Option<Uuid>,
+    pub epoch: i64,
+}
+
+impl From<UserClaims> for AuthUser {
+    fn from(claims: UserClaims) -> Self {
+        AuthUser {
+            id: claims.sub,
+            email: claims.email,
+            role: claims.role,
+            session: claims.sid,
+            epoch: claims.ep,
+        }
+    }
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -353,11 +409,7 @@ where
             bearer(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
         let keys = Arc::<JwtKeys>::from_ref(state);
         let claims = keys.verify_user_token(token)?;
-        Ok(AuthUser {
-            id: claims.sub,
-            email: claims.email,
-            role: claims.role,
-        })
+        Ok(AuthUser::from(claims))
     }
 }
 

@@ -115,6 +115,21 @@ pub struct UserSnapshot {
     /// user may arrive out of order). 0 in events from before revisions existed.
     #[serde(default)]
     pub revision: i64,
+    /// Which of the user's tokens still count ([`crate::auth::Sessions`]): tokens of an earlier
+    /// epoch are refused, except the kept session's.
+    #[serde(default)]
+    pub token_epoch: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_session: Option<Uuid>,
+}
+
+impl UserSnapshot {
+    pub fn sessions(&self) -> crate::auth::Sessions {
+        crate::auth::Sessions {
+            epoch: self.token_epoch,
+            kept: self.kept_session,
+        }
+    }
 }
 
 /// A short reference to a user.

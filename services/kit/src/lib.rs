@@ -14,6 +14,7 @@
 //! - [`contract`]: the names every service and the operator share (re-export of
 //!   `helpdesk-contract`): configuration variables, what each command requires, routes, roles.
 
+pub mod access;
 pub mod auth;
 pub mod bus;
 pub mod config;

@@ -162,11 +162,26 @@ pub async fn build(
     helpdesk_kit::bus::declare_early(bus.as_ref(), &subscription).await;
     let consume_bus = bus.clone();
     let consume_shutdown = shutdown.clone();
+    // Who may read an email's status now (role changes, password changes, deletions).
+    let access_subscription =
+        helpdesk_kit::bus::topology::NOTIFICATION_USERS.subscription(attempts, delay);
+    helpdesk_kit::bus::declare_early(bus.as_ref(), &access_subscription).await;
+    let access = Arc::new(IdempotentConsumer::new(
+        helpdesk_kit::bus::topology::NOTIFICATION_USERS.name,
+        pool.clone(),
+        Arc::new(helpdesk_kit::access::AccessModel),
+    ));
+    let (access_bus, access_shutdown) = (bus.clone(), shutdown.clone());
     let mut workers: Vec<Worker> = vec![
         Box::pin(OutboxRelay::new(pool.clone(), bus, &config.db.schema).run(shutdown.clone())),
         Box::pin(async move {
             consume_bus
                 .consume(subscription, consumer, consume_shutdown)
+                .await
+        }),
+        Box::pin(async move {
+            access_bus
+                .consume(access_subscription, access, access_shutdown)
                 .await
         }),
     ];

@@ -1,17 +1,16 @@
 //! `POST /notifications/email` (internal) and `GET /notifications/status/{id}` (internal or ADMIN).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use helpdesk_kit::auth::{AuthUser, JwtKeys, Role, ServiceCaller};
+use helpdesk_kit::auth::{AuthUser, Role, ServiceCaller};
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length, is_valid_email};
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox::EventContext;
@@ -126,18 +125,18 @@ pub async fn send_email(
     ))
 }
 
-/// Another service with its credential, or a signed-in ADMIN. The role comes from the token:
-/// notification-service keeps no user read model.
+/// Another service with its credential, or a signed-in user whose *current* role is ADMIN (from
+/// notification-service's record of role changes, password changes and deletions,
+/// [`helpdesk_kit::access`]): a demoted, signed-out or deleted admin is refused at once.
 pub struct ServiceOrAdmin;
 
-impl<S> FromRequestParts<S> for ServiceOrAdmin
-where
-    Arc<JwtKeys>: FromRef<S>,
-    S: Send + Sync,
-{
+impl FromRequestParts<AppState> for ServiceOrAdmin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if ServiceCaller::from_request_parts(parts, state)
             .await
             .is_ok()
@@ -145,10 +144,11 @@ where
             return Ok(ServiceOrAdmin);
         }
         let user = AuthUser::from_request_parts(parts, state).await?;
-        if user.role != Role::Admin {
-            return Err(ApiError::forbidden("Admin access required"));
+        match helpdesk_kit::access::current_role(&state.pool, &user).await? {
+            None => Err(ApiError::unauthorized("This account no longer exists")),
+            Some(Role::Admin) => Ok(ServiceOrAdmin),
+            Some(_) => Err(ApiError::forbidden("Admin access required")),
         }
-        Ok(ServiceOrAdmin)
     }
 }
 

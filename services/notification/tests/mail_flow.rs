@@ -394,3 +394,96 @@ async fn internal_routes_queue_mail_and_report_its_status() {
     }
     p.finish().await;
 }
+
+/// Security review, items 7 and 5: the status route trusted the role in the token, so a demoted
+/// or deleted ADMIN kept access until expiry, as did a session ended by a password change. It
+/// now checks notification-service's record of role changes, password changes and deletions.
+#[tokio::test]
+async fn the_status_route_checks_the_callers_current_role_and_session() {
+    use helpdesk_kit::events::{UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated};
+    let mut p = Platform::new().await;
+    let config = p.notification_config(&[]);
+    let (base, _pool) = p.start_notification(config).await;
+    let c = http();
+    let status = |token: String| {
+        let c = c.clone();
+        let url = format!("{base}/notifications/status/{}", Uuid::new_v4());
+        async move {
+            c.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let snapshot =
+        |id: Uuid, role: Role, revision: i64, epoch: i64, kept: Option<Uuid>| UserSnapshot {
+            id,
+            email: format!("{id}@example.com"),
+            first_name: None,
+            last_name: None,
+            role,
+            created_at: Utc::now(),
+            revision,
+            token_epoch: epoch,
+            kept_session: kept,
+        };
+    let keys = &p.keys.keys;
+    let (demoted, signed_out, deleted) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let token = |id: Uuid, session: Uuid| {
+        keys.issue_session_token(id, "x@example.com", Role::Admin, session, 0)
+            .unwrap()
+    };
+    let (kept, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let demoted_token = token(demoted, Uuid::new_v4());
+    let kept_token = token(signed_out, kept);
+    let other_token = token(signed_out, other);
+    let deleted_token = token(deleted, Uuid::new_v4());
+    for t in [&demoted_token, &kept_token, &other_token, &deleted_token] {
+        assert_eq!(status(t.clone()).await, 404, "an ADMIN reads statuses");
+    }
+    p.publish(&Envelope::wrap(
+        &UserRoleChanged {
+            user: snapshot(demoted, Role::Agent, 2, 0, None),
+            old_role: Role::Admin,
+            new_role: Role::Agent,
+        },
+        EventMetadata::default(),
+    ))
+    .await;
+    p.publish(&Envelope::wrap(
+        &UserUpdated {
+            user: snapshot(signed_out, Role::Admin, 2, 1, Some(kept)),
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    ))
+    .await;
+    p.publish(&Envelope::wrap(
+        &UserDeleted {
+            id: deleted,
+            email: "gone@example.com".into(),
+        },
+        EventMetadata::default(),
+    ))
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the changes to take effect",
+        || async {
+            (status(demoted_token.clone()).await == 403
+                && status(other_token.clone()).await == 401
+                && status(deleted_token.clone()).await == 401)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        status(kept_token.clone()).await,
+        404,
+        "the session that changed the password stays signed in"
+    );
+    p.finish().await;
+}

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use helpdesk_kit::auth::{AuthUser, Role};
+use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
 use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::ApiError;
 use helpdesk_kit::events::{
@@ -112,12 +112,15 @@ struct Lookup {
     last_name: Option<String>,
     role: Option<Role>,
     deleted: bool,
+    token_epoch: Option<i64>,
+    kept_session: Option<Uuid>,
 }
 
 /// Resolves a verified token against the read model (see the module documentation).
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
     let found: Lookup = sqlx::query_as(
-        "SELECT u.email, u.first_name, u.last_name, u.role, (d.id IS NOT NULL) AS deleted \
+        "SELECT u.email, u.first_name, u.last_name, u.role, (d.id IS NOT NULL) AS deleted, \
+           u.token_epoch, u.kept_session \
          FROM (VALUES ($1::uuid)) AS k (id) \
          LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
     )
@@ -126,6 +129,13 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     .await?;
     if found.deleted {
         return Err(ApiError::unauthorized("User no longer exists"));
+    }
+    let sessions = Sessions {
+        epoch: found.token_epoch.unwrap_or(0),
+        kept: found.kept_session,
+    };
+    if !sessions.admits(token) {
+        return Err(ApiError::unauthorized(SESSION_ENDED));
     }
     if let (Some(email), Some(role)) = (found.email, found.role) {
         return Ok(Caller {
@@ -171,11 +181,13 @@ impl FromRequestParts<AppState> for Caller {
 /// snapshots of the same revision, a newer event) or the user is deleted.
 async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at, revision) \
-         SELECT $1, $2, $3, $4, $5, false, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
+        "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at, revision, \
+           token_epoch, kept_session) \
+         SELECT $1, $2, $3, $4, $5, false, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
            last_name = EXCLUDED.last_name, role = EXCLUDED.role, provisional = false, \
-           synced_at = EXCLUDED.synced_at, revision = EXCLUDED.revision \
+           synced_at = EXCLUDED.synced_at, revision = EXCLUDED.revision, \
+           token_epoch = EXCLUDED.token_epoch, kept_session = EXCLUDED.kept_session \
          WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
     )
     .bind(user.id)
@@ -185,6 +197,8 @@ async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -
     .bind(user.role)
     .bind(at)
     .bind(user.revision)
+    .bind(user.token_epoch)
+    .bind(user.kept_session)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -465,6 +465,8 @@ async fn a_stale_user_snapshot_published_after_a_demotion_does_not_restore_admin
                 role: Role::Admin,
                 created_at: chrono::Utc::now(),
                 revision: admin.revision,
+                token_epoch: 0,
+                kept_session: None,
             },
             changes: vec!["password".into()],
         },

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use helpdesk_kit::auth::{AuthUser, ServiceCaller};
+use helpdesk_kit::auth::{AuthUser, SESSION_ENDED, ServiceCaller, Sessions};
 use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, check_length, is_valid_email};
 use helpdesk_kit::events::{UserCreated, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
@@ -109,10 +110,17 @@ fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>
     }
 }
 
+/// A token for a new session at the account's current token epoch.
 fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
     state
         .keys
-        .issue_user_token(row.id, &row.email, row.role)
+        .issue_session_token(
+            row.id,
+            &row.email,
+            row.role,
+            Uuid::new_v4(),
+            row.token_epoch,
+        )
         .map_err(ApiError::internal)
 }
 
@@ -220,11 +228,20 @@ pub async fn login(
     }
 }
 
-/// Loads the signed-in user; a token of a deleted account no longer works.
+/// Loads the signed-in user; a token of a deleted account, or of a session a password change
+/// or reset ended, no longer works.
 pub async fn current_user(state: &AppState, auth: &AuthUser) -> ApiResult<UserRow> {
-    users::find_by_id(&state.pool, auth.id)
+    let row = users::find_by_id(&state.pool, auth.id)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))
+        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
+    let sessions = Sessions {
+        epoch: row.token_epoch,
+        kept: row.kept_session,
+    };
+    if !sessions.admits(auth) {
+        return Err(ApiError::unauthorized(SESSION_ENDED));
+    }
+    Ok(row)
 }
 
 /// The signed-in user.
@@ -258,7 +275,8 @@ pub async fn change_password(
     let mut tx = state.pool.begin().await?;
     // The event carries the row as this transaction writes it, not `row` read before hashing: a
     // role change committed meanwhile must not be overwritten in the read models by a stale copy.
-    let updated = users::set_password(&mut tx, row.id, &hash)
+    // Every other session ends; this one stays signed in.
+    let updated = users::set_password(&mut tx, row.id, &hash, auth.session)
         .await?
         .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
     let ctx = EventContext {
@@ -288,9 +306,7 @@ pub async fn validate(
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> ApiResult<ApiJson<ValidateResponse>> {
     let claims = state.keys.verify_user_token(body.token.trim())?;
-    let row = users::find_by_id(&state.pool, claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
+    let row = current_user(&state, &AuthUser::from(claims)).await?;
     Ok(ApiJson(ValidateResponse {
         valid: true,
         user: User::from(&row),

@@ -30,7 +30,8 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
         Some(existing) => {
             // Someone registered the admin address first: promote it and take over with the
             // configured password, so only the holder of the secret can sign in as admin.
-            users::set_password(&mut tx, existing.id, &hash).await?;
+            // Whoever registered the address first is signed out everywhere.
+            users::set_password(&mut tx, existing.id, &hash, None).await?;
             // set_role returns the row after both changes (and both revision bumps).
             let row = users::set_role(&mut tx, existing.id, Role::Admin).await?;
             outbox::publish(

@@ -143,7 +143,8 @@ pub async fn reset_password(
     let Some(user_id) = user_id else {
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
-    let Some(user) = users::set_password(&mut tx, user_id, &hash).await? else {
+    // A reset ends every session.
+    let Some(user) = users::set_password(&mut tx, user_id, &hash, None).await? else {
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
     sqlx::query(

@@ -20,6 +20,8 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     /// Bumped by every change; events carry it so read models keep only the newest state.
     pub revision: i64,
+    pub token_epoch: i64,
+    pub kept_session: Option<Uuid>,
 }
 
 /// The contract's User object (never a password hash).
@@ -57,11 +59,14 @@ impl UserRow {
             role: self.role,
             created_at: self.created_at,
             revision: self.revision,
+            token_epoch: self.token_epoch,
+            kept_session: self.kept_session,
         }
     }
 }
 
-const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at, revision";
+const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at, revision, \
+     token_epoch, kept_session";
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -126,19 +131,23 @@ pub async fn insert(db: &mut PgConnection, new: &NewUser<'_>) -> sqlx::Result<Us
     .await
 }
 
-/// Sets the password and returns the committed-to-be row (its current role, not a copy read
-/// earlier), or `None` when the account is gone.
+/// Sets the password, ends every session but `keep` (the one that changed it; `None` for a
+/// reset) and returns the committed-to-be row (its current role, not a copy read earlier), or
+/// `None` when the account is gone.
 pub async fn set_password(
     db: &mut PgConnection,
     id: Uuid,
     hash: &str,
+    keep: Option<Uuid>,
 ) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE users SET password_hash = $2, updated_at = now(), revision = revision + 1 \
+        "UPDATE users SET password_hash = $2, updated_at = now(), revision = revision + 1, \
+           token_epoch = token_epoch + 1, kept_session = $3 \
          WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(hash)
+    .bind(keep)
     .fetch_optional(db)
     .await
 }

@@ -479,3 +479,60 @@ async fn concurrent_wrong_passwords_cannot_escape_the_login_limit() {
     assert_eq!(res.status(), 429);
     app.stop().await;
 }
+
+/// Security review, item 5 (contract): after a password change every other session's token is
+/// refused; the one that made the change stays signed in; the event carries the sessions.
+#[tokio::test]
+async fn a_password_change_ends_every_other_session() {
+    let mut app = spawn().await;
+    let (_, first) = app.signup("sessions@example.com", "old-password-1").await;
+    let login = |app: &common::TestApp| {
+        let (http, url) = (app.http.clone(), app.url("/auth/login"));
+        async move {
+            let v: Value = http
+                .post(url)
+                .json(&json!({"email": "sessions@example.com", "password": "old-password-1"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_string()
+        }
+    };
+    let second = login(&app).await;
+    assert_ne!(
+        claims(&first)["sid"],
+        claims(&second)["sid"],
+        "one session per sign-in"
+    );
+    let res = app
+        .post(
+            "/auth/change-password",
+            json!({"oldPassword": "old-password-1", "newPassword": "new-password-2"}),
+            Some(&second),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.get("/auth/me", Some(&second)).await.status(),
+        200,
+        "the changing session stays"
+    );
+    let msg = error(app.get("/auth/me", Some(&first)).await, 401).await;
+    assert!(msg.contains("sign in again"), "{msg}");
+    let res = app.login("sessions@example.com", "new-password-2").await;
+    assert_eq!(res.status(), 200);
+    let fresh: Value = res.json().await.unwrap();
+    let fresh = fresh["token"].as_str().unwrap();
+    assert_eq!(app.get("/auth/me", Some(fresh)).await.status(), 200);
+    let env = app
+        .event_where("user.updated", |e| {
+            e.payload["user"]["email"] == "sessions@example.com"
+        })
+        .await;
+    assert_eq!(env.payload["user"]["tokenEpoch"], 1);
+    assert_eq!(env.payload["user"]["keptSession"], claims(&second)["sid"]);
+    app.stop().await;
+}

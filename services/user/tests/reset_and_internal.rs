@@ -15,7 +15,7 @@ fn token_of(link: &str) -> String {
 #[tokio::test]
 async fn forgot_and_reset_password() {
     let mut app = spawn().await;
-    let (user, _) = app.signup("erin@example.com", "secret12").await;
+    let (user, before_reset) = app.signup("erin@example.com", "secret12").await;
     let answer = "If the email exists, a reset link has been sent";
     let res = app
         .post(
@@ -87,6 +87,9 @@ async fn forgot_and_reset_password() {
         app.login("erin@example.com", "brandnew1").await.status(),
         200
     );
+    // Every sign-in token issued before the reset stops working (contract).
+    let msg = error(app.get("/auth/me", Some(&before_reset)).await, 401).await;
+    assert!(msg.contains("sign in again"), "{msg}");
     // Used, and the other outstanding token is void.
     let res = app
         .post(

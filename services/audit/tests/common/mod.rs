@@ -186,6 +186,8 @@ impl Audit {
             role,
             created_at: chrono::Utc::now(),
             revision: 1,
+            token_epoch: 0,
+            kept_session: None,
         };
         self.publish(&Envelope::wrap(
             &UserCreated { user: snapshot },

@@ -15,7 +15,7 @@ use super::Subscription;
 use crate::events::{
     DomainEvent, NOTIFICATION_EVENTS, TICKET_EVENTS, TicketAssigned, TicketCreated, TicketDeleted,
     TicketStatusChanged, TicketUnassigned, USER_EVENTS, UserCreated, UserDeleted,
-    UserPasswordResetRequested, UserRoleChanged,
+    UserPasswordResetRequested, UserRoleChanged, UserUpdated,
 };
 
 /// A durable queue of the platform and what it receives.
@@ -82,10 +82,26 @@ pub const NOTIFICATION_TRIGGERS: Queue = Queue {
     prefetch: 16,
 };
 
-/// admin-service's read model of who may administer (role changes and deletions).
+/// admin-service's record of who may call it now ([`crate::access`]): role changes, password
+/// changes and resets (sessions), deletions.
 pub const ADMIN_USERS: Queue = Queue {
     name: "admin-service.users",
-    bindings: &[on::<UserRoleChanged>(), on::<UserDeleted>()],
+    bindings: &[
+        on::<UserRoleChanged>(),
+        on::<UserUpdated>(),
+        on::<UserDeleted>(),
+    ],
+    prefetch: 32,
+};
+
+/// notification-service's record of who may read an email's status ([`crate::access`]).
+pub const NOTIFICATION_USERS: Queue = Queue {
+    name: "notification-service.users",
+    bindings: &[
+        on::<UserRoleChanged>(),
+        on::<UserUpdated>(),
+        on::<UserDeleted>(),
+    ],
     prefetch: 32,
 };
 
@@ -123,10 +139,11 @@ pub fn retired_bindings(queue: &str) -> impl Iterator<Item = (&'static str, &'st
 }
 
 /// Every durable queue of the platform.
-pub const PLATFORM: [Queue; 5] = [
+pub const PLATFORM: [Queue; 6] = [
     TICKET_USERS,
     AUDIT_EVENTS,
     NOTIFICATION_TRIGGERS,
+    NOTIFICATION_USERS,
     ADMIN_USERS,
     ADMIN_TICKETS,
 ];

@@ -299,6 +299,11 @@ impl Platform {
             config.event_retries.1,
         );
         self.prebind(&sub).await;
+        self.prebind(
+            &helpdesk_kit::bus::topology::NOTIFICATION_USERS
+                .subscription(config.event_retries.0, config.event_retries.1),
+        )
+        .await;
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
         let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");

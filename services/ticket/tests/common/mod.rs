@@ -223,6 +223,8 @@ impl Platform {
             role,
             created_at: chrono::Utc::now(),
             revision: 1,
+            token_epoch: 0,
+            kept_session: None,
         };
         self.publish(&Envelope::wrap(
             &UserCreated { user: snapshot },
@@ -256,6 +258,8 @@ impl Platform {
             role,
             created_at: chrono::Utc::now(),
             revision: user.revision + 1,
+            token_epoch: 0,
+            kept_session: None,
         };
         let event = UserRoleChanged {
             user: snapshot,

@@ -1,0 +1,102 @@
+//! Who may call, by the caller's *current* state, for services that keep no copy of the users
+//! (admin-service, notification-service).
+//!
+//! A token states the role at sign-in. These services keep only a small table, `user_access`, of
+//! the users whose state changed after sign-in (role changes, password changes and resets,
+//! deletions; fed by `user.role_changed`, `user.updated` and `user.deleted`): for them the table
+//! wins over the token, so a demoted, signed-out or deleted user loses access within a second,
+//! without a call to user-service on every request. The service's migrations create the table:
+//!
+//! ```sql
+//! CREATE TABLE user_access (user_id UUID PRIMARY KEY, role TEXT, deleted BOOLEAN NOT NULL DEFAULT false,
+//!   changed_at TIMESTAMPTZ NOT NULL, revision BIGINT NOT NULL DEFAULT 0,
+//!   token_epoch BIGINT NOT NULL DEFAULT 0, kept_session UUID);
+//! ```
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
+use crate::bus::{EventHandler, HandlerError};
+use crate::error::ApiError;
+use crate::events::{Envelope, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated};
+
+/// The caller's current role: `Ok(None)` when the account was deleted, 401 when the token's
+/// session ended (password change or reset).
+pub async fn current_role(pool: &PgPool, user: &AuthUser) -> Result<Option<Role>, ApiError> {
+    let row: Option<(Option<Role>, bool, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT role, deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1",
+    )
+    .bind(user.id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((role, deleted, epoch, kept)) = row else {
+        return Ok(Some(user.role));
+    };
+    if deleted {
+        return Ok(None);
+    }
+    if !(Sessions { epoch, kept }).admits(user) {
+        return Err(ApiError::unauthorized(SESSION_ENDED));
+    }
+    Ok(Some(role.unwrap_or(user.role)))
+}
+
+/// Records role changes, password changes and deletions; an older snapshot never overrides a
+/// newer one (by the user's revision), and a deletion is final.
+pub struct AccessModel;
+
+async fn record(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO user_access (user_id, role, deleted, revision, token_epoch, kept_session, changed_at) \
+         VALUES ($1, $2, false, $3, $4, $5, $6) \
+         ON CONFLICT (user_id) DO UPDATE SET role = EXCLUDED.role, revision = EXCLUDED.revision, \
+             token_epoch = EXCLUDED.token_epoch, kept_session = EXCLUDED.kept_session, \
+             changed_at = EXCLUDED.changed_at \
+         WHERE (user_access.revision, user_access.changed_at) <= (EXCLUDED.revision, EXCLUDED.changed_at)",
+    )
+    .bind(user.id)
+    .bind(user.role)
+    .bind(user.revision)
+    .bind(user.token_epoch)
+    .bind(user.kept_session)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn record_deletion(tx: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO user_access (user_id, deleted, changed_at) VALUES ($1, true, $2) \
+         ON CONFLICT (user_id) DO UPDATE SET deleted = true, changed_at = EXCLUDED.changed_at",
+    )
+    .bind(id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn malformed(event: &Envelope, e: serde_json::Error) -> HandlerError {
+    HandlerError::Permanent(format!("malformed {} payload: {e}", event.event_type))
+}
+
+#[async_trait]
+impl EventHandler for AccessModel {
+    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
+        if let Some(p) = event.decode::<UserRoleChanged>() {
+            let p = p.map_err(|e| malformed(event, e))?;
+            record(tx, &p.user, event.timestamp).await?;
+        } else if let Some(p) = event.decode::<UserUpdated>() {
+            let p = p.map_err(|e| malformed(event, e))?;
+            record(tx, &p.user, event.timestamp).await?;
+        } else if let Some(p) = event.decode::<UserDeleted>() {
+            let p = p.map_err(|e| malformed(event, e))?;
+            record_deletion(tx, p.id, event.timestamp).await?;
+        }
+        Ok(())
+    }
+}
