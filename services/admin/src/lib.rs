@@ -74,7 +74,9 @@ impl Config {
             ));
         }
         let service_token = env
-            .value_or_file(var::SERVICE_TOKEN)?
+            .value_or_file(contract::Service::Admin.service_token_var())?
+            .map(Some)
+            .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
             .map(|t| t.trim().to_string())
             .ok_or_else(|| {
                 ConfigError::new(

@@ -245,10 +245,18 @@ type Page = (HeaderMap, ApiJson<Vec<AuditEvent>>);
         (status = 403, description = "Not staff")))]
 pub async fn by_entity(
     State(state): State<AppState>,
-    _who: StaffOrService,
+    who: StaffOrService,
     ApiPath((entity_type, entity_id)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Page> {
+    // Of the services, only ticket-service reads a trail (for GET /tickets/:id/audit).
+    if let StaffOrService::Service(service) = &who
+        && service != helpdesk_kit::contract::Service::Ticket.binary()
+    {
+        return Err(ApiError::forbidden(format!(
+            "{service} may not call this route"
+        )));
+    }
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let filters = Filters {
         entity_type: Some(entity_type),

@@ -298,6 +298,18 @@ impl Service {
         }
     }
 
+    /// This service's own credential, when one process runs several services (`helpdesk up`):
+    /// read before the shared [`var::SERVICE_TOKEN`], so each service calls its peers as itself.
+    pub const fn service_token_var(self) -> &'static str {
+        match self {
+            Service::User => "USER_SERVICE_TOKEN",
+            Service::Ticket => "TICKET_SERVICE_TOKEN",
+            Service::Notification => "NOTIFICATION_SERVICE_TOKEN",
+            Service::Audit => "AUDIT_SERVICE_TOKEN",
+            Service::Admin => "ADMIN_SERVICE_TOKEN",
+        }
+    }
+
     /// Services this one calls over HTTP, each found through its [`url_var`](Self::url_var)
     /// (ticket → audit for a ticket's audit trail, admin → user for user administration).
     pub const fn peers(self) -> &'static [Service] {

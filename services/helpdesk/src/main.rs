@@ -355,15 +355,21 @@ async fn run_platform(
         DEFAULT_ISSUER,
         Duration::from_secs(3600),
     )?;
-    let service_token = keys.issue_service_token("helpdesk", Duration::from_secs(365 * 86_400))?;
+
     let mail_dir = dir.join("mail");
     let port = addr.port();
     env.set(var::DATABASE_URL, database_url)
         .set(var::JWT_PRIVATE_KEY, private)
         .set(var::JWT_PUBLIC_KEY, public)
         .set(var::BOOTSTRAP_ADMIN_EMAIL, admin_email.clone())
-        .set(var::BOOTSTRAP_ADMIN_PASSWORD, admin_password.clone())
-        .set(var::SERVICE_TOKEN, service_token);
+        .set(var::BOOTSTRAP_ADMIN_PASSWORD, admin_password.clone());
+    // Each service calls its peers with its own credential (internal routes are scoped by caller);
+    // they are minted at every start and never leave this process.
+    for service in Service::ALL {
+        let token =
+            keys.issue_service_token(service.binary(), Duration::from_secs(365 * 86_400))?;
+        env.set(service.service_token_var(), token);
+    }
     // Every peer a service calls is served by this process's internal listener.
     for peer in Service::ALL.iter().flat_map(|s| s.peers()) {
         env.set(peer.url_var(), internal_url.clone());

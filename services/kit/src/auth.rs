@@ -419,6 +419,22 @@ pub struct ServiceCaller {
     pub service: String,
 }
 
+impl ServiceCaller {
+    /// Internal routes are scoped: only the services listed may call this one (e.g. only
+    /// admin-service changes roles and deletes users), whatever other service's credential is
+    /// presented. 403 otherwise.
+    pub fn require(&self, allowed: &[crate::contract::Service]) -> Result<(), ApiError> {
+        if allowed.iter().any(|s| s.binary() == self.service) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{} may not call this route",
+                self.service
+            )))
+        }
+    }
+}
+
 impl<S> FromRequestParts<S> for ServiceCaller
 where
     Arc<JwtKeys>: FromRef<S>,

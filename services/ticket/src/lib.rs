@@ -89,7 +89,9 @@ impl Config {
             audit: AuditPeerConfig {
                 url: env.raw(contract::Service::Audit.url_var()),
                 service_token: env
-                    .value_or_file(var::SERVICE_TOKEN)?
+                    .value_or_file(contract::Service::Ticket.service_token_var())?
+                    .map(Some)
+                    .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
                     .map(|t| t.trim().to_string()),
                 timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(600))?,
                 retries,

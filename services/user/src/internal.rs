@@ -7,6 +7,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{Role, ServiceCaller};
+use helpdesk_kit::contract::Service;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use helpdesk_kit::events::{UserDeleted, UserRoleChanged};
 use helpdesk_kit::http::RequestId;
@@ -46,9 +47,11 @@ fn actor(headers: &axum::http::HeaderMap) -> Option<Uuid> {
     responses((status = 200, body = User), (status = 404, description = "User not found")))]
 pub async fn get_user(
     State(state): State<AppState>,
-    _c: ServiceCaller,
+    caller: ServiceCaller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<User>> {
+    // Only admin-service administers users.
+    caller.require(&[Service::Admin])?;
     let row = users::find_by_id(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
@@ -60,9 +63,11 @@ pub async fn get_user(
     responses((status = 200, body = [User])))]
 pub async fn list_users(
     State(state): State<AppState>,
-    _c: ServiceCaller,
+    caller: ServiceCaller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<User>>> {
+    // Only admin-service administers users.
+    caller.require(&[Service::Admin])?;
     let roles = q
         .roles
         .unwrap_or_default()
@@ -80,12 +85,14 @@ pub async fn list_users(
     responses((status = 200, body = User), (status = 400, description = "Invalid role or last admin"), (status = 404, description = "User not found")))]
 pub async fn change_role(
     State(state): State<AppState>,
-    _c: ServiceCaller,
+    caller: ServiceCaller,
     RequestId(request_id): RequestId,
     headers: axum::http::HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RoleRequest>,
 ) -> ApiResult<ApiJson<User>> {
+    // Only admin-service administers users.
+    caller.require(&[Service::Admin])?;
     let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
     let mut tx = state.pool.begin().await?;
     let admins = users::lock_admins(&mut tx).await?;
@@ -125,11 +132,13 @@ pub async fn change_role(
     responses((status = 200, body = Message), (status = 400, description = "Last admin"), (status = 404, description = "User not found")))]
 pub async fn delete_user(
     State(state): State<AppState>,
-    _c: ServiceCaller,
+    caller: ServiceCaller,
     RequestId(request_id): RequestId,
     headers: axum::http::HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<Message>> {
+    // Only admin-service administers users.
+    caller.require(&[Service::Admin])?;
     let mut tx = state.pool.begin().await?;
     let admins = users::lock_admins(&mut tx).await?;
     let row = users::lock_by_id(&mut tx, id)

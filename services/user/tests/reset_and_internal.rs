@@ -287,3 +287,44 @@ async fn internal_routes_need_a_service_credential() {
     error(res, 404).await;
     app.stop().await;
 }
+
+/// Security review, item 11: internal routes are scoped by caller. Any service's credential used
+/// to change roles and delete users; only admin-service's does now.
+#[tokio::test]
+async fn only_admin_service_administers_users() {
+    let app = spawn().await;
+    let (user, _) = app.signup("scoped@example.com", "secret12").await;
+    let id = user["id"].as_str().unwrap();
+    let ticket = app.keys.service_token("ticket-service");
+    let http = &app.http;
+    let res = http
+        .patch(app.url(&format!("/users/{id}/role")))
+        .bearer_auth(&ticket)
+        .json(&json!({"role": "ADMIN"}))
+        .send()
+        .await
+        .unwrap();
+    let msg = error(res, 403).await;
+    assert!(msg.contains("ticket-service"), "{msg}");
+    let res = http
+        .delete(app.url(&format!("/users/{id}")))
+        .bearer_auth(&ticket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        app.get(&format!("/users/{id}"), Some(&ticket))
+            .await
+            .status(),
+        403
+    );
+    let admin = app.service_token();
+    assert_eq!(
+        app.get(&format!("/users/{id}"), Some(&admin))
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}
