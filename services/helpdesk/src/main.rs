@@ -125,7 +125,7 @@ fn main() -> ExitCode {
             }
         }
     } else {
-        helpdesk_kit::telemetry::init_logging();
+        helpdesk_kit::telemetry::init_tool_logging();
         None
     };
     let result = match cli.command {

@@ -53,6 +53,21 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// JSON logs for command-line tools, on stderr: their results go to stdout (e.g.
+/// `helpdesk dlq list --json`).
+pub fn init_tool_logging() {
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter()),
+        )
+        .try_init();
+}
+
 /// Whether spans are exported (an OTLP endpoint is configured).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 

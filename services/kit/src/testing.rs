@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::auth::{JwtKeys, generate_key_pair};
 
+pub mod servers;
+
 /// `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`.
 pub fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
