@@ -63,20 +63,19 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
         )
         .await
         .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        // Serialise concurrent first starts (several replicas, parallel tests).
-        sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-schema'))")
-            .execute(&mut conn)
+        // Serialise concurrent first starts (several replicas, parallel tests) with a
+        // transaction-scoped lock: released by the commit or rollback, never left behind.
+        let mut tx = conn.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-schema'))")
+            .execute(&mut *tx)
             .await?;
-        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS \"{}\"",
             cfg.schema
         )))
-        .execute(&mut conn)
-        .await;
-        sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-schema'))")
-            .execute(&mut conn)
-            .await?;
-        created?;
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         conn.close().await?;
     }
     let opts = base.options([("search_path", cfg.schema.as_str())]);
@@ -113,16 +112,14 @@ CREATE INDEX IF NOT EXISTS processed_events_at ON processed_events (processed_at
 
 /// Runs the kit's tables and then the service's migrations, under one advisory lock per schema.
 pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-kit-' || current_schema()))")
-        .execute(&mut *conn)
+    // A transaction-scoped lock: held by the session that creates the tables, released by the
+    // commit or rollback.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-kit-' || current_schema()))")
+        .execute(&mut *tx)
         .await?;
-    let result = sqlx::raw_sql(KIT_SCHEMA).execute(&mut *conn).await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-kit-' || current_schema()))")
-        .execute(&mut *conn)
-        .await?;
-    result?;
-    drop(conn);
+    sqlx::raw_sql(KIT_SCHEMA).execute(&mut *tx).await?;
+    tx.commit().await?;
     migrator
         .run(pool)
         .await
