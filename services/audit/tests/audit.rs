@@ -82,10 +82,11 @@ async fn every_event_becomes_exactly_one_entry_without_secrets() {
         EventMetadata::default(),
     );
     a.publish(&sent).await;
-    // A hand-made event with secrets nested anywhere.
+    // A hand-made event with secrets nested anywhere (in properties its schema does not name:
+    // what it names must still match).
     let mut custom = sent.clone();
     custom.event_id = Uuid::new_v4();
-    custom.payload = json!({"to": "x@example.com", "nested": {"passwordHash": "$argon2id$SECRET", "list": [{"accessToken": "SECRET-JWT"}]}});
+    custom.payload = json!({"emailId": Uuid::new_v4(), "to": "x@example.com", "attempts": 1, "nested": {"passwordHash": "$argon2id$SECRET", "list": [{"accessToken": "SECRET-JWT"}]}});
     a.publish(&custom).await;
 
     // The queue is handled in order: once this last event is recorded, every copy before it was seen.
@@ -214,6 +215,41 @@ async fn a_poison_message_is_dead_lettered_without_blocking_the_queue() {
         0,
         "a failed event leaves no partial entry"
     );
+    a.stop().await;
+}
+
+/// Reliability, item 5: a `ticket.created` whose payload is `{"foo":1}` became an audit entry for
+/// a nonexistent entity while admin and notification dead-lettered it. Every consumer now checks
+/// an event against its JSON Schema first: it is dead-lettered with the reason, records nothing,
+/// and a valid event after it is still recorded.
+#[tokio::test]
+async fn an_event_that_does_not_match_its_schema_is_dead_lettered_and_records_nothing() {
+    use helpdesk_kit::bus::dlq::DeadLetters;
+    let a = Audit::start(&[("AUDIT_CONSUMERS", "1")]).await;
+    let agent = a.user(Role::Agent).await;
+    let mut foo = ticket_created(&agent);
+    foo.payload = json!({"foo": 1});
+    a.publish(&foo).await;
+    let good = ticket_created(&agent);
+    a.publish(&good).await;
+    a.wait_entry(good.event_id).await;
+
+    let dead = eventually(WAIT, "the dead letter", || async {
+        let dead = a.bus.list(audit_service::EVENTS_QUEUE).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let body: Envelope = serde_json::from_str(&dead[0].body).unwrap();
+    assert_eq!(body.event_id, foo.event_id);
+    let error = dead[0].last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("does not match its schema")
+            && error.contains(r#"/payload: missing required property "ticket""#),
+        "{error}"
+    );
+    assert_eq!(dead[0].attempts, 1, "a schema mismatch is not retried");
+    assert_eq!(a.entries_for(foo.event_id).await, 0);
     a.stop().await;
 }
 

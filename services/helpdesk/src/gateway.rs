@@ -87,6 +87,24 @@ async fn forward(
     }
 }
 
+/// `/ready`: every upstream's own `/ready`, asked concurrently with a short timeout; 200 when all
+/// are ready, else 503 naming those that are not (the same answer as `helpdesk up`'s).
+async fn ready(State(up): State<Arc<Upstreams>>) -> Response {
+    let checks = futures_util::future::join_all(up.bases.iter().map(|(service, base)| {
+        let request = up
+            .http
+            .get(format!("{base}{}", contract::http::READY_PATH))
+            .timeout(crate::platform::READY_TIMEOUT)
+            .send();
+        async move {
+            let ok = request.await.is_ok_and(|r| r.status() == StatusCode::OK);
+            (service.binary(), ok)
+        }
+    }))
+    .await;
+    crate::platform::readiness_answer(&checks)
+}
+
 /// Serves the gateway on `addr` until Ctrl-C.
 pub async fn run(addr: SocketAddr, env: &Env) -> anyhow::Result<()> {
     let mut bases: Vec<(Service, String)> = Vec::new();
@@ -114,6 +132,7 @@ pub async fn run(addr: SocketAddr, env: &Env) -> anyhow::Result<()> {
                 axum::Json(serde_json::json!({"status": "ok", "service": "gateway"}))
             }),
         )
+        .route(contract::http::READY_PATH, axum::routing::get(ready))
         .fallback(forward)
         .with_state(up)
         .layer(axum::middleware::from_fn(

@@ -245,24 +245,45 @@ fn operational(names: Vec<&'static str>, routers: Vec<(&'static str, Router)>) -
         )
 }
 
+/// How long `/ready` waits for each service's own `/ready` (whose checks give up after
+/// [`helpdesk_kit::http::READY_CHECK_TIMEOUT`]); the services are asked concurrently, so the
+/// answer comes within this long even with the database down.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 async fn ready(routers: &[(&'static str, Router)]) -> Response {
-    let mut checks = serde_json::Map::new();
-    let mut all = true;
-    for (name, router) in routers {
-        let ok = matches!(
-            call(router, contract::http::READY_PATH).await,
-            Some((StatusCode::OK, _))
-        );
-        all &= ok;
-        checks.insert(
-            name.to_string(),
-            serde_json::json!(if ok { "ready" } else { "not ready" }),
-        );
+    let checks = futures_util::future::join_all(routers.iter().map(|(name, router)| async move {
+        let answer = tokio::time::timeout(READY_TIMEOUT, call(router, contract::http::READY_PATH));
+        (*name, matches!(answer.await, Ok(Some((StatusCode::OK, _)))))
+    }))
+    .await;
+    readiness_answer(&checks)
+}
+
+/// The answer of a `/ready` made of other services' readiness (`helpdesk up`, the gateway):
+/// 200 `{"status": "ready", "services": {...}}` when all are ready, else 503 in the contract's
+/// error shape naming those that are not.
+pub fn readiness_answer(checks: &[(&str, bool)]) -> Response {
+    let services: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, ok)| {
+            let state = if *ok { "ready" } else { "not ready" };
+            (name.to_string(), state.into())
+        })
+        .collect();
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    if down.is_empty() {
+        return axum::Json(serde_json::json!({"status": "ready", "services": services}))
+            .into_response();
     }
-    if all {
-        axum::Json(serde_json::json!({"status": "ready", "services": checks})).into_response()
-    } else {
-        let body = serde_json::json!({"statusCode": 503, "message": "Not ready: a service is unavailable", "error": "Service Unavailable", "services": checks});
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-    }
+    let body = serde_json::json!({
+        "statusCode": 503,
+        "message": format!("Not ready: {}", down.join(", ")),
+        "error": "Service Unavailable",
+        "services": services,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }

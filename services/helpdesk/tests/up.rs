@@ -134,6 +134,13 @@ async fn up_serves_the_platform_on_one_port_and_reuses_its_data() {
         "prints the admin and where it is stored"
     );
     assert!(out.contains("Helpdesk stopped"));
+    // Issue 14, item 12: the first thing a newcomer sees is the banner, not a warning (the
+    // start-up locks warned "you don't own a lock of type ExclusiveLock").
+    assert!(!out.contains("own a lock"), "{out}");
+    assert!(
+        out.trim_start().starts_with("Helpdesk is running"),
+        "start-up is quiet: {out}"
+    );
 
     // A second start reuses the database, keys and admin.
     let up = Up::start(&dir).await;

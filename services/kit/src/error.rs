@@ -18,7 +18,13 @@ pub struct ApiError {
     pub message: String,
     /// Logged, never sent to the client.
     pub detail: Option<String>,
+    /// Seconds the client should wait before trying again (`Retry-After`); set on 503s.
+    pub retry_after: Option<u32>,
 }
+
+/// The `Retry-After` of a 503: a dependency (the database, a peer) is down for now, and the
+/// platform recovers by itself within seconds of its return.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +40,7 @@ impl ApiError {
             status,
             message: message.into(),
             detail: None,
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -63,6 +70,15 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "Internal server error".into(),
             detail: Some(detail.to_string()),
+            retry_after: None,
+        }
+    }
+    /// The database (or another dependency) cannot be used right now: 503 with `Retry-After`,
+    /// the detail logged.
+    pub fn dependency_down(detail: impl std::fmt::Display) -> Self {
+        Self {
+            detail: Some(detail.to_string()),
+            ..Self::unavailable("Temporarily unavailable, please try again shortly")
         }
     }
 }
@@ -82,7 +98,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), detail = ?self.detail, "request failed");
         }
-        error_response(self.status, &self.message)
+        let mut res = error_response(self.status, &self.message);
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 
@@ -92,15 +113,30 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// A database that cannot be used right now (unreachable, no connection within the pool's
+/// acquire timeout, restarting: [`crate::db::is_unavailable`]) is a 503 with `Retry-After`, not
+/// the request's fault and not a bug; any other database error is a 500.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::internal(format!("database: {e}"))
+        if crate::db::is_unavailable(&e) {
+            ApiError::dependency_down(format!("database: {e}"))
+        } else {
+            ApiError::internal(format!("database: {e}"))
+        }
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        ApiError::internal(format!("{e:#}"))
+        let unavailable = e
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+            .any(crate::db::is_unavailable);
+        if unavailable {
+            ApiError::dependency_down(format!("{e:#}"))
+        } else {
+            ApiError::internal(format!("{e:#}"))
+        }
     }
 }
 
@@ -217,6 +253,47 @@ mod tests {
         assert!(!is_valid_email("a b@c.com"));
         assert!(!is_valid_email("@c.com"));
         assert!(!is_valid_email("a@@c.com"));
+    }
+
+    async fn parts(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let res = e.into_response();
+        let status = res.status();
+        let retry = res
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// Reliability, item 2: a database that cannot be used is a 503 with `Retry-After` in the
+    /// contract's shape; an error of the statement itself stays a 500.
+    #[tokio::test]
+    async fn an_unavailable_database_is_a_503_with_retry_after() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [sqlx::Error::PoolTimedOut, sqlx::Error::Io(io())] {
+            let (status, retry, body) = parts(ApiError::from(e)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry.as_deref(), Some("1"));
+            assert_eq!(body["statusCode"], 503);
+            assert_eq!(body["error"], "Service Unavailable");
+            assert!(body["message"].as_str().unwrap().contains("try again"));
+        }
+        // Through anyhow's context too.
+        let wrapped = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("loading the ticket");
+        assert_eq!(
+            parts(ApiError::from(wrapped)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let (status, retry, body) = parts(ApiError::from(sqlx::Error::RowNotFound)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry, None);
+        assert_eq!(body["message"], "Internal server error");
+        // Every 503 tells the client when to come back.
+        let (_, retry, _) = parts(ApiError::unavailable("peer down")).await;
+        assert_eq!(retry.as_deref(), Some("1"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::auth::Role;
 
+pub mod schema;
+
 /// Exchange of user-service events.
 pub const USER_EVENTS: &str = "user.events";
 /// Exchange of ticket-service events.

@@ -296,25 +296,29 @@ pub struct Readiness {
     pub bus: Option<Arc<dyn Bus>>,
 }
 
+/// How long `/ready` waits for each of its checks; they run concurrently, so a dependency that
+/// is down makes `/ready` answer 503 within about this long (a pool that cannot connect gives
+/// up after [`crate::db::ACQUIRE_TIMEOUT`] anyway).
+pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 async fn check_database(pool: &PgPool) -> bool {
     matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(pool)
-        )
-        .await,
+        tokio::time::timeout(READY_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await,
         Ok(Ok(_))
     )
 }
 
-async fn ready(State(r): State<Readiness>) -> Response {
-    let db = check_database(&r.pool).await;
-    let broker = match &r.bus {
+async fn check_broker(bus: Option<&Arc<dyn Bus>>) -> bool {
+    match bus {
         None => true,
-        Some(bus) => tokio::time::timeout(Duration::from_secs(2), bus.healthy())
+        Some(bus) => tokio::time::timeout(READY_CHECK_TIMEOUT, bus.healthy())
             .await
             .unwrap_or(false),
-    };
+    }
+}
+
+async fn ready(State(r): State<Readiness>) -> Response {
+    let (db, broker) = tokio::join!(check_database(&r.pool), check_broker(r.bus.as_ref()));
     let checks = serde_json::json!({
         "database": if db { "ok" } else { "unavailable" },
         "broker": if broker { "ok" } else { "unavailable" },

@@ -258,59 +258,109 @@ pub async fn queue_len(channel: &lapin::Channel, name: &str) -> Option<u32> {
 }
 
 /// A TCP proxy that can be cut and restored: a database, broker or peer going down and coming
-/// back. Cutting it refuses new connections and drops live ones; [`Proxy::refused`] counts the
-/// connections it refused, so a test can wait until a client has really tried during an outage.
+/// back. Cutting it ([`Proxy::set`] with `None`) accepts and at once closes new connections and
+/// drops live ones; [`Proxy::refused`] counts the connections it closed, so a test can wait until
+/// a client has really tried during an outage. [`Proxy::stop`] is a stopped server instead: the
+/// port is closed, so connecting is refused (and live connections are dropped).
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
-    upstream: tokio::sync::watch::Sender<Option<std::net::SocketAddr>>,
+    state: tokio::sync::watch::Sender<ProxyState>,
     refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ProxyState {
+    Forward(std::net::SocketAddr),
+    Cut,
+    Stopped,
 }
 
 impl Proxy {
     pub async fn start(upstream: Option<std::net::SocketAddr>) -> Self {
-        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::watch::channel(upstream);
-        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = refused.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let mut rx = rx.clone();
-                let target = *rx.borrow_and_update();
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let Some(target) = target else {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let _ = client.shutdown().await;
-                        return;
-                    };
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        // Cutting the proxy drops live connections too.
-                        _ = rx.changed() => {}
-                    }
-                });
-            }
+        let (tx, rx) = tokio::sync::watch::channel(match upstream {
+            Some(a) => ProxyState::Forward(a),
+            None => ProxyState::Cut,
         });
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(Self::run(Some(listener), addr, rx, refused.clone()));
         Self {
             addr,
-            upstream: tx,
+            state: tx,
             refused,
+        }
+    }
+
+    async fn run(
+        mut listener: Option<tokio::net::TcpListener>,
+        addr: std::net::SocketAddr,
+        mut rx: tokio::sync::watch::Receiver<ProxyState>,
+        counter: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            let state = *rx.borrow_and_update();
+            match (state, &listener) {
+                (ProxyState::Stopped, Some(_)) => listener = None,
+                (ProxyState::Stopped, None) => {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+                (_, None) => match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => listener = Some(l),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                },
+                (_, Some(l)) => {
+                    let accepted = tokio::select! {
+                        accepted = l.accept() => accepted,
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Ok((mut client, _)) = accepted else {
+                        return;
+                    };
+                    let mut conn_rx = rx.clone();
+                    let counter = counter.clone();
+                    tokio::spawn(async move {
+                        let ProxyState::Forward(target) = state else {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = client.shutdown().await;
+                            return;
+                        };
+                        let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            // Cutting or stopping the proxy drops live connections too.
+                            _ = conn_rx.changed() => {}
+                        }
+                    });
+                }
+            }
         }
     }
 
     /// Routes to `upstream`, or refuses everything (and drops live connections) with `None`.
     pub fn set(&self, upstream: Option<std::net::SocketAddr>) {
-        let _ = self.upstream.send(upstream);
+        let _ = self.state.send(match upstream {
+            Some(a) => ProxyState::Forward(a),
+            None => ProxyState::Cut,
+        });
+    }
+
+    /// Closes the port, as a stopped server does: connecting is refused (live connections are
+    /// dropped) until the next [`Proxy::set`] opens it again.
+    pub fn stop(&self) {
+        let _ = self.state.send(ProxyState::Stopped);
     }
 
     /// Connections refused while cut.

@@ -559,3 +559,87 @@ async fn dead_letters_are_listed_and_replayed_once() {
     testing::drop_schema(&bus_schema).await;
     testing::drop_schema(&app_schema).await;
 }
+
+/// Issue 14, item 12: `PgBus::new` took its advisory lock and released it with two separate pool
+/// queries, which may run on two connections: the unlock then warned "you don't own a lock of
+/// type ExclusiveLock" (the first line `helpdesk up` printed), and the lock either stayed with the
+/// first connection (the next start on the same database, e.g. `helpdesk dlq` beside `helpdesk
+/// up`, waited for it) or protected nothing. Lock and work must share one session whatever the
+/// pool does; here a pool that closes every connection after one use makes that deterministic.
+#[tokio::test]
+async fn creating_the_bus_locks_and_unlocks_on_one_session() {
+    use std::str::FromStr;
+    testing::require_postgres().await;
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = logs.clone();
+        move || Capture(logs.clone())
+    };
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(writer)
+            .finish(),
+    );
+    let schema = unique("t_pgbus_");
+    let app_name = unique("pgbus-lock-");
+    let mut url = reqwest::Url::parse(&database_url()).unwrap();
+    url.query_pairs_mut()
+        .append_pair("application_name", &app_name);
+    // Creates the schema.
+    db::connect(&DbConfig {
+        url: url.to_string(),
+        schema: schema.clone(),
+        max_connections: 1,
+    })
+    .await
+    .expect("connect")
+    .close()
+    .await;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url.as_str())
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let one_use = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .max_lifetime(Duration::ZERO)
+        .connect_with(options)
+        .await
+        .unwrap();
+    PgBus::new(one_use.clone()).await.expect("the bus");
+    one_use.close().await;
+    // And with an ordinary pool, no lock outlives the call.
+    let pool = db::connect(&DbConfig {
+        url: url.to_string(),
+        schema: schema.clone(),
+        max_connections: 5,
+    })
+    .await
+    .expect("connect");
+    PgBus::new(pool.clone()).await.expect("the bus");
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND a.application_name = $1",
+    )
+    .bind(&app_name)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    testing::drop_schema(&schema).await;
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(!logs.contains("own a lock"), "{logs}");
+    assert_eq!(held, 0, "an advisory lock outlived PgBus::new");
+}
+
+/// A log sink for one test.
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
+use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -22,9 +23,9 @@ pub trait EventHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError>;
 }
 
-/// Wraps an [`EventHandler`] as a [`MessageHandler`]: parses the envelope (a malformed one is a
-/// permanent failure), skips events already handled by this consumer, and commits the effect
-/// together with the record of the event.
+/// Wraps an [`EventHandler`] as a [`MessageHandler`]: parses the envelope and checks it against
+/// its event's JSON Schema (a malformed one is a permanent failure), skips events already handled
+/// by this consumer, and commits the effect together with the record of the event.
 ///
 /// The record of a handled event is kept for [`DEDUP_RETENTION`] (redeliveries come within
 /// minutes: a relay retry, a broker reconnect, a consumer restart), then pruned in the background
@@ -221,9 +222,22 @@ fn event_span(
     (span, trace)
 }
 
+/// The event in `body`, checked against its event type's JSON Schema (`event-schemas/`) before
+/// any handler sees it: a body that is not an envelope, or an event that does not match its
+/// schema, is a permanent failure (dead-lettered with the reason). Event types without a schema
+/// pass; handlers ignore or refuse them.
 fn parse(body: &[u8]) -> Result<Envelope, HandlerError> {
-    serde_json::from_slice(body)
-        .map_err(|e| HandlerError::Permanent(format!("not an event envelope: {e}")))
+    let raw: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| HandlerError::Permanent(format!("not an event envelope: {e}")))?;
+    let envelope = Envelope::deserialize(&raw)
+        .map_err(|e| HandlerError::Permanent(format!("not an event envelope: {e}")))?;
+    crate::events::schema::validate(&envelope.event_type, &raw).map_err(|problems| {
+        HandlerError::Permanent(format!(
+            "{} event {} does not match its schema: {problems}",
+            envelope.event_type, envelope.event_id
+        ))
+    })?;
+    Ok(envelope)
 }
 
 #[async_trait]

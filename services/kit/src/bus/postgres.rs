@@ -65,14 +65,14 @@ pub struct PgBus {
 impl PgBus {
     /// Creates the bus tables when missing.
     pub async fn new(pool: PgPool) -> Result<Self, sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_lock(hashtext('helpdesk-pgbus'))")
-            .execute(&pool)
+        // One transaction, so the lock (serialising concurrent first starts) is taken and
+        // released by the session that does the work, whatever connection the pool hands out.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-pgbus'))")
+            .execute(&mut *tx)
             .await?;
-        let created = sqlx::raw_sql(SCHEMA).execute(&pool).await;
-        sqlx::query("SELECT pg_advisory_unlock(hashtext('helpdesk-pgbus'))")
-            .execute(&pool)
-            .await?;
-        created?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(Self {
             pool,
             bindings: tokio::sync::RwLock::new(None),

@@ -1,0 +1,132 @@
+//! Requests while the database is down or busy (reliability, item 2): a database that cannot be
+//! used answers a fast 503 with `Retry-After`, a busy pool does not.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use sqlx::PgPool;
+
+use helpdesk_kit::db::{self, DbConfig};
+use helpdesk_kit::error::ApiResult;
+use helpdesk_kit::testing::{self, Proxy, database_url_via, eventually, postgres_addr, unique};
+
+/// A route that needs the database, as every service's routes do, holding its connection for
+/// `sleep` seconds.
+fn app(pool: PgPool) -> Router {
+    async fn query(
+        State(pool): State<PgPool>,
+        axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, f64>>,
+    ) -> ApiResult<&'static str> {
+        let sleep = q.get("sleep").copied().unwrap_or(0.0);
+        sqlx::query("SELECT pg_sleep($1)")
+            .bind(sleep)
+            .execute(&pool)
+            .await?;
+        Ok("ok")
+    }
+    Router::new().route("/q", get(query)).with_state(pool)
+}
+
+async fn timed(http: &reqwest::Client, url: &str) -> (u16, Option<String>, String, Duration) {
+    let started = Instant::now();
+    let res = http.get(url).send().await.expect("the app answers");
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = res.text().await.unwrap();
+    (status, retry, body, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_answers_503_with_retry_after_within_a_second() {
+    testing::require_postgres().await;
+    let proxy = Proxy::start(Some(postgres_addr())).await;
+    let schema = unique("t_db_");
+    let pool = db::connect(&DbConfig {
+        url: database_url_via(proxy.addr),
+        schema: schema.clone(),
+        max_connections: 5,
+    })
+    .await
+    .expect("connect");
+    let addr = testing::serve(app(pool)).await;
+    let url = format!("http://{addr}/q");
+    let http = reqwest::Client::new();
+    assert_eq!(timed(&http, &url).await.0, 200);
+
+    // A stopped server (connections refused: sqlx retries them until the acquire timeout) and
+    // a cut network path (connections reset at once).
+    for stopped in [true, false] {
+        if stopped {
+            proxy.stop();
+        } else {
+            proxy.set(None);
+        }
+        for _ in 0..3 {
+            let (status, retry, body, took) = timed(&http, &url).await;
+            assert_eq!(status, 503, "stopped: {stopped}: {body}");
+            assert_eq!(retry.as_deref(), Some("1"), "Retry-After");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["statusCode"], 503);
+            assert_eq!(body["error"], "Service Unavailable");
+            assert!(body["message"].is_string());
+            assert!(
+                took < Duration::from_millis(1500),
+                "stopped: {stopped}: the 503 took {took:?}"
+            );
+        }
+        // Back by itself once the database is.
+        proxy.set(Some(postgres_addr()));
+        eventually(Duration::from_secs(10), "the database back", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { (timed(&http, &url).await.0 == 200).then_some(()) }
+        })
+        .await;
+    }
+    testing::drop_schema(&schema).await;
+}
+
+/// Pool saturation under load is not an outage: 64 clients on a pool of 10 (the default), each
+/// query holding its connection for 20 ms, all answered.
+#[tokio::test]
+async fn a_busy_pool_does_not_answer_503() {
+    testing::require_postgres().await;
+    let schema = unique("t_db_");
+    let pool = db::connect(&DbConfig {
+        url: testing::database_url(),
+        schema: schema.clone(),
+        max_connections: 10,
+    })
+    .await
+    .expect("connect");
+    let addr = testing::serve(app(pool)).await;
+    let url = format!("http://{addr}/q?sleep=0.02");
+    let http = reqwest::Client::new();
+    let clients = (0..64).map(|_| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..10 {
+                statuses.push(timed(&http, &url).await.0);
+            }
+            statuses
+        })
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 640);
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 640 failed: {failed:?}",
+        failed.len()
+    );
+    testing::drop_schema(&schema).await;
+}
