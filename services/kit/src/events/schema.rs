@@ -394,6 +394,8 @@ mod tests {
                     role: crate::auth::Role::Agent,
                     created_at: Utc::now(),
                     revision: 3,
+                    token_epoch: 1,
+                    kept_session: Some(Uuid::new_v4()),
                 },
                 changes: vec!["password".into()],
             },
