@@ -176,6 +176,33 @@ impl FakeApi {
         }
     }
 
+    /// Acts like the garbage collector after the owner with this uid was deleted: removes every
+    /// object whose owner references name it. Returns the paths removed.
+    pub fn collect_garbage(&self, owner_uid: &str) -> Vec<String> {
+        let mut s = self.state.lock().unwrap();
+        let gone: Vec<String> = s
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"] == owner_uid)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            s.objects.remove(k);
+        }
+        gone
+    }
+
+    /// Removes an object (as `kubectl delete` would, without cascading).
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.remove(path)
+    }
+
     /// Paths of stored objects in a collection, e.g. `/apis/apps/v1/namespaces/ns/deployments`.
     pub fn names(&self, collection: &str) -> Vec<String> {
         let prefix = format!("{collection}/");

@@ -500,17 +500,26 @@ async fn switching_to_external_postgres_deletes_the_managed_one() {
     let h = Harness::minimal().settled().await;
     h.edit_spec(|s| s["postgres"] = json!({"external": {"secretRef": {"name": "db"}}}));
     let report = h.reconcile().await.unwrap();
-    for gone in [
-        "StatefulSet/hd-postgres",
-        "Service/hd-postgres",
-        "Secret/hd-postgres-credentials",
-    ] {
+    for gone in ["StatefulSet/hd-postgres", "Service/hd-postgres"] {
         assert!(
             report.outcome.deleted.contains(&gone.to_string()),
             "{gone} in {:?}",
             report.outcome.deleted
         );
     }
+    // The credentials stay with the retained volume (pvcRetention: Retain, the default), so
+    // switching back to managed finds PostgreSQL's data with its password (issue 11, item 3).
+    assert!(
+        !report
+            .outcome
+            .deleted
+            .contains(&"Secret/hd-postgres-credentials".to_string())
+    );
+    assert!(
+        h.fake
+            .names(SECRETS)
+            .contains(&"hd-postgres-credentials".to_string())
+    );
     let deletes: Vec<_> = h
         .fake
         .writes()
@@ -1080,4 +1089,60 @@ async fn network_policies_admit_http_only_from_the_ingress_controller() {
         !from.to_string().contains("\"namespaceSelector\":{}"),
         "not every namespace"
     );
+}
+
+fn secret_value(h: &Harness, name: &str, key: &str) -> String {
+    use base64::Engine;
+    let s = h.fake.get(&format!("{SECRETS}/{name}")).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s["data"][key].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Issue 11 item 3: with `pvcRetention: Retain` (the default) the datastore credentials survive
+/// the platform like the volumes do, and a platform created again reuses them.
+#[tokio::test]
+async fn credentials_outlive_a_deleted_platform_with_their_data() {
+    let h = Harness::minimal().settled().await;
+    let pg = secret_value(&h, "hd-postgres-credentials", "password");
+    let mq = secret_value(&h, "hd-rabbitmq-credentials", "password");
+    let uid = h.platform().metadata.uid.unwrap();
+    // kubectl delete hdp hd: the garbage collector removes what the platform owns.
+    let spec = h.fake.remove(PLATFORM).unwrap()["spec"].clone();
+    let gone = h.fake.collect_garbage(&uid);
+    assert!(
+        gone.iter()
+            .any(|p| p.ends_with("/statefulsets/hd-postgres"))
+    );
+    assert!(gone.iter().any(|p| p.ends_with("/secrets/hd-jwt")));
+    let kept = h.fake.names(SECRETS);
+    assert_eq!(kept, ["hd-postgres-credentials", "hd-rabbitmq-credentials"]);
+    // Created again: a new uid, the same name.
+    h.fake.put(
+        PLATFORM,
+        json!({"apiVersion": "helpdesk.dev/v1alpha1", "kind": "HelpdeskPlatform",
+               "metadata": {"name": "hd", "namespace": NS}, "spec": spec}),
+    );
+    assert_ne!(h.platform().metadata.uid.unwrap(), uid);
+    h.reconcile().await.unwrap();
+    assert_eq!(secret_value(&h, "hd-postgres-credentials", "password"), pg);
+    assert_eq!(secret_value(&h, "hd-rabbitmq-credentials", "password"), mq);
+    let s = h
+        .fake
+        .get(&format!("{SECRETS}/hd-postgres-credentials"))
+        .unwrap();
+    assert!(s["metadata"]["ownerReferences"].is_null(), "{s}");
+
+    // With pvcRetention: Delete they go with the platform, like the volumes.
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "postgres": {"managed": {"pvcRetention": "Delete"}}}),
+    )
+    .settled()
+    .await;
+    let uid = h.platform().metadata.uid.unwrap();
+    h.fake.remove(PLATFORM);
+    h.fake.collect_garbage(&uid);
+    assert_eq!(h.fake.names(SECRETS), ["hd-rabbitmq-credentials"]);
 }
