@@ -1146,3 +1146,68 @@ async fn credentials_outlive_a_deleted_platform_with_their_data() {
     h.fake.collect_garbage(&uid);
     assert_eq!(h.fake.names(SECRETS), ["hd-rabbitmq-credentials"]);
 }
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Child writes of the last pass (no status, no events), as `PATCH <path>`.
+fn child_writes(h: &Harness) -> Vec<String> {
+    let mut w: Vec<String> = h
+        .write_paths()
+        .into_iter()
+        .filter(|w| !w.contains("/events") && !w.ends_with("/status"))
+        .collect();
+    w.sort();
+    w
+}
+
+/// Issue 11 item 1: a rotated external Secret rolls the pods that read it (a hash of its data on
+/// the pod template); the Jobs are left alone and nothing else is written.
+#[tokio::test]
+async fn a_rotated_external_secret_rolls_the_pods_that_read_it() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "postgres": {"external": {"secretRef": {"name": "db", "key": "url"}}},
+        "rabbitmq": {"external": {"secretRef": {"name": "mq", "key": "url"}}}}),
+    );
+    for (name, url) in [
+        ("db", "postgres://a:b@db:5432/x"),
+        ("mq", "amqp://a:b@mq:5672/%2f"),
+    ] {
+        h.fake.put(
+            &format!("{SECRETS}/{name}"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": NS}, "data": {"url": b64(url)}}),
+        );
+    }
+    let h = h.settled().await;
+    let annotation = |h: &Harness, d: &str| {
+        h.deployment(d)["spec"]["template"]["metadata"]["annotations"]["helpdesk.dev/secrets-hash"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let before = annotation(&h, "hd-ticket").expect("hash of the external Secrets");
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "unchanged Secret: no writes");
+    h.fake.edit(&format!("{SECRETS}/db"), |s| {
+        s["data"]["url"] = b64("postgres://a:rotated@db:5432/x").into();
+    });
+    h.reconcile().await.unwrap();
+    let writes = child_writes(&h);
+    assert_eq!(
+        writes.len(),
+        5,
+        "every service reads DATABASE_URL: {writes:?}"
+    );
+    assert!(
+        writes.iter().all(|w| w.contains("/deployments/")),
+        "{writes:?}"
+    );
+    assert_ne!(annotation(&h, "hd-ticket").unwrap(), before);
+    h.make_ready();
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty());
+}
