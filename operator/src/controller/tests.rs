@@ -1211,3 +1211,302 @@ async fn a_rotated_external_secret_rolls_the_pods_that_read_it() {
     h.reconcile().await.unwrap();
     assert!(h.fake.writes().is_empty());
 }
+
+const SERVICES: &str = "/api/v1/namespaces/support/services";
+const PVCS: &str = "/api/v1/namespaces/support/persistentvolumeclaims";
+
+fn condition_message(p: &HelpdeskPlatform, t: &str) -> String {
+    p.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap()
+        .message
+        .clone()
+}
+
+/// Issue 11 item 1: `kubectl set image`, `kubectl scale` (no HPA), an edited env var and an
+/// edited Service port are put back on the next pass, and only those objects are written; the
+/// pass after that is write-free again.
+#[tokio::test]
+async fn hand_edits_are_put_back_and_the_next_pass_is_write_free() {
+    let h = Harness::minimal().settled().await;
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/ticket:latest".into();
+    });
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-user"), |d| {
+        d["spec"]["replicas"] = 4.into();
+    });
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-audit"), |d| {
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap();
+        let log = env.iter_mut().find(|e| e["name"] == "RUST_LOG").unwrap();
+        log["value"] = "trace".into();
+    });
+    h.fake.edit(&format!("{SERVICES}/hd-admin"), |s| {
+        s["spec"]["ports"][0]["port"] = 9090.into();
+    });
+    let report = h.reconcile().await.unwrap();
+    assert_eq!(
+        child_writes(&h),
+        [
+            format!("PATCH {SERVICES}/hd-admin"),
+            format!("PATCH {DEPLOYMENTS}/hd-audit"),
+            format!("PATCH {DEPLOYMENTS}/hd-ticket"),
+            format!("PATCH {DEPLOYMENTS}/hd-user"),
+        ]
+    );
+    assert_eq!(
+        h.image("hd-ticket"),
+        "ghcr.io/helpdesk/ticket-service:0.1.0"
+    );
+    assert_eq!(h.deployment("hd-user")["spec"]["replicas"], 1);
+    let env = h.deployment("hd-audit")["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let log = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RUST_LOG")
+        .unwrap()
+        .clone();
+    assert_eq!(log["value"], "info");
+    assert_eq!(
+        h.fake.get(&format!("{SERVICES}/hd-admin")).unwrap()["spec"]["ports"][0]["port"],
+        8080
+    );
+    let repaired = report.outcome.repaired.join("\n");
+    assert!(
+        repaired.contains("Deployment/hd-ticket: spec.template.spec.containers[ticket].image")
+            && repaired.contains("Deployment/hd-user: spec.replicas"),
+        "{repaired}"
+    );
+    let events: Vec<_> = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/events"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e
+            .body
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("DriftRepaired")),
+        "an event says what was put back"
+    );
+    h.make_ready();
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.write_paths(), Vec::<String>::new(), "write-free again");
+}
+
+/// Issue 11 item 1: with an HPA the replicas are its own (not put back), the rest of the
+/// Deployment still is.
+#[tokio::test]
+async fn with_an_hpa_only_the_replicas_are_left_alone() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "services": {"ticket": {"autoscaling": {"minReplicas": 2, "maxReplicas": 8}}}}),
+    )
+    .settled()
+    .await;
+    // The HPA scales through the scale subresource: kube-controller-manager owns replicas.
+    let hpa_scales = |d: &mut Value, n: i64| {
+        d["spec"]["replicas"] = n.into();
+        d["metadata"]["managedFields"].as_array_mut().unwrap().push(
+            json!({"manager": "kube-controller-manager", "operation": "Update",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}),
+        );
+    };
+    h.fake
+        .edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| hpa_scales(d, 7));
+    h.reconcile().await.unwrap();
+    assert_eq!(child_writes(&h), Vec::<String>::new(), "the HPA's replicas");
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/ticket:latest".into();
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(child_writes(&h), [format!("PATCH {DEPLOYMENTS}/hd-ticket")]);
+    assert_eq!(
+        h.image("hd-ticket"),
+        "ghcr.io/helpdesk/ticket-service:0.1.0"
+    );
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 7);
+}
+
+/// Issue 11 item 4: one object the API server refuses (422) does not stop the others: Jobs,
+/// Deployments, Ingress and NetworkPolicies are still applied, the object is named in status
+/// with the API's message, the reconcile backs off, and the next pass completes.
+#[tokio::test]
+async fn one_rejected_object_does_not_stop_the_pass() {
+    let h = Harness::minimal().settled().await;
+    h.edit_spec(|s| {
+        s["version"] = "0.2.0".into();
+        s["postgres"] = json!({"managed": {"image": "postgres:17"}});
+        s["services"] = json!({"ticket": {"replicas": 2}});
+    });
+    h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+        "{err}"
+    );
+    assert!(
+        h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-2-0".to_string())
+    );
+    let writes = h.write_paths();
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 2);
+    for later in [
+        "/ingresses/hd",
+        "/networkpolicies/hd-default-deny",
+        "/deployments/hd-ticket",
+        "/statefulsets/hd-rabbitmq",
+    ] {
+        assert!(
+            writes.iter().any(|w| w.ends_with(later)),
+            "{later} not applied: {writes:?}"
+        );
+    }
+    assert!(
+        h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-1-0".to_string()),
+        "no orphan deletion while part of the desired state is missing"
+    );
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "ApplyRejected".into())
+    );
+    let msg = condition_message(&p, "Degraded");
+    assert!(
+        msg.contains("StatefulSet/hd-postgres")
+            && msg.contains("422 Invalid")
+            && msg.contains("injected failure"),
+        "{msg}"
+    );
+    // The API server accepts it again: the pass completes and the rejection is gone.
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.fake.get(&format!("{STATEFULSETS}/hd-postgres")).unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["image"],
+        "postgres:17"
+    );
+    assert!(
+        !h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-1-0".to_string())
+    );
+    assert_ne!(condition(&h.platform(), "Degraded").1, "ApplyRejected");
+}
+
+/// Issue 11 item 4: a larger storage request of a managed datastore goes to its PVC (the
+/// StatefulSet's volumeClaimTemplates are immutable); a claim that cannot grow and a smaller
+/// size are reported in status.
+#[tokio::test]
+async fn storage_growth_expands_the_claims() {
+    let h = Harness::minimal().settled().await;
+    for (claim, size) in [
+        ("data-hd-postgres-0", "10Gi"),
+        ("data-hd-rabbitmq-0", "5Gi"),
+    ] {
+        h.fake.put(
+            &format!("{PVCS}/{claim}"),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": NS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}),
+        );
+    }
+    h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "20Gi"}}));
+    let report = h.reconcile().await.unwrap();
+    let claim = h.fake.get(&format!("{PVCS}/data-hd-postgres-0")).unwrap();
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+    assert_eq!(
+        report.outcome.expanded,
+        ["PersistentVolumeClaim/data-hd-postgres-0"]
+    );
+    let sts = h.fake.get(&format!("{STATEFULSETS}/hd-postgres")).unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the template is immutable"
+    );
+    assert_eq!(h.platform().status.unwrap().phase, Some(Phase::Ready));
+    // Done: the claim is only read from now on.
+    h.reconcile().await.unwrap();
+    assert_eq!(h.write_paths(), Vec::<String>::new());
+    assert!(
+        h.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/data-hd-postgres-0"))
+    );
+
+    // A StorageClass without allowVolumeExpansion: the API server refuses; reported.
+    h.edit_spec(|s| s["rabbitmq"] = json!({"managed": {"storage": "8Gi"}}));
+    h.fake
+        .fail_next("PATCH", "/persistentvolumeclaims/data-hd-rabbitmq-0", 422);
+    assert!(h.reconcile().await.is_err());
+    let msg = condition_message(&h.platform(), "Degraded");
+    assert!(
+        msg.contains("PersistentVolumeClaim/data-hd-rabbitmq-0"),
+        "{msg}"
+    );
+
+    // Volumes never shrink.
+    h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "5Gi"}}));
+    assert!(h.reconcile().await.is_err());
+    let msg = condition_message(&h.platform(), "Degraded");
+    assert!(
+        msg.contains("PersistentVolumeClaim/data-hd-postgres-0") && msg.contains("cannot shrink"),
+        "{msg}"
+    );
+    assert_eq!(
+        h.fake.get(&format!("{PVCS}/data-hd-postgres-0")).unwrap()["spec"]["resources"]["requests"]
+            ["storage"],
+        "20Gi"
+    );
+}
+
+/// Issue 11 item 5: a 403 (on OpenShift: blockOwnerDeletion without update on
+/// helpdeskplatforms/finalizers) is reported in status with the object and the API's reason, and
+/// the other objects are still applied.
+#[tokio::test]
+async fn a_forbidden_apply_is_reported_with_the_object() {
+    let h = Harness::minimal();
+    h.fake.fail_next("PATCH", "/ingresses/hd", 403);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 403),
+        "{err}"
+    );
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "ApplyForbidden".into())
+    );
+    let msg = condition_message(&p, "Ready");
+    assert!(
+        msg.contains("Ingress/hd")
+            && msg.contains("403 Forbidden")
+            && msg.contains("helpdeskplatforms/finalizers"),
+        "{msg}"
+    );
+    assert!(
+        !h.fake.names(POLICIES).is_empty(),
+        "applied after the Ingress"
+    );
+    let warning = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/events"))
+        .any(|r| r.body.unwrap().to_string().contains("ApplyForbidden"));
+    assert!(warning, "a Warning event names it");
+}
