@@ -587,6 +587,16 @@ pub struct IngressSpec {
     /// Extra annotations on the Ingress or Routes (e.g. cert-manager issuer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Namespace of the ingress controller, the only namespace whose pods may reach the services'
+    /// HTTP port (with the platform's own pods). Default `ingress-nginx`; on OpenShift the
+    /// router's namespaces are selected by their `policy-group.network.openshift.io/ingress`
+    /// label, and this namespace is admitted too when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub controller_namespace: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -675,6 +685,15 @@ pub struct MonitoringSpec {
     /// traces there (`OTEL_EXPORTER_OTLP_ENDPOINT`), and the network policies let them reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+    /// Namespace of the Prometheus that scrapes the services' `/metrics`: admitted to their HTTP
+    /// port by the network policies. When unset and a ServiceMonitor is created: `monitoring`, or
+    /// on OpenShift the namespaces labelled `network.openshift.io/policy-group: monitoring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub prometheus_namespace: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -153,6 +153,10 @@ pub struct SecretMaterial {
     pub postgres: Option<Credentials>,
     /// Present when RabbitMQ is managed by the operator.
     pub rabbitmq: Option<RabbitCredentials>,
+    /// Secrets someone else provides that the pods read (the SRE's external datastore URLs,
+    /// SMTP credentials, signing key or admin, and the delegated operators' credentials): name →
+    /// hash of their data. A rotation changes the hash on the pod templates, which rolls the pods.
+    pub supplied: BTreeMap<String, String>,
 }
 
 impl SecretMaterial {
@@ -178,6 +182,7 @@ impl SecretMaterial {
                 password: random_password(),
                 erlang_cookie: random_password(),
             }),
+            supplied: BTreeMap::new(),
         }
     }
 }

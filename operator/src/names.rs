@@ -8,6 +8,8 @@ pub const MANAGER: &str = "helpdesk-operator";
 pub const APP_NAME: &str = "helpdesk";
 pub const HASH_ANNOTATION: &str = "helpdesk.dev/spec-hash";
 pub const CONFIG_HASH_ANNOTATION: &str = "helpdesk.dev/config-hash";
+/// On pod templates: a hash of the Secrets someone else provides that the pods read.
+pub const SECRETS_HASH_ANNOTATION: &str = "helpdesk.dev/secrets-hash";
 pub const DATASTORE_CLIENT_LABEL: &str = "helpdesk.dev/datastore-client";
 pub const METRICS_LABEL: &str = "helpdesk.dev/metrics";
 /// The port every service listens on (the contract's).

@@ -200,6 +200,22 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
             }
         },
     };
+    for (field, ns) in [
+        (
+            "spec.ingress.controllerNamespace",
+            &s.ingress.controller_namespace,
+        ),
+        (
+            "spec.monitoring.prometheusNamespace",
+            &s.monitoring.prometheus_namespace,
+        ),
+    ] {
+        if let Some(ns) = ns
+            && (ns.len() > 63 || ns.contains('.') || !is_dns_name(ns))
+        {
+            errs.push(format!("{field} {ns:?} is not a namespace name"));
+        }
+    }
     if let Some(f) = &s.frontend
         && f.image.trim().is_empty()
     {
@@ -314,7 +330,7 @@ mod tests {
   rabbitmq: {rabbitmqClusterOperator: {}}
   services: {ticket: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}
   auth: {tokenTtl: "seven days"}
-  monitoring: {otlpEndpoint: "otel-collector:4318"}
+  monitoring: {otlpEndpoint: "otel-collector:4318", prometheusNamespace: "Mon"}
 "#,
             ),
             &Capabilities::default(),
@@ -330,6 +346,7 @@ mod tests {
             "spec.services.ticket.autoscaling",
             "tokenTtl",
             "spec.monitoring.otlpEndpoint",
+            "spec.monitoring.prometheusNamespace",
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }

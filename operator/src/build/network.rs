@@ -175,14 +175,81 @@ fn pods(sel: LabelSelector) -> NetworkPolicyPeer {
     }
 }
 
-fn anywhere() -> NetworkPolicyPeer {
+/// Every address, IPv4 and IPv6 (a dual-stack or IPv6-only cluster reaches external servers
+/// over either).
+fn anywhere() -> Vec<NetworkPolicyPeer> {
+    ["0.0.0.0/0", "::/0"]
+        .into_iter()
+        .map(|cidr| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.into(),
+                except: None,
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Pods of the namespaces carrying these labels.
+fn namespaces(labels: &[(&str, &str)]) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
-        ip_block: Some(IPBlock {
-            cidr: "0.0.0.0/0".into(),
-            except: None,
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// Pods of the namespace with this name (the API server labels every namespace with its name).
+fn namespace_named(name: &str) -> NetworkPolicyPeer {
+    namespaces(&[("kubernetes.io/metadata.name", name)])
+}
+
+pub const DEFAULT_INGRESS_NAMESPACE: &str = "ingress-nginx";
+pub const DEFAULT_PROMETHEUS_NAMESPACE: &str = "monitoring";
+/// OpenShift labels the namespaces of its routers (on the host network too) with this.
+pub const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
+/// OpenShift labels its monitoring namespaces (platform and user workload) with this.
+pub const OPENSHIFT_MONITORING_LABEL: (&str, &str) =
+    ("network.openshift.io/policy-group", "monitoring");
+
+/// Who may reach the services' HTTP port: the ingress controller, the platform's own pods (a
+/// service calling a peer), and Prometheus when it scrapes them.
+fn http_clients(input: &BuildInput) -> Vec<NetworkPolicyPeer> {
+    let s = &input.platform.spec;
+    let openshift = input.resolved.openshift;
+    let mut from = Vec::new();
+    if openshift {
+        from.push(namespaces(&[(OPENSHIFT_INGRESS_LABEL, "")]));
+        if let Some(ns) = &s.ingress.controller_namespace {
+            from.push(namespace_named(ns));
+        }
+    } else {
+        from.push(namespace_named(
+            s.ingress
+                .controller_namespace
+                .as_deref()
+                .unwrap_or(DEFAULT_INGRESS_NAMESPACE),
+        ));
+    }
+    match &s.monitoring.prometheus_namespace {
+        Some(ns) => from.push(namespace_named(ns)),
+        None if input.resolved.service_monitor && openshift => {
+            from.push(namespaces(&[OPENSHIFT_MONITORING_LABEL]))
+        }
+        None if input.resolved.service_monitor => {
+            from.push(namespace_named(DEFAULT_PROMETHEUS_NAMESPACE))
+        }
+        None => {}
+    }
+    from.push(pods(selector(input, &[])));
+    from
 }
 
 fn policy(
@@ -227,34 +294,39 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
         Some(vec![]),
         Some(vec![]),
     ));
+    // Port 53, and 5353 where OpenShift's DNS pods listen (policies see the port after the
+    // Service's translation).
+    let dns_ports = [53, 5353]
+        .into_iter()
+        .flat_map(|p| {
+            [
+                NetworkPolicyPort {
+                    port: Some(IntOrString::Int(p)),
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+                tcp(IntOrString::Int(p)),
+            ]
+        })
+        .collect();
     out.push(policy(
         input,
         "allow-dns",
         selector(input, &[]),
         None,
         Some(vec![NetworkPolicyEgressRule {
-            ports: Some(vec![
-                NetworkPolicyPort {
-                    port: Some(IntOrString::Int(53)),
-                    protocol: Some("UDP".into()),
-                    ..Default::default()
-                },
-                tcp(IntOrString::Int(53)),
-            ]),
+            ports: Some(dns_ports),
             to: None,
         }]),
     ));
-    // The ingress controller and Prometheus may live in any namespace the operator cannot know,
-    // so the HTTP port is open to the cluster; internal routes are protected by service tokens.
+    // The services trust X-Forwarded-For from whoever connects: only the ingress controller (and
+    // the platform's own pods, and Prometheus) may.
     out.push(policy(
         input,
         "allow-http",
         selector(input, &[(HTTP_SERVER_LABEL, "true")]),
         Some(vec![NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                namespace_selector: Some(LabelSelector::default()),
-                ..Default::default()
-            }]),
+            from: Some(http_clients(input)),
             ports: Some(vec![tcp(IntOrString::String("http".into()))]),
         }]),
         None,
@@ -293,7 +365,7 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
             ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
         }),
         PostgresMode::External(_) => datastore_egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![anywhere()]),
+            to: Some(anywhere()),
             ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
         }),
     }
@@ -328,7 +400,7 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
             ports: Some(vec![tcp(IntOrString::Int(AMQP_PORT))]),
         }),
         RabbitmqMode::External(_) => datastore_egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![anywhere()]),
+            to: Some(anywhere()),
             ports: Some(vec![
                 tcp(IntOrString::Int(AMQP_PORT)),
                 tcp(IntOrString::Int(5671)),
@@ -366,7 +438,7 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
             component(Component::Notification.as_str()),
             None,
             Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![anywhere()]),
+                to: Some(anywhere()),
                 ports: Some(vec![tcp(IntOrString::Int(smtp.port))]),
             }]),
         ));
@@ -379,7 +451,7 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
             selector(input, &[(DATASTORE_CLIENT_LABEL, "true")]),
             None,
             Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![anywhere()]),
+                to: Some(anywhere()),
                 ports: Some(vec![tcp(IntOrString::Int(i32::from(*port)))]),
             }]),
         ));

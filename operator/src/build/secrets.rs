@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
 use super::{BuildInput, Child, Kind, child};
+use crate::crd::PvcRetention;
 use crate::material::{Owned, PRIVATE_KEY, PUBLIC_KEY};
 use crate::names::{self, AMQP_PORT, POSTGRES_PORT};
+use crate::validate::{PostgresMode, RabbitmqMode};
 
 pub const FINGERPRINT_ANNOTATION: &str = "helpdesk.dev/signing-key-fingerprint";
 pub const DATABASE: &str = "helpdesk";
@@ -23,6 +25,17 @@ fn secret(input: &BuildInput, name: &str, component: &str, data: &[(&str, &str)]
         ),
         ..Default::default()
     }
+}
+
+/// Datastore credentials live exactly as long as the data they open: with `pvcRetention: Retain`
+/// the volumes outlive the platform, so the credential Secret does too (no owner reference; a
+/// platform created again with the same name finds it by its labels and reuses the passwords the
+/// retained data was initialised with). With `Delete` it goes with the platform, like the volumes.
+fn retained_with_data(mut s: Secret, retention: PvcRetention) -> Secret {
+    if retention == PvcRetention::Retain {
+        s.metadata.owner_references = None;
+    }
+    s
 }
 
 pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
@@ -66,7 +79,7 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
     )]));
     out.push(child(Kind::Secret, &s));
 
-    if let Some(c) = &m.postgres {
+    if let (Some(c), PostgresMode::Managed(pg)) = (&m.postgres, &input.resolved.postgres) {
         let host = names::postgres_name(inst);
         let url = format!(
             "postgres://{}:{}@{host}:{POSTGRES_PORT}/{DATABASE}",
@@ -83,9 +96,12 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 ("url", &url),
             ],
         );
-        out.push(child(Kind::Secret, &s));
+        out.push(child(
+            Kind::Secret,
+            &retained_with_data(s, pg.pvc_retention),
+        ));
     }
-    if let Some(c) = &m.rabbitmq {
+    if let (Some(c), RabbitmqMode::Managed(mq)) = (&m.rabbitmq, &input.resolved.rabbitmq) {
         let host = names::rabbitmq_name(inst);
         let url = format!(
             "amqp://{}:{}@{host}:{AMQP_PORT}/%2f",
@@ -102,7 +118,10 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 ("url", &url),
             ],
         );
-        out.push(child(Kind::Secret, &s));
+        out.push(child(
+            Kind::Secret,
+            &retained_with_data(s, mq.pvc_retention),
+        ));
     }
 }
 
@@ -144,6 +163,31 @@ mod tests {
                 .unwrap()
                 .contains_key(FINGERPRINT_ANNOTATION)
         );
+    }
+
+    #[test]
+    fn datastore_credentials_follow_the_volumes_retention() {
+        let owners = |all: &[Child], name: &str| {
+            let s: Secret = get(all, Kind::Secret, name);
+            s.metadata.owner_references.map_or(0, |o| o.len())
+        };
+        let kept = build_default("  ingress: {host: h.example.com}");
+        assert_eq!(
+            owners(&kept, "hd-postgres-credentials"),
+            0,
+            "Retain by default"
+        );
+        assert_eq!(owners(&kept, "hd-rabbitmq-credentials"), 0);
+        assert_eq!(
+            owners(&kept, "hd-jwt"),
+            1,
+            "other Secrets go with the platform"
+        );
+        let deleted = build_default(
+            "  ingress: {host: h.example.com}\n  postgres: {managed: {pvcRetention: Delete}}\n  rabbitmq: {managed: {pvcRetention: Delete}}",
+        );
+        assert_eq!(owners(&deleted, "hd-postgres-credentials"), 1);
+        assert_eq!(owners(&deleted, "hd-rabbitmq-credentials"), 1);
     }
 
     #[test]

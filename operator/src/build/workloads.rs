@@ -33,6 +33,7 @@ use crate::crd::ServiceSpec as PlatformServiceSpec;
 use crate::material::{PRIVATE_KEY, PUBLIC_KEY};
 use crate::names::{
     self, CONFIG_HASH_ANNOTATION, Component, DATASTORE_CLIENT_LABEL, HTTP_PORT, METRICS_LABEL,
+    SECRETS_HASH_ANNOTATION,
 };
 
 pub const JWT_MOUNT: &str = "/etc/helpdesk/jwt";
@@ -450,10 +451,22 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         ..Default::default()
     };
     scheduling(spec, &mut pod);
-    let annotations = BTreeMap::from([(
+    let mut annotations = BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_string(),
         content_hash(&serde_json::to_value(config_data(input)).expect("map serializes")),
     )]);
+    // Secrets someone else provides are not ours to watch: their hash on the template makes a
+    // rotation roll the pods that read them (env values are read once, at start).
+    let supplied: BTreeMap<&String, &String> = secrets_read_by(&pod)
+        .into_iter()
+        .filter_map(|n| input.material.supplied.get_key_value(&n))
+        .collect();
+    if !supplied.is_empty() {
+        annotations.insert(
+            SECRETS_HASH_ANNOTATION.to_string(),
+            content_hash(&serde_json::to_value(&supplied).expect("map serializes")),
+        );
+    }
     deployment(
         input,
         &name,
@@ -465,6 +478,33 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         annotations,
         pod,
     )
+}
+
+/// Names of the Secrets a pod reads (env, envFrom, volumes).
+fn secrets_read_by(pod: &PodSpec) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for c in &pod.containers {
+        for e in c.env.iter().flatten() {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                out.insert(r.name.clone());
+            }
+        }
+        for e in c.env_from.iter().flatten() {
+            if let Some(r) = &e.secret_ref {
+                out.insert(r.name.clone());
+            }
+        }
+    }
+    for v in pod.volumes.iter().flatten() {
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            out.insert(name);
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -997,6 +1037,52 @@ mod tests {
             Some(IntOrString::String("http".into()))
         );
         assert!(names_of(&all, Kind::PodDisruptionBudget).contains(&"hd-frontend".to_string()));
+    }
+
+    #[test]
+    fn a_rotated_supplied_secret_rolls_the_pods_that_read_it() {
+        let p = platform(&format!(
+            "{SPEC}  postgres: {{external: {{secretRef: {{name: db, key: url}}}}}}\n"
+        ));
+        let r = crate::validate::validate(&p, &Default::default()).unwrap();
+        let mut m = crate::material::SecretMaterial::generate("a@b.c", false, true);
+        let annotation = |m: &crate::material::SecretMaterial, svc: &str| {
+            let all = super::super::build(&BuildInput {
+                platform: &p,
+                resolved: &r,
+                material: m,
+                deploy_versions: BTreeMap::new(),
+            });
+            let d: Deployment = get(&all, Kind::Deployment, svc);
+            d.spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+                .get(SECRETS_HASH_ANNOTATION)
+                .cloned()
+        };
+        assert_eq!(
+            annotation(&m, "hd-ticket"),
+            None,
+            "nothing supplied is read"
+        );
+        m.supplied.insert("db".into(), "h1".into());
+        m.supplied.insert("smtp-creds".into(), "s1".into());
+        let ticket = annotation(&m, "hd-ticket").unwrap();
+        let notification = annotation(&m, "hd-notification").unwrap();
+        m.supplied.insert("db".into(), "h2".into());
+        assert_ne!(annotation(&m, "hd-ticket").unwrap(), ticket, "db rotated");
+        m.supplied.insert("smtp-creds".into(), "s2".into());
+        assert_ne!(annotation(&m, "hd-notification").unwrap(), notification);
+        let before = annotation(&m, "hd-ticket");
+        m.supplied.insert("smtp-creds".into(), "s3".into());
+        assert_eq!(
+            annotation(&m, "hd-ticket"),
+            before,
+            "ticket does not read SMTP credentials"
+        );
     }
 
     #[test]

@@ -1,17 +1,63 @@
-//! Apply (writes): server-side apply of what changed, deletion of orphans. All writes of the
-//! reconciler to children go through here, with one field manager.
+//! Apply (writes): server-side apply of what changed or drifted, PVC expansion, deletion of
+//! orphans. All writes of the reconciler to children go through here, with one field manager.
 
 use std::collections::HashSet;
 
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, Patch, PatchParams},
+    core::Status,
 };
+use serde_json::Value;
 
 use super::Error;
+use super::drift;
 use super::observe::Existing;
 use crate::build::{Child, Kind};
 use crate::names::{HASH_ANNOTATION, MANAGER};
+
+/// An object the API server refused (422 Invalid, 403 Forbidden): reported in status, and the
+/// rest of the pass goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// `Kind/name`.
+    pub object: String,
+    pub code: u16,
+    /// The API's reason (`Invalid`, `Forbidden`, ...).
+    pub reason: String,
+    /// The API's message.
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(object: String, s: &Status) -> Self {
+        Self {
+            object,
+            code: s.code,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        }
+    }
+
+    /// The API error this stands for (returned from the reconcile so that it backs off).
+    pub fn to_error(&self) -> Error {
+        let message = format!("{}: {}", self.object, self.message);
+        Error::Kube(kube::Error::Api(
+            Status::failure(&message, &self.reason)
+                .with_code(self.code)
+                .boxed(),
+        ))
+    }
+}
+
+/// 422 (invalid, e.g. an immutable field) and 403 (forbidden by RBAC or an admission policy)
+/// concern one object: the others can still be applied.
+fn rejected(e: &kube::Error) -> Option<&Status> {
+    match e {
+        kube::Error::Api(s) if s.code == 422 || s.code == 403 => Some(s),
+        _ => None,
+    }
+}
 
 /// What one pass changed.
 #[derive(Debug, Default, Clone)]
@@ -24,6 +70,13 @@ pub struct Outcome {
     pub jobs_created: Vec<String>,
     /// Deployments whose image changed in this pass.
     pub rollouts: Vec<String>,
+    /// Objects re-applied because a field we own was changed by someone else, with that field
+    /// (`Deployment/hd-ticket: spec.replicas`).
+    pub repaired: Vec<String>,
+    /// PersistentVolumeClaims whose storage request was raised, as `PersistentVolumeClaim/name`.
+    pub expanded: Vec<String>,
+    /// Objects the API server refused in this pass.
+    pub rejected: Vec<Rejection>,
     /// The objects as the API server returned them after apply (for status).
     pub live: Vec<(Kind, DynamicObject)>,
 }
@@ -46,7 +99,7 @@ impl Outcome {
 
 impl Outcome {
     pub fn writes(&self) -> usize {
-        self.applied.len() + self.deleted.len()
+        self.applied.len() + self.deleted.len() + self.expanded.len()
     }
 }
 
@@ -62,8 +115,24 @@ fn image(obj: &DynamicObject) -> Option<&str> {
     obj.data["spec"]["template"]["spec"]["containers"][0]["image"].as_str()
 }
 
-/// Applies every desired child whose content hash differs from the live object's.
-/// A no-op pass therefore makes no API writes at all.
+/// The object to apply over `live`: the desired one, except for fields the API server never lets
+/// change. A StatefulSet's `volumeClaimTemplates` are immutable, so the live ones are kept (a
+/// larger storage request goes to the PVCs instead, see [`expand_claims`]).
+fn to_apply(child: &Child, live: Option<&DynamicObject>) -> DynamicObject {
+    let mut obj = child.obj.clone();
+    if child.kind == Kind::StatefulSet
+        && let Some(live) = live
+        && let Some(templates) = live.data["spec"].get("volumeClaimTemplates")
+    {
+        obj.data["spec"]["volumeClaimTemplates"] = templates.clone();
+    }
+    obj
+}
+
+/// Applies every desired child that is missing, whose content hash differs from the live
+/// object's, or whose live fields drifted from what we apply (a hand edit). A pass over an
+/// unchanged platform compares in memory and makes no API writes at all. An object the API
+/// server refuses is recorded in [`Outcome::rejected`] and the others are still applied.
 pub async fn apply_children(
     client: &Client,
     ns: &str,
@@ -75,22 +144,49 @@ pub async fn apply_children(
     for child in desired {
         let key = (child.kind, child.name().to_string());
         let live = existing.get(&key);
-        match live {
-            // Jobs are immutable once created: one Job per version, never re-applied.
-            Some(_) if child.kind == Kind::Job => continue,
-            Some(live) if existing_hash(live) == child.hash() => continue,
-            _ => {}
+        let label = format!("{}/{}", child.kind.kind_name(), child.name());
+        // Jobs are immutable once created: one Job per version, never re-applied.
+        if live.is_some() && child.kind == Kind::Job {
+            continue;
+        }
+        let body = to_apply(child, live);
+        let mut drifted = None;
+        if let Some(live) = live
+            && existing_hash(live) == child.hash()
+        {
+            let desired_value = serde_json::to_value(&body).expect("object serializes");
+            let live_value = serde_json::to_value(live).expect("object serializes");
+            match drift::first_difference(&desired_value, &live_value) {
+                None => {
+                    expand_claims(client, ns, child, live, &mut out).await?;
+                    continue;
+                }
+                Some(field) => drifted = Some(format!("{label}: {field}")),
+            }
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), ns, &child.kind.api_resource());
-        if let Some(live) = live {
-            hand_replicas_to_hpa(&api, child, live).await?;
+        if let Some(live) = live
+            && let Err(e) = hand_replicas_to_hpa(&api, child, live).await
+        {
+            match rejected(&e) {
+                Some(s) => {
+                    out.rejected.push(Rejection::new(label, s));
+                    continue;
+                }
+                None => return Err(Error::Kube(e)),
+            }
         }
-        let applied = api
-            .patch(child.name(), &params, &Patch::Apply(&child.obj))
-            .await
-            .map_err(Error::Kube)?;
-        let label = format!("{}/{}", child.kind.kind_name(), child.name());
+        let applied = match api.patch(child.name(), &params, &Patch::Apply(&body)).await {
+            Ok(applied) => applied,
+            Err(e) => match rejected(&e) {
+                Some(s) => {
+                    out.rejected.push(Rejection::new(label, s));
+                    continue;
+                }
+                None => return Err(Error::Kube(e)),
+            },
+        };
         metrics::counter!("helpdesk_operator_api_writes_total", "kind" => child.kind.kind_name())
             .increment(1);
         if child.kind == Kind::Job && live.is_none() {
@@ -103,9 +199,124 @@ pub async fn apply_children(
             out.rollouts.push(child.name().to_string());
         }
         out.applied.push(label);
+        out.repaired.extend(drifted);
+        if let Some(live) = live {
+            expand_claims(client, ns, child, live, &mut out).await?;
+        }
         out.live.push((child.kind, applied));
     }
     Ok(out)
+}
+
+/// The storage request of a StatefulSet's first volume claim template.
+fn template_storage(obj: &Value) -> Option<(&str, &str)> {
+    let t = &obj["spec"]["volumeClaimTemplates"][0];
+    Some((
+        t["metadata"]["name"].as_str()?,
+        t["spec"]["resources"]["requests"]["storage"].as_str()?,
+    ))
+}
+
+pub const STORAGE_MANAGER: &str = "helpdesk-operator-storage";
+
+/// A StatefulSet's `volumeClaimTemplates` cannot change, so a larger `storage` in the spec is
+/// applied to the claims themselves (`<template>-<statefulset>-<ordinal>`), which the cluster
+/// expands when their StorageClass allows it (`allowVolumeExpansion`); otherwise the API server
+/// refuses and the refusal is reported. A smaller size is refused here: volumes never shrink.
+/// Reads the claims only while the spec's size differs from the template's, and writes only when
+/// a claim asks for less than the spec.
+async fn expand_claims(
+    client: &Client,
+    ns: &str,
+    child: &Child,
+    live: &DynamicObject,
+    out: &mut Outcome,
+) -> Result<(), Error> {
+    if child.kind != Kind::StatefulSet {
+        return Ok(());
+    }
+    let (Some((template, want)), Some((_, have))) = (
+        template_storage(&child.obj.data),
+        template_storage(&live.data),
+    ) else {
+        return Ok(());
+    };
+    let (Some(want_q), Some(have_q)) = (drift::quantity(want), drift::quantity(have)) else {
+        return Ok(());
+    };
+    if want_q == have_q {
+        return Ok(());
+    }
+    let claims: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("", "v1", "PersistentVolumeClaim"),
+            "persistentvolumeclaims",
+        ),
+    );
+    let replicas = live.data["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+    for ordinal in 0..replicas {
+        let name = format!("{template}-{}-{ordinal}", child.name());
+        let label = format!("PersistentVolumeClaim/{name}");
+        let claim = match claims.get_opt(&name).await {
+            Ok(Some(c)) => c,
+            // Not created yet: the StatefulSet controller creates it from the template.
+            Ok(None) => continue,
+            Err(e) => match rejected(&e) {
+                Some(s) => {
+                    out.rejected.push(Rejection::new(label, s));
+                    continue;
+                }
+                None => return Err(Error::Kube(e)),
+            },
+        };
+        let current = claim.data["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match drift::quantity(&current) {
+            Some(c) if c >= want_q => {
+                if want_q < c {
+                    out.rejected.push(Rejection {
+                        object: label,
+                        code: 422,
+                        reason: "Invalid".into(),
+                        message: format!(
+                            "storage {want} is smaller than the claim's {current}: volumes cannot shrink"
+                        ),
+                    });
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {"resources": {"requests": {"storage": want}}},
+        });
+        match claims
+            .patch(
+                &name,
+                &PatchParams::apply(STORAGE_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("helpdesk_operator_api_writes_total", "kind" => "PersistentVolumeClaim")
+                    .increment(1);
+                out.expanded.push(label);
+            }
+            Err(e) => match rejected(&e) {
+                Some(s) => out.rejected.push(Rejection::new(label, s)),
+                None => return Err(Error::Kube(e)),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// When autoscaling turns on, our apply stops setting `spec.replicas`. Were we its only owner,
@@ -115,7 +326,7 @@ async fn hand_replicas_to_hpa(
     api: &Api<DynamicObject>,
     child: &Child,
     live: &DynamicObject,
-) -> Result<(), Error> {
+) -> Result<(), kube::Error> {
     let live_replicas = &live.data["spec"]["replicas"];
     if child.kind != Kind::Deployment
         || !child.obj.data["spec"]["replicas"].is_null()
@@ -143,8 +354,7 @@ async fn hand_replicas_to_hpa(
         &PatchParams::apply(HPA_HANDOVER_MANAGER).force(),
         &Patch::Apply(&body),
     )
-    .await
-    .map_err(Error::Kube)?;
+    .await?;
     metrics::counter!("helpdesk_operator_api_writes_total", "kind" => "Deployment").increment(1);
     Ok(())
 }

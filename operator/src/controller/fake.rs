@@ -176,6 +176,33 @@ impl FakeApi {
         }
     }
 
+    /// Acts like the garbage collector after the owner with this uid was deleted: removes every
+    /// object whose owner references name it. Returns the paths removed.
+    pub fn collect_garbage(&self, owner_uid: &str) -> Vec<String> {
+        let mut s = self.state.lock().unwrap();
+        let gone: Vec<String> = s
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["uid"] == owner_uid)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            s.objects.remove(k);
+        }
+        gone
+    }
+
+    /// Removes an object (as `kubectl delete` would, without cascading).
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.remove(path)
+    }
+
     /// Paths of stored objects in a collection, e.g. `/apis/apps/v1/namespaces/ns/deployments`.
     pub fn names(&self, collection: &str) -> Vec<String> {
         let prefix = format!("{collection}/");
@@ -213,7 +240,15 @@ impl FakeApi {
             .position(|(m, p, _)| *m == method && path.contains(p.as_str()))
         {
             let (_, _, code) = s.failures.remove(i);
-            return reply(code, status(code, "InternalError", "injected failure"));
+            let reason = match code {
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                422 => "Invalid",
+                503 => "ServiceUnavailable",
+                _ => "InternalError",
+            };
+            return reply(code, status(code, reason, "injected failure"));
         }
         let (code, value) = s.route(&method, &path, &query, body);
         reply(code, value)
@@ -377,9 +412,26 @@ impl State {
                     body["apiVersion"].is_string() && body["kind"].is_string(),
                     "apply body lacks apiVersion/kind"
                 );
+                let old = self.objects.get(&key(&n)).cloned();
+                // Like the API server: a StatefulSet's volume claim templates are immutable.
+                if manager == "helpdesk-operator"
+                    && body["kind"] == "StatefulSet"
+                    && let Some(o) = &old
+                    && o["spec"]["volumeClaimTemplates"] != body["spec"]["volumeClaimTemplates"]
+                {
+                    return (
+                        422,
+                        status(
+                            422,
+                            "Invalid",
+                            &format!(
+                                "StatefulSet.apps \"{n}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+                            ),
+                        ),
+                    );
+                }
                 let rv = self.next_rv();
                 self.uid += 1;
-                let old = self.objects.get(&key(&n)).cloned();
                 let mut managers: Vec<Value> = old
                     .as_ref()
                     .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())

@@ -1,6 +1,7 @@
 //! The reconciler: dereference → validate → build → apply → status, for each `HelpdeskPlatform`.
 
 pub mod apply;
+pub mod drift;
 pub mod observe;
 pub mod status;
 
@@ -187,7 +188,9 @@ async fn transition_events(
         return 0;
     }
     let type_ = match now.reason.as_str() {
-        "InvalidSpec" | "MigrationFailed" | "ApplyRejected" => EventType::Warning,
+        "InvalidSpec" | "MigrationFailed" | "ApplyRejected" | "ApplyForbidden" => {
+            EventType::Warning
+        }
         _ => EventType::Normal,
     };
     publish(ctx, p, type_, &now.reason, now.message.clone()).await
@@ -253,19 +256,15 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
         deploy_versions: plan.deploy_versions.clone(),
     });
 
-    // Apply.
-    let mut outcome = match apply::apply_children(&ctx.client, &ns, &desired, &existing).await {
-        Ok(o) => o,
-        // 422: the API server refuses what the spec asks for; tell the SRE, then back off.
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
-            let st = status::apply_rejected(p, &s.message, &now());
-            report.events += transition_events(ctx, p, &st).await;
-            write_status(ctx, p, &ns, &name, &st).await?;
-            return Err(Error::Kube(kube::Error::Api(s)));
-        }
-        Err(e) => return Err(e),
-    };
-    apply::delete_orphans(&ctx.client, &ns, &uid, &desired, &existing, &mut outcome).await?;
+    // Apply. An object the API server refuses (422, 403) does not stop the others.
+    let mut outcome = apply::apply_children(&ctx.client, &ns, &desired, &existing).await?;
+    if outcome.rejected.is_empty() {
+        apply::delete_orphans(&ctx.client, &ns, &uid, &desired, &existing, &mut outcome).await?;
+    } else {
+        // Part of the desired state is missing: keep what the new spec no longer wants until
+        // the whole of it is in place.
+        warn!(rejected = ?outcome.rejected, "the API server refused some objects");
+    }
     // One event per kind of transition and pass (the recorder folds same-reason events anyway).
     if !outcome.jobs_created.is_empty() {
         let note = format!(
@@ -283,16 +282,39 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
         );
         report.events += publish(ctx, p, EventType::Normal, "RolloutStarted", note).await;
     }
+    if !outcome.repaired.is_empty() {
+        let note = format!(
+            "put back what was changed by hand: {}",
+            outcome.repaired.join(", ")
+        );
+        report.events += publish(ctx, p, EventType::Normal, "DriftRepaired", note).await;
+    }
+    if !outcome.expanded.is_empty() {
+        let note = format!("storage request raised: {}", outcome.expanded.join(", "));
+        report.events += publish(ctx, p, EventType::Normal, "StorageExpanding", note).await;
+    }
 
     // Status, from what exists after this pass's writes.
     let after = outcome.after(&existing);
     let pods = observe::pod_problems(&ctx.client, &ns, &name).await;
-    let st = status::compute(p, &resolved, &after, &plan, &pods, &now());
+    let st = status::compute(
+        p,
+        &resolved,
+        &after,
+        &plan,
+        &pods,
+        &outcome.rejected,
+        &now(),
+    );
     report.ready = st.phase == Some(crate::crd::Phase::Ready);
     report.events += transition_events(ctx, p, &st).await;
     report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
     if outcome.writes() > 0 {
-        info!(applied = ?outcome.applied, deleted = ?outcome.deleted, "reconciled with changes");
+        info!(applied = ?outcome.applied, deleted = ?outcome.deleted, repaired = ?outcome.repaired, "reconciled with changes");
+    }
+    // Refused objects: reported above; the error makes the platform back off and retry.
+    if let Some(first) = outcome.rejected.first() {
+        return Err(first.to_error());
     }
     report.outcome = outcome;
     Ok(report)

@@ -177,6 +177,7 @@ pub async fn secret_material(
     existing: &Existing,
 ) -> Result<SecretMaterial, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut supplied = BTreeMap::new();
 
     // JWT signing keys: ours (keep), theirs (read only), or none yet (generate).
     let (jwt, keys) = match ours(existing, &r.jwt_secret) {
@@ -211,6 +212,7 @@ pub async fn secret_material(
                         Error::SuppliedSecret(format!("{} has no key {PRIVATE_KEY}", r.jwt_secret))
                     })?;
                 let keys = JwtKeys::from_private_pem(&pem)?;
+                supplied.insert(r.jwt_secret.clone(), data_hash(&s));
                 (Owned::Theirs, keys)
             }
             None => {
@@ -231,6 +233,7 @@ pub async fn secret_material(
             .map_err(Error::Kube)?
         {
             Some(s) => {
+                supplied.insert(r.admin_secret.clone(), data_hash(&s));
                 let data = s.data.unwrap_or_default();
                 if let Some(missing) = ["email", "password"]
                     .into_iter()
@@ -296,6 +299,17 @@ pub async fn secret_material(
                 .unwrap_or_else(random_password),
         }
     });
+    // Every other Secret the pods read that someone else provides: one GET each (only for
+    // platforms that name such Secrets). A missing one is left out; the pods cannot start until it
+    // exists, and its arrival changes the hash, which restarts them with it.
+    for name in crate::consistency::secrets_provided_elsewhere(p) {
+        if supplied.contains_key(&name) || ours(existing, &name).is_some() {
+            continue;
+        }
+        if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Kube)? {
+            supplied.insert(name, data_hash(&s));
+        }
+    }
     Ok(SecretMaterial {
         jwt,
         admin,
@@ -303,7 +317,14 @@ pub async fn secret_material(
         signing_fingerprint: fingerprint,
         postgres,
         rabbitmq,
+        supplied,
     })
+}
+
+/// A hash of a Secret's data (keys and values), to notice its rotation.
+fn data_hash(s: &Secret) -> String {
+    let data = serde_json::to_value(&s.data).expect("secret data serializes");
+    crate::build::content_hash(&data)
 }
 
 fn default_admin(p: &HelpdeskPlatform) -> String {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::api::DynamicObject;
 
+use super::apply::Rejection;
 use super::observe::{Existing, Migration, PodProblem, RolloutPlan, deployed_version};
 use crate::build::Kind;
 use crate::crd::{ComponentStatus, Condition, HelpdeskPlatform, HelpdeskPlatformStatus, Phase};
@@ -53,10 +54,25 @@ pub fn invalid(p: &HelpdeskPlatform, problems: &[String], now: &str) -> Helpdesk
     problem(p, "InvalidSpec", &problems.join("; "), now)
 }
 
-/// Status when the API server rejects an object built from the spec (e.g. a change to an
-/// immutable field such as a StatefulSet's storage size).
-pub fn apply_rejected(p: &HelpdeskPlatform, message: &str, now: &str) -> HelpdeskPlatformStatus {
-    problem(p, "ApplyRejected", message, now)
+/// The refused objects as one message, each with the API's code, reason and message; a 403
+/// carries the likely cause.
+pub fn rejection_message(rejected: &[Rejection]) -> String {
+    rejected
+        .iter()
+        .map(|r| {
+            let hint = if r.code == 403 {
+                " (the operator's RBAC or an admission policy forbids it; with owner references \
+                 blockOwnerDeletion needs update on helpdeskplatforms/finalizers)"
+            } else {
+                ""
+            };
+            format!(
+                "{} refused ({} {}): {}{hint}",
+                r.object, r.code, r.reason, r.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn problem(p: &HelpdeskPlatform, reason: &str, message: &str, now: &str) -> HelpdeskPlatformStatus {
@@ -133,13 +149,15 @@ fn rolled_out(obj: Option<&DynamicObject>) -> bool {
     observed >= generation && updated >= desired && ready >= desired
 }
 
-/// Computes the full status from what exists now.
+/// Computes the full status from what exists now, and what the API server refused in this pass
+/// (`ApplyRejected` for 422, `ApplyForbidden` when a 403 is among them).
 pub fn compute(
     p: &HelpdeskPlatform,
     r: &Resolved,
     existing: &Existing,
     plan: &RolloutPlan,
     pods: &[PodProblem],
+    rejected: &[Rejection],
     now: &str,
 ) -> HelpdeskPlatformStatus {
     let inst = &r.name;
@@ -261,7 +279,27 @@ pub fn compute(
             ));
         }
     }
-    let (phase, conditions) = if !failed.is_empty() {
+    let (phase, conditions) = if !rejected.is_empty() {
+        let reason = if rejected.iter().any(|r| r.code == 403) {
+            "ApplyForbidden"
+        } else {
+            "ApplyRejected"
+        };
+        let message = rejection_message(rejected);
+        (
+            Phase::Degraded,
+            vec![
+                cond(READY, false, reason, message.clone()),
+                cond(
+                    PROGRESSING,
+                    false,
+                    reason,
+                    "the API server refused part of the desired state; the rest was applied",
+                ),
+                cond(DEGRADED, true, reason, message),
+            ],
+        )
+    } else if !failed.is_empty() {
         (
             Phase::Degraded,
             vec![

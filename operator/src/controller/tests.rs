@@ -500,17 +500,26 @@ async fn switching_to_external_postgres_deletes_the_managed_one() {
     let h = Harness::minimal().settled().await;
     h.edit_spec(|s| s["postgres"] = json!({"external": {"secretRef": {"name": "db"}}}));
     let report = h.reconcile().await.unwrap();
-    for gone in [
-        "StatefulSet/hd-postgres",
-        "Service/hd-postgres",
-        "Secret/hd-postgres-credentials",
-    ] {
+    for gone in ["StatefulSet/hd-postgres", "Service/hd-postgres"] {
         assert!(
             report.outcome.deleted.contains(&gone.to_string()),
             "{gone} in {:?}",
             report.outcome.deleted
         );
     }
+    // The credentials stay with the retained volume (pvcRetention: Retain, the default), so
+    // switching back to managed finds PostgreSQL's data with its password (issue 11, item 3).
+    assert!(
+        !report
+            .outcome
+            .deleted
+            .contains(&"Secret/hd-postgres-credentials".to_string())
+    );
+    assert!(
+        h.fake
+            .names(SECRETS)
+            .contains(&"hd-postgres-credentials".to_string())
+    );
     let deletes: Vec<_> = h
         .fake
         .writes()
@@ -988,4 +997,516 @@ async fn failing_pods_are_degraded_with_a_reason_naming_the_component() {
         condition(&h.platform(), "Degraded"),
         ("True".into(), "RolloutStuck".into())
     );
+}
+
+const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/support/networkpolicies";
+
+fn policy(h: &Harness, name: &str) -> Value {
+    h.fake
+        .get(&format!("{POLICIES}/{name}"))
+        .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+}
+
+/// Issue 11 item 6: DNS on 53 and 5353; the HTTP port only from the ingress controller's
+/// namespace and the platform's own pods (on OpenShift: the router's policy-group label);
+/// ipBlock rules for IPv4 and IPv6.
+#[tokio::test]
+async fn network_policies_admit_http_only_from_the_ingress_controller() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "postgres": {"external": {"secretRef": {"name": "db"}}},
+        "smtp": {"host": "smtp.example.com"}}),
+    );
+    h.reconcile().await.unwrap();
+    let dns = policy(&h, "hd-allow-dns");
+    let ports: Vec<(i64, String)> = dns["spec"]["egress"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().unwrap(),
+                p["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [(53, "UDP"), (53, "TCP"), (5353, "UDP"), (5353, "TCP")] {
+        assert!(ports.contains(&(want.0, want.1.to_string())), "{ports:?}");
+    }
+    let from = policy(&h, "hd-allow-http")["spec"]["ingress"][0]["from"].clone();
+    assert_eq!(
+        from,
+        json!([
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "hd",
+                                             "app.kubernetes.io/managed-by": "helpdesk-operator"}}},
+        ])
+    );
+    for name in ["hd-datastore-egress", "hd-notification-smtp"] {
+        let rules = policy(&h, name)["spec"]["egress"].clone();
+        let cidrs: Vec<&str> = rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["to"].as_array().unwrap().iter())
+            .filter_map(|p| p["ipBlock"]["cidr"].as_str())
+            .collect();
+        assert_eq!(cidrs, ["0.0.0.0/0", "::/0"], "{name}");
+    }
+    // Another ingress controller, and Prometheus where the SRE says.
+    h.edit_spec(|s| {
+        s["ingress"]["controllerNamespace"] = "traefik".into();
+        s["monitoring"] = json!({"prometheusNamespace": "observability"});
+    });
+    h.reconcile().await.unwrap();
+    let from = policy(&h, "hd-allow-http")["spec"]["ingress"][0]["from"].clone();
+    let names: Vec<&str> = from
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str()
+        })
+        .collect();
+    assert_eq!(names, ["traefik", "observability"]);
+
+    // OpenShift: the router's namespaces by label (it may run on the host network), and the
+    // monitoring stack for the ServiceMonitor.
+    let h = Harness::new(json!({"version": "0.1.0", "ingress": {"host": "h.apps.example.com"}}));
+    h.fake.serve_api("route.openshift.io/v1");
+    h.fake.serve_api("monitoring.coreos.com/v1");
+    h.reconcile().await.unwrap();
+    let from = policy(&h, "hd-allow-http")["spec"]["ingress"][0]["from"].clone();
+    assert_eq!(
+        from[0],
+        json!({"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/ingress": ""}}})
+    );
+    assert_eq!(
+        from[1],
+        json!({"namespaceSelector": {"matchLabels": {"network.openshift.io/policy-group": "monitoring"}}})
+    );
+    assert!(
+        !from.to_string().contains("\"namespaceSelector\":{}"),
+        "not every namespace"
+    );
+}
+
+fn secret_value(h: &Harness, name: &str, key: &str) -> String {
+    use base64::Engine;
+    let s = h.fake.get(&format!("{SECRETS}/{name}")).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s["data"][key].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Issue 11 item 3: with `pvcRetention: Retain` (the default) the datastore credentials survive
+/// the platform like the volumes do, and a platform created again reuses them.
+#[tokio::test]
+async fn credentials_outlive_a_deleted_platform_with_their_data() {
+    let h = Harness::minimal().settled().await;
+    let pg = secret_value(&h, "hd-postgres-credentials", "password");
+    let mq = secret_value(&h, "hd-rabbitmq-credentials", "password");
+    let uid = h.platform().metadata.uid.unwrap();
+    // kubectl delete hdp hd: the garbage collector removes what the platform owns.
+    let spec = h.fake.remove(PLATFORM).unwrap()["spec"].clone();
+    let gone = h.fake.collect_garbage(&uid);
+    assert!(
+        gone.iter()
+            .any(|p| p.ends_with("/statefulsets/hd-postgres"))
+    );
+    assert!(gone.iter().any(|p| p.ends_with("/secrets/hd-jwt")));
+    let kept = h.fake.names(SECRETS);
+    assert_eq!(kept, ["hd-postgres-credentials", "hd-rabbitmq-credentials"]);
+    // Created again: a new uid, the same name.
+    h.fake.put(
+        PLATFORM,
+        json!({"apiVersion": "helpdesk.dev/v1alpha1", "kind": "HelpdeskPlatform",
+               "metadata": {"name": "hd", "namespace": NS}, "spec": spec}),
+    );
+    assert_ne!(h.platform().metadata.uid.unwrap(), uid);
+    h.reconcile().await.unwrap();
+    assert_eq!(secret_value(&h, "hd-postgres-credentials", "password"), pg);
+    assert_eq!(secret_value(&h, "hd-rabbitmq-credentials", "password"), mq);
+    let s = h
+        .fake
+        .get(&format!("{SECRETS}/hd-postgres-credentials"))
+        .unwrap();
+    assert!(s["metadata"]["ownerReferences"].is_null(), "{s}");
+
+    // With pvcRetention: Delete they go with the platform, like the volumes.
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "postgres": {"managed": {"pvcRetention": "Delete"}}}),
+    )
+    .settled()
+    .await;
+    let uid = h.platform().metadata.uid.unwrap();
+    h.fake.remove(PLATFORM);
+    h.fake.collect_garbage(&uid);
+    assert_eq!(h.fake.names(SECRETS), ["hd-rabbitmq-credentials"]);
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Child writes of the last pass (no status, no events), as `PATCH <path>`.
+fn child_writes(h: &Harness) -> Vec<String> {
+    let mut w: Vec<String> = h
+        .write_paths()
+        .into_iter()
+        .filter(|w| !w.contains("/events") && !w.ends_with("/status"))
+        .collect();
+    w.sort();
+    w
+}
+
+/// Issue 11 item 1: a rotated external Secret rolls the pods that read it (a hash of its data on
+/// the pod template); the Jobs are left alone and nothing else is written.
+#[tokio::test]
+async fn a_rotated_external_secret_rolls_the_pods_that_read_it() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "postgres": {"external": {"secretRef": {"name": "db", "key": "url"}}},
+        "rabbitmq": {"external": {"secretRef": {"name": "mq", "key": "url"}}}}),
+    );
+    for (name, url) in [
+        ("db", "postgres://a:b@db:5432/x"),
+        ("mq", "amqp://a:b@mq:5672/%2f"),
+    ] {
+        h.fake.put(
+            &format!("{SECRETS}/{name}"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": NS}, "data": {"url": b64(url)}}),
+        );
+    }
+    let h = h.settled().await;
+    let annotation = |h: &Harness, d: &str| {
+        h.deployment(d)["spec"]["template"]["metadata"]["annotations"]["helpdesk.dev/secrets-hash"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let before = annotation(&h, "hd-ticket").expect("hash of the external Secrets");
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "unchanged Secret: no writes");
+    h.fake.edit(&format!("{SECRETS}/db"), |s| {
+        s["data"]["url"] = b64("postgres://a:rotated@db:5432/x").into();
+    });
+    h.reconcile().await.unwrap();
+    let writes = child_writes(&h);
+    assert_eq!(
+        writes.len(),
+        5,
+        "every service reads DATABASE_URL: {writes:?}"
+    );
+    assert!(
+        writes.iter().all(|w| w.contains("/deployments/")),
+        "{writes:?}"
+    );
+    assert_ne!(annotation(&h, "hd-ticket").unwrap(), before);
+    h.make_ready();
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty());
+}
+
+const SERVICES: &str = "/api/v1/namespaces/support/services";
+const PVCS: &str = "/api/v1/namespaces/support/persistentvolumeclaims";
+
+fn condition_message(p: &HelpdeskPlatform, t: &str) -> String {
+    p.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap()
+        .message
+        .clone()
+}
+
+/// Issue 11 item 1: `kubectl set image`, `kubectl scale` (no HPA), an edited env var and an
+/// edited Service port are put back on the next pass, and only those objects are written; the
+/// pass after that is write-free again.
+#[tokio::test]
+async fn hand_edits_are_put_back_and_the_next_pass_is_write_free() {
+    let h = Harness::minimal().settled().await;
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/ticket:latest".into();
+    });
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-user"), |d| {
+        d["spec"]["replicas"] = 4.into();
+    });
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-audit"), |d| {
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap();
+        let log = env.iter_mut().find(|e| e["name"] == "RUST_LOG").unwrap();
+        log["value"] = "trace".into();
+    });
+    h.fake.edit(&format!("{SERVICES}/hd-admin"), |s| {
+        s["spec"]["ports"][0]["port"] = 9090.into();
+    });
+    let report = h.reconcile().await.unwrap();
+    assert_eq!(
+        child_writes(&h),
+        [
+            format!("PATCH {SERVICES}/hd-admin"),
+            format!("PATCH {DEPLOYMENTS}/hd-audit"),
+            format!("PATCH {DEPLOYMENTS}/hd-ticket"),
+            format!("PATCH {DEPLOYMENTS}/hd-user"),
+        ]
+    );
+    assert_eq!(
+        h.image("hd-ticket"),
+        "ghcr.io/helpdesk/ticket-service:0.1.0"
+    );
+    assert_eq!(h.deployment("hd-user")["spec"]["replicas"], 1);
+    let env = h.deployment("hd-audit")["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let log = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RUST_LOG")
+        .unwrap()
+        .clone();
+    assert_eq!(log["value"], "info");
+    assert_eq!(
+        h.fake.get(&format!("{SERVICES}/hd-admin")).unwrap()["spec"]["ports"][0]["port"],
+        8080
+    );
+    let repaired = report.outcome.repaired.join("\n");
+    assert!(
+        repaired.contains("Deployment/hd-ticket: spec.template.spec.containers[ticket].image")
+            && repaired.contains("Deployment/hd-user: spec.replicas"),
+        "{repaired}"
+    );
+    let events: Vec<_> = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/events"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e
+            .body
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("DriftRepaired")),
+        "an event says what was put back"
+    );
+    h.make_ready();
+    h.reconcile().await.unwrap();
+    h.reconcile().await.unwrap();
+    assert_eq!(h.write_paths(), Vec::<String>::new(), "write-free again");
+}
+
+/// Issue 11 item 1: with an HPA the replicas are its own (not put back), the rest of the
+/// Deployment still is.
+#[tokio::test]
+async fn with_an_hpa_only_the_replicas_are_left_alone() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "services": {"ticket": {"autoscaling": {"minReplicas": 2, "maxReplicas": 8}}}}),
+    )
+    .settled()
+    .await;
+    // The HPA scales through the scale subresource: kube-controller-manager owns replicas.
+    let hpa_scales = |d: &mut Value, n: i64| {
+        d["spec"]["replicas"] = n.into();
+        d["metadata"]["managedFields"].as_array_mut().unwrap().push(
+            json!({"manager": "kube-controller-manager", "operation": "Update",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}}),
+        );
+    };
+    h.fake
+        .edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| hpa_scales(d, 7));
+    h.reconcile().await.unwrap();
+    assert_eq!(child_writes(&h), Vec::<String>::new(), "the HPA's replicas");
+    h.fake.edit(&format!("{DEPLOYMENTS}/hd-ticket"), |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "evil/ticket:latest".into();
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(child_writes(&h), [format!("PATCH {DEPLOYMENTS}/hd-ticket")]);
+    assert_eq!(
+        h.image("hd-ticket"),
+        "ghcr.io/helpdesk/ticket-service:0.1.0"
+    );
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 7);
+}
+
+/// Issue 11 item 4: one object the API server refuses (422) does not stop the others: Jobs,
+/// Deployments, Ingress and NetworkPolicies are still applied, the object is named in status
+/// with the API's message, the reconcile backs off, and the next pass completes.
+#[tokio::test]
+async fn one_rejected_object_does_not_stop_the_pass() {
+    let h = Harness::minimal().settled().await;
+    h.edit_spec(|s| {
+        s["version"] = "0.2.0".into();
+        s["postgres"] = json!({"managed": {"image": "postgres:17"}});
+        s["services"] = json!({"ticket": {"replicas": 2}});
+    });
+    h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+        "{err}"
+    );
+    assert!(
+        h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-2-0".to_string())
+    );
+    let writes = h.write_paths();
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 2);
+    for later in [
+        "/ingresses/hd",
+        "/networkpolicies/hd-default-deny",
+        "/deployments/hd-ticket",
+        "/statefulsets/hd-rabbitmq",
+    ] {
+        assert!(
+            writes.iter().any(|w| w.ends_with(later)),
+            "{later} not applied: {writes:?}"
+        );
+    }
+    assert!(
+        h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-1-0".to_string()),
+        "no orphan deletion while part of the desired state is missing"
+    );
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "ApplyRejected".into())
+    );
+    let msg = condition_message(&p, "Degraded");
+    assert!(
+        msg.contains("StatefulSet/hd-postgres")
+            && msg.contains("422 Invalid")
+            && msg.contains("injected failure"),
+        "{msg}"
+    );
+    // The API server accepts it again: the pass completes and the rejection is gone.
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        h.fake.get(&format!("{STATEFULSETS}/hd-postgres")).unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["image"],
+        "postgres:17"
+    );
+    assert!(
+        !h.fake
+            .names(JOBS)
+            .contains(&"hd-ticket-migrate-0-1-0".to_string())
+    );
+    assert_ne!(condition(&h.platform(), "Degraded").1, "ApplyRejected");
+}
+
+/// Issue 11 item 4: a larger storage request of a managed datastore goes to its PVC (the
+/// StatefulSet's volumeClaimTemplates are immutable); a claim that cannot grow and a smaller
+/// size are reported in status.
+#[tokio::test]
+async fn storage_growth_expands_the_claims() {
+    let h = Harness::minimal().settled().await;
+    for (claim, size) in [
+        ("data-hd-postgres-0", "10Gi"),
+        ("data-hd-rabbitmq-0", "5Gi"),
+    ] {
+        h.fake.put(
+            &format!("{PVCS}/{claim}"),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": NS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}),
+        );
+    }
+    h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "20Gi"}}));
+    let report = h.reconcile().await.unwrap();
+    let claim = h.fake.get(&format!("{PVCS}/data-hd-postgres-0")).unwrap();
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert_eq!(claim["spec"]["accessModes"][0], "ReadWriteOnce");
+    assert_eq!(
+        report.outcome.expanded,
+        ["PersistentVolumeClaim/data-hd-postgres-0"]
+    );
+    let sts = h.fake.get(&format!("{STATEFULSETS}/hd-postgres")).unwrap();
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "10Gi",
+        "the template is immutable"
+    );
+    assert_eq!(h.platform().status.unwrap().phase, Some(Phase::Ready));
+    // Done: the claim is only read from now on.
+    h.reconcile().await.unwrap();
+    assert_eq!(h.write_paths(), Vec::<String>::new());
+    assert!(
+        h.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/data-hd-postgres-0"))
+    );
+
+    // A StorageClass without allowVolumeExpansion: the API server refuses; reported.
+    h.edit_spec(|s| s["rabbitmq"] = json!({"managed": {"storage": "8Gi"}}));
+    h.fake
+        .fail_next("PATCH", "/persistentvolumeclaims/data-hd-rabbitmq-0", 422);
+    assert!(h.reconcile().await.is_err());
+    let msg = condition_message(&h.platform(), "Degraded");
+    assert!(
+        msg.contains("PersistentVolumeClaim/data-hd-rabbitmq-0"),
+        "{msg}"
+    );
+
+    // Volumes never shrink.
+    h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "5Gi"}}));
+    assert!(h.reconcile().await.is_err());
+    let msg = condition_message(&h.platform(), "Degraded");
+    assert!(
+        msg.contains("PersistentVolumeClaim/data-hd-postgres-0") && msg.contains("cannot shrink"),
+        "{msg}"
+    );
+    assert_eq!(
+        h.fake.get(&format!("{PVCS}/data-hd-postgres-0")).unwrap()["spec"]["resources"]["requests"]
+            ["storage"],
+        "20Gi"
+    );
+}
+
+/// Issue 11 item 5: a 403 (on OpenShift: blockOwnerDeletion without update on
+/// helpdeskplatforms/finalizers) is reported in status with the object and the API's reason, and
+/// the other objects are still applied.
+#[tokio::test]
+async fn a_forbidden_apply_is_reported_with_the_object() {
+    let h = Harness::minimal();
+    h.fake.fail_next("PATCH", "/ingresses/hd", 403);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 403),
+        "{err}"
+    );
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Degraded"),
+        ("True".into(), "ApplyForbidden".into())
+    );
+    let msg = condition_message(&p, "Ready");
+    assert!(
+        msg.contains("Ingress/hd")
+            && msg.contains("403 Forbidden")
+            && msg.contains("helpdeskplatforms/finalizers"),
+        "{msg}"
+    );
+    assert!(
+        !h.fake.names(POLICIES).is_empty(),
+        "applied after the Ingress"
+    );
+    let warning = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/events"))
+        .any(|r| r.body.unwrap().to_string().contains("ApplyForbidden"));
+    assert!(warning, "a Warning event names it");
 }
