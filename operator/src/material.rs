@@ -21,7 +21,22 @@ pub const PUBLIC_KEY: &str = "public.pem";
 pub const SERVICE_TOKEN_AUDIENCE: &str = helpdesk_contract::auth::SERVICE_AUDIENCE;
 pub const SERVICE_TOKEN_ISSUER: &str = helpdesk_contract::auth::ISSUER;
 /// Service tokens live as long as the key that signed them; rotating the key re-mints them.
-const SERVICE_TOKEN_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+/// Service credentials live 90 days and are minted anew when fewer than
+/// [`SERVICE_TOKEN_RENEW_BEFORE_SECS`] remain: the new ones roll the pods (their hash is on the pod
+/// template), and the old ones stay valid until they expire, so pods of both generations talk to
+/// each other throughout the rollout.
+pub const SERVICE_TOKEN_LIFETIME_SECS: i64 = 90 * 24 * 3600;
+pub const SERVICE_TOKEN_RENEW_BEFORE_SECS: i64 = 30 * 24 * 3600;
+
+/// The `exp` of a JWT (without verifying it: the operator minted it), if it can be read.
+pub fn token_expiry(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_i64()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {
@@ -79,6 +94,8 @@ struct ServiceClaims {
     iss: String,
     iat: i64,
     exp: i64,
+    /// A unique id: a renewal within the same second still yields a new credential.
+    jti: String,
 }
 
 /// One EdDSA JWT per service, `sub = <service>-service`, with the contract's service audience.
@@ -97,6 +114,12 @@ pub fn mint_service_tokens(
                 iss: SERVICE_TOKEN_ISSUER.into(),
                 iat: now_unix,
                 exp: now_unix + SERVICE_TOKEN_LIFETIME_SECS,
+                jti: {
+                    use rand::RngCore;
+                    let mut id = [0u8; 16];
+                    rand::thread_rng().fill_bytes(&mut id);
+                    hex::encode(id)
+                },
             };
             Ok((
                 c.as_str().to_string(),
@@ -218,7 +241,11 @@ mod tests {
         assert_eq!(c.sub, "ticket-service");
         assert_eq!(c.aud, "helpdesk-internal");
         assert_eq!(c.iss, "helpdesk");
-        assert!(c.exp > now + 9 * 365 * 24 * 3600);
+        assert_eq!(
+            c.exp,
+            now + SERVICE_TOKEN_LIFETIME_SECS,
+            "90 days, renewed before expiry"
+        );
     }
 
     #[test]

@@ -86,6 +86,9 @@ fn config_env(input: &BuildInput, key: &str) -> EnvVar {
     }
 }
 
+/// The hash of the service credential a pod presents (a renewal rolls the pods).
+pub const CREDENTIAL_HASH_ANNOTATION: &str = "helpdesk.dev/credential-hash";
+
 /// Shared, non-secret settings (changes roll the pods through the config-hash annotation).
 fn config_data(input: &BuildInput) -> BTreeMap<String, String> {
     let s = &input.platform.spec;
@@ -465,6 +468,13 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         annotations.insert(
             SECRETS_HASH_ANNOTATION.to_string(),
             content_hash(&serde_json::to_value(&supplied).expect("map serializes")),
+        );
+    }
+    // A renewed service credential rolls the pods that present it (env is read at start).
+    if let Some(token) = input.material.service_tokens.get(c.as_str()) {
+        annotations.insert(
+            CREDENTIAL_HASH_ANNOTATION.to_string(),
+            content_hash(&serde_json::json!(token)),
         );
     }
     deployment(

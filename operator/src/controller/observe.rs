@@ -267,7 +267,13 @@ pub async fn secret_material(
             .iter()
             .map(|c| Some((c.as_str().to_string(), secret_data(obj, c.as_str())?)))
             .collect();
-        same_key.then_some(tokens).flatten()
+        // Renewed before they expire (see SERVICE_TOKEN_RENEW_BEFORE_SECS).
+        let now = chrono::Utc::now().timestamp();
+        let fresh = tokens.as_ref()?.values().all(|t| {
+            crate::material::token_expiry(t)
+                .is_some_and(|exp| exp - now > crate::material::SERVICE_TOKEN_RENEW_BEFORE_SECS)
+        });
+        (same_key && fresh).then_some(tokens).flatten()
     });
     let service_tokens = match reusable {
         Some(t) => t,

@@ -1510,3 +1510,54 @@ async fn a_forbidden_apply_is_reported_with_the_object() {
         .any(|r| r.body.unwrap().to_string().contains("ApplyForbidden"));
     assert!(warning, "a Warning event names it");
 }
+
+/// Issue 14 item 11 (rotation): service credentials live 90 days and are minted anew when fewer
+/// than 30 remain; the renewal rolls the pods that present them (credential hash on the pod
+/// template), while the old ones stay valid until they expire.
+#[tokio::test]
+async fn service_credentials_are_renewed_before_they_expire() {
+    use base64::Engine;
+    let h = Harness::minimal().settled().await;
+    let path = format!("/api/v1/namespaces/{NS}/secrets/hd-service-tokens");
+    let hash = |h: &Harness| {
+        h.deployment("hd-ticket")["spec"]["template"]["metadata"]["annotations"]
+            ["helpdesk.dev/credential-hash"]
+            .clone()
+    };
+    let before = hash(&h);
+    assert!(before.is_string());
+    let token = |secret: &Value| secret["data"]["ticket"].as_str().unwrap().to_string();
+    let original = token(&h.fake.get(&path).unwrap());
+    // A fresh credential is kept across passes.
+    h.reconcile().await.unwrap();
+    assert_eq!(token(&h.fake.get(&path).unwrap()), original);
+    // One that expires in ten days is renewed, and the pods roll.
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let soon = chrono::Utc::now().timestamp() + 10 * 24 * 3600;
+    let expiring = format!(
+        "{}.{}.sig",
+        b64(&json!({"alg": "EdDSA"})),
+        b64(&json!({"exp": soon}))
+    );
+    h.fake.edit(&path, |s| {
+        for c in ["user", "ticket", "notification", "audit", "admin"] {
+            s["data"][c] = json!(base64::engine::general_purpose::STANDARD.encode(&expiring));
+        }
+    });
+    h.reconcile().await.unwrap();
+    let renewed = token(&h.fake.get(&path).unwrap());
+    assert_ne!(renewed, original, "a new credential, not the old one again");
+    let renewed = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(renewed)
+            .unwrap(),
+    )
+    .unwrap();
+    let exp = crate::material::token_expiry(&renewed).unwrap();
+    assert!(
+        exp - chrono::Utc::now().timestamp() > 80 * 24 * 3600,
+        "a new 90-day credential"
+    );
+    let writes = h.write_paths();
+    assert_ne!(hash(&h), before, "the pods roll to present it: {writes:?}");
+}
