@@ -83,6 +83,20 @@ impl AmqpBus {
         format!("{}{}", self.prefix, logical)
     }
 
+    /// A new connection with one channel in publisher-confirm mode.
+    async fn confirming_channel(&self) -> Result<(Connection, Channel), BusError> {
+        let conn = self.connect().await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| err("enabling publisher confirms", e))?;
+        Ok((conn, channel))
+    }
+
     async fn connect(&self) -> Result<Connection, BusError> {
         let props = ConnectionProperties::default();
         tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
@@ -118,15 +132,7 @@ impl AmqpBus {
             return Ok(channel.clone());
         }
         *guard = None;
-        let conn = self.connect().await?;
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| err("enabling publisher confirms", e))?;
+        let (conn, channel) = self.confirming_channel().await?;
         self.declare_exchanges(&channel).await?;
         for queue in &self.queues {
             self.declare_queue(&channel, queue).await?;
@@ -308,15 +314,7 @@ impl AmqpBus {
         handler: &Arc<dyn MessageHandler>,
         shutdown: &CancellationToken,
     ) -> Result<(), BusError> {
-        let conn = self.connect().await?;
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| err("enabling publisher confirms", e))?;
+        let (conn, channel) = self.confirming_channel().await?;
         let queue = self.declare_consumer_topology(&channel, sub).await?;
         channel
             .basic_qos(sub.prefetch, BasicQosOptions::default())
@@ -579,15 +577,7 @@ impl super::dlq::DeadLetters for AmqpBus {
     }
 
     async fn replay(&self, queue: &str, message_id: Option<&str>) -> Result<usize, BusError> {
-        let conn = self.connect().await?;
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| err("enabling publisher confirms", e))?;
+        let (conn, channel) = self.confirming_channel().await?;
         let (target, dlq) = (self.name(queue), format!("{}.dlq", self.name(queue)));
         // Only what is there now: a message that fails again meanwhile is not replayed twice.
         let waiting = channel
