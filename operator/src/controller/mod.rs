@@ -146,6 +146,23 @@ async fn publish(
     1
 }
 
+/// The annotation that pauses reconciliation of one platform.
+pub const PAUSE_ANNOTATION: &str = "helpdesk.dev/reconcile";
+
+fn is_paused(p: &HelpdeskPlatform) -> bool {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|v| v.eq_ignore_ascii_case("paused"))
+}
+
+/// `helpdesk_operator_platform_ready{namespace,name}`: 1 when the platform is Ready, for alerts.
+fn record_readiness(ns: &str, name: &str, ready: bool) {
+    metrics::gauge!("helpdesk_operator_platform_ready", "namespace" => ns.to_string(), "name" => name.to_string())
+        .set(if ready { 1.0 } else { 0.0 });
+}
+
 async fn write_status(
     ctx: &Context,
     p: &HelpdeskPlatform,
@@ -213,6 +230,14 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let mut report = Report::default();
+    // Paused by an SRE (`helpdesk.dev/reconcile: paused`): no writes at all but the status saying
+    // so (once), as CloudNativePG's and the RabbitMQ Cluster Operator's pause annotations do.
+    if is_paused(p) {
+        let st = status::paused(p, &now());
+        report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
+        record_readiness(&ns, &name, false);
+        return Ok(report);
+    }
     if p.metadata.deletion_timestamp.is_some() {
         // Owner references cascade the deletion; the StatefulSets' PVC retention policy decides
         // about the data. Nothing to do, so no finalizer either.
@@ -307,6 +332,7 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
         &now(),
     );
     report.ready = st.phase == Some(crate::crd::Phase::Ready);
+    record_readiness(&ns, &name, report.ready);
     report.events += transition_events(ctx, p, &st).await;
     report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
     if outcome.writes() > 0 {

@@ -14,6 +14,7 @@ use crate::validate::{PostgresMode, RabbitmqMode, Resolved};
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
 
 fn cond(type_: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
     Condition {
@@ -47,6 +48,23 @@ fn finish(
     }
     status.observed_generation = p.metadata.generation;
     status
+}
+
+/// Status while reconciliation is paused: what was last observed, plus `Paused=True`.
+pub fn paused(p: &HelpdeskPlatform, now: &str) -> HelpdeskPlatformStatus {
+    let mut status = p.status.clone().unwrap_or_default();
+    status.conditions.retain(|c| c.type_ != PAUSED);
+    status.conditions.push(cond(
+        PAUSED,
+        true,
+        "ReconcilePaused",
+        "the helpdesk.dev/reconcile: paused annotation stops every change; remove it to resume",
+    ));
+    // Keep the observed generation: a paused platform has not acted on newer specs.
+    let observed = status.observed_generation;
+    let mut st = finish(p, status, now);
+    st.observed_generation = observed;
+    st
 }
 
 /// Status for a spec that failed validation.

@@ -1561,3 +1561,47 @@ async fn service_credentials_are_renewed_before_they_expire() {
     let writes = h.write_paths();
     assert_ne!(hash(&h), before, "the pods roll to present it: {writes:?}");
 }
+
+/// Issue 11 item 9: `helpdesk.dev/reconcile: paused` stops every write for that platform but the
+/// status saying so; removing it resumes, and the pending change is applied.
+#[tokio::test]
+async fn a_paused_platform_is_left_alone_until_resumed() {
+    let h = Harness::minimal().settled().await;
+    h.fake.edit(PLATFORM, |p| {
+        p["metadata"]["annotations"] = json!({"helpdesk.dev/reconcile": "paused"});
+        p["spec"]["services"] = json!({"ticket": {"replicas": 4}});
+    });
+    h.reconcile().await.unwrap();
+    let writes = h.write_paths();
+    assert!(
+        writes.iter().all(|w| w.ends_with("/status")),
+        "only the status: {writes:?}"
+    );
+    let p = h.platform();
+    let paused = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Paused")
+        .expect("a Paused condition");
+    assert_eq!(paused.status, "True");
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 1);
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "a paused pass writes nothing");
+    h.fake.edit(PLATFORM, |p| {
+        p["metadata"]["annotations"] = json!({});
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 4);
+    let p = h.platform();
+    assert!(
+        p.status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Paused"),
+        "resumed"
+    );
+}
