@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
@@ -233,6 +234,39 @@ pub(super) fn container_security(read_only_root: bool) -> SecurityContext {
     }
 }
 
+/// Concurrent password hashes that fit a container's memory limit: what is left after a 96 MiB
+/// baseline (the service at load), at 12 MiB per hash, between 1 and 16. `None` without a limit.
+fn hashing_concurrency(resources: &ResourceRequirements) -> Option<u64> {
+    let limit = resources.limits.as_ref()?.get("memory")?;
+    let bytes = quantity_bytes(&limit.0)?;
+    let mib = bytes / (1024 * 1024);
+    Some((mib.saturating_sub(96) / 12).clamp(1, 16))
+}
+
+/// A memory quantity in bytes (`256Mi`, `1Gi`, `500M`, `1073741824`).
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .map(|v| (v * mult as f64) as u64);
+        }
+    }
+    q.trim().parse::<f64>().ok().map(|v| v as u64)
+}
+
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
@@ -323,6 +357,18 @@ fn service_env(input: &BuildInput, c: Component) -> Vec<EnvVar> {
                 &input.resolved.admin_secret,
                 "password",
             ));
+            // Password hashes in flight, from the memory limit rather than the node's CPU count
+            // (each argon2id hash holds 12 MiB; a 16-CPU node would otherwise run 16 at once
+            // inside a 256Mi container).
+            let resources = s
+                .services
+                .get(c)
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources);
+            if let Some(n) = hashing_concurrency(&resources) {
+                env.push(str_env("USER_HASHING_CONCURRENCY", n.to_string()));
+            }
         }
         Component::Notification => {
             // Without spec.smtp the service records emails and marks them failed.
@@ -454,6 +500,24 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         ..Default::default()
     };
     scheduling(spec, &mut pod);
+    // Several replicas: spread over nodes (preferred, so a one-node cluster still schedules),
+    // unless the SRE set their own affinity.
+    let max_replicas = spec
+        .autoscaling
+        .as_ref()
+        .map_or(spec.replicas, |a| a.max_replicas);
+    if max_replicas > 1 && spec.affinity.is_none() {
+        pod.topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(names::selector_labels(input.name(), c.as_str())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+    }
     let mut annotations = BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_string(),
         content_hash(&serde_json::to_value(config_data(input)).expect("map serializes")),
@@ -751,6 +815,24 @@ fn pdb(input: &BuildInput, name: &str, component: &str) -> PodDisruptionBudget {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod scheduling_tests {
+    use super::*;
+
+    #[test]
+    fn hashing_concurrency_follows_the_memory_limit() {
+        let with = |m: &str| ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity(m.into()))])),
+            ..Default::default()
+        };
+        assert_eq!(hashing_concurrency(&with("256Mi")), Some(13));
+        assert_eq!(hashing_concurrency(&with("128Mi")), Some(2));
+        assert_eq!(hashing_concurrency(&with("64Mi")), Some(1));
+        assert_eq!(hashing_concurrency(&with("1Gi")), Some(16));
+        assert_eq!(hashing_concurrency(&ResourceRequirements::default()), None);
     }
 }
 
