@@ -26,6 +26,8 @@ fn helpdesk(args: &[&str]) -> Command {
         .env_remove("BOOTSTRAP_ADMIN_PASSWORD")
         .env("USER_ARGON2_MEMORY_KIB", "1024")
         .env("USER_ARGON2_ITERATIONS", "1")
+        .env_remove("FRONTEND_BASE_URL")
+        .env_remove("CORS_ALLOWED_ORIGINS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
@@ -38,6 +40,11 @@ struct Up {
 
 impl Up {
     async fn start(dir: &std::path::Path) -> Up {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts with extra environment variables.
+    async fn start_with(dir: &std::path::Path, vars: &[(&str, &str)]) -> Up {
         let port = free_port();
         let child = helpdesk(&[
             "up",
@@ -46,6 +53,7 @@ impl Up {
             "--data-dir",
             &dir.to_string_lossy(),
         ])
+        .envs(vars.iter().copied())
         .spawn()
         .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -307,5 +315,118 @@ async fn migrate_needs_only_database_url() {
         !dir.join("jwt-private.pem").exists(),
         "migrate generates no signing keys"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `Access-Control-Allow-Origin` a browser at `origin` gets for a preflight of
+/// `POST /auth/login` and for a simple `GET /tickets` (both must agree).
+async fn allowed_origin(http: &reqwest::Client, base: &str, origin: &str) -> Option<String> {
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/auth/login"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type,authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        preflight.status().is_success(),
+        "preflight answered: {}",
+        preflight.status()
+    );
+    let header = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let from_preflight = header(&preflight);
+    let simple = http
+        .get(format!("{base}/tickets"))
+        .header("Origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(simple.status(), 401);
+    assert_eq!(
+        header(&simple),
+        from_preflight,
+        "preflight and simple request agree for {origin}"
+    );
+    from_preflight
+}
+
+/// Security review, item 8: `helpdesk up` answers only the frontend's origin (its
+/// `FRONTEND_BASE_URL`), or the usual local dev servers when nothing is configured, never `*`;
+/// `CORS_ALLOWED_ORIGINS` still wins. The allowed origins are printed at start-up.
+#[tokio::test]
+async fn up_allows_only_the_frontends_origin() {
+    let dir = data_dir();
+    let http = reqwest::Client::new();
+    let foreign = "https://evil.example";
+
+    let up = Up::start_with(
+        &dir,
+        &[("FRONTEND_BASE_URL", "https://helpdesk.example.com/app/")],
+    )
+    .await;
+    assert_eq!(
+        allowed_origin(&http, &up.base, "https://helpdesk.example.com")
+            .await
+            .as_deref(),
+        Some("https://helpdesk.example.com")
+    );
+    assert_eq!(allowed_origin(&http, &up.base, foreign).await, None);
+    assert_eq!(
+        allowed_origin(&http, &up.base, "http://localhost:3000").await,
+        None,
+        "dev servers are only the default when no frontend is configured"
+    );
+    let out = up.stop();
+    assert!(
+        out.contains("CORS origins: https://helpdesk.example.com\n"),
+        "{out}"
+    );
+
+    let up = Up::start(&dir).await;
+    for dev in [
+        "http://localhost:3000",
+        "http://localhost:5173",
+        "http://127.0.0.1:3000",
+        "http://127.0.0.1:5173",
+    ] {
+        assert_eq!(
+            allowed_origin(&http, &up.base, dev).await.as_deref(),
+            Some(dev)
+        );
+    }
+    assert_eq!(allowed_origin(&http, &up.base, foreign).await, None);
+    let out = up.stop();
+    assert!(
+        out.contains("CORS origins: http://localhost:3000, http://localhost:5173, http://127.0.0.1:3000, http://127.0.0.1:5173"),
+        "{out}"
+    );
+
+    let up = Up::start_with(
+        &dir,
+        &[
+            ("FRONTEND_BASE_URL", "https://helpdesk.example.com"),
+            ("CORS_ALLOWED_ORIGINS", "https://other.example"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        allowed_origin(&http, &up.base, "https://other.example")
+            .await
+            .as_deref(),
+        Some("https://other.example")
+    );
+    assert_eq!(
+        allowed_origin(&http, &up.base, "https://helpdesk.example.com").await,
+        None
+    );
+    up.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -45,7 +45,11 @@ impl HttpConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut cors_origins = env.list(var::CORS_ALLOWED_ORIGINS);
         if cors_origins.is_empty() {
-            cors_origins = env.raw(var::FRONTEND_BASE_URL).into_iter().collect();
+            cors_origins = env
+                .raw(var::FRONTEND_BASE_URL)
+                .map(|url| origin_of(&url).unwrap_or(url))
+                .into_iter()
+                .collect();
         }
         for origin in &cors_origins {
             if origin != "*" && HeaderValue::from_str(origin).is_err() {
@@ -62,6 +66,14 @@ impl HttpConfig {
             trust_forwarded_for: env.bool_or(var::TRUST_FORWARDED_FOR, false)?,
         })
     }
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, as browsers send it in `Origin`: the frontend's
+/// base URL `https://app.example.com/helpdesk/` has the origin `https://app.example.com`.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url.trim()).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The request id of the current request (taken from `X-Request-Id` or generated).
@@ -386,5 +398,46 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_of_urls() {
+        assert_eq!(
+            origin_of("https://app.example.com/helpdesk/").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            origin_of("http://localhost:5173").as_deref(),
+            Some("http://localhost:5173")
+        );
+        assert_eq!(
+            origin_of("https://app.example.com:443/").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(origin_of("not a url"), None);
+    }
+
+    #[test]
+    fn the_default_cors_origin_is_the_frontends_origin() {
+        let env = Env::from_map([(var::FRONTEND_BASE_URL, "https://app.example.com/helpdesk/")]);
+        let cfg = HttpConfig::from_env(&env).unwrap();
+        assert_eq!(
+            cfg.cors_origins,
+            vec!["https://app.example.com".to_string()]
+        );
+        let env = Env::from_map([
+            (var::FRONTEND_BASE_URL, "https://app.example.com"),
+            (
+                var::CORS_ALLOWED_ORIGINS,
+                "https://a.example, https://b.example",
+            ),
+        ]);
+        let cfg = HttpConfig::from_env(&env).unwrap();
+        assert_eq!(cfg.cors_origins, ["https://a.example", "https://b.example"]);
     }
 }
