@@ -11,7 +11,9 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{Role, ServiceCaller};
-use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length};
+use helpdesk_kit::error::{
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length, check_timestamp,
+};
 use helpdesk_kit::events::redact_secrets;
 
 use crate::AppState;
@@ -329,6 +331,8 @@ pub async fn search(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<ApiJson<SearchPage>> {
     require_admin(&caller)?;
+    check_timestamp("from", q.from.as_ref())?;
+    check_timestamp("to", q.to.as_ref())?;
     if let (Some(from), Some(to)) = (q.from, q.to)
         && from > to
     {

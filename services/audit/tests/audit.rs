@@ -267,6 +267,15 @@ async fn routes_enforce_roles_filter_and_page() {
             json!({"action": "x", "entityType": "user", "entityId": "1", "actorId": "nope"}),
             "actorId",
         ),
+        // Security review, item 9: text PostgreSQL cannot store is a 400 naming the field.
+        (
+            json!({"action": "x", "entityType": "user", "entityId": "a\u{0}b"}),
+            "entityId",
+        ),
+        (
+            json!({"action": "x", "entityType": "user", "entityId": "1", "metadata": {"note": "\u{0}"}}),
+            "metadata.note",
+        ),
     ] {
         let r = a
             .call(
