@@ -541,9 +541,7 @@ impl Attempt {
         self
     }
 
-    /// Sends it; what breaks the contract: a 5xx, an error body not in the contract's shape, or
-    /// (for a NUL character) a 400 that does not name the field.
-    async fn problem(self, http: &reqwest::Client, base: &str) -> Option<String> {
+    async fn send(&self, http: &reqwest::Client, base: &str) -> Result<(u16, String), String> {
         let mut req = http
             .request(
                 self.method.clone(),
@@ -553,6 +551,15 @@ impl Attempt {
         if let Some(b) = &self.body {
             req = req.json(b);
         }
+        let res = req.send().await.map_err(|e| format!("no answer: {e}"))?;
+        let status = res.status().as_u16();
+        Ok((status, res.text().await.unwrap_or_default()))
+    }
+
+    /// Sends it; what breaks the contract: a 5xx, an error body not in the contract's shape, or
+    /// (for a NUL character) a 400 that does not name the field. A 5xx is tried once more after
+    /// a pause: what a value causes repeats, while a pool timeout on a loaded machine does not.
+    async fn problem(self, http: &reqwest::Client, base: &str) -> Option<String> {
         let what = format!(
             "{} {} {}",
             self.method,
@@ -562,12 +569,15 @@ impl Attempt {
                 .map(|b| b.to_string().chars().take(160).collect::<String>())
                 .unwrap_or_default()
         );
-        let res = match req.send().await {
-            Ok(res) => res,
-            Err(e) => return Some(format!("{what}: no answer: {e}")),
+        let mut answer = self.send(http, base).await;
+        if matches!(answer, Ok((status, _)) if status >= 500) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            answer = self.send(http, base).await;
+        }
+        let (status, text) = match answer {
+            Ok(answer) => answer,
+            Err(e) => return Some(format!("{what}: {e}")),
         };
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
         if status >= 500 {
             return Some(format!("{what}: {status} {text}"));
         }
