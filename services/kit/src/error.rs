@@ -183,7 +183,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        // Unknown fields are ignored (the contract), whatever they hold.
+        if let (Some(known), Some(map)) = (struct_fields::<T>(), value.as_object_mut()) {
+            map.retain(|key, _| known.contains(&key.as_str()));
+        }
         if let Some(field) = field_with_nul(&value, "") {
             return Err(nul_in(&field));
         }
@@ -199,6 +204,43 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+/// The field names of `T` when it deserializes from a struct (what `#[derive(Deserialize)]`
+/// declares, after renaming), found without any input.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    /// Answers every request with an error, remembering the fields a struct asked for.
+    struct Probe<'a>(&'a std::cell::Cell<Option<&'static [&'static str]>>);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(Some(fields));
+            Err(Self::Error::custom("probed"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let fields = std::cell::Cell::new(None);
+    let _ = T::deserialize(Probe(&fields));
+    fields.get()
 }
 
 /// The error for a NUL character in `field`.
@@ -290,11 +332,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let known = struct_fields::<T>();
         if let Ok(axum::extract::Query(pairs)) =
             axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            && let Some((name, _)) = pairs
-                .iter()
-                .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+            && let Some((name, _)) = pairs.iter().find(|(name, value)| {
+                // Unknown parameters are ignored, whatever they hold.
+                known.is_none_or(|known| known.contains(&name.as_str()))
+                    && (name.contains('\0') || value.contains('\0'))
+            })
         {
             return Err(nul_in(&shown(name)));
         }
@@ -451,6 +496,18 @@ mod tests {
             "an escaped backslash is text"
         );
         assert_eq!(call(get_("/query?q=fine")).await.0, 200);
+        assert_eq!(
+            call(get_("/query?unknown=a%00b")).await.0,
+            200,
+            "unknown parameters are ignored"
+        );
+        assert_eq!(
+            call(json(r#"{"title": "ok", "unknown\u0000": "\u0000"}"#))
+                .await
+                .0,
+            200,
+            "unknown fields are ignored"
+        );
         assert_eq!(call(get_("/path/ticket/42")).await.0, 200);
         let (status, message) = call(json(r#"{"meta": 1}"#)).await;
         assert_eq!(status, 400);
