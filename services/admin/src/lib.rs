@@ -9,7 +9,7 @@ pub mod dashboard;
 pub mod user_service;
 pub mod users;
 
-use helpdesk_kit::http::BearerAuth;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,7 +112,7 @@ helpdesk_kit::app_state!(Inner);
 #[openapi(
     info(title = "Helpdesk admin-service", description = "Dashboard statistics and user administration"),
     paths(dashboard::statistics, users::list_users, users::list_agents, users::change_role, users::delete_user),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ContractErrors)
 )]
 pub struct ApiDoc;
 

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RoleRequest {
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
@@ -68,7 +69,7 @@ pub async fn list_agents(
 #[utoipa::path(patch, path = "/admin/users/{id}/role", request_body = RoleRequest, tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = User), (status = 400, description = "Invalid role, or the last administrator"),
-        (status = 404, description = "User not found"), (status = 503, description = "user-service unavailable")))]
+        (status = 403, description = "Admin access required"), (status = 404, description = "User not found"), (status = 503, description = "user-service unavailable")))]
 pub async fn change_role(
     State(state): State<AppState>,
     AdminCaller(me): AdminCaller,
@@ -90,7 +91,7 @@ pub async fn change_role(
 #[utoipa::path(delete, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = Message), (status = 400, description = "Your own account, or the last administrator"),
-        (status = 404, description = "User not found"), (status = 503, description = "user-service unavailable")))]
+        (status = 403, description = "Admin access required"), (status = 404, description = "User not found"), (status = 503, description = "user-service unavailable")))]
 pub async fn delete_user(
     State(state): State<AppState>,
     AdminCaller(me): AdminCaller,

@@ -11,7 +11,9 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{Role, ServiceCaller};
-use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length};
+use helpdesk_kit::error::{
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, check_length, check_timestamp,
+};
 use helpdesk_kit::events::redact_secrets;
 
 use crate::AppState;
@@ -230,17 +232,22 @@ pub async fn log_entry(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `X-Next-Cursor` of the previous page.
+    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
 type Page = (HeaderMap, ApiJson<Vec<AuditEvent>>);
 
 /// An entity's trail, newest first (staff, or a service on their behalf).
-#[utoipa::path(get, path = "/audit/entity/{entity_type}/{entity_id}", params(PageQuery), tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, path = "/audit/entity/{entity_type}/{entity_id}",
+    params(("entity_type" = String, Path, description = "The kind of entity (`ticket`, `user`, `email`)", min_length = 1, max_length = 50),
+        ("entity_id" = String, Path, description = "The entity's id", min_length = 1, max_length = 200), PageQuery), tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent], headers(("x-next-cursor" = String, description = "Cursor of the next page"))),
         (status = 403, description = "Not staff")))]
 pub async fn by_entity(
@@ -257,6 +264,9 @@ pub async fn by_entity(
             "{service} may not call this route"
         )));
     }
+    // The limits of what POST /audit/log stores (and of the route's documentation).
+    check_length("entity_type", &entity_type, 1, 50)?;
+    check_length("entity_id", &entity_id, 1, 200)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let filters = Filters {
         entity_type: Some(entity_type),
@@ -276,7 +286,7 @@ fn require_admin(caller: &Caller) -> ApiResult<()> {
 }
 
 /// What one user did, newest first (ADMIN).
-#[utoipa::path(get, path = "/audit/actor/{id}", params(PageQuery), tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, path = "/audit/actor/{id}", params(("id" = Uuid, Path, description = "The actor's user id"), PageQuery), tag = "audit", security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent], headers(("x-next-cursor" = String, description = "Cursor of the next page"))),
         (status = 403, description = "Not an ADMIN")))]
 pub async fn by_actor(
@@ -300,19 +310,22 @@ pub async fn by_actor(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchQuery {
     pub action: Option<String>,
     pub entity_type: Option<String>,
     pub entity_id: Option<String>,
     pub actor_id: Option<Uuid>,
-    /// Entries at or after this time (RFC 3339).
+    /// Entries at or after this time (RFC 3339, years 1 to 9999).
     pub from: Option<DateTime<Utc>>,
-    /// Entries at or before this time (RFC 3339).
+    /// Entries at or before this time (RFC 3339, years 1 to 9999).
     pub to: Option<DateTime<Utc>>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
+    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -337,6 +350,8 @@ pub async fn search(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<ApiJson<SearchPage>> {
     require_admin(&caller)?;
+    check_timestamp("from", q.from.as_ref())?;
+    check_timestamp("to", q.to.as_ref())?;
     if let (Some(from), Some(to)) = (q.from, q.to)
         && from > to
     {

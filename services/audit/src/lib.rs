@@ -10,7 +10,7 @@ pub mod recorder;
 pub mod retention;
 pub mod users;
 
-use helpdesk_kit::http::BearerAuth;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +109,7 @@ helpdesk_kit::app_state!(Inner);
 #[openapi(
     info(title = "Helpdesk audit-service", description = "The append-only audit log of every domain event"),
     paths(entries::log_entry, entries::by_entity, entries::by_actor, entries::search),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ContractErrors)
 )]
 pub struct ApiDoc;
 

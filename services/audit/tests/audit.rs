@@ -303,6 +303,15 @@ async fn routes_enforce_roles_filter_and_page() {
             json!({"action": "x", "entityType": "user", "entityId": "1", "actorId": "nope"}),
             "actorId",
         ),
+        // Security review, item 9: text PostgreSQL cannot store is a 400 naming the field.
+        (
+            json!({"action": "x", "entityType": "user", "entityId": "a\u{0}b"}),
+            "entityId",
+        ),
+        (
+            json!({"action": "x", "entityType": "user", "entityId": "1", "metadata": {"note": "\u{0}"}}),
+            "metadata.note",
+        ),
     ] {
         let r = a
             .call(
@@ -584,4 +593,63 @@ async fn a_session_ended_by_a_password_change_is_refused() {
         .await;
     assert_eq!(r.status, 200, "the changing session stays signed in");
     audit.stop().await;
+}
+
+/// Security review, item 10: secrets are removed by pattern in any case (`Reset_Link` with a
+/// token, `authorization`, cookies, `*_secret`, `*Token`, hashes), from the metadata of
+/// `POST /audit/log` and from event payloads; links without a token and ordinary fields stay.
+#[tokio::test]
+async fn secrets_are_redacted_by_pattern_from_api_entries_and_events() {
+    let a = Audit::start(&[]).await;
+    let service = a.keys.service_token("admin-service");
+    let secrets = json!({
+        "Reset_Link": "https://app.example.com/reset-password?token=SECRET-1",
+        "authorization": "Bearer SECRET-2",
+        "Cookie": "sid=SECRET-3",
+        "client_secret": "SECRET-4",
+        "X-Refresh-Token": "SECRET-5",
+        "NEW_PASSWORD": "SECRET-6",
+        "details": {"PasswordHash": "SECRET-7", "callbackUrl": "https://x.example/cb?reset_token=SECRET-8"},
+        "ticketLink": "https://app.example.com/tickets/42",
+        "newRole": "ADMIN",
+    });
+    let kept = json!({
+        "details": {},
+        "ticketLink": "https://app.example.com/tickets/42",
+        "newRole": "ADMIN",
+    });
+
+    let body = json!({"action": "user.role_changed", "entityType": "user", "entityId": "42", "metadata": secrets});
+    let r = a
+        .call(Method::POST, "/audit/log", Some(&service), Some(body))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["metadata"], kept);
+
+    let mut event = Envelope::wrap(
+        &EmailSent {
+            email_id: Uuid::new_v4(),
+            to: "x@example.com".into(),
+            attempts: 1,
+        },
+        EventMetadata::default(),
+    );
+    event.payload = secrets.clone();
+    a.publish(&event).await;
+    a.wait_entry(event.event_id).await;
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT metadata FROM audit_events WHERE event_id = $1")
+            .bind(event.event_id)
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, kept);
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE metadata::text LIKE '%SECRET-%'",
+    )
+    .fetch_one(&a.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "no secret is stored");
+    a.stop().await;
 }

@@ -338,6 +338,33 @@ async fn up(addr: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// The origins of the usual local frontend dev servers (Create React App / Next.js, Vite).
+const DEV_ORIGINS: [&str; 4] = [
+    "http://localhost:3000",
+    "http://localhost:5173",
+    "http://127.0.0.1:3000",
+    "http://127.0.0.1:5173",
+];
+
+/// Which browser origins may call the API: `CORS_ALLOWED_ORIGINS` as given; else the origin of
+/// `FRONTEND_BASE_URL`; else the usual local dev-server origins. Never every origin by default.
+fn cors_origins(env: &Env) -> anyhow::Result<Vec<String>> {
+    let given = env.list(var::CORS_ALLOWED_ORIGINS);
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    if let Some(url) = env.raw(var::FRONTEND_BASE_URL) {
+        let origin = helpdesk_kit::http::origin_of(&url).with_context(|| {
+            format!(
+                "{} must be an http(s) URL like https://app.example.com, got {url:?}",
+                var::FRONTEND_BASE_URL
+            )
+        })?;
+        return Ok(vec![origin]);
+    }
+    Ok(DEV_ORIGINS.iter().map(|o| o.to_string()).collect())
+}
+
 async fn run_platform(
     env: &mut Env,
     dir: &Path,
@@ -374,11 +401,10 @@ async fn run_platform(
     for peer in Service::ALL.iter().flat_map(|s| s.peers()) {
         env.set(peer.url_var(), internal_url.clone());
     }
-    if env.raw(var::CORS_ALLOWED_ORIGINS).is_none() {
-        env.set(var::CORS_ALLOWED_ORIGINS, "*");
-    }
+    let cors_origins = cors_origins(env)?;
+    env.set(var::CORS_ALLOWED_ORIGINS, cors_origins.join(","));
     if env.raw(var::FRONTEND_BASE_URL).is_none() {
-        env.set(var::FRONTEND_BASE_URL, "http://localhost:3000");
+        env.set(var::FRONTEND_BASE_URL, DEV_ORIGINS[0]);
     }
     let smtp = env.raw(var::SMTP_URL).is_some() || env.raw(var::SMTP_HOST).is_some();
     if !smtp && env.raw(var::NOTIFICATION_MAIL_DIR).is_none() {
@@ -447,6 +473,7 @@ async fn run_platform(
             var::SMTP_HOST
         ),
     }
+    println!("  CORS origins: {}", cors_origins.join(", "));
     println!("  Events:       {bus_label}");
     println!("  Data:         {}", dir.display());
     println!("Press Ctrl-C to stop.");

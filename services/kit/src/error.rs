@@ -3,10 +3,13 @@
 //! 4xx errors carry the user-facing message; 5xx details are logged and hidden.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -113,11 +116,31 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// A database that cannot be used right now (unreachable, no connection within the pool's
-/// acquire timeout, restarting: [`crate::db::is_unavailable`]) is a 503 with `Retry-After`, not
-/// the request's fault and not a bug; any other database error is a 500.
+/// PostgreSQL errors that only a value from the request can cause (a NUL character, a time or
+/// number out of range): the extractors and checks refuse these first, naming the field; this is
+/// the backstop for a value they do not know about, so it is a 400 and not a 500.
+const INPUT_DATA_ERRORS: [&str; 4] = [
+    "22021", // character_not_in_repertoire (NUL in text)
+    "22P05", // untranslatable_character (\u0000 in jsonb)
+    "22008", // datetime_field_overflow
+    "22003", // numeric_value_out_of_range
+];
+
+/// A value the database refuses is the request's fault (400); a database that cannot be used
+/// right now (unreachable, no connection within the pool's acquire timeout, restarting:
+/// [`crate::db::is_unavailable`]) is a 503 with `Retry-After`; anything else is a 500.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error()
+            && db
+                .code()
+                .is_some_and(|c| INPUT_DATA_ERRORS.contains(&c.as_ref()))
+        {
+            tracing::warn!(error = %e, "a value in the request was refused by the database");
+            return ApiError::bad_request(
+                "A value in the request is out of range or contains invalid characters",
+            );
+        }
         if crate::db::is_unavailable(&e) {
             ApiError::dependency_down(format!("database: {e}"))
         } else {
@@ -182,9 +205,36 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s in the contract's shape.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+///
+/// Text that PostgreSQL cannot store is refused here, for every route at once: a string (or key)
+/// with a NUL character (`\u0000`) anywhere in the body is a 400 naming the field.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        // Unknown fields are ignored (the contract), whatever they hold.
+        if let (Some(known), Some(map)) = (struct_fields::<T>(), value.as_object_mut()) {
+            map.retain(|key, _| known.contains(&key.as_str()));
+        }
+        if let Some(field) = field_with_nul(&value, "") {
+            return Err(nul_in(&field));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            // The field's path and serde's problem ("actorId: UUID parsing failed ...",
+            // "missing field `email`").
+            .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))
+    }
+}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -192,15 +242,163 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
-/// `axum::extract::Path` with contract-shaped rejections (a malformed id is a 400, never a 500).
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// The field names of `T` when it deserializes from a struct (what `#[derive(Deserialize)]`
+/// declares, after renaming), found without any input.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    /// Answers every request with an error, remembering the fields a struct asked for.
+    struct Probe<'a>(&'a std::cell::Cell<Option<&'static [&'static str]>>);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(Some(fields));
+            Err(Self::Error::custom("probed"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let fields = std::cell::Cell::new(None);
+    let _ = T::deserialize(Probe(&fields));
+    fields.get()
+}
+
+/// The error for a NUL character in `field`.
+fn nul_in(field: &str) -> ApiError {
+    ApiError::bad_request(format!("{field} must not contain NUL characters"))
+}
+
+/// A name to show for a client-chosen key (printable, bounded).
+fn shown(name: &str) -> String {
+    let shown: String = name.escape_debug().take(100).collect();
+    if shown.is_empty() {
+        "(empty name)".into()
+    } else {
+        shown
+    }
+}
+
+/// The path (`title`, `metadata.note`, `items[2]`) of the first string or key holding a NUL.
+fn field_with_nul(value: &serde_json::Value, at: &str) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            shown(key)
+        } else {
+            format!("{at}.{}", shown(key))
+        }
+    };
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then(|| {
+            if at.is_empty() {
+                "body".to_string()
+            } else {
+                at.to_string()
+            }
+        }),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            field_with_nul(
+                v,
+                &format!("{}[{i}]", if at.is_empty() { "body" } else { at }),
+            )
+        }),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else {
+                field_with_nul(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// `axum::extract::Path` with contract-shaped rejections (a malformed id is a 400, never a 500;
+/// a segment with a NUL character is a 400 naming the parameter).
+#[derive(Debug)]
 pub struct ApiPath<T>(pub T);
 
-/// `axum::extract::Query` with contract-shaped rejections.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|r| {
+                ApiError::bad_request(format!("Invalid path parameter: {}", r.body_text()))
+            })?;
+        if let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0')) {
+            return Err(nul_in(&shown(name)));
+        }
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// `axum::extract::Query` with contract-shaped rejections; a parameter with a NUL character is a
+/// 400 naming it.
+#[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let known = struct_fields::<T>();
+        if let Ok(axum::extract::Query(pairs)) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            && let Some((name, _)) = pairs.iter().find(|(name, value)| {
+                // Unknown parameters are ignored, whatever they hold.
+                known.is_none_or(|known| known.contains(&name.as_str()))
+                    && (name.contains('\0') || value.contains('\0'))
+            })
+        {
+            return Err(nul_in(&shown(name)));
+        }
+        let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// Whether a time can be stored and compared by the platform: years 1 to 9999, the range of
+/// RFC 3339 (PostgreSQL's `timestamptz` fails on years before 4713 BC, which chrono accepts).
+pub fn timestamp_in_range(t: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
+/// Checks a time given by the client; the error names the field.
+pub fn check_timestamp(field: &str, value: Option<&DateTime<Utc>>) -> ApiResult<()> {
+    match value {
+        Some(t) if !timestamp_in_range(t) => Err(ApiError::bad_request(format!(
+            "{field} must be a time between the years 1 and 9999"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Checks a trimmed text's length in characters; the error names the field.
 pub fn check_length(field: &str, value: &str, min: usize, max: usize) -> ApiResult<()> {
@@ -225,14 +423,14 @@ pub fn check_length(field: &str, value: &str, min: usize, max: usize) -> ApiResu
 
 /// A pragmatic email check: one `@`, a non-empty local part, a dotted domain, no spaces.
 pub fn is_valid_email(email: &str) -> bool {
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.chars().count() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
     }
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
     !local.is_empty()
-        && local.len() <= 64
+        && local.chars().count() <= 64
         && !domain.contains('@')
         && domain.contains('.')
         && !domain.starts_with('.')
@@ -294,6 +492,116 @@ mod tests {
         // Every 503 tells the client when to come back.
         let (_, retry, _) = parts(ApiError::unavailable("peer down")).await;
         assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    /// Security review, item 9: NUL characters (which PostgreSQL cannot store) are refused by
+    /// the extractors, for every route, with a 400 naming the field.
+    #[tokio::test]
+    async fn extractors_refuse_nul_characters_naming_the_field() {
+        use axum::body::Body;
+        use axum::routing::{get, post};
+        use tower::ServiceExt;
+
+        #[derive(serde::Deserialize)]
+        struct Body1 {
+            #[allow(dead_code)]
+            title: String,
+            #[allow(dead_code)]
+            meta: Option<serde_json::Value>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Q {
+            #[allow(dead_code)]
+            q: Option<String>,
+        }
+        let app = axum::Router::new()
+            .route("/json", post(|ApiJson(_): ApiJson<Body1>| async { "ok" }))
+            .route("/query", get(|ApiQuery(_): ApiQuery<Q>| async { "ok" }))
+            .route(
+                "/path/{kind}/{id}",
+                get(|ApiPath(_): ApiPath<(String, String)>| async { "ok" }),
+            );
+        let call = |req: axum::http::Request<Body>| {
+            let app = app.clone();
+            async move {
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status().as_u16();
+                let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                let message = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or(text);
+                (status, message)
+            }
+        };
+        let json = |body: &str| {
+            axum::http::Request::post("/json")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let get_ = |uri: &str| axum::http::Request::get(uri).body(Body::empty()).unwrap();
+        for (req, field) in [
+            (
+                json(r#"{"title": "a\u0000b"}"#),
+                "title must not contain NUL",
+            ),
+            (
+                json(r#"{"title": "ok", "meta": {"list": ["x", "\u0000"]}}"#),
+                "meta.list[1] must not",
+            ),
+            (
+                json(r#"{"title": "ok", "meta": {"k\u0000": 1}}"#),
+                "meta.k\\0 must not",
+            ),
+            (get_("/query?q=a%00b"), "q must not contain NUL"),
+            (get_("/path/ticket/a%00b"), "id must not contain NUL"),
+        ] {
+            let (status, message) = call(req).await;
+            assert_eq!(status, 400, "{message}");
+            assert!(
+                message.contains(field),
+                "{message:?} should contain {field:?}"
+            );
+        }
+        assert_eq!(
+            call(json(r#"{"title": "a\\u0000"}"#)).await.0,
+            200,
+            "an escaped backslash is text"
+        );
+        assert_eq!(call(get_("/query?q=fine")).await.0, 200);
+        assert_eq!(
+            call(get_("/query?unknown=a%00b")).await.0,
+            200,
+            "unknown parameters are ignored"
+        );
+        assert_eq!(
+            call(json(r#"{"title": "ok", "unknown\u0000": "\u0000"}"#))
+                .await
+                .0,
+            200,
+            "unknown fields are ignored"
+        );
+        assert_eq!(call(get_("/path/ticket/42")).await.0, 200);
+        let (status, message) = call(json(r#"{"meta": 1}"#)).await;
+        assert_eq!(status, 400);
+        assert!(message.contains("missing field `title`"), "{message}");
+        let (status, message) = call(json(r#"{"title": 1}"#)).await;
+        assert_eq!(status, 400);
+        assert!(message.contains("title: invalid type"), "{message}");
+    }
+
+    #[test]
+    fn timestamps_outside_the_years_1_to_9999_are_refused() {
+        let t = |s: &str| serde_json::from_value::<DateTime<Utc>>(serde_json::json!(s)).unwrap();
+        assert!(check_timestamp("from", Some(&t("2026-01-01T00:00:00Z"))).is_ok());
+        assert!(check_timestamp("from", None).is_ok());
+        let err = check_timestamp("from", Some(&t("-10000-01-01T00:00:00Z"))).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("from"));
     }
 
     #[test]

@@ -466,23 +466,61 @@ pub fn all_schemas() -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
-/// Payload keys that are never stored or logged outside the service that needs them.
-pub const SECRET_KEYS: [&str; 7] = [
-    "resetLink",
+/// Words that make a key secret-bearing wherever they appear in it, in any case and with any
+/// separators (`password`, `passwordHash`, `Reset_Token`, `X-Api-Token`, `authorization`,
+/// `Set-Cookie`, `client_secret`, ...). Such keys are never stored or logged outside the service
+/// that needs them.
+pub const SECRET_KEY_WORDS: [&str; 10] = [
     "token",
-    "resetToken",
     "password",
-    "passwordHash",
+    "passwd",
+    "secret",
+    "authorization",
+    "cookie",
     "hash",
-    "accessToken",
+    "credential",
+    "apikey",
+    "privatekey",
 ];
 
-/// A copy of `value` with every secret-bearing key removed, at any depth.
+/// Words of keys that hold links: such a value is a secret when it carries a token parameter
+/// (`resetLink`, `Reset_Link`, `callbackUrl` with `?token=...`).
+pub const LINK_KEY_WORDS: [&str; 3] = ["link", "url", "uri"];
+
+/// A key lowered and stripped of separators: `Reset_Link`, `reset-link` and `resetLink` are one.
+fn normalized_key(key: &str) -> String {
+    key.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Whether a text carries a token in a URL parameter (`?token=...`, `&reset_token=...`).
+fn carries_token(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower
+        .split(['?', '&', '#', ';'])
+        .skip(1)
+        .filter_map(|param| param.split_once('='))
+        .any(|(name, _)| normalized_key(name).contains("token"))
+}
+
+/// Whether `key` (with its `value`) holds a secret: see [`SECRET_KEY_WORDS`] and
+/// [`LINK_KEY_WORDS`].
+pub fn is_secret(key: &str, value: &serde_json::Value) -> bool {
+    let key = normalized_key(key);
+    if SECRET_KEY_WORDS.iter().any(|w| key.contains(w)) {
+        return true;
+    }
+    LINK_KEY_WORDS.iter().any(|w| key.contains(w)) && value.as_str().is_some_and(carries_token)
+}
+
+/// A copy of `value` with every secret-bearing key removed, at any depth (see [`is_secret`]).
 pub fn redact_secrets(value: &serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => serde_json::Value::Object(
             map.iter()
-                .filter(|(k, _)| !SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)))
+                .filter(|(k, v)| !is_secret(k, v))
                 .map(|(k, v)| (k.clone(), redact_secrets(v)))
                 .collect(),
         ),
@@ -548,5 +586,35 @@ mod tests {
         let redacted = redact_secrets(&env.payload);
         assert!(!redacted.to_string().contains("secret"));
         assert!(redacted.get("email").is_some());
+    }
+
+    /// Security review, item 10: secrets are found by pattern, not by exact name.
+    #[test]
+    fn secrets_are_redacted_by_pattern_in_any_case() {
+        let value = serde_json::json!({
+            "Reset_Link": "https://app.example.com/reset-password?token=SECRET1",
+            "callbackUrl": "https://x.example/cb?lang=en&Reset-Token=SECRET2",
+            "authorization": "Bearer SECRET3",
+            "Cookie": "sid=SECRET4",
+            "X-Api-Token": "SECRET5",
+            "client_secret": "SECRET6",
+            "NEW_PASSWORD": "SECRET7",
+            "password_hash": "SECRET8",
+            "nested": [{"AccessToken": "SECRET9", "kept": 1}],
+            "ticketLink": "https://app.example.com/tickets/42",
+            "title": "How do I reset my password?",
+            "email": "ann@example.com",
+        });
+        let redacted = redact_secrets(&value);
+        assert!(!redacted.to_string().contains("SECRET"), "{redacted}");
+        assert_eq!(
+            redacted,
+            serde_json::json!({
+                "nested": [{"kept": 1}],
+                "ticketLink": "https://app.example.com/tickets/42",
+                "title": "How do I reset my password?",
+                "email": "ann@example.com",
+            })
+        );
     }
 }

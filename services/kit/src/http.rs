@@ -45,7 +45,11 @@ impl HttpConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let mut cors_origins = env.list(var::CORS_ALLOWED_ORIGINS);
         if cors_origins.is_empty() {
-            cors_origins = env.raw(var::FRONTEND_BASE_URL).into_iter().collect();
+            cors_origins = env
+                .raw(var::FRONTEND_BASE_URL)
+                .map(|url| origin_of(&url).unwrap_or(url))
+                .into_iter()
+                .collect();
         }
         for origin in &cors_origins {
             if origin != "*" && HeaderValue::from_str(origin).is_err() {
@@ -62,6 +66,14 @@ impl HttpConfig {
             trust_forwarded_for: env.bool_or(var::TRUST_FORWARDED_FOR, false)?,
         })
     }
+}
+
+/// The origin (`scheme://host[:port]`) of a URL, as browsers send it in `Origin`: the frontend's
+/// base URL `https://app.example.com/helpdesk/` has the origin `https://app.example.com`.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url.trim()).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The request id of the current request (taken from `X-Request-Id` or generated).
@@ -390,5 +402,201 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Documents the contract's error answers on every operation of a service's OpenAPI document,
+/// so a client (or a fuzzer such as schemathesis) can rely on the document:
+///
+/// - the `ErrorBody` schema (`{statusCode, message, error}`) on every 4xx/5xx answer;
+/// - `400` wherever a request has parameters or a body (a field that does not parse);
+/// - `401` wherever a credential is required;
+/// - `404` wherever the path names a resource;
+/// - `413` and `415` wherever a JSON body is taken.
+pub struct ContractErrors;
+
+/// The name of the error schema in `components.schemas`.
+pub const ERROR_SCHEMA: &str = "ErrorBody";
+
+impl ContractErrors {
+    fn error_response(description: &str) -> serde_json::Value {
+        serde_json::json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ERROR_SCHEMA}")}}},
+        })
+    }
+
+    fn document(doc: &mut serde_json::Value) {
+        doc["components"]["schemas"][ERROR_SCHEMA] = serde_json::json!({
+            "type": "object",
+            "description": "Every 4xx/5xx answer.",
+            "required": ["statusCode", "message", "error"],
+            "properties": {
+                "statusCode": {"type": "integer", "description": "The HTTP status"},
+                "message": {"type": "string", "description": "What went wrong, for people (names the field)"},
+                "error": {"type": "string", "description": "The status's reason phrase"},
+            },
+        });
+        let Some(paths) = doc["paths"].as_object_mut() else {
+            return;
+        };
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for (_, op) in item.iter_mut() {
+                let Some(op) = op.as_object_mut() else {
+                    continue;
+                };
+                let secured = op
+                    .get("security")
+                    .and_then(|s| s.as_array())
+                    .is_some_and(|s| {
+                        s.iter()
+                            .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                    });
+                let has_params = op
+                    .get("parameters")
+                    .and_then(|p| p.as_array())
+                    .is_some_and(|p| !p.is_empty());
+                let has_body = op.contains_key("requestBody");
+                let names_resource = path.contains('{');
+                let responses = op
+                    .entry("responses")
+                    .or_insert_with(|| serde_json::json!({}));
+                let Some(responses) = responses.as_object_mut() else {
+                    continue;
+                };
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status)
+                        .or_insert_with(|| Self::error_response(description));
+                };
+                if has_params || has_body {
+                    add("400", "Invalid request: the message names the field");
+                }
+                if secured {
+                    add("401", "Missing, invalid or expired credential");
+                }
+                if names_resource {
+                    add("404", "Not found");
+                }
+                if has_body {
+                    add("413", "Request body is too large");
+                    add(
+                        "415",
+                        "Expected a JSON body with Content-Type: application/json",
+                    );
+                }
+                for (status, response) in responses.iter_mut() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let description = response["description"]
+                            .as_str()
+                            .unwrap_or("Error")
+                            .to_string();
+                        if response.get("content").is_none() {
+                            *response = Self::error_response(&description);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the `uuid` format means here, spelled as a pattern: JSON Schema 2020-12 treats `format`
+/// as an annotation, so without it a validator takes `""` for a UUID.
+pub const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// What [`crate::error::is_valid_email`] takes, spelled as a pattern for the `email` format: a
+/// local part of 1–64 characters, a dotted domain without empty labels, no spaces or controls.
+pub const EMAIL_PATTERN: &str =
+    r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$";
+
+/// Any text without a NUL character (which PostgreSQL cannot store: the API refuses it).
+pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
+
+/// Spells out, as a `pattern`, what every string schema without one accepts: the `uuid` and
+/// `email` formats as the API parses them, and no NUL character anywhere. At any depth.
+fn pin_string_patterns(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let is_string = match map.get("type") {
+                Some(serde_json::Value::String(t)) => t == "string",
+                Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            if is_string && !map.contains_key("pattern") && !map.contains_key("enum") {
+                let pattern = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uuid") => UUID_PATTERN,
+                    Some("email") => {
+                        // The pattern says what the API takes; JSON Schema's `email` format
+                        // (RFC 5321 with IDN rules) is another definition, so it goes.
+                        map.remove("format");
+                        EMAIL_PATTERN
+                    }
+                    _ => NO_NUL_PATTERN,
+                };
+                map.insert("pattern".into(), pattern.into());
+            }
+            map.values_mut().for_each(pin_string_patterns);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(pin_string_patterns),
+        _ => {}
+    }
+}
+
+impl utoipa::Modify for ContractErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(mut doc) = serde_json::to_value(&*openapi) else {
+            return;
+        };
+        Self::document(&mut doc);
+        pin_string_patterns(&mut doc);
+        if let Ok(documented) = serde_json::from_value(doc) {
+            *openapi = documented;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_of_urls() {
+        assert_eq!(
+            origin_of("https://app.example.com/helpdesk/").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            origin_of("http://localhost:5173").as_deref(),
+            Some("http://localhost:5173")
+        );
+        assert_eq!(
+            origin_of("https://app.example.com:443/").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(origin_of("not a url"), None);
+    }
+
+    #[test]
+    fn the_default_cors_origin_is_the_frontends_origin() {
+        let env = Env::from_map([(var::FRONTEND_BASE_URL, "https://app.example.com/helpdesk/")]);
+        let cfg = HttpConfig::from_env(&env).unwrap();
+        assert_eq!(
+            cfg.cors_origins,
+            vec!["https://app.example.com".to_string()]
+        );
+        let env = Env::from_map([
+            (var::FRONTEND_BASE_URL, "https://app.example.com"),
+            (
+                var::CORS_ALLOWED_ORIGINS,
+                "https://a.example, https://b.example",
+            ),
+        ]);
+        let cfg = HttpConfig::from_env(&env).unwrap();
+        assert_eq!(cfg.cors_origins, ["https://a.example", "https://b.example"]);
     }
 }

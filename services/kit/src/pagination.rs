@@ -9,7 +9,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, timestamp_in_range};
 
 /// The header that carries the next page's cursor.
 pub static NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
@@ -39,8 +39,11 @@ impl Cursor {
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(timestamp_in_range)
+            .ok_or_else(invalid)?;
         Ok(Self {
-            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+            created_at,
             id: id.parse().map_err(|_| invalid())?,
         })
     }
@@ -104,7 +107,21 @@ mod tests {
             id: Uuid::new_v4(),
         };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "!!!", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ"] {
+        // Security review, item 9: a time PostgreSQL cannot compare is refused, not a 500.
+        let out_of_range = |micros: i64| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("{micros}.{}", Uuid::nil()))
+        };
+        let too_early = out_of_range(-8_210_298_412_800_000_000); // year -258000
+        let too_late = out_of_range(8_210_298_412_800_000_000);
+        for bad in [
+            "",
+            "!!!",
+            "bm90LWEtY3Vyc29y",
+            "MTIzLm5vdC1hLXV1aWQ",
+            &too_early,
+            &too_late,
+        ] {
             assert_eq!(
                 Cursor::decode(bad).unwrap_err().status.as_u16(),
                 400,

@@ -12,7 +12,7 @@ pub mod sender;
 pub mod templates;
 pub mod triggers;
 
-use helpdesk_kit::http::BearerAuth;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +117,7 @@ helpdesk_kit::app_state!(Inner);
 #[openapi(
     info(title = "Helpdesk notification-service", description = "Emails triggered by events, and their delivery state"),
     paths(notifications::send_email, notifications::email_status),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ContractErrors)
 )]
 pub struct ApiDoc;
 

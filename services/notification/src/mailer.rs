@@ -353,16 +353,50 @@ impl Mailer for SmtpMailer {
 }
 
 /// Writes each email as `<dir>/<created>-<id>.eml` (local runs).
+///
+/// Mail carries live secrets (reset links), so the folder is `0700` (tightened when it already
+/// exists with looser modes) and each file `0600`: only the account running the platform reads it.
 pub struct FileMailer {
     dir: PathBuf,
 }
 
+/// Mode of the mail folder.
+pub const MAIL_DIR_MODE: u32 = 0o700;
+/// Mode of each mail file.
+pub const MAIL_FILE_MODE: u32 = 0o600;
+
 impl FileMailer {
     pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot create mail folder {}: {e}", dir.display()))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let cannot =
+            |e: std::io::Error| anyhow::anyhow!("cannot create mail folder {}: {e}", dir.display());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(MAIL_DIR_MODE)
+            .create(&dir)
+            .map_err(cannot)?;
+        // `mode` only applies to folders it creates: an existing one is tightened here.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(MAIL_DIR_MODE))
+            .map_err(cannot)?;
         Ok(Self { dir })
     }
+}
+
+/// Writes `bytes` to a new file readable by its owner only.
+async fn write_private(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(MAIL_FILE_MODE)
+            .open(path)?;
+        file.write_all(&bytes)?;
+        file.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[async_trait]
@@ -376,7 +410,7 @@ impl Mailer for FileMailer {
         );
         let tmp = self.dir.join(format!(".{name}.tmp"));
         // Write then rename, so a reader never sees half a message.
-        tokio::fs::write(&tmp, message.formatted())
+        write_private(tmp.clone(), message.formatted())
             .await
             .map_err(|e| MailError::retryable(format!("cannot write mail file: {e}")))?;
         tokio::fs::rename(&tmp, self.dir.join(&name))
@@ -508,6 +542,45 @@ mod tests {
             "a malformed address is not retried"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Security review, item 3: mail holds live reset links, so only the owner may read it,
+    /// even when the folder already existed with looser modes.
+    #[tokio::test]
+    async fn mail_files_and_their_folder_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| {
+            format!(
+                "{:o}",
+                std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+            )
+        };
+        let root = std::env::temp_dir().join(format!("mail-{}", uuid::Uuid::new_v4()));
+        let fresh = root.join("fresh");
+        let existing = root.join("existing");
+        std::fs::create_dir_all(&existing).unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for dir in [&fresh, &existing] {
+            let mailer = FileMailer::new(dir.clone()).unwrap();
+            assert_eq!(mode(dir), "700", "{}", dir.display());
+            let mail = OutgoingMail {
+                id: uuid::Uuid::new_v4(),
+                from: "help@example.com".into(),
+                to: "ann@example.com".into(),
+                subject: "Reset your password".into(),
+                body: "https://app.example.com/reset-password?token=secret".into(),
+            };
+            mailer.send(&mail).await.unwrap();
+            let files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+            assert_eq!(files.len(), 1);
+            assert_eq!(
+                mode(&files[0].path()),
+                "600",
+                "{}",
+                files[0].path().display()
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 pub struct AssignRequest {
     /// The staff member to assign, or `null` to unassign. Required.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Uuid>)]
+    #[schema(value_type = Option<Uuid>, required = true)]
     pub assigned_to_user_id: Option<Option<Uuid>>,
 }
 
@@ -67,6 +67,7 @@ async fn publish_unassigned(
 
 /// Assign a ticket to a staff member, or unassign it (ADMIN).
 #[utoipa::path(patch, path = "/tickets/{id}/assign", request_body = AssignRequest, tag = "tickets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = Ticket), (status = 400, description = "Assignee missing or not staff"),
         (status = 403, description = "Not an ADMIN"), (status = 404, description = "Ticket not found")))]
 pub async fn assign_ticket(

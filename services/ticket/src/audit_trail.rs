@@ -65,6 +65,7 @@ impl From<ActorRef> for UserRef {
 
 /// The ticket's audit trail, newest first, with the actor (staff who can view the ticket).
 #[utoipa::path(get, path = "/tickets/{id}/audit", tag = "tickets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = [AuditEvent]), (status = 403, description = "Not staff"), (status = 404, description = "Ticket not found"),
         (status = 503, description = "audit-service unavailable")))]
 pub async fn ticket_audit(

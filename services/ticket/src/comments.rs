@@ -93,6 +93,7 @@ const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal
 #[serde(rename_all = "camelCase")]
 pub struct CreateComment {
     /// 1–10 000 characters after trimming.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
     pub body: Option<String>,
     /// Honoured only for staff.
     pub is_internal: Option<bool>,
@@ -109,6 +110,7 @@ fn check_access(caller: &Caller, ticket: &TicketRow) -> ApiResult<()> {
 
 /// A ticket's comments, oldest first (a USER never sees internal notes).
 #[utoipa::path(get, path = "/tickets/{id}/comments", tag = "comments", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = [Comment]), (status = 403, description = "No access"), (status = 404, description = "Ticket not found")))]
 pub async fn list_comments(
     State(state): State<AppState>,
@@ -131,6 +133,7 @@ pub async fn list_comments(
 
 /// Add a comment (`isInternal` only for staff).
 #[utoipa::path(post, path = "/tickets/{id}/comments", request_body = CreateComment, tag = "comments", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 201, body = Comment), (status = 400, description = "Invalid body"), (status = 403, description = "No access"),
         (status = 404, description = "Ticket not found")))]
 pub async fn add_comment(

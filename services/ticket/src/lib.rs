@@ -12,7 +12,7 @@ pub mod listing;
 pub mod tickets;
 pub mod users;
 
-use helpdesk_kit::http::BearerAuth;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ helpdesk_kit::app_state!(Inner);
         tickets::update_ticket, tickets::delete_ticket, assignment::assign_ticket,
         comments::list_comments, comments::add_comment, audit_trail::ticket_audit,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ContractErrors)
 )]
 pub struct ApiDoc;
 

@@ -15,19 +15,27 @@ use crate::users::Caller;
 use helpdesk_kit::pagination::{Cursor, PageRequest, next_cursor_header};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
     /// ADMIN only: every ticket instead of the caller's own.
     pub show_all: Option<bool>,
     /// `OPEN`, `IN_PROGRESS` or `DONE`.
+    #[param(value_type = Option<TicketStatus>)]
     pub status: Option<String>,
     /// An assignee's id, or `null` for unassigned tickets.
+    #[param(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|null)?$"
+    )]
     pub assigned_to_user_id: Option<String>,
-    /// Text in the title or description (case-insensitive).
+    /// Text in the title or description (case-insensitive), at most 200 characters.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `X-Next-Cursor` of the previous page.
+    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -58,12 +66,7 @@ impl Filters {
             Some(s) => Some(parse_status(s)?),
         };
         let assignee =
-            match q
-                .assigned_to_user_id
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
+            match q.assigned_to_user_id.as_deref().filter(|s| !s.is_empty()) {
                 None => AssigneeFilter::Any,
                 Some("null") => AssigneeFilter::Unassigned,
                 Some(s) => AssigneeFilter::User(s.parse().map_err(|_| {

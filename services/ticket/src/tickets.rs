@@ -213,8 +213,10 @@ pub struct Message {
 #[serde(rename_all = "camelCase")]
 pub struct CreateTicket {
     /// 1–200 characters after trimming.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
     pub title: Option<String>,
     /// 1–10 000 characters after trimming.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
     pub description: Option<String>,
 }
 
@@ -222,8 +224,21 @@ pub struct CreateTicket {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateTicket {
     /// `OPEN`, `IN_PROGRESS` or `DONE`.
+    #[schema(value_type = Option<TicketStatus>)]
     pub status: Option<String>,
+    /// 1–200 characters after trimming.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub title: Option<String>,
+    /// 1–10 000 characters after trimming.
+    #[schema(
+        min_length = 1,
+        max_length = 10000,
+        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -279,6 +294,7 @@ pub async fn create_ticket(
 
 /// One ticket: its creator, its assignee or an ADMIN.
 #[utoipa::path(get, path = "/tickets/{id}", tag = "tickets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = Ticket), (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
 pub async fn get_ticket(
     State(state): State<AppState>,
@@ -296,6 +312,7 @@ pub async fn get_ticket(
 
 /// Change a ticket's status, title or description: whoever can view it (creator, assignee, ADMIN).
 #[utoipa::path(patch, path = "/tickets/{id}", request_body = UpdateTicket, tag = "tickets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = Ticket), (status = 400, description = "Invalid field or status"),
         (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
 pub async fn update_ticket(
@@ -379,6 +396,7 @@ pub async fn update_ticket(
 
 /// Delete a ticket and its comments: ADMIN any ticket, others only their own.
 #[utoipa::path(delete, path = "/tickets/{id}", tag = "tickets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Ticket id")),
     responses((status = 200, body = Message), (status = 403, description = "Not yours"), (status = 404, description = "Ticket not found")))]
 pub async fn delete_ticket(
     State(state): State<AppState>,

@@ -30,15 +30,26 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignupRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// At least the configured minimum (6 by default), at most 128 characters.
+    #[schema(min_length = 6, max_length = 128)]
     pub password: String,
+    /// At most 100 characters after trimming; blank means none.
+    #[schema(max_length = 100)]
     pub first_name: Option<String>,
+    #[schema(max_length = 100)]
     pub last_name: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
+    #[schema(
+        min_length = 1,
+        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
+    )]
     pub email: String,
+    #[schema(min_length = 1)]
     pub password: String,
 }
 
@@ -51,7 +62,10 @@ pub struct AuthResponse {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePasswordRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub old_password: String,
+    /// At least the configured minimum (6 by default), at most 128 characters.
+    #[schema(min_length = 6, max_length = 128)]
     pub new_password: String,
 }
 

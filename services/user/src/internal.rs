@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
 const NOT_FOUND: &str = "User not found";
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated roles to include (all when absent), e.g. `AGENT,ADMIN`.
     pub roles: Option<String>,
@@ -34,6 +35,7 @@ pub struct ListQuery {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct RoleRequest {
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
@@ -44,6 +46,7 @@ fn actor(headers: &axum::http::HeaderMap) -> Option<Uuid> {
 
 /// One user (internal).
 #[utoipa::path(get, path = "/users/{id}", tag = "internal", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = User), (status = 404, description = "User not found")))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -82,6 +85,7 @@ pub async fn list_users(
 
 /// Change a user's role (internal). Demoting the last ADMIN is refused.
 #[utoipa::path(patch, path = "/users/{id}/role", request_body = RoleRequest, tag = "internal", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = User), (status = 400, description = "Invalid role or last admin"), (status = 404, description = "User not found")))]
 pub async fn change_role(
     State(state): State<AppState>,
@@ -129,6 +133,7 @@ pub async fn change_role(
 
 /// Delete a user (internal). Deleting the last ADMIN is refused.
 #[utoipa::path(delete, path = "/users/{id}", tag = "internal", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = Message), (status = 400, description = "Last admin"), (status = 404, description = "User not found")))]
 pub async fn delete_user(
     State(state): State<AppState>,

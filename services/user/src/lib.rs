@@ -11,7 +11,7 @@ pub mod passwords;
 pub mod reset;
 pub mod users;
 
-use helpdesk_kit::http::BearerAuth;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,7 +168,7 @@ helpdesk_kit::app_state!(Inner);
         reset::forgot_password, reset::reset_password,
         internal::get_user, internal::list_users, internal::change_role, internal::delete_user,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ContractErrors)
 )]
 pub struct ApiDoc;
 

@@ -31,13 +31,18 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ForgotPasswordRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResetPasswordRequest {
+    /// The token of the reset link.
+    #[schema(min_length = 1)]
     pub token: String,
+    /// At least the configured minimum (6 by default), at most 128 characters.
+    #[schema(min_length = 6, max_length = 128)]
     pub new_password: String,
 }
 
