@@ -604,8 +604,15 @@ impl Attempt {
                 .unwrap_or_default()
         );
         let mut answer = self.send(http, base).await;
-        if matches!(answer, Ok((status, _)) if status >= 500) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        // A 503 is the platform shedding load (no database connection within a second on a
+        // loaded machine), never the value's doing: retried a few times; any other 5xx once.
+        for pause in [500, 1000, 2000, 4000] {
+            match answer {
+                Ok((503, _)) => {}
+                Ok((status, _)) if status >= 500 && pause == 500 => {}
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(pause)).await;
             answer = self.send(http, base).await;
         }
         let (status, text) = match answer {

@@ -111,7 +111,9 @@ pub(crate) struct Outage {
 }
 
 impl Outage {
-    pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(30);
+    /// Short enough that a consumer paused by a burst of pool timeouts on a loaded machine is
+    /// back within seconds; long enough not to hammer a database that is really down.
+    pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(5);
 
     /// Records a batch that hit an outage and returns how long to pause.
     pub(crate) fn pause(&mut self, sub: &Subscription, error: &str) -> Duration {
