@@ -238,7 +238,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `X-Next-Cursor` of the previous page.
-    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
+    #[param(format = "cursor", min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -325,7 +325,7 @@ pub struct SearchQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `nextCursor` of the previous page.
-    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
+    #[param(format = "cursor", min_length = 1)]
     pub cursor: Option<String>,
 }
 

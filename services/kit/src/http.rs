@@ -528,17 +528,25 @@ fn pin_string_patterns(value: &mut serde_json::Value) {
                 _ => false,
             };
             if is_string && !map.contains_key("pattern") && !map.contains_key("enum") {
-                let pattern = match map.get("format").and_then(|f| f.as_str()) {
-                    Some("uuid") => UUID_PATTERN,
+                let format = map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .map(str::to_owned);
+                let pattern = match format.as_deref() {
+                    None => Some(NO_NUL_PATTERN),
+                    Some("uuid") => Some(UUID_PATTERN),
                     Some("email") => {
                         // The pattern says what the API takes; JSON Schema's `email` format
                         // (RFC 5321 with IDN rules) is another definition, so it goes.
                         map.remove("format");
-                        EMAIL_PATTERN
+                        Some(EMAIL_PATTERN)
                     }
-                    _ => NO_NUL_PATTERN,
+                    // Another format (`date-time`, `cursor`) says what the value is.
+                    Some(_) => None,
                 };
-                map.insert("pattern".into(), pattern.into());
+                if let Some(pattern) = pattern {
+                    map.insert("pattern".into(), pattern.into());
+                }
             }
             map.values_mut().for_each(pin_string_patterns);
         }
@@ -563,6 +571,50 @@ impl utoipa::Modify for ContractErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security review, item 13: every operation documents the contract's errors, and formats
+    /// are spelled as patterns a validator enforces.
+    #[test]
+    fn the_contract_errors_and_patterns_are_documented() {
+        let mut doc = serde_json::json!({
+            "paths": {
+                "/things/{id}": {"patch": {
+                    "security": [{"bearer": []}],
+                    "parameters": [{"name": "id", "in": "path", "required": true,
+                                    "schema": {"type": "string", "format": "uuid"}}],
+                    "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                    "responses": {"200": {"description": "ok"}, "403": {"description": "Not yours"}},
+                }},
+                "/open": {"post": {"requestBody": {}, "responses": {"200": {"description": "ok"}}}},
+            },
+            "components": {"schemas": {"Thing": {"type": "object", "properties": {
+                "email": {"type": "string", "format": "email"},
+                "name": {"type": ["string", "null"]},
+                "role": {"type": "string", "enum": ["A", "B"]},
+            }}}},
+        });
+        ContractErrors::document(&mut doc);
+        pin_string_patterns(&mut doc);
+        let op = &doc["paths"]["/things/{id}"]["patch"]["responses"];
+        for status in ["400", "401", "403", "404", "413", "415"] {
+            assert_eq!(
+                op[status]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{status}"
+            );
+        }
+        assert_eq!(op["403"]["description"], "Not yours");
+        let open = &doc["paths"]["/open"]["post"]["responses"];
+        assert!(open.get("401").is_none() && open.get("404").is_none());
+        assert!(doc["components"]["schemas"]["ErrorBody"]["required"].is_array());
+        let param = &doc["paths"]["/things/{id}"]["patch"]["parameters"][0]["schema"];
+        assert_eq!(param["pattern"], UUID_PATTERN);
+        let props = &doc["components"]["schemas"]["Thing"]["properties"];
+        assert_eq!(props["email"]["pattern"], EMAIL_PATTERN);
+        assert!(props["email"].get("format").is_none());
+        assert_eq!(props["name"]["pattern"], NO_NUL_PATTERN);
+        assert!(props["role"].get("pattern").is_none());
+    }
 
     #[test]
     fn origins_of_urls() {

@@ -34,7 +34,7 @@ impl Cursor {
     pub fn decode(cursor: &str) -> ApiResult<Self> {
         let invalid = || ApiError::bad_request("cursor is invalid");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor.trim())
+            .decode(cursor)
             .map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
@@ -64,10 +64,8 @@ impl PageRequest {
                 "limit must be between 1 and {MAX_LIMIT}"
             )));
         }
-        let after = match cursor.map(str::trim).filter(|c| !c.is_empty()) {
-            None => None,
-            Some(c) => Some(Cursor::decode(c)?),
-        };
+        // A cursor given is a cursor: empty or padded with spaces, it is not one.
+        let after = cursor.map(Cursor::decode).transpose()?;
         Ok(Self { limit, after })
     }
 

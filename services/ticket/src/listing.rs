@@ -21,7 +21,7 @@ pub struct ListQuery {
     /// ADMIN only: every ticket instead of the caller's own.
     pub show_all: Option<bool>,
     /// `OPEN`, `IN_PROGRESS` or `DONE`.
-    #[param(value_type = Option<TicketStatus>)]
+    #[param(pattern = "^(OPEN|IN_PROGRESS|DONE)?$")]
     pub status: Option<String>,
     /// An assignee's id, or `null` for unassigned tickets.
     #[param(
@@ -35,7 +35,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `X-Next-Cursor` of the previous page.
-    #[param(format = "cursor", pattern = "^[A-Za-z0-9_-]*$")]
+    #[param(format = "cursor", min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -61,7 +61,9 @@ struct Filters {
 
 impl Filters {
     fn parse(q: &ListQuery) -> ApiResult<Self> {
-        let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        // Filters are taken as sent (no trimming), as their documented patterns say; empty
+        // means none.
+        let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(parse_status(s)?),
         };
@@ -73,6 +75,9 @@ impl Filters {
                     ApiError::bad_request("assignedToUserId must be a UUID or null")
                 })?),
             };
+        if let Some(raw) = &q.q {
+            check_length("q", raw, 0, 200)?;
+        }
         let text = match q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {
