@@ -188,7 +188,17 @@ fn the_minimal_sample_serves_the_contract_and_follows_the_sre_through_scaling_an
                     component(p, "ticket")["ready"] == 3 && p["status"]["phase"] == "Ready"
                 })
                 .await?;
-            assert_eq!(cluster.running_pods("helpdesk-ticket").await, 3);
+            // The pod template changed with the replica count (spread over nodes), so the old pod
+            // goes once the new ones are ready.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while cluster.running_pods("helpdesk-ticket").await != 3 {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "three ticket pods, not {}",
+                    cluster.running_pods("helpdesk-ticket").await
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let before = cluster.spread("helpdesk-ticket").await;
             let http = reqwest::Client::new();
             for _ in 0..60 {

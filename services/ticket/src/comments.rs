@@ -145,10 +145,9 @@ pub async fn add_comment(
 ) -> ApiResult<(StatusCode, ApiJson<Comment>)> {
     let text = body
         .body
-        .ok_or_else(|| ApiError::bad_request("body is required"))?;
-    // The limit holds for the text as sent too (as documented), not only once trimmed.
-    check_length("body", &text, 0, BODY_MAX)?;
-    let text = text.trim().to_string();
+        .ok_or_else(|| ApiError::bad_request("body is required"))?
+        .trim()
+        .to_string();
     check_length("body", &text, 1, BODY_MAX)?;
     let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
     let mut tx = state.pool.begin().await?;

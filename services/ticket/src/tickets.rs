@@ -244,8 +244,6 @@ pub struct UpdateTicket {
 
 fn required_text(field: &str, value: Option<String>, max: usize) -> ApiResult<String> {
     let value = value.ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?;
-    // The limit holds for the text as sent too (as documented), not only once trimmed.
-    check_length(field, &value, 0, max)?;
     let value = value.trim().to_string();
     check_length(field, &value, 1, max)?;
     Ok(value)

@@ -112,10 +112,6 @@ pub fn check_password(state: &AppState, field: &str, password: &str) -> ApiResul
 }
 
 fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
-    if let Some(v) = &value {
-        // The limit holds for the text as sent too (as documented), not only once trimmed.
-        check_length(field, v, 0, 100)?;
-    }
     match value
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
