@@ -76,6 +76,12 @@ pub async fn statistics(
 /// Reads the figures: O(1) in the number of tickets (one row, one row per loaded agent, at most
 /// 1440 per-minute rows).
 pub async fn read_statistics(pool: &sqlx::PgPool) -> sqlx::Result<Statistics> {
+    // One snapshot for both reads: a batch committed between them would otherwise show the
+    // per-agent figures of an assignment the counters do not count yet.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let (total, open, in_progress, done, unassigned, last24h): (i64, i64, i64, i64, i64, i64) =
         sqlx::query_as(
             "SELECT total, open, in_progress, done, unassigned, \
@@ -83,13 +89,14 @@ pub async fn read_statistics(pool: &sqlx::PgPool) -> sqlx::Result<Statistics> {
               WHERE minute > date_trunc('minute', now()) - interval '24 hours') \
          FROM ticket_counters",
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
     let open_per_agent = sqlx::query_as(
         "SELECT agent_id, count FROM open_per_agent WHERE count > 0 ORDER BY count DESC, agent_id",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Statistics {
         total_tickets: total,
         open_tickets: open,
