@@ -93,7 +93,7 @@ const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal
 #[serde(rename_all = "camelCase")]
 pub struct CreateComment {
     /// 1–10 000 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 10000)]
     pub body: Option<String>,
     /// Honoured only for staff.
     pub is_internal: Option<bool>,
@@ -145,10 +145,9 @@ pub async fn add_comment(
 ) -> ApiResult<(StatusCode, ApiJson<Comment>)> {
     let text = body
         .body
-        .ok_or_else(|| ApiError::bad_request("body is required"))?;
-    // The limit holds for the text as sent too (as documented), not only once trimmed.
-    check_length("body", &text, 0, BODY_MAX)?;
-    let text = text.trim().to_string();
+        .ok_or_else(|| ApiError::bad_request("body is required"))?
+        .trim()
+        .to_string();
     check_length("body", &text, 1, BODY_MAX)?;
     let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
     let mut tx = state.pool.begin().await?;

@@ -213,10 +213,10 @@ pub struct Message {
 #[serde(rename_all = "camelCase")]
 pub struct CreateTicket {
     /// 1–200 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// 1–10 000 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 10000)]
     pub description: Option<String>,
 }
 
@@ -227,25 +227,15 @@ pub struct UpdateTicket {
     #[schema(value_type = Option<TicketStatus>)]
     pub status: Option<String>,
     /// 1–200 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
-    )]
+    #[schema(format = "trimmed", min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// 1–10 000 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 10000,
-        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
-    )]
+    #[schema(format = "trimmed", min_length = 1, max_length = 10000)]
     pub description: Option<String>,
 }
 
 fn required_text(field: &str, value: Option<String>, max: usize) -> ApiResult<String> {
     let value = value.ok_or_else(|| ApiError::bad_request(format!("{field} is required")))?;
-    // The limit holds for the text as sent too (as documented), not only once trimmed.
-    check_length(field, &value, 0, max)?;
     let value = value.trim().to_string();
     check_length(field, &value, 1, max)?;
     Ok(value)

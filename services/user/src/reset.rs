@@ -60,7 +60,8 @@ pub async fn forgot_password(
     ApiJson(body): ApiJson<ForgotPasswordRequest>,
 ) -> ApiResult<ApiJson<Message>> {
     let email = body.email.trim().to_lowercase();
-    if !is_valid_email(&email) {
+    // At most 254 characters as sent (as documented), blanks around it included.
+    if body.email.chars().count() > 254 || !is_valid_email(&email) {
         return Err(ApiError::bad_request("email must be a valid email address"));
     }
     enforce(&[
