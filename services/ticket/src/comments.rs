@@ -91,6 +91,7 @@ const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"body": "Looking into it.", "isInternal": false}))]
 pub struct CreateComment {
     /// 1–10 000 characters after trimming.
     #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 10000)]

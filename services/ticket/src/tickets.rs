@@ -211,6 +211,7 @@ pub struct Message {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"title": "The printer jams", "description": "Every page since this morning."}))]
 pub struct CreateTicket {
     /// 1–200 characters after trimming.
     #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 200)]
@@ -222,6 +223,7 @@ pub struct CreateTicket {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"status": "IN_PROGRESS"}))]
 pub struct UpdateTicket {
     /// `OPEN`, `IN_PROGRESS` or `DONE`.
     #[schema(value_type = Option<TicketStatus>)]

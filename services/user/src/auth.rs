@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"email": "ann@example.com", "password": "secret12", "firstName": "Ann", "lastName": "Lee"}))]
 pub struct SignupRequest {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
@@ -43,6 +44,7 @@ pub struct SignupRequest {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ann@example.com", "password": "secret12"}))]
 pub struct LoginRequest {
     #[schema(format = "trimmed", min_length = 1)]
     pub email: String,
@@ -58,6 +60,7 @@ pub struct AuthResponse {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"oldPassword": "secret12", "newPassword": "secret34"}))]
 pub struct ChangePasswordRequest {
     #[schema(min_length = 1, max_length = 128)]
     pub old_password: String,
