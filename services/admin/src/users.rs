@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"role": "AGENT"}))]
 pub struct RoleRequest {
     #[schema(value_type = Role)]
     pub role: String,

@@ -509,16 +509,45 @@ impl ContractErrors {
 pub const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
-/// What [`crate::error::is_valid_email`] takes, spelled as a pattern for the `email` format: a
-/// local part of 1–64 characters, a dotted domain without empty labels, no spaces or controls.
-pub const EMAIL_PATTERN: &str =
-    r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$";
+/// What [`crate::error::is_valid_email`] takes once trimmed, spelled as a pattern for the
+/// `email` format: a local part of 1–64 characters, a dotted domain without empty labels, no
+/// blanks or controls (`\x00-\x20`, `\x7f-\x9f` and what `str::trim` takes), blanks around it.
+pub const EMAIL_PATTERN: &str = concat!(
+    r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+    r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}@",
+    r"[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+",
+    r"(\.[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+)+",
+    r"[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+);
 
 /// Any text without a NUL character (which PostgreSQL cannot store: the API refuses it).
 pub const NO_NUL_PATTERN: &str = r"^[^\x00]*$";
 
+/// What Rust's `str::trim` removes (Unicode White_Space), as a regex character-class body.
+const BLANK: &str = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// The pattern of a text whose limits hold once trimmed (the `trimmed` format): no NUL, at most
+/// `max` characters between the first and last non-blank ones, at least one when `required`.
+pub fn trimmed_text_pattern(required: bool, max: Option<u64>) -> String {
+    let blanks = format!("[{BLANK}]*");
+    let solid = format!("[^\\x00{BLANK}]");
+    let inner = match max {
+        None => "*".to_string(),
+        Some(max) => format!("{{0,{}}}", max.saturating_sub(2)),
+    };
+    let core = if max == Some(1) {
+        solid
+    } else {
+        format!("{solid}([^\\x00]{inner}{solid})?")
+    };
+    let core = if required { core } else { format!("({core})?") };
+    format!("^{blanks}{core}{blanks}$")
+}
+
 /// Spells out, as a `pattern`, what every string schema without one accepts: the `uuid` and
-/// `email` formats as the API parses them, and no NUL character anywhere. At any depth.
+/// `email` formats as the API parses them, `trimmed` texts (whose length limits hold after
+/// trimming, which `minLength`/`maxLength` cannot say), and no NUL character anywhere. At any
+/// depth.
 fn pin_string_patterns(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
@@ -533,13 +562,19 @@ fn pin_string_patterns(value: &mut serde_json::Value) {
                     .and_then(|f| f.as_str())
                     .map(str::to_owned);
                 let pattern = match format.as_deref() {
-                    None => Some(NO_NUL_PATTERN),
-                    Some("uuid") => Some(UUID_PATTERN),
+                    None => Some(NO_NUL_PATTERN.to_string()),
+                    Some("uuid") => Some(UUID_PATTERN.to_string()),
+                    Some("trimmed") => {
+                        let min = map.remove("minLength").and_then(|v| v.as_u64());
+                        let max = map.remove("maxLength").and_then(|v| v.as_u64());
+                        map.remove("format");
+                        Some(trimmed_text_pattern(min.unwrap_or(0) > 0, max))
+                    }
                     Some("email") => {
                         // The pattern says what the API takes; JSON Schema's `email` format
                         // (RFC 5321 with IDN rules) is another definition, so it goes.
                         map.remove("format");
-                        Some(EMAIL_PATTERN)
+                        Some(EMAIL_PATTERN.to_string())
                     }
                     // Another format (`date-time`, `cursor`) says what the value is.
                     Some(_) => None,
@@ -614,6 +649,18 @@ mod tests {
         assert!(props["email"].get("format").is_none());
         assert_eq!(props["name"]["pattern"], NO_NUL_PATTERN);
         assert!(props["role"].get("pattern").is_none());
+    }
+
+    #[test]
+    fn trimmed_text_patterns_say_what_trim_then_check_length_takes() {
+        let title = trimmed_text_pattern(true, Some(5));
+        assert_eq!(
+            title,
+            format!("^[{BLANK}]*[^\\x00{BLANK}]([^\\x00]{{0,3}}[^\\x00{BLANK}])?[{BLANK}]*$")
+        );
+        let name = trimmed_text_pattern(false, Some(100));
+        assert!(name.starts_with(&format!("^[{BLANK}]*([^")));
+        assert!(trimmed_text_pattern(true, None).contains("[^\\x00]*"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"assignedToUserId": null}))]
 pub struct AssignRequest {
     /// The staff member to assign, or `null` to unassign. Required.
     #[serde(default, deserialize_with = "present")]

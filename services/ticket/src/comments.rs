@@ -91,9 +91,10 @@ const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"body": "Looking into it.", "isInternal": false}))]
 pub struct CreateComment {
     /// 1–10 000 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 10000)]
     pub body: Option<String>,
     /// Honoured only for staff.
     pub is_internal: Option<bool>,

@@ -29,7 +29,7 @@ pub struct ListQuery {
     )]
     pub assigned_to_user_id: Option<String>,
     /// Text in the title or description (case-insensitive), at most 200 characters.
-    #[param(max_length = 200)]
+    #[param(format = "trimmed", max_length = 200)]
     pub q: Option<String>,
     /// Page size, 1–500 (default 100).
     #[param(minimum = 1, maximum = 500)]
@@ -75,9 +75,6 @@ impl Filters {
                     ApiError::bad_request("assignedToUserId must be a UUID or null")
                 })?),
             };
-        if let Some(raw) = &q.q {
-            check_length("q", raw, 0, 200)?;
-        }
         let text = match q.q.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => {

@@ -211,34 +211,28 @@ pub struct Message {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"title": "The printer jams", "description": "Every page since this morning."}))]
 pub struct CreateTicket {
     /// 1–200 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// 1–10 000 characters after trimming.
-    #[schema(required = true, value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$")]
+    #[schema(required = true, value_type = String, format = "trimmed", min_length = 1, max_length = 10000)]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"status": "IN_PROGRESS"}))]
 pub struct UpdateTicket {
     /// `OPEN`, `IN_PROGRESS` or `DONE`.
     #[schema(value_type = Option<TicketStatus>)]
     pub status: Option<String>,
     /// 1–200 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
-    )]
+    #[schema(format = "trimmed", min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// 1–10 000 characters after trimming.
-    #[schema(
-        min_length = 1,
-        max_length = 10000,
-        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
-    )]
+    #[schema(format = "trimmed", min_length = 1, max_length = 10000)]
     pub description: Option<String>,
 }
 

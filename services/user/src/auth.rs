@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"email": "ann@example.com", "password": "secret12", "firstName": "Ann", "lastName": "Lee"}))]
 pub struct SignupRequest {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
@@ -36,18 +37,17 @@ pub struct SignupRequest {
     #[schema(min_length = 6, max_length = 128)]
     pub password: String,
     /// At most 100 characters after trimming; blank means none.
-    #[schema(max_length = 100)]
+    #[schema(format = "trimmed", max_length = 100)]
     pub first_name: Option<String>,
-    #[schema(max_length = 100)]
+    /// At most 100 characters after trimming; blank means none.
+    #[schema(format = "trimmed", max_length = 100)]
     pub last_name: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ann@example.com", "password": "secret12"}))]
 pub struct LoginRequest {
-    #[schema(
-        min_length = 1,
-        pattern = r"^[^\x00]*[^\x00\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00]*$"
-    )]
+    #[schema(format = "trimmed", min_length = 1)]
     pub email: String,
     #[schema(min_length = 1)]
     pub password: String,
@@ -61,6 +61,7 @@ pub struct AuthResponse {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"oldPassword": "secret12", "newPassword": "secret34"}))]
 pub struct ChangePasswordRequest {
     #[schema(min_length = 1, max_length = 128)]
     pub old_password: String,
@@ -147,7 +148,8 @@ pub async fn signup(
     ApiJson(body): ApiJson<SignupRequest>,
 ) -> ApiResult<(StatusCode, ApiJson<AuthResponse>)> {
     let email = body.email.trim().to_string();
-    if !is_valid_email(&email) {
+    // At most 254 characters as sent (as documented), blanks around it included.
+    if body.email.chars().count() > 254 || !is_valid_email(&email) {
         return Err(ApiError::bad_request("email must be a valid email address"));
     }
     check_password(&state, "password", &body.password)?;

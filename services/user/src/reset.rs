@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"email": "ann@example.com"}))]
 pub struct ForgotPasswordRequest {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
@@ -37,6 +38,7 @@ pub struct ForgotPasswordRequest {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"token": "the token of the reset link", "newPassword": "secret34"}))]
 pub struct ResetPasswordRequest {
     /// The token of the reset link.
     #[schema(min_length = 1)]
@@ -60,7 +62,8 @@ pub async fn forgot_password(
     ApiJson(body): ApiJson<ForgotPasswordRequest>,
 ) -> ApiResult<ApiJson<Message>> {
     let email = body.email.trim().to_lowercase();
-    if !is_valid_email(&email) {
+    // At most 254 characters as sent (as documented), blanks around it included.
+    if body.email.chars().count() > 254 || !is_valid_email(&email) {
         return Err(ApiError::bad_request("email must be a valid email address"));
     }
     enforce(&[
