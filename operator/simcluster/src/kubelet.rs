@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use base64::Engine;
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, PodSpec, PodTemplateSpec, Probe, SecurityContext, Volume,
@@ -161,7 +161,7 @@ pub struct Kubelet {
     ingress: Option<(Ipv4Addr, tokio::task::JoinHandle<()>)>,
     job_backoff: HashMap<String, Instant>,
     seq: u64,
-    /// Deployments whose pods were created at least once (for the scaling scenario).
+    /// What happened (pods created and deleted, controller errors), newest last, for reports.
     pub events: Vec<String>,
 }
 
@@ -1526,13 +1526,4 @@ fn readiness_check(p: &Pod, c: &Container) -> Option<Check> {
 
 fn liveness_check(p: &Pod, c: &Container) -> Option<Check> {
     check_of(p, c, c.liveness_probe.as_ref()?)
-}
-
-/// Validates that the simulation can run here (root, `ip`), for a clear message up front.
-pub fn preflight() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the simulated cluster needs root");
-    }
-    Ok(())
 }

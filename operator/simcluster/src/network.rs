@@ -23,10 +23,6 @@ impl Endpoints {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = addrs;
     }
 
-    pub fn get(&self) -> Vec<SocketAddr> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// The next endpoint, round robin.
     fn pick(&self) -> Option<SocketAddr> {
         let all = self.0.read().unwrap_or_else(|e| e.into_inner());

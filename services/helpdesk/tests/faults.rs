@@ -24,6 +24,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts `helpdesk up` on `dir` and `port` with exactly `env` (besides the machine's).
+fn spawn_up(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_helpdesk"))
+        .args(["up", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("SMTP_URL")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("helpdesk up")
+}
+
 /// `helpdesk up` in its own data folder; stopped (SIGTERM) on drop.
 struct Up {
     child: Child,
@@ -35,28 +50,6 @@ struct Up {
 
 impl Up {
     async fn start(env: &[(&str, String)]) -> Up {
-        let dir = std::env::temp_dir().join(unique("faults-up-"));
-        Self::start_in(dir, free_port(), env).await
-    }
-
-    /// Kills the process outright (SIGKILL: no clean shutdown) and starts it again on the same
-    /// data folder and port; returns how long until it was ready again.
-    async fn crash_and_restart(&mut self) -> Duration {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("wait");
-        let env: Vec<(String, String)> = std::mem::take(&mut self.env);
-        let borrowed: Vec<(&str, String)> =
-            env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        let started = Instant::now();
-        let fresh = Self::start_in(self.dir.clone(), self.port, &borrowed).await;
-        let elapsed = started.elapsed();
-        let old = std::mem::replace(self, fresh);
-        // The old handle's child is already dead; its data folder is the new one's.
-        std::mem::forget(old);
-        elapsed
-    }
-
-    async fn start_in(dir: PathBuf, port: u16, env: &[(&str, String)]) -> Up {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -72,34 +65,41 @@ impl Up {
                 ("RUST_LOG".into(), "warn".into()),
             ])
             .collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_helpdesk"))
-            .args(["up", "--port", &port.to_string(), "--data-dir"])
-            .arg(&dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("AMQP_URL")
-            .env_remove("SMTP_URL")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("helpdesk up");
-        let base = format!("http://127.0.0.1:{port}");
+        let dir = std::env::temp_dir().join(unique("faults-up-"));
+        let port = free_port();
+        let child = spawn_up(&dir, port, &env);
+        let up = Up {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            env,
+            port,
+        };
+        up.wait_ready().await;
+        up
+    }
+
+    async fn wait_ready(&self) {
         let http = Client::new();
         eventually(Duration::from_secs(90), "helpdesk up to be ready", || {
-            let (http, url) = (http.clone(), format!("{base}/ready"));
+            let (http, url) = (http.clone(), format!("{}/ready", self.base));
             async move {
                 let r = http.get(url).send().await.ok()?;
                 (r.status() == 200).then_some(())
             }
         })
         .await;
-        Up {
-            child,
-            base,
-            dir,
-            env,
-            port,
-        }
+    }
+
+    /// Kills the process outright (SIGKILL: no clean shutdown) and starts it again on the same
+    /// data folder and port; returns how long until it was ready again.
+    async fn crash_and_restart(&mut self) -> Duration {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+        let started = Instant::now();
+        self.child = spawn_up(&self.dir, self.port, &self.env);
+        self.wait_ready().await;
+        started.elapsed()
     }
 
     fn mail_dir(&self) -> PathBuf {
