@@ -16,6 +16,7 @@ use helpdesk_kit::config::Env;
 use helpdesk_kit::contract::{self, INTERNAL_ROUTES, PUBLIC_ROUTES, Route};
 use helpdesk_kit::error::error_response;
 use helpdesk_kit::runtime::{self, Service, ServiceDef, Worker};
+use helpdesk_kit::service::ServiceConfig;
 
 /// Whether the public entry point must not serve `path` (an internal route below a public
 /// prefix).
@@ -36,10 +37,10 @@ pub async fn start_service<D: ServiceDef>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
     let config = D::load(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
-    let pool = helpdesk_kit::db::connect(D::db(&config))
+    let pool = helpdesk_kit::db::connect(&config.common().db)
         .await
         .map_err(|e| anyhow::anyhow!("{}: cannot connect to DATABASE_URL: {e}", D::NAME))?;
-    helpdesk_kit::db::migrate(&pool, D::migrator()).await?;
+    helpdesk_kit::db::migrate(&pool, D::MIGRATOR).await?;
     D::build(config, pool, bus, shutdown).await
 }
 

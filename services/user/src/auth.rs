@@ -174,11 +174,7 @@ pub async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(row.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(row.id));
     outbox::publish(
         &mut tx,
         &UserCreated {
@@ -295,11 +291,7 @@ pub async fn change_password(
     let updated = users::set_password(&mut tx, row.id, &hash, auth.session)
         .await?
         .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(row.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(row.id));
     outbox::publish(
         &mut tx,
         &UserUpdated {
