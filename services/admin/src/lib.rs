@@ -24,6 +24,7 @@ use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
 use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
 
 use crate::user_service::UserServiceClient;
@@ -35,24 +36,15 @@ pub const SERVICE: &str = contract::Service::Admin.binary();
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/admin");
 
 /// Everything admin-service reads from its environment.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
     pub user_service_url: String,
-    pub service_token: String,
+    pub service_token: Secret,
     /// Per-attempt timeout of user-service calls (`ADMIN_PEER_TIMEOUT`, default 2s).
     pub peer_timeout: Duration,
     /// Extra tries of user-service reads (`ADMIN_PEER_RETRIES`, default 2).
     pub peer_retries: u32,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("common", &self.common)
-            .field("user_service_url", &self.user_service_url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Config {
@@ -69,7 +61,7 @@ impl Config {
             .value_or_file(contract::Service::Admin.service_token_var())?
             .map(Some)
             .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
-            .map(|t| t.trim().to_string())
+            .map(|t| Secret::new(t.trim()))
             .ok_or_else(|| {
                 ConfigError::new(
                     var::SERVICE_TOKEN,

@@ -29,6 +29,7 @@ pub mod pagination;
 pub mod peer;
 pub mod ratelimit;
 pub mod runtime;
+pub mod secret;
 pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]

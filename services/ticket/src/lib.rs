@@ -28,6 +28,7 @@ use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::peer::PeerClient;
 use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
 use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
 
 /// The service's name in logs and metrics.
@@ -45,7 +46,7 @@ pub struct AuditPeerConfig {
     /// `AUDIT_SERVICE_URL`; without it the audit route answers 503.
     pub url: Option<String>,
     /// `SERVICE_TOKEN`: this service's credential for the internal call.
-    pub service_token: Option<String>,
+    pub service_token: Option<Secret>,
     /// `TICKET_AUDIT_TIMEOUT` per attempt (default 600 ms).
     pub timeout: Duration,
     /// `TICKET_AUDIT_RETRIES` (default 1): the call is an idempotent read.
@@ -80,7 +81,7 @@ impl Config {
                     .value_or_file(contract::Service::Ticket.service_token_var())?
                     .map(Some)
                     .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
-                    .map(|t| t.trim().to_string()),
+                    .map(|t| Secret::new(t.trim())),
                 timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(600))?,
                 retries,
                 deadline: env.duration_or("TICKET_AUDIT_DEADLINE", Duration::from_millis(1500))?,

@@ -26,6 +26,7 @@ use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::ratelimit::KeyedLimiter;
 use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
 use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
 
 pub use passwords::HashingConfig;
@@ -54,7 +55,7 @@ pub struct Config {
     pub signup_default_role: Role,
     pub password_min_length: usize,
     pub hashing: HashingConfig,
-    pub bootstrap_admin: Option<(String, String)>,
+    pub bootstrap_admin: Option<(String, Secret)>,
     pub rate_limits: RateLimits,
     pub reset_token_ttl: Duration,
 }
@@ -78,7 +79,7 @@ impl Config {
                         "must be at least 8 characters",
                     ));
                 }
-                Some((email.trim().to_string(), password))
+                Some((email.trim().to_string(), Secret::new(password)))
             }
             (Some(_), None) => {
                 return Err(ConfigError::new(
