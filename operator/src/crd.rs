@@ -73,9 +73,10 @@ pub struct HelpdeskPlatformSpec {
     pub unknown_fields: Vec<FieldError>,
 }
 
-// `remote = "Self"` above makes the derives inherent functions, so that reading a spec can note
-// its unknown fields (kept out of the typed value otherwise) and name the path of a field that
-// does not parse.
+// `remote = "Self"` above makes the serde derives inherent functions, so that reading a spec can
+// note its unknown fields (kept out of the typed value otherwise) and name the path of a field
+// that does not parse. (The spec derives plain `JsonSchema`: it has no `x_kube` rule, and
+// `KubeSchema` would copy the serde attributes onto a private struct. The CRD is unchanged.)
 impl<'de> Deserialize<'de> for HelpdeskPlatformSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = serde_json::Value::deserialize(d)?;

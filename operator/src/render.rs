@@ -126,8 +126,8 @@ fn read_platform(doc: serde_json::Value) -> (Option<HelpdeskPlatform>, Vec<Strin
 }
 
 /// Renders every `HelpdeskPlatform` document of a YAML stream into one multi-document YAML.
-/// `caps` are the APIs the flags force; the ones a resource names are assumed too, and a comment
-/// above its objects says which. With `check`, the cross-object consistency checks run too and
+/// `forced` are the APIs the flags force; the ones a resource names are assumed too, and a
+/// comment above its objects says which. With `check`, the cross-object consistency checks run too and
 /// fail the render.
 pub fn render_yaml(input: &str, forced: &Capabilities, check: bool) -> Result<String, RenderError> {
     let mut out = String::new();
