@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                     concurrency,
                 ))?;
         }
-        Command::Crd { write_to } if write_to.is_empty() => print!("{}", crd::crd_yaml()),
+        Command::Crd { write_to } if write_to.is_empty() => print_out(&crd::crd_yaml())?,
         Command::Crd { write_to } => {
             for dir in write_to {
                 let path = dir.join("helpdeskplatforms.helpdesk.dev.yaml");
@@ -130,10 +130,20 @@ fn main() -> anyhow::Result<()> {
                 rabbitmq_operator,
                 service_monitor,
             };
-            print!("{}", render::render_yaml(&text, &caps, check)?);
+            print_out(&render::render_yaml(&text, &caps, check)?)?;
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that stops early (`render ... | head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }
 
 async fn run(

@@ -159,3 +159,35 @@ fn render_assumes_the_apis_a_resource_names_and_says_so() {
     let out = operator().args(["render", "-f", sample]).output().unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().starts_with("---\n"));
 }
+
+/// `render ... | head` stops reading early: that is not a crash (it used to panic on EPIPE).
+#[test]
+fn render_into_a_reader_that_stops_early_is_not_a_crash() {
+    use std::io::{BufRead, BufReader};
+    let sample =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/full.yaml")).unwrap();
+    // Two platforms: far more output than a pipe holds, so the write meets the closed pipe.
+    let input = format!("{sample}\n---\n{sample}");
+    let mut child = operator()
+        .args(["render", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "---\n");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
