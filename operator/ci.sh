@@ -39,7 +39,7 @@ export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config"
 "$HELM" version --short
 
 step "build helpdesk-operator"
-(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --bin helpdesk-operator --example fleet_figures)
+(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --features fake-api --bin helpdesk-operator --example fleet_figures)
 OP="$TARGET/debug/helpdesk-operator"
 
 step "CRD in crds/ is what the types generate"

@@ -448,7 +448,9 @@ pub async fn run(
     futures_util::future::join_all(controllers).await;
 }
 
-/// In-memory API server for tests and the figures example; not part of the operator's API.
+/// In-memory API server for tests, the simulated cluster and the figures example (feature
+/// `fake-api`); not part of the operator's API.
+#[cfg(any(test, feature = "fake-api"))]
 #[doc(hidden)]
 pub mod fake;
 #[cfg(test)]
