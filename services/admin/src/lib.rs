@@ -17,7 +17,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::bus::topology::{ADMIN_TICKETS, ADMIN_USERS};
 use helpdesk_kit::config::{ConfigError, Env};
@@ -25,7 +24,7 @@ use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::runtime::{Service, ServiceDef};
 use helpdesk_kit::secret::Secret;
-use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 use crate::user_service::UserServiceClient;
 
@@ -81,18 +80,11 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub users: UserServiceClient,
 }
 
 /// Handler state (cheap to clone).
 pub type AppState = helpdesk_kit::service::AppState<Inner>;
-
-impl HasKeys for Inner {
-    fn keys(&self) -> &Arc<JwtKeys> {
-        &self.keys
-    }
-}
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
@@ -129,11 +121,13 @@ pub async fn build(
         config.peer_timeout,
         config.peer_retries,
     )?;
-    let state = AppState::new(Inner {
-        pool: pool.clone(),
-        keys: config.common.keys.clone(),
-        users,
-    });
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            users,
+        },
+    );
     let mut wiring = Wiring::new(
         contract::Service::Admin,
         &config.common,

@@ -18,14 +18,13 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::bus::topology::AUDIT_EVENTS;
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract;
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::runtime::{Service, ServiceDef};
-use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = contract::Service::Audit.binary();
@@ -86,18 +85,11 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub config: Config,
 }
 
 /// Handler state (cheap to clone).
 pub type AppState = helpdesk_kit::service::AppState<Inner>;
-
-impl HasKeys for Inner {
-    fn keys(&self) -> &Arc<JwtKeys> {
-        &self.keys
-    }
-}
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
@@ -130,11 +122,13 @@ pub async fn build(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
-    let state = AppState::new(Inner {
-        pool: pool.clone(),
-        keys: config.common.keys.clone(),
-        config: config.clone(),
-    });
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            config: config.clone(),
+        },
+    );
     let mut wiring = Wiring::new(
         contract::Service::Audit,
         &config.common,

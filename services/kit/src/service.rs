@@ -89,36 +89,46 @@ pub trait ServiceConfig {
     fn common(&self) -> &CommonConfig;
 }
 
-/// What the handlers' state must give the auth extractors: the keys tokens are verified with.
-pub trait HasKeys {
-    fn keys(&self) -> &Arc<JwtKeys>;
+/// Handler state: the keys tokens are verified with (what the auth extractors take from it) and
+/// a service's own `Inner` struct, which it dereferences to. Cheap to clone.
+pub struct AppState<I> {
+    keys: Arc<JwtKeys>,
+    inner: Arc<I>,
 }
 
-/// Handler state over a service's `Inner` struct: cheap to clone, dereferencing to `Inner`.
-pub struct AppState<I>(pub Arc<I>);
-
 impl<I> AppState<I> {
-    pub fn new(inner: I) -> Self {
-        Self(Arc::new(inner))
+    pub fn new(keys: Arc<JwtKeys>, inner: I) -> Self {
+        Self {
+            keys,
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The service's keys (user-service also signs with them).
+    pub fn keys(&self) -> &Arc<JwtKeys> {
+        &self.keys
     }
 }
 
 impl<I> Clone for AppState<I> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            keys: self.keys.clone(),
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl<I> std::ops::Deref for AppState<I> {
     type Target = I;
     fn deref(&self) -> &I {
-        &self.0
+        &self.inner
     }
 }
 
-impl<I: HasKeys> FromRef<AppState<I>> for Arc<JwtKeys> {
+impl<I> FromRef<AppState<I>> for Arc<JwtKeys> {
     fn from_ref(state: &AppState<I>) -> Self {
-        state.keys().clone()
+        state.keys.clone()
     }
 }
 

@@ -21,14 +21,13 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 use helpdesk_kit::access::AccessModel;
-use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::bus::topology::{NOTIFICATION_TRIGGERS, NOTIFICATION_USERS};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
 use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::runtime::{Service, ServiceDef};
-use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 use crate::mailer::MailTransport;
 use crate::sender::{Sender, SenderConfig};
@@ -95,18 +94,11 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub templates: Arc<Templates>,
 }
 
 /// Handler state (cheap to clone).
 pub type AppState = helpdesk_kit::service::AppState<Inner>;
-
-impl HasKeys for Inner {
-    fn keys(&self) -> &Arc<JwtKeys> {
-        &self.keys
-    }
-}
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
@@ -137,11 +129,13 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
     let templates = Arc::new(Templates::load(config.template_dir.as_deref())?);
-    let state = AppState::new(Inner {
-        pool: pool.clone(),
-        keys: config.common.keys.clone(),
-        templates: templates.clone(),
-    });
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            templates: templates.clone(),
+        },
+    );
     let triggers = triggers::Triggers {
         templates,
         staff_notify_email: config.staff_notify_email.clone(),

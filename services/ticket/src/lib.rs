@@ -20,7 +20,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
 use helpdesk_kit::bus::topology::TICKET_USERS;
 use helpdesk_kit::bus::{Bus, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
@@ -29,7 +28,7 @@ use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::peer::PeerClient;
 use helpdesk_kit::runtime::{Service, ServiceDef};
 use helpdesk_kit::secret::Secret;
-use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = contract::Service::Ticket.binary();
@@ -95,7 +94,6 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     /// audit-service, when configured.
     pub audit: Option<PeerClient>,
     pub config: Config,
@@ -103,12 +101,6 @@ pub struct Inner {
 
 /// Handler state (cheap to clone).
 pub type AppState = helpdesk_kit::service::AppState<Inner>;
-
-impl HasKeys for Inner {
-    fn keys(&self) -> &Arc<JwtKeys> {
-        &self.keys
-    }
-}
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
@@ -164,12 +156,14 @@ pub async fn build(
             config.audit.retries,
         )
     });
-    let state = AppState::new(Inner {
-        pool: pool.clone(),
-        keys: config.common.keys.clone(),
-        audit,
-        config: config.clone(),
-    });
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            audit,
+            config: config.clone(),
+        },
+    );
     let mut wiring = Wiring::new(
         contract::Service::Ticket,
         &config.common,

@@ -128,7 +128,7 @@ fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>
 /// A token for a new session at the account's current token epoch.
 fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
     state
-        .keys
+        .keys()
         .issue_session_token(
             row.id,
             &row.email,
@@ -313,7 +313,7 @@ pub async fn validate(
     _caller: ServiceCaller,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> ApiResult<ApiJson<ValidateResponse>> {
-    let claims = state.keys.verify_user_token(body.token.trim())?;
+    let claims = state.keys().verify_user_token(body.token.trim())?;
     let row = current_user(&state, &AuthUser::from(claims)).await?;
     Ok(ApiJson(ValidateResponse {
         valid: true,
@@ -324,5 +324,5 @@ pub async fn validate(
 /// Public keys that verify user tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWKS")))]
 pub async fn jwks(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(state.keys.jwks())
+    axum::Json(state.keys().jwks())
 }

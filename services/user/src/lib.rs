@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::{JwtKeys, Role};
+use helpdesk_kit::auth::Role;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
@@ -27,7 +27,7 @@ use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::ratelimit::KeyedLimiter;
 use helpdesk_kit::runtime::{Service, ServiceDef};
 use helpdesk_kit::secret::Secret;
-use helpdesk_kit::service::{CommonConfig, HasKeys, ServiceConfig, Wiring};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 pub use passwords::HashingConfig;
 
@@ -143,7 +143,6 @@ pub struct Limiters {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub passwords: passwords::Passwords,
     pub limiters: Limiters,
     pub config: Config,
@@ -151,12 +150,6 @@ pub struct Inner {
 
 /// Handler state (cheap to clone).
 pub type AppState = helpdesk_kit::service::AppState<Inner>;
-
-impl HasKeys for Inner {
-    fn keys(&self) -> &Arc<JwtKeys> {
-        &self.keys
-    }
-}
 
 impl ServiceConfig for Config {
     fn common(&self) -> &CommonConfig {
@@ -202,13 +195,15 @@ pub async fn build(
         forgot_account: limit(r.forgot_per_account),
         reset_ip: limit(r.reset_per_ip),
     };
-    let state = AppState::new(Inner {
-        pool: pool.clone(),
-        keys: config.common.keys.clone(),
-        passwords: passwords::Passwords::new(&config.hashing)?,
-        limiters,
-        config: config.clone(),
-    });
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            passwords: passwords::Passwords::new(&config.hashing)?,
+            limiters,
+            config: config.clone(),
+        },
+    );
     let mut wiring = Wiring::new(
         contract::Service::User,
         &config.common,
