@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kube::api::DynamicObject;
 
 use super::apply::Rejection;
-use super::observe::{Existing, Migration, PodProblem, RolloutPlan, deployed_version};
+use super::dereference::{Existing, Migration, PodProblem, RolloutPlan, deployed_version};
 use crate::build::Kind;
 use crate::crd::{ComponentStatus, Condition, HelpdeskPlatform, HelpdeskPlatformStatus, Phase};
 use crate::names::{self, Component};

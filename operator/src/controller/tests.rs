@@ -705,8 +705,11 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
     let h = Harness::minimal();
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 500);
     let err = h.reconcile().await.unwrap_err();
-    assert!(matches!(err, Error::Kube(_)), "{err}");
-    assert_eq!(err.metric_label(), "kube");
+    assert!(
+        matches!(&err, Error::Apply { object, .. } if object == "StatefulSet/hd-postgres"),
+        "{err}"
+    );
+    assert_eq!(err.metric_label(), "apply");
     let delays: Vec<Duration> = (0..4).map(|_| h.ctx.backoff("support/hd")).collect();
     assert_eq!(delays, [5, 10, 20, 40].map(Duration::from_secs));
     for _ in 0..20 {
@@ -742,7 +745,7 @@ async fn a_rejected_apply_is_reported_in_status_and_backs_off() {
     h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "50Gi"}}));
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
     let err = h.reconcile().await.unwrap_err();
-    assert!(matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422));
+    assert!(matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 422));
     let p = h.platform();
     assert_eq!(
         condition(&p, "Degraded"),
@@ -1410,7 +1413,7 @@ async fn one_rejected_object_does_not_stop_the_pass() {
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
     let err = h.reconcile().await.unwrap_err();
     assert!(
-        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+        matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 422),
         "{err}"
     );
     assert!(
@@ -1541,7 +1544,7 @@ async fn a_forbidden_apply_is_reported_with_the_object() {
     h.fake.fail_next("PATCH", "/ingresses/hd", 403);
     let err = h.reconcile().await.unwrap_err();
     assert!(
-        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 403),
+        matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 403),
         "{err}"
     );
     let p = h.platform();

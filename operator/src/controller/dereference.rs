@@ -30,7 +30,7 @@ async fn api_has(client: &Client, group_version: &str, plural: &str) -> Result<b
     match client.list_api_group_resources(group_version).await {
         Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(Error::Kube(e)),
+        Err(e) => Err(Error::Discover(e)),
     }
 }
 
@@ -66,7 +66,7 @@ pub async fn list_children(
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), ns, &kind.api_resource());
-        for obj in api.list(&lp).await.map_err(Error::Kube)?.items {
+        for obj in api.list(&lp).await.map_err(Error::Dereference)?.items {
             if let Some(name) = obj.metadata.name.clone() {
                 out.insert((kind, name), obj);
             }
@@ -190,7 +190,11 @@ pub async fn secret_material(
                 (Owned::Ours(keys.clone()), keys)
             }
         },
-        None => match secrets.get_opt(&r.jwt_secret).await.map_err(Error::Kube)? {
+        None => match secrets
+            .get_opt(&r.jwt_secret)
+            .await
+            .map_err(Error::Dereference)?
+        {
             Some(s) => {
                 let has_public = s
                     .data
@@ -239,7 +243,7 @@ pub async fn secret_material(
         None => match secrets
             .get_opt(&r.admin_secret)
             .await
-            .map_err(Error::Kube)?
+            .map_err(Error::Dereference)?
         {
             Some(s) => {
                 supplied.insert(r.admin_secret.clone(), data_hash(&s));
@@ -337,7 +341,7 @@ pub async fn secret_material(
         if supplied.contains_key(&name) || ours(existing, &name).is_some() {
             continue;
         }
-        if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Kube)? {
+        if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Dereference)? {
             supplied.insert(name, data_hash(&s));
         }
     }
