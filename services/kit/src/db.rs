@@ -76,9 +76,10 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
         // Serialise concurrent first starts (several replicas, parallel tests) with a
         // transaction-scoped lock: released by the commit or rollback, never left behind.
         let mut tx = conn.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-schema'))")
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('helpdesk-schema'))")
             .execute(&mut *tx)
             .await?;
+        // A name cannot be a bind parameter; `DbConfig::for_service` admits only [a-z0-9_].
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS \"{}\"",
             cfg.schema
@@ -110,44 +111,27 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
 ///   `tests/db.rs` holds 64 clients on a pool of 10 without a single timeout.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The tables the kit itself needs in every service schema: the outbox and the record of handled
-/// events. Idempotent; run before the service's own migrations.
-const KIT_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    event_id     UUID NOT NULL UNIQUE,
-    exchange     TEXT NOT NULL,
-    routing_key  TEXT NOT NULL,
-    aggregate_id TEXT NOT NULL,
-    body         TEXT NOT NULL,
-    headers      JSONB NOT NULL DEFAULT '{}',
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    attempts     INT NOT NULL DEFAULT 0,
-    last_error   TEXT
-);
-CREATE TABLE IF NOT EXISTS processed_events (
-    consumer     TEXT NOT NULL,
-    event_id     UUID NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE INDEX IF NOT EXISTS processed_events_at ON processed_events (processed_at);
-"#;
+/// The kit's own tables in every service schema (the outbox, the record of handled events):
+/// `migrations/kit`, tracked in `_sqlx_kit_migrations` so the service's own migration history
+/// stays its own.
+pub fn kit_migrator() -> &'static sqlx::migrate::Migrator {
+    static KIT: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+        let mut m = sqlx::migrate!("../../migrations/kit");
+        m.dangerous_set_table_name("_sqlx_kit_migrations");
+        m
+    });
+    &KIT
+}
 
-/// Runs the kit's tables and then the service's migrations, under one advisory lock per schema.
+/// Runs the kit's migrations and then the service's, in the pool's schema. Each migrator holds
+/// sqlx's database-wide advisory lock on one session while it works, so concurrent first starts
+/// (several replicas, parallel tests) take turns.
 pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), sqlx::Error> {
-    // A transaction-scoped lock: held by the session that creates the tables, released by the
-    // commit or rollback.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-kit-' || current_schema()))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(KIT_SCHEMA).execute(&mut *tx).await?;
-    tx.commit().await?;
-    migrator
-        .run(pool)
-        .await
-        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    for m in [kit_migrator(), migrator] {
+        m.run(pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    }
     Ok(())
 }
 
