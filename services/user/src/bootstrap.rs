@@ -16,7 +16,7 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
         return Ok(());
     };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '-bootstrap-admin'))")
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '-bootstrap-admin'))")
         .execute(&mut *tx)
         .await?;
     if users::lock_admins(&mut tx).await? > 0 {
