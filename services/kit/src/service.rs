@@ -7,7 +7,7 @@
 //! ```ignore
 //! let mut wiring = Wiring::new(SERVICE, &config.common, &pool, &bus, &shutdown);
 //! wiring.relay(Some(config.outbox_poll_interval));
-//! wiring.consume(&topology::TICKET_USERS, users::UserEvents).await;
+//! wiring.consume(&topology::TICKET_USERS, user_events::UserEvents).await;
 //! Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 //! ```
 

@@ -2,14 +2,15 @@
 //!
 //! Modules: [`tickets`] (ticket routes and SQL), [`listing`] (lists, filters, pages), [`comments`] (comment routes and SQL),
 //! [`assignment`] (assigning and unassigning), [`audit_trail`] (`GET /tickets/:id/audit`, a call to
-//! audit-service), [`users`] (the read model of users fed by `user.*` events, the [`users::Caller`]
-//! extractor, and the `user.deleted` cascade) (pagination comes from the kit).
+//! audit-service), [`users`] (the read model of users and the [`users::Caller`] extractor),
+//! [`user_events`] (`user.*` events, and the `user.deleted` cascade over the other modules) (pagination comes from the kit).
 
 pub mod assignment;
 pub mod audit_trail;
 pub mod comments;
 pub mod listing;
 pub mod tickets;
+pub mod user_events;
 pub mod users;
 
 use std::sync::Arc;
@@ -172,7 +173,7 @@ pub async fn build(
         &shutdown,
     );
     wiring.relay(Some(config.outbox_poll_interval));
-    wiring.consume(&TICKET_USERS, users::UserEvents).await;
+    wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
     Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 

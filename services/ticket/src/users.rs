@@ -9,7 +9,6 @@
 //! *provisional* row is written from them, which the event then overwrites. A tombstoned
 //! (deleted) user never gets a provisional row.
 
-use async_trait::async_trait;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
@@ -18,12 +17,8 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
-use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::ApiError;
-use helpdesk_kit::events::{
-    DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated,
-};
-use helpdesk_kit::outbox::EventContext;
+use helpdesk_kit::events::UserSnapshot;
 
 use crate::AppState;
 
@@ -182,7 +177,11 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Writes a user snapshot unless the row already reflects a newer revision (or, between
 /// snapshots of the same revision, a newer event) or the user is deleted.
-async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn upsert(
+    tx: &mut PgConnection,
+    user: &UserSnapshot,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at, revision, \
            token_epoch, kept_session) \
@@ -207,54 +206,17 @@ async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -
     Ok(())
 }
 
-/// Removes a user: tombstone, their tickets and comments, and their assignments.
-async fn remove(tx: &mut PgConnection, id: Uuid, ctx: &EventContext) -> Result<(), HandlerError> {
+/// Tombstones a deleted user (their tokens stay refused) and removes their row; what they own
+/// is removed by [`crate::user_events`].
+pub async fn forget(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
         id
     )
     .execute(&mut *tx)
     .await?;
-    crate::tickets::remove_user_tickets(tx, id, ctx).await?;
-    crate::assignment::unassign_user(tx, id, ctx).await?;
-    crate::comments::remove_user_comments(tx, id).await?;
     sqlx::query!("DELETE FROM users WHERE id = $1", id)
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// Applies `user.*` events to the read model.
-pub struct UserEvents;
-
-#[async_trait]
-impl EventHandler for UserEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        match event.event_type.as_str() {
-            UserCreated::EVENT_TYPE => {
-                upsert(tx, &event.payload::<UserCreated>()?.user, event.timestamp).await?
-            }
-            UserUpdated::EVENT_TYPE => {
-                upsert(tx, &event.payload::<UserUpdated>()?.user, event.timestamp).await?
-            }
-            UserRoleChanged::EVENT_TYPE => {
-                upsert(
-                    tx,
-                    &event.payload::<UserRoleChanged>()?.user,
-                    event.timestamp,
-                )
-                .await?
-            }
-            UserDeleted::EVENT_TYPE => {
-                remove(
-                    tx,
-                    event.payload::<UserDeleted>()?.id,
-                    &EventContext::caused_by(event),
-                )
-                .await?
-            }
-            _ => {}
-        }
-        Ok(())
-    }
 }
