@@ -10,6 +10,7 @@ use kube::{
 };
 
 use super::Error;
+use super::observed::{self, JobOutcome, Workload};
 use crate::build::{Kind, secrets::FINGERPRINT_ANNOTATION};
 use crate::crd::HelpdeskPlatform;
 use crate::material::{
@@ -383,32 +384,17 @@ pub struct RolloutPlan {
 }
 
 pub fn job_state(job: Option<&DynamicObject>) -> Migration {
-    let Some(job) = job else {
-        return Migration::NotStarted;
-    };
-    let status = &job.data["status"];
-    let condition = |t: &str| {
-        status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == t && c["status"] == "True")
-            .cloned()
-    };
-    if status["succeeded"].as_i64().unwrap_or(0) >= 1 || condition("Complete").is_some() {
-        Migration::Succeeded
-    } else if let Some(c) = condition("Failed") {
-        Migration::Failed(c["message"].as_str().unwrap_or("job failed").to_string())
-    } else {
-        Migration::Running
+    match job.map(observed::job_outcome) {
+        None => Migration::NotStarted,
+        Some(JobOutcome::Succeeded) => Migration::Succeeded,
+        Some(JobOutcome::Failed(message)) => Migration::Failed(message),
+        Some(JobOutcome::Running) => Migration::Running,
     }
 }
 
 /// The tag of the image a Deployment's first container runs now.
 pub fn deployed_version(deployment: &DynamicObject) -> Option<String> {
-    let image = deployment.data["spec"]["template"]["spec"]["containers"][0]["image"].as_str()?;
-    let (_, tag) = image.rsplit_once(':')?;
-    (!tag.contains('/')).then(|| tag.to_string())
+    Workload::read(Kind::Deployment, deployment).version()
 }
 
 /// A service moves to `spec.version` only after that version's migration Job succeeded; until

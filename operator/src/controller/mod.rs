@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod dereference;
 pub mod drift;
+pub mod observed;
 pub mod status;
 
 use std::collections::HashMap;
