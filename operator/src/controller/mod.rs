@@ -249,7 +249,9 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
     let resolved = match validate(p, &caps) {
         Ok(r) => r,
         Err(problems) => {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
             warn!(?problems, "invalid spec");
+            // Nothing is applied: children stay as they are until the spec is fixed.
             let st = status::invalid(p, &problems, &now());
             report.events += transition_events(ctx, p, &st).await;
             report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
@@ -446,7 +448,9 @@ pub async fn run(
     futures_util::future::join_all(controllers).await;
 }
 
-/// In-memory API server for tests and the figures example; not part of the operator's API.
+/// In-memory API server for tests, the simulated cluster and the figures example (feature
+/// `fake-api`); not part of the operator's API.
+#[cfg(any(test, feature = "fake-api"))]
 #[doc(hidden)]
 pub mod fake;
 #[cfg(test)]

@@ -196,9 +196,10 @@ pub async fn secret_material(
                     .data
                     .as_ref()
                     .is_some_and(|d| d.contains_key(crate::material::PUBLIC_KEY));
+                let path = "spec.auth.signingKeySecretRef";
                 if !has_public {
                     return Err(Error::SuppliedSecret(format!(
-                        "{} has no key {}",
+                        "{path}: Secret {} has no key {}",
                         r.jwt_secret,
                         crate::material::PUBLIC_KEY
                     )));
@@ -209,9 +210,17 @@ pub async fn secret_material(
                     .and_then(|d| d.get(PRIVATE_KEY))
                     .and_then(|b| String::from_utf8(b.0.clone()).ok())
                     .ok_or_else(|| {
-                        Error::SuppliedSecret(format!("{} has no key {PRIVATE_KEY}", r.jwt_secret))
+                        Error::SuppliedSecret(format!(
+                            "{path}: Secret {} has no key {PRIVATE_KEY}",
+                            r.jwt_secret
+                        ))
                     })?;
-                let keys = JwtKeys::from_private_pem(&pem)?;
+                let keys = JwtKeys::from_private_pem(&pem).map_err(|e| {
+                    Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key {PRIVATE_KEY}: {e}",
+                        r.jwt_secret
+                    ))
+                })?;
                 supplied.insert(r.jwt_secret.clone(), data_hash(&s));
                 (Owned::Theirs, keys)
             }
@@ -235,12 +244,28 @@ pub async fn secret_material(
             Some(s) => {
                 supplied.insert(r.admin_secret.clone(), data_hash(&s));
                 let data = s.data.unwrap_or_default();
+                let path = "spec.auth.bootstrapAdminSecretRef";
                 if let Some(missing) = ["email", "password"]
                     .into_iter()
                     .find(|k| !data.contains_key(*k))
                 {
                     return Err(Error::SuppliedSecret(format!(
-                        "{} has no key {missing}",
+                        "{path}: Secret {} has no key {missing}",
+                        r.admin_secret
+                    )));
+                }
+                // What user-service checks at start-up: refused here, it cannot crash-loop on it.
+                let text = |k: &str| String::from_utf8_lossy(&data[k].0).into_owned();
+                let email = text("email");
+                if let Err(why) = crate::rules::email(email.trim()) {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key email: {email:?} {why}",
+                        r.admin_secret
+                    )));
+                }
+                if text("password").chars().count() < 8 {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key password: must be at least 8 characters",
                         r.admin_secret
                     )));
                 }
@@ -334,7 +359,7 @@ fn data_hash(s: &Secret) -> String {
 }
 
 fn default_admin(p: &HelpdeskPlatform) -> String {
-    format!("admin@{}", p.spec.ingress.host)
+    crate::material::default_admin_email(&p.spec.ingress.host)
 }
 
 /// Where a service's migration for `spec.version` stands.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
+use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::{ApiJson, ApiResult};
 use helpdesk_kit::events::{
     DomainEvent, Envelope, TicketDeleted, TicketSnapshot, TicketStatus, UserDeleted,
@@ -26,14 +26,6 @@ use helpdesk_kit::events::{
 
 use crate::AppState;
 use crate::access::AdminCaller;
-
-/// The read model's logical queue.
-pub const QUEUE: &str = helpdesk_kit::bus::topology::ADMIN_TICKETS.name;
-
-/// Every ticket event, and user deletions (their tickets go, tickets assigned to them are freed).
-pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    helpdesk_kit::bus::topology::ADMIN_TICKETS.subscription(max_attempts, retry_base_delay)
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/dashboard/statistics", get(statistics))
@@ -362,31 +354,13 @@ pub struct TicketReadModel;
 #[async_trait]
 impl EventHandler for TicketReadModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some(p) = event.decode::<UserDeleted>() {
-            let p = p.map_err(|e| {
-                HandlerError::Permanent(format!("malformed user.deleted payload: {e}"))
-            })?;
+        if let Some(p) = event.payload_if::<UserDeleted>()? {
             return Ok(apply_user_deletion(tx, p.id, event.timestamp).await?);
         }
         if !event.event_type.starts_with("ticket.") {
             return Ok(());
         }
-        // Every ticket event carries the ticket's snapshot under `ticket`.
-        let snapshot = event
-            .payload
-            .get("ticket")
-            .cloned()
-            .ok_or_else(|| {
-                HandlerError::Permanent(format!("{} without a ticket snapshot", event.event_type))
-            })
-            .and_then(|v| {
-                serde_json::from_value::<TicketSnapshot>(v).map_err(|e| {
-                    HandlerError::Permanent(format!(
-                        "malformed ticket snapshot in {}: {e}",
-                        event.event_type
-                    ))
-                })
-            })?;
+        let snapshot = event.ticket_snapshot()?;
         if event.event_type == TicketDeleted::EVENT_TYPE {
             apply_deletion(tx, &snapshot).await?;
         } else {

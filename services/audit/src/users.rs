@@ -107,7 +107,7 @@ impl FromRequestParts<AppState> for StaffOrService {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(Ok(service)) = bearer(parts).map(|t| state.keys.verify_service_token(t)) {
+        if let Some(Ok(service)) = bearer(parts).map(|t| state.keys().verify_service_token(t)) {
             return Ok(StaffOrService::Service(service.sub));
         }
         let caller = Caller::from_request_parts(parts, state).await?;

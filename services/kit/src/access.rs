@@ -80,21 +80,14 @@ async fn record_deletion(tx: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> 
     Ok(())
 }
 
-fn malformed(event: &Envelope, e: serde_json::Error) -> HandlerError {
-    HandlerError::Permanent(format!("malformed {} payload: {e}", event.event_type))
-}
-
 #[async_trait]
 impl EventHandler for AccessModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some(p) = event.decode::<UserRoleChanged>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        if let Some(p) = event.payload_if::<UserRoleChanged>()? {
             record(tx, &p.user, event.timestamp).await?;
-        } else if let Some(p) = event.decode::<UserUpdated>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        } else if let Some(p) = event.payload_if::<UserUpdated>()? {
             record(tx, &p.user, event.timestamp).await?;
-        } else if let Some(p) = event.decode::<UserDeleted>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        } else if let Some(p) = event.payload_if::<UserDeleted>()? {
             record_deletion(tx, p.id, event.timestamp).await?;
         }
         Ok(())

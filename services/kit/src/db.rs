@@ -12,12 +12,22 @@ use sqlx::{Connection, PgPool};
 use crate::config::{ConfigError, Env};
 use helpdesk_contract::{Service, var};
 
-/// Database settings of one service.
-#[derive(Debug, Clone)]
+/// Database settings of one service (`Debug` hides the URL's password).
+#[derive(Clone)]
 pub struct DbConfig {
     pub url: String,
     pub schema: String,
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &crate::secret::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl DbConfig {

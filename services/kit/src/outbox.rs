@@ -34,6 +34,16 @@ impl EventContext {
         }
     }
 
+    /// The context of events a request causes: its request id correlates them, `user_id` is the
+    /// acting user (none for a service's own call).
+    pub fn request(request_id: impl Into<String>, user_id: Option<Uuid>) -> Self {
+        Self {
+            correlation_id: Some(request_id.into()),
+            user_id,
+            causation_id: None,
+        }
+    }
+
     /// The context for events caused by handling `event`.
     pub fn caused_by(event: &Envelope) -> Self {
         Self {

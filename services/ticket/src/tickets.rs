@@ -144,7 +144,9 @@ impl From<TicketViewRow> for Ticket {
 const ROW_COLUMNS: &str =
     "id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at";
 
-pub(crate) const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
+/// The select of a ticket with its creator and assignee (the list and the single view add their
+/// `WHERE`).
+pub const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
      c.email AS creator_email, c.first_name AS creator_first_name, c.last_name AS creator_last_name, \
      a.email AS assignee_email, a.first_name AS assignee_first_name, a.last_name AS assignee_last_name \
      FROM tickets t LEFT JOIN users c ON c.id = t.user_id LEFT JOIN users a ON a.id = t.assigned_to_user_id";
@@ -196,11 +198,7 @@ pub async fn creator_ref(
 
 /// The event context of a request.
 pub fn request_context(request_id: String, caller: &Caller) -> EventContext {
-    EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(caller.id),
-        causation_id: None,
-    }
+    EventContext::request(request_id, Some(caller.id))
 }
 
 /// `{message}` answers.

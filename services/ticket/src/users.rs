@@ -220,21 +220,6 @@ async fn remove(tx: &mut PgConnection, id: Uuid, ctx: &EventContext) -> Result<(
     Ok(())
 }
 
-fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
-    match event.decode::<E>() {
-        Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!(
-            "malformed {} payload: {e}",
-            E::EVENT_TYPE
-        ))),
-        None => Err(HandlerError::Permanent(format!(
-            "expected {}, got {}",
-            E::EVENT_TYPE,
-            event.event_type
-        ))),
-    }
-}
-
 /// Applies `user.*` events to the read model.
 pub struct UserEvents;
 
@@ -243,18 +228,23 @@ impl EventHandler for UserEvents {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             UserCreated::EVENT_TYPE => {
-                upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?
+                upsert(tx, &event.payload::<UserCreated>()?.user, event.timestamp).await?
             }
             UserUpdated::EVENT_TYPE => {
-                upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?
+                upsert(tx, &event.payload::<UserUpdated>()?.user, event.timestamp).await?
             }
             UserRoleChanged::EVENT_TYPE => {
-                upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?
+                upsert(
+                    tx,
+                    &event.payload::<UserRoleChanged>()?.user,
+                    event.timestamp,
+                )
+                .await?
             }
             UserDeleted::EVENT_TYPE => {
                 remove(
                     tx,
-                    decode::<UserDeleted>(event)?.id,
+                    event.payload::<UserDeleted>()?.id,
                     &EventContext::caused_by(event),
                 )
                 .await?

@@ -23,7 +23,7 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
         return Ok(());
     }
     let hash = Passwords::new(&config.hashing)?
-        .hash(password.clone())
+        .hash(password.expose().to_string())
         .await?;
     let ctx = EventContext::default();
     match users::find_by_email(&mut *tx, email).await? {

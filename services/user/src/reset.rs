@@ -97,11 +97,7 @@ pub async fn forgot_password(
         ),
         expires_at,
     };
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(user.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(user.id));
     outbox::publish(&mut tx, &event, &ctx).await?;
     tx.commit().await?;
     Ok(Message::new(FORGOT_ANSWER))
@@ -161,11 +157,7 @@ pub async fn reset_password(
     .bind(user_id)
     .execute(&mut *tx)
     .await?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(user_id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(user_id));
     outbox::publish(
         &mut tx,
         &UserUpdated {

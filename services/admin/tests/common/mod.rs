@@ -70,17 +70,19 @@ impl Platform {
         ));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = admin_service::Config::from_env(&Env::from_map(env)).expect("admin config");
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &admin_service::MIGRATOR)
             .await
             .expect("migrate");
-        let (attempts, delay) = config.event_retries;
-        self.prebind(&admin_service::dashboard::subscription(attempts, delay))
+        use helpdesk_kit::bus::topology::{ADMIN_TICKETS, ADMIN_USERS};
+        self.prebind(&config.common.subscription(&ADMIN_TICKETS))
             .await;
-        self.prebind(&admin_service::access::subscription(attempts, delay))
+        self.prebind(&config.common.subscription(&ADMIN_USERS))
             .await;
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = admin_service::build(config, pool.clone(), bus, self.shutdown.clone())
             .await
@@ -110,12 +112,14 @@ impl Platform {
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         let config = user_service::Config::from_env(&Env::from_map(env)).expect("user config");
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &user_service::MIGRATOR)
             .await
             .expect("migrate");
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = user_service::build(config, pool, bus, self.shutdown.clone())
             .await
@@ -137,14 +141,16 @@ impl Platform {
         let mut env = self.base_env("TICKET_DB_SCHEMA", &schema);
         env.push(("TICKET_OUTBOX_POLL_INTERVAL".into(), "200ms".into()));
         let config = ticket_service::Config::from_env(&Env::from_map(env)).expect("ticket config");
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &ticket_service::MIGRATOR)
             .await
             .expect("migrate");
         self.prebind(&ticket_service::users_subscription(&config))
             .await;
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = ticket_service::build(config, pool, bus, self.shutdown.clone())
             .await

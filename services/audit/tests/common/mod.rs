@@ -87,13 +87,15 @@ impl Audit {
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = audit_service::Config::from_env(&Env::from_map(vars)).expect("config");
         bind_queue(&prefix, &audit_service::events_subscription(&config)).await;
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &audit_service::MIGRATOR)
             .await
             .expect("migrate");
         let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
         assert!(bus.healthy().await);
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
         let service = audit_service::build(config, pool.clone(), bus.clone(), shutdown.clone())

@@ -290,22 +290,19 @@ impl Platform {
         &mut self,
         config: notification_service::Config,
     ) -> (String, PgPool) {
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &notification_service::MIGRATOR)
             .await
             .expect("migrate");
-        let sub = notification_service::triggers::subscription(
-            config.event_retries.0,
-            config.event_retries.1,
-        );
-        self.prebind(&sub).await;
-        self.prebind(
-            &helpdesk_kit::bus::topology::NOTIFICATION_USERS
-                .subscription(config.event_retries.0, config.event_retries.1),
-        )
-        .await;
+        use helpdesk_kit::bus::topology::{NOTIFICATION_TRIGGERS, NOTIFICATION_USERS};
+        self.prebind(&config.common.subscription(&NOTIFICATION_TRIGGERS))
+            .await;
+        self.prebind(&config.common.subscription(&NOTIFICATION_USERS))
+            .await;
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = notification_service::build(config, pool.clone(), bus, self.shutdown.clone())
             .await
@@ -335,12 +332,14 @@ impl Platform {
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         let config = user_service::Config::from_env(&Env::from_map(env)).expect("user config");
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &user_service::MIGRATOR)
             .await
             .expect("migrate");
         let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = user_service::build(config, pool, bus, self.shutdown.clone())
             .await

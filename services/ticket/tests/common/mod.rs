@@ -106,15 +106,17 @@ impl Platform {
         let config = ticket_service::Config::from_env(&Env::from_map(vars)).expect("ticket config");
         self.bind_queue(&ticket_service::users_subscription(&config))
             .await;
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &ticket_service::MIGRATOR)
             .await
             .expect("migrate");
         let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(
-            config.amqp_url.as_deref().unwrap_or_default(),
+            config.common.amqp_url.as_deref().unwrap_or_default(),
             &self.prefix,
         ));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let service = ticket_service::build(config, pool.clone(), bus, shutdown.clone())
@@ -148,12 +150,14 @@ impl Platform {
         let config = audit_service::Config::from_env(&Env::from_map(vars)).expect("audit config");
         self.bind_queue(&audit_service::events_subscription(&config))
             .await;
-        let pool = db::connect(&config.db).await.expect("connect");
+        let pool = db::connect(&config.common.db).await.expect("connect");
         db::migrate(&pool, &audit_service::MIGRATOR)
             .await
             .expect("migrate");
         let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
+        let listener = runtime::bind(config.common.http.bind_addr)
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let service = audit_service::build(config, pool.clone(), bus, shutdown.clone())

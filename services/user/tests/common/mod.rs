@@ -63,7 +63,7 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
         env.set(*k, *v);
     }
     let config = Config::from_env(&env).expect("test configuration is valid");
-    let pool = helpdesk_kit::db::connect(&config.db)
+    let pool = helpdesk_kit::db::connect(&config.common.db)
         .await
         .expect("connect");
     helpdesk_kit::db::migrate(&pool, &user_service::MIGRATOR)
@@ -73,7 +73,7 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
     // Subscribed before the service starts publishing.
     let events = EventTap::start(&prefix, USER_EVENTS).await;
     let shutdown = CancellationToken::new();
-    let listener = helpdesk_kit::runtime::bind(config.http.bind_addr)
+    let listener = helpdesk_kit::runtime::bind(config.common.http.bind_addr)
         .await
         .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
