@@ -72,85 +72,79 @@ impl Kind {
         Kind::ServiceMonitor,
     ];
 
-    pub fn api_resource(self) -> ApiResource {
-        let (g, v, k, plural) = match self {
-            Kind::Secret => ("", "v1", "Secret", "secrets"),
-            Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
-            Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
-            Kind::PersistentVolumeClaim => {
-                ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims")
-            }
-            Kind::Service => ("", "v1", "Service", "services"),
-            Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets"),
-            Kind::PostgresCluster => ("postgresql.cnpg.io", "v1", "Cluster", "clusters"),
+    /// (group, version, kind as in manifests, plural, served only with an optional operator or
+    /// on OpenShift): the one table every other fact about a kind is read from.
+    const fn facts(self) -> (&'static str, &'static str, &'static str, &'static str, bool) {
+        match self {
+            Kind::Secret => ("", "v1", "Secret", "secrets", false),
+            Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps", false),
+            Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts", false),
+            Kind::PersistentVolumeClaim => (
+                "",
+                "v1",
+                "PersistentVolumeClaim",
+                "persistentvolumeclaims",
+                false,
+            ),
+            Kind::Service => ("", "v1", "Service", "services", false),
+            Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets", false),
+            Kind::PostgresCluster => ("postgresql.cnpg.io", "v1", "Cluster", "clusters", true),
             Kind::RabbitmqCluster => (
                 "rabbitmq.com",
                 "v1beta1",
                 "RabbitmqCluster",
                 "rabbitmqclusters",
+                true,
             ),
-            Kind::Job => ("batch", "v1", "Job", "jobs"),
-            Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs"),
-            Kind::Deployment => ("apps", "v1", "Deployment", "deployments"),
+            Kind::Job => ("batch", "v1", "Job", "jobs", false),
+            Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs", false),
+            Kind::Deployment => ("apps", "v1", "Deployment", "deployments", false),
             Kind::HorizontalPodAutoscaler => (
                 "autoscaling",
                 "v2",
                 "HorizontalPodAutoscaler",
                 "horizontalpodautoscalers",
+                false,
             ),
             Kind::PodDisruptionBudget => (
                 "policy",
                 "v1",
                 "PodDisruptionBudget",
                 "poddisruptionbudgets",
+                false,
             ),
-            Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses"),
-            Kind::Route => ("route.openshift.io", "v1", "Route", "routes"),
+            Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses", false),
+            Kind::Route => ("route.openshift.io", "v1", "Route", "routes", true),
             Kind::NetworkPolicy => (
                 "networking.k8s.io",
                 "v1",
                 "NetworkPolicy",
                 "networkpolicies",
+                false,
             ),
             Kind::ServiceMonitor => (
                 "monitoring.coreos.com",
                 "v1",
                 "ServiceMonitor",
                 "servicemonitors",
+                true,
             ),
-        };
+        }
+    }
+
+    pub fn api_resource(self) -> ApiResource {
+        let (g, v, k, plural, _) = self.facts();
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural)
     }
 
     /// Kinds served only when an optional operator or OpenShift is installed.
     pub fn optional_api(self) -> bool {
-        matches!(
-            self,
-            Kind::PostgresCluster | Kind::RabbitmqCluster | Kind::Route | Kind::ServiceMonitor
-        )
+        self.facts().4
     }
 
     /// The kind as it appears in manifests.
     pub fn kind_name(self) -> &'static str {
-        match self {
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
-            Kind::ServiceAccount => "ServiceAccount",
-            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
-            Kind::Service => "Service",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::PostgresCluster => "Cluster",
-            Kind::RabbitmqCluster => "RabbitmqCluster",
-            Kind::Job => "Job",
-            Kind::CronJob => "CronJob",
-            Kind::Deployment => "Deployment",
-            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
-            Kind::PodDisruptionBudget => "PodDisruptionBudget",
-            Kind::Ingress => "Ingress",
-            Kind::Route => "Route",
-            Kind::NetworkPolicy => "NetworkPolicy",
-            Kind::ServiceMonitor => "ServiceMonitor",
-        }
+        self.facts().2
     }
 }
 
