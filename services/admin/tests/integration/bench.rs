@@ -1,9 +1,9 @@
 //! Benchmark (ignored by default): dashboard statistics latency with 100 000 tickets.
 //!
-//! `CARGO_TARGET_DIR=/work/target-notif cargo test --release -p admin-service --test bench -- --ignored --nocapture`
+//! `cargo test --release -p admin-service --test integration bench:: -- --ignored --nocapture`
 //! (`BENCH_TICKETS`, `BENCH_REQUESTS` change the sizes).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,22 +1,21 @@
 //! Test platform: admin-service and the real user-service in-process on random ports, each on its
-//! own schema, sharing a broker prefix.
+//! own schema, sharing a broker prefix (started with `helpdesk_kit::testing::service`).
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, QueueDeleteOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use helpdesk_kit::bus::Subscription;
-use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::config::Env;
-use helpdesk_kit::db;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::runtime;
+use helpdesk_kit::testing::service::{self, prebind, service_env};
 use helpdesk_kit::testing::{self, TestKeys, unique};
+
+pub use helpdesk_kit::testing::http::client as http;
 
 pub struct Platform {
     pub keys: TestKeys,
@@ -39,19 +38,14 @@ impl Platform {
         }
     }
 
-    fn base_env(&self, schema_var: &str, schema: &str) -> Vec<(String, String)> {
-        [
-            ("DATABASE_URL", testing::database_url()),
-            (schema_var, schema.to_string()),
-            ("AMQP_URL", testing::amqp_url()),
-            ("BUS_PREFIX", self.prefix.clone()),
-            ("BIND_ADDR", "127.0.0.1:0".to_string()),
-            ("JWT_PUBLIC_KEY", self.keys.public_pem.clone()),
-            ("EVENT_RETRY_BASE_DELAY", "100ms".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    /// The shared settings on a new schema in `schema_var`, with `extra` added.
+    fn env(&mut self, schema_var: &str, schema_prefix: &str, extra: &[(&str, &str)]) -> Env {
+        let schema = unique(schema_prefix);
+        self.schemas.push(schema.clone());
+        let mut env = service_env(&self.keys, &self.prefix, schema_var, &schema);
+        env.push(("EVENT_RETRY_BASE_DELAY".into(), "100ms".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Env::from_map(env)
     }
 
     /// Starts admin-service calling user-service at `user_service_url`; returns its URL and pool.
@@ -60,110 +54,63 @@ impl Platform {
         user_service_url: &str,
         extra: &[(&str, &str)],
     ) -> (String, PgPool) {
-        let schema = unique("t_admin_");
-        self.schemas.push(schema.clone());
-        let mut env = self.base_env("ADMIN_DB_SCHEMA", &schema);
-        env.push(("USER_SERVICE_URL".into(), user_service_url.into()));
-        env.push((
-            "SERVICE_TOKEN".into(),
-            self.keys.service_token("admin-service"),
-        ));
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = admin_service::Config::from_env(&Env::from_map(env)).expect("admin config");
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &admin_service::MIGRATOR)
-            .await
-            .expect("migrate");
+        let token = self.keys.service_token("admin-service");
+        let mut vars = vec![
+            ("USER_SERVICE_URL", user_service_url),
+            ("SERVICE_TOKEN", token.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        let env = self.env("ADMIN_DB_SCHEMA", "t_admin_", &vars);
+        let config = admin_service::Config::from_env(&env).expect("admin config");
         let (attempts, delay) = config.event_retries;
         self.prebind(&admin_service::dashboard::subscription(attempts, delay))
             .await;
         self.prebind(&admin_service::access::subscription(attempts, delay))
             .await;
-        let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = admin_service::build(config, pool.clone(), bus, self.shutdown.clone())
-            .await
-            .expect("build");
-        tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            self.shutdown.clone(),
-        ));
-        (format!("http://{addr}"), pool)
+        let running =
+            service::start::<admin_service::AdminService>(config, self.shutdown.clone()).await;
+        (running.url, running.pool)
     }
 
     /// Starts user-service with a bootstrap admin; returns its base URL.
     pub async fn start_user_service(&mut self, admin: (&str, &str)) -> String {
-        let schema = unique("t_user_");
-        self.schemas.push(schema.clone());
-        let mut env = self.base_env("USER_DB_SCHEMA", &schema);
-        env.extend(
-            [
-                ("JWT_PRIVATE_KEY", self.keys.private_pem.as_str()),
+        let private_pem = self.keys.private_pem.clone();
+        let env = self.env(
+            "USER_DB_SCHEMA",
+            "t_user_",
+            &[
+                ("JWT_PRIVATE_KEY", private_pem.as_str()),
                 ("USER_ARGON2_MEMORY_KIB", "1024"),
                 ("USER_ARGON2_ITERATIONS", "1"),
                 ("BOOTSTRAP_ADMIN_EMAIL", admin.0),
                 ("BOOTSTRAP_ADMIN_PASSWORD", admin.1),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
+            ],
         );
-        let config = user_service::Config::from_env(&Env::from_map(env)).expect("user config");
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &user_service::MIGRATOR)
+        let config = user_service::Config::from_env(&env).expect("user config");
+        service::start::<user_service::UserService>(config, self.shutdown.clone())
             .await
-            .expect("migrate");
-        let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = user_service::build(config, pool, bus, self.shutdown.clone())
-            .await
-            .expect("build");
-        tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            self.shutdown.clone(),
-        ));
-        format!("http://{addr}")
+            .url
     }
 
     /// Starts ticket-service (without audit-service); returns its base URL. Start it before
     /// user-service so its users queue exists when the first `user.created` is published.
     pub async fn start_ticket_service(&mut self) -> String {
-        let schema = unique("t_ticket_");
-        self.schemas.push(schema.clone());
-        let mut env = self.base_env("TICKET_DB_SCHEMA", &schema);
-        env.push(("TICKET_OUTBOX_POLL_INTERVAL".into(), "200ms".into()));
-        let config = ticket_service::Config::from_env(&Env::from_map(env)).expect("ticket config");
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &ticket_service::MIGRATOR)
-            .await
-            .expect("migrate");
+        let env = self.env(
+            "TICKET_DB_SCHEMA",
+            "t_ticket_",
+            &[("TICKET_OUTBOX_POLL_INTERVAL", "200ms")],
+        );
+        let config = ticket_service::Config::from_env(&env).expect("ticket config");
         self.prebind(&ticket_service::users_subscription(&config))
             .await;
-        let bus = Arc::new(AmqpBus::new(&testing::amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = ticket_service::build(config, pool, bus, self.shutdown.clone())
+        service::start::<ticket_service::TicketService>(config, self.shutdown.clone())
             .await
-            .expect("build");
-        tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            self.shutdown.clone(),
-        ));
-        format!("http://{addr}")
+            .url
     }
 
     /// Declares and binds a consumer's queue before anything is published.
     pub async fn prebind(&mut self, sub: &Subscription) {
-        let bus = AmqpBus::new(&testing::amqp_url(), &self.prefix);
-        helpdesk_kit::bus::Bus::declare(&bus, sub)
-            .await
-            .expect("declare the consumer's queue");
+        prebind(&self.prefix, sub).await;
         self.queues.push(sub.clone());
     }
 
@@ -207,38 +154,6 @@ impl Platform {
         for schema in &self.schemas {
             testing::drop_schema(schema).await;
         }
-        if let Ok(conn) = Connection::connect(&testing::amqp_url(), Default::default()).await {
-            if let Ok(ch) = conn.create_channel().await {
-                for sub in &self.queues {
-                    let q = format!("{}{}", self.prefix, sub.queue);
-                    let mut names = vec![q.clone(), format!("{q}.dlq")];
-                    names.extend(
-                        (1..sub.max_attempts)
-                            .map(|a| format!("{q}.retry.{}ms", sub.retry_delay(a).as_millis())),
-                    );
-                    for name in names {
-                        let _ = ch
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                for exchange in helpdesk_kit::events::ALL_EXCHANGES {
-                    let _ = ch
-                        .exchange_delete(
-                            format!("{}{exchange}", self.prefix).into(),
-                            Default::default(),
-                        )
-                        .await;
-                }
-            }
-            let _ = conn.close(200, "bye".into()).await;
-        }
+        service::remove_broker_objects(&self.prefix, &self.queues).await;
     }
-}
-
-pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
 }

@@ -2,7 +2,7 @@
 //! operations (with duplicated and late, out-of-order events), the statistics equal a direct count
 //! of the expected tickets and of the read model; a change shows within a second.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

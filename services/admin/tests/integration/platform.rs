@@ -1,7 +1,7 @@
 //! The whole path with the real user-service and ticket-service: role changes and deletions made
 //! through admin-service reach user-service, ticket-service's user read model and the dashboard.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

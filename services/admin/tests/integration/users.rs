@@ -1,7 +1,7 @@
 //! User administration through the real user-service: listings, role changes and deletions take
 //! effect there; the last-admin and self-delete rules; access by current role; user-service down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use common::{Platform, http};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::testing::eventually;
+use helpdesk_kit::testing::http::error;
 
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");
 
@@ -75,14 +76,6 @@ impl Client {
             .await
             .unwrap()
     }
-}
-
-async fn error(res: reqwest::Response, status: u16) -> String {
-    assert_eq!(res.status().as_u16(), status);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["statusCode"], status);
-    assert!(body["error"].is_string());
-    body["message"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! audit-service against real PostgreSQL and RabbitMQ: one entry per event, no secrets, the
 //! dead-letter queue, the routes and the retention job.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

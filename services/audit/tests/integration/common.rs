@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::QueueDeleteOptions;
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -15,10 +14,9 @@ use helpdesk_kit::auth::Role;
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::{Bus, OutgoingMessage, Subscription};
 use helpdesk_kit::config::Env;
-use helpdesk_kit::db;
-use helpdesk_kit::events::{Envelope, EventMetadata, UserCreated, UserSnapshot};
-use helpdesk_kit::runtime;
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
+use helpdesk_kit::events::Envelope;
+use helpdesk_kit::testing::service::{self, service_env};
+use helpdesk_kit::testing::{self, TestKeys, amqp_url, eventually, http, unique};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,15 +30,8 @@ pub struct Audit {
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub http: reqwest::Client,
-}
-
-/// Declares and binds the consumer's queue before the service starts, so that events published
-/// right after start-up are not lost to an exchange without bindings.
-pub async fn bind_queue(prefix: &str, sub: &Subscription) {
-    let bus = AmqpBus::new(&amqp_url(), prefix);
-    helpdesk_kit::bus::Bus::declare(&bus, sub)
-        .await
-        .expect("declare the consumer's queue");
+    /// The consumer's queue (removed by `stop`).
+    subscription: Subscription,
 }
 
 #[derive(Debug, Clone)]
@@ -51,21 +42,7 @@ pub struct TestUser {
     pub token: String,
 }
 
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    }
-}
+pub use helpdesk_kit::testing::http::Resp;
 
 impl Audit {
     pub async fn start(extra: &[(&str, &str)]) -> Self {
@@ -74,47 +51,28 @@ impl Audit {
         let keys = TestKeys::generate();
         let prefix = format!("{}.", unique("t"));
         let schema = unique("t_audit_");
-        let mut vars: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), database_url()),
-            ("AUDIT_DB_SCHEMA".into(), schema.clone()),
-            ("AMQP_URL".into(), amqp_url()),
-            ("BUS_PREFIX".into(), prefix.clone()),
-            ("BIND_ADDR".into(), "127.0.0.1:0".into()),
-            ("JWT_PUBLIC_KEY".into(), keys.public_pem.clone()),
-            ("EVENT_MAX_ATTEMPTS".into(), "3".into()),
-            ("EVENT_RETRY_BASE_DELAY".into(), "50ms".into()),
-        ];
+        let mut vars = service_env(&keys, &prefix, "AUDIT_DB_SCHEMA", &schema);
+        vars.push(("EVENT_MAX_ATTEMPTS".into(), "3".into()));
+        vars.push(("EVENT_RETRY_BASE_DELAY".into(), "50ms".into()));
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = audit_service::Config::from_env(&Env::from_map(vars)).expect("config");
-        bind_queue(&prefix, &audit_service::events_subscription(&config)).await;
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &audit_service::MIGRATOR)
-            .await
-            .expect("migrate");
+        let subscription = audit_service::events_subscription(&config);
+        service::prebind(&prefix, &subscription).await;
         let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
         assert!(bus.healthy().await);
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let service = audit_service::build(config, pool.clone(), bus.clone(), shutdown.clone())
-            .await
-            .expect("build");
-        let task = tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            shutdown.clone(),
-        ));
+        let running = service::start::<audit_service::AuditService>(config, shutdown.clone()).await;
         Self {
             keys,
             prefix,
             bus,
-            url,
-            pool,
+            url: running.url,
+            pool: running.pool,
             schema,
             shutdown,
-            task,
+            task: running.task,
             http: reqwest::Client::new(),
+            subscription,
         }
     }
 
@@ -123,80 +81,29 @@ impl Audit {
         self.shutdown.cancel();
         let _ = self.task.await;
         testing::drop_schema(&self.schema).await;
-        if let Ok(conn) = lapin::Connection::connect(&amqp_url(), Default::default()).await {
-            let q = format!("{}{}", self.prefix, audit_service::EVENTS_QUEUE);
-            for name in [
-                q.clone(),
-                format!("{q}.dlq"),
-                format!("{q}.retry.50ms"),
-                format!("{q}.retry.100ms"),
-            ] {
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-            }
-            for exchange in helpdesk_kit::events::ALL_EXCHANGES {
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .exchange_delete(
-                            format!("{}{exchange}", self.prefix).as_str().into(),
-                            Default::default(),
-                        )
-                        .await;
-                }
-            }
-            let _ = conn.close(200, "bye".into()).await;
-        }
+        service::remove_broker_objects(&self.prefix, &[self.subscription]).await;
     }
 
     pub async fn publish_raw(&self, exchange: &str, routing_key: &str, body: Vec<u8>) {
-        let outcome = self
-            .bus
-            .publish(&[OutgoingMessage {
-                exchange: exchange.into(),
-                routing_key: routing_key.into(),
-                body,
-                message_id: Uuid::new_v4().to_string(),
-                headers: Default::default(),
-            }])
-            .await;
-        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        let message = OutgoingMessage {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body,
+            message_id: Uuid::new_v4().to_string(),
+            headers: Default::default(),
+        };
+        service::publish_message(&*self.bus, message).await;
     }
 
     pub async fn publish(&self, e: &Envelope) {
-        self.publish_raw(
-            e.exchange(),
-            &e.event_type.clone(),
-            serde_json::to_vec(e).unwrap(),
-        )
-        .await;
+        service::publish(&*self.bus, e).await;
     }
 
     /// Announces a user and waits until the read model has them.
     pub async fn user(&self, role: Role) -> TestUser {
-        let id = Uuid::now_v7();
-        let email = format!("{}@example.com", unique("u"));
-        let snapshot = UserSnapshot {
-            id,
-            email: email.clone(),
-            first_name: Some("Ada".into()),
-            last_name: None,
-            role,
-            created_at: chrono::Utc::now(),
-            revision: 1,
-            token_epoch: 0,
-            kept_session: None,
-        };
-        self.publish(&Envelope::wrap(
-            &UserCreated { user: snapshot },
-            EventMetadata {
-                user_id: Some(id),
-                ..Default::default()
-            },
-        ))
-        .await;
+        let user = service::new_user(role, "Ada", None);
+        self.publish(&service::user_created(&user)).await;
+        let (id, email) = (user.id, user.email);
         let pool = self.pool.clone();
         eventually(WAIT, "user in the audit read model", || async {
             let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id = $1")
@@ -239,27 +146,14 @@ impl Audit {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.http.request(method, format!("{}{}", self.url, path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Resp {
-            status,
-            headers,
+        http::call(
+            &self.http,
+            method,
+            &format!("{}{path}", self.url),
+            token,
             body,
-        }
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use helpdesk_e2e::{Admin, Entry, Procs, Sink, free_port, wait_ready, walk};
+use helpdesk_e2e::{Admin, Entry, Procs, SmtpSink, free_port, wait_ready, walk};
 use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
 use reqwest::Client;
 
@@ -50,7 +50,7 @@ fn service_binary(name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn whole_contract_through_helpdesk_up() {
-    let sink = Sink::start().await;
+    let sink = SmtpSink::start();
     let dir = std::env::temp_dir().join(unique("e2e-up-"));
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
@@ -80,7 +80,7 @@ async fn whole_contract_through_helpdesk_up() {
 async fn whole_contract_through_five_processes_on_rabbitmq() {
     testing::require_postgres().await;
     testing::require_rabbitmq().await;
-    let sink = Sink::start().await;
+    let sink = SmtpSink::start();
     let keys = TestKeys::generate();
     let run = unique("e2e");
     let prefix = format!("{run}.");

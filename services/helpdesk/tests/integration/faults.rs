@@ -9,20 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use helpdesk_kit::testing::servers::{OwnPostgres, OwnRabbit};
-use helpdesk_kit::testing::{amqp_url, eventually, unique};
+use helpdesk_kit::testing::{amqp_url, eventually, free_port, unique};
 use reqwest::Client;
 use serde_json::{Value, json};
 
 const ADMIN_EMAIL: &str = "admin@faults.test";
 const ADMIN_PASSWORD: &str = "faults-admin-password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `helpdesk up` on `dir` and `port` with exactly `env` (besides the machine's).
 fn spawn_up(dir: &Path, port: u16, env: &[(String, String)]) -> Child {

@@ -10,15 +10,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use helpdesk_kit::contract::Service;
-use helpdesk_kit::testing::{self, Proxy, database_url, eventually, postgres_addr, unique};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use helpdesk_kit::testing::{
+    self, Proxy, database_url, eventually, free_port, postgres_addr, unique,
+};
 
 /// A command of the `helpdesk` binary that is killed when the test ends, however it ends.
 fn helpdesk(args: &[&str]) -> tokio::process::Command {

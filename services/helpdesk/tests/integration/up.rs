@@ -6,16 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use helpdesk_kit::testing::{database_url, eventually, unique};
+use helpdesk_kit::testing::{database_url, eventually, free_port, unique};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn helpdesk(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_helpdesk"));

@@ -1,10 +1,10 @@
 //! Benchmark (ignored by default): emails per second to a local SMTP sink with two replicas, and
 //! proof that nothing was sent twice.
 //!
-//! `CARGO_TARGET_DIR=/work/target-notif cargo test --release -p notification-service --test bench -- --ignored --nocapture`
+//! `cargo test --release -p notification-service --test integration bench:: -- --ignored --nocapture`
 //! (`BENCH_EMAILS` changes the count, `BENCH_CONCURRENCY` the emails in flight per replica).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -23,9 +23,9 @@ async fn bench_two_replicas_send_to_a_local_sink_without_duplicates() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
-    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port());
     // Emails in flight per replica (and SMTP connections): `BENCH_CONCURRENCY`, default 4.
     let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let env = [

@@ -2,7 +2,7 @@
 //! the server is down, FAILED after N attempts with the server's answer for a rejected recipient,
 //! two replicas sending without duplicates, STARTTLS and implicit TLS, AUTH, a server that stalls.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use common::{Platform, SinkTls, SmtpSink, free_port, http, self_signed_cert};
+use common::{Platform, SinkTls, SmtpSink, free_port, http};
 use helpdesk_kit::testing::{eventually, unique};
 use notification_service::sender::{SendReport, Sender};
 
@@ -108,7 +108,7 @@ async fn smtp_down_means_retries_with_backoff_then_sent_when_it_is_back() {
     assert_eq!(status(&base, &token, &id).await["attempts"], 2);
 
     // The server comes back on the same port: the next due attempt delivers.
-    let sink = SmtpSink::start_on(port, &[], SinkTls::None).await;
+    let sink = SmtpSink::builder().port(port).start();
     send_until(&sender, "delivery once the server is back", |r| r.sent == 1).await;
     let s = status(&base, &token, &id).await;
     assert_eq!(s["status"], "SENT");
@@ -123,10 +123,10 @@ async fn smtp_down_means_retries_with_backoff_then_sent_when_it_is_back() {
 async fn a_permanently_rejected_recipient_is_failed_after_n_attempts_with_the_server_error() {
     let bad = format!("bounce-{}@example.com", Uuid::new_v4().simple());
     let good = format!("{}@example.com", Uuid::new_v4().simple());
-    let sink = SmtpSink::start(&[&bad]).await;
+    let sink = SmtpSink::builder().reject_recipient(&bad).start();
     let mut p = Platform::new().await;
     let env = driven(&[
-        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port())),
         ("NOTIFICATION_MAX_ATTEMPTS", "3".into()),
     ]);
     let (base, pool, sender) = start(&mut p, &env).await;
@@ -172,10 +172,10 @@ async fn a_permanently_rejected_recipient_is_failed_after_n_attempts_with_the_se
 
 #[tokio::test]
 async fn two_replicas_send_every_email_exactly_once() {
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
     let env = driven(&[
-        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port())),
         ("NOTIFICATION_BATCH_SIZE", "10".into()),
     ]);
     let (_base, pool, sender_a) = start(&mut p, &env).await;
@@ -235,17 +235,15 @@ async fn two_replicas_send_every_email_exactly_once() {
 #[tokio::test]
 async fn starttls_and_implicit_tls_deliver_with_a_trusted_certificate() {
     let certs = std::env::temp_dir().join(unique("smtp-cert-"));
-    let (cert, key) = self_signed_cert(&certs);
-    for (mode, tls) in [
-        ("starttls", SinkTls::StartTls(cert.clone(), key.clone())),
-        ("tls", SinkTls::Implicit(cert.clone(), key.clone())),
-    ] {
-        let sink = SmtpSink::start_on(free_port(), &[], tls).await;
+    for tls in [SinkTls::StartTls, SinkTls::Implicit] {
+        let mode = tls.url_mode();
+        let sink = SmtpSink::builder().tls(tls).start();
+        let cert = sink.write_ca_file(&certs);
         let mut p = Platform::new().await;
         let env = driven(&[
             (
                 "SMTP_URL",
-                format!("smtp://127.0.0.1:{}?tls={mode}", sink.port),
+                format!("smtp://127.0.0.1:{}?tls={mode}", sink.port()),
             ),
             ("SMTP_TLS_CA_FILE", cert.display().to_string()),
         ]);
@@ -263,7 +261,7 @@ async fn starttls_and_implicit_tls_deliver_with_a_trusted_certificate() {
         // Without trusting the certificate, the same server is refused (no silent downgrade).
         let env = driven(&[(
             "SMTP_URL",
-            format!("smtp://127.0.0.1:{}?tls={mode}", sink.port),
+            format!("smtp://127.0.0.1:{}?tls={mode}", sink.port()),
         )]);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut untrusting = p.notification_config(&pairs);
@@ -284,10 +282,10 @@ async fn starttls_and_implicit_tls_deliver_with_a_trusted_certificate() {
 
 #[tokio::test]
 async fn sending_respects_the_rate_limit() {
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
     let env = driven(&[
-        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port)),
+        ("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port())),
         ("NOTIFICATION_SEND_RATE_PER_SECOND", "20".into()),
     ]);
     let (base, _pool, sender) = start(&mut p, &env).await;
@@ -312,15 +310,13 @@ async fn sending_respects_the_rate_limit() {
 #[tokio::test]
 async fn smtp_auth_after_starttls_delivers_and_a_wrong_password_is_retried_without_leaking_it() {
     let certs = std::env::temp_dir().join(unique("smtp-cert-"));
-    let (cert, key) = self_signed_cert(&certs);
     let password = "Sm7p-Pa55word";
-    let sink = SmtpSink::start_on(
-        free_port(),
-        &[],
-        SinkTls::StartTlsLogin(cert.clone(), key.clone(), "mailer".into(), password.into()),
-    )
-    .await;
-    let url = |user_info: &str| format!("smtp://{user_info}127.0.0.1:{}?tls=starttls", sink.port);
+    let sink = SmtpSink::builder()
+        .starttls()
+        .auth("mailer", password)
+        .start();
+    let cert = sink.write_ca_file(&certs);
+    let url = |user_info: &str| format!("smtp://{user_info}127.0.0.1:{}?tls=starttls", sink.port());
     let mut p = Platform::new().await;
     let env = driven(&[
         ("SMTP_URL", url(&format!("mailer:{password}@"))),
@@ -360,8 +356,8 @@ async fn smtp_auth_after_starttls_delivers_and_a_wrong_password_is_retried_witho
             "{case}: {error}"
         );
     }
-    let refused = std::fs::read_to_string(sink.dir.join("auth-failures.log")).unwrap_or_default();
-    assert_eq!(refused.lines().count(), 1, "one refused login: {refused:?}");
+    let refused = sink.auth_failures();
+    assert_eq!(refused.len(), 1, "one refused login: {refused:?}");
     assert_eq!(
         sink.messages().len(),
         1,
@@ -371,37 +367,12 @@ async fn smtp_auth_after_starttls_delivers_and_a_wrong_password_is_retried_witho
     let _ = std::fs::remove_dir_all(&certs);
 }
 
-/// An SMTP server that greets and answers the first command, then never answers again.
-async fn stalling_smtp_server() -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = socket.write_all(b"220 stall.test ESMTP\r\n").await;
-                let mut buf = [0u8; 1024];
-                let mut answered = false;
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    if !answered {
-                        answered = true;
-                        let _ = socket.write_all(b"250 stall.test\r\n").await;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn a_server_that_stops_answering_mid_session_does_not_hold_the_sender() {
-    let port = stalling_smtp_server().await;
+    // Greets and answers EHLO, then never answers again.
+    let sink = SmtpSink::builder().stall_after(1).start();
     let mut p = Platform::new().await;
-    let mut env = driven(&[("SMTP_URL", format!("smtp://127.0.0.1:{port}"))]);
+    let mut env = driven(&[("SMTP_URL", format!("smtp://127.0.0.1:{}", sink.port()))]);
     env.retain(|(k, _)| *k != "SMTP_TIMEOUT");
     env.push(("SMTP_TIMEOUT", "1s".to_string()));
     let (base, _pool, sender) = start(&mut p, &env).await;

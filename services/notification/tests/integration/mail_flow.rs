@@ -2,7 +2,7 @@
 //! HTTP with the link from the mail), ticket mails to the right people, once per event however
 //! often it is delivered; the internal HTTP routes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -21,12 +21,12 @@ use helpdesk_kit::testing::eventually;
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");
 
 fn smtp_url(sink: &SmtpSink) -> String {
-    format!("smtp://127.0.0.1:{}", sink.port)
+    format!("smtp://127.0.0.1:{}", sink.port())
 }
 
 #[tokio::test]
 async fn welcome_and_reset_mails_arrive_and_the_reset_link_completes_the_reset() {
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
     let config = p.notification_config(&[
         ("SMTP_URL", &smtp_url(&sink)),
@@ -148,7 +148,7 @@ async fn emails_for_event(pool: &sqlx::PgPool, event: Uuid) -> i64 {
 
 #[tokio::test]
 async fn ticket_mails_go_to_the_right_people_once_per_event() {
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
     let staff = format!("staff-{}@example.com", Uuid::new_v4().simple());
     let config = p.notification_config(&[
@@ -261,7 +261,7 @@ async fn ticket_mails_go_to_the_right_people_once_per_event() {
 
 #[tokio::test]
 async fn internal_routes_queue_mail_and_report_its_status() {
-    let sink = SmtpSink::start(&[]).await;
+    let sink = SmtpSink::start();
     let mut p = Platform::new().await;
     let config = p.notification_config(&[("SMTP_URL", &smtp_url(&sink))]);
     let (base, _pool) = p.start_notification(config).await;

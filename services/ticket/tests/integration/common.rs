@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::Value;
@@ -18,12 +18,11 @@ use helpdesk_kit::auth::Role;
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::{Bus, OutgoingMessage, Subscription};
 use helpdesk_kit::config::Env;
-use helpdesk_kit::db;
 use helpdesk_kit::events::{
-    DomainEvent, Envelope, EventMetadata, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot,
+    DomainEvent, Envelope, EventMetadata, UserDeleted, UserRoleChanged, UserSnapshot,
 };
-use helpdesk_kit::runtime;
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
+use helpdesk_kit::testing::service::{self, service_env};
+use helpdesk_kit::testing::{self, TestKeys, amqp_url, eventually, http, unique};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -33,27 +32,10 @@ pub struct Platform {
     pub prefix: String,
     pub bus: Arc<AmqpBus>,
     pub schemas: Vec<String>,
-    pub queues: Vec<String>,
+    pub queues: Vec<Subscription>,
 }
 
-/// A running service.
-pub struct Running {
-    pub url: String,
-    pub addr: SocketAddr,
-    pub pool: PgPool,
-    pub schema: String,
-    pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// Stops the service and waits until it has.
-    pub async fn stop(self) -> PgPool {
-        self.shutdown.cancel();
-        let _ = self.task.await;
-        self.pool
-    }
-}
+pub use helpdesk_kit::testing::service::Running;
 
 impl Platform {
     pub async fn new() -> Self {
@@ -71,20 +53,11 @@ impl Platform {
         }
     }
 
-    fn base_env(&self, schema_var: &str, schema: &str, amqp: &str) -> Vec<(String, String)> {
-        [
-            ("DATABASE_URL", database_url()),
-            (schema_var, schema.to_string()),
-            ("AMQP_URL", amqp.to_string()),
-            ("BUS_PREFIX", self.prefix.clone()),
-            ("BIND_ADDR", "127.0.0.1:0".to_string()),
-            ("JWT_PUBLIC_KEY", self.keys.public_pem.clone()),
-            ("EVENT_MAX_ATTEMPTS", "3".to_string()),
-            ("EVENT_RETRY_BASE_DELAY", "50ms".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    fn base_env(&self, schema_var: &str, schema: &str) -> Vec<(String, String)> {
+        let mut env = service_env(&self.keys, &self.prefix, schema_var, schema);
+        env.push(("EVENT_MAX_ATTEMPTS".into(), "3".into()));
+        env.push(("EVENT_RETRY_BASE_DELAY".into(), "50ms".into()));
+        env
     }
 
     /// Starts ticket-service; `extra` overrides the defaults (e.g. `AUDIT_SERVICE_URL`, `AMQP_URL`).
@@ -96,7 +69,7 @@ impl Platform {
         let schema = schema
             .map(str::to_string)
             .unwrap_or_else(|| unique("t_ticket_"));
-        let mut vars = self.base_env("TICKET_DB_SCHEMA", &schema, &amqp_url());
+        let mut vars = self.base_env("TICKET_DB_SCHEMA", &schema);
         vars.push((
             "SERVICE_TOKEN".into(),
             self.keys.service_token("ticket-service"),
@@ -106,37 +79,10 @@ impl Platform {
         let config = ticket_service::Config::from_env(&Env::from_map(vars)).expect("ticket config");
         self.bind_queue(&ticket_service::users_subscription(&config))
             .await;
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &ticket_service::MIGRATOR)
-            .await
-            .expect("migrate");
-        let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(
-            config.amqp_url.as_deref().unwrap_or_default(),
-            &self.prefix,
-        ));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let service = ticket_service::build(config, pool.clone(), bus, shutdown.clone())
-            .await
-            .expect("build");
-        let task = tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            shutdown.clone(),
-        ));
         if !self.schemas.contains(&schema) {
             self.schemas.push(schema.clone());
         }
-        Running {
-            url: format!("http://{addr}"),
-            addr,
-            pool,
-            schema,
-            shutdown,
-            task,
-        }
+        service::start::<ticket_service::TicketService>(config, CancellationToken::new()).await
     }
 
     /// Starts audit-service on `schema` (a new one when `None`).
@@ -144,96 +90,39 @@ impl Platform {
         let schema = schema
             .map(str::to_string)
             .unwrap_or_else(|| unique("t_audit_"));
-        let vars = self.base_env("AUDIT_DB_SCHEMA", &schema, &amqp_url());
+        let vars = self.base_env("AUDIT_DB_SCHEMA", &schema);
         let config = audit_service::Config::from_env(&Env::from_map(vars)).expect("audit config");
         self.bind_queue(&audit_service::events_subscription(&config))
             .await;
-        let pool = db::connect(&config.db).await.expect("connect");
-        db::migrate(&pool, &audit_service::MIGRATOR)
-            .await
-            .expect("migrate");
-        let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &self.prefix));
-        let listener = runtime::bind(config.http.bind_addr).await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let service = audit_service::build(config, pool.clone(), bus, shutdown.clone())
-            .await
-            .expect("build");
-        let task = tokio::spawn(runtime::run(
-            listener,
-            service.router,
-            service.workers,
-            shutdown.clone(),
-        ));
         if !self.schemas.contains(&schema) {
             self.schemas.push(schema.clone());
         }
-        Running {
-            url: format!("http://{addr}"),
-            addr,
-            pool,
-            schema,
-            shutdown,
-            task,
-        }
+        service::start::<audit_service::AuditService>(config, CancellationToken::new()).await
     }
 
     /// Declares and binds a consumer's queue before the service does, so that events published
     /// right after start-up are not lost to an exchange without bindings.
     pub async fn bind_queue(&mut self, sub: &Subscription) {
-        let bus = AmqpBus::new(&amqp_url(), &self.prefix);
-        helpdesk_kit::bus::Bus::declare(&bus, sub)
-            .await
-            .expect("declare the consumer's queue");
-        if !self.queues.contains(&sub.queue) {
-            self.queues.push(sub.queue.clone());
+        service::prebind(&self.prefix, sub).await;
+        if !self.queues.iter().any(|q| q.queue == sub.queue) {
+            self.queues.push(sub.clone());
         }
     }
 
     /// Publishes an event as its producer's relay would.
     pub async fn publish(&self, envelope: &Envelope) {
-        let message = OutgoingMessage {
-            exchange: envelope.exchange().to_string(),
-            routing_key: envelope.event_type.clone(),
-            body: serde_json::to_vec(envelope).expect("json"),
-            message_id: envelope.event_id.to_string(),
-            headers: Default::default(),
-        };
-        self.publish_raw(message).await;
+        service::publish(&*self.bus, envelope).await;
     }
 
     pub async fn publish_raw(&self, message: OutgoingMessage) {
-        let outcome = self.bus.publish(&[message]).await;
-        assert!(
-            outcome.error.is_none(),
-            "publish failed: {:?}",
-            outcome.error
-        );
+        service::publish_message(&*self.bus, message).await;
     }
 
     /// Announces a new user (`user.created`) and returns them with a token.
     pub async fn announce_user(&self, role: Role) -> TestUser {
-        let id = Uuid::now_v7();
-        let email = format!("{}@example.com", unique("u"));
-        let snapshot = UserSnapshot {
-            id,
-            email: email.clone(),
-            first_name: Some("First".into()),
-            last_name: Some(format!("Last-{role}")),
-            role,
-            created_at: chrono::Utc::now(),
-            revision: 1,
-            token_epoch: 0,
-            kept_session: None,
-        };
-        self.publish(&Envelope::wrap(
-            &UserCreated { user: snapshot },
-            EventMetadata {
-                user_id: Some(id),
-                ..Default::default()
-            },
-        ))
-        .await;
+        let user = service::new_user(role, "First", Some(format!("Last-{role}")));
+        self.publish(&service::user_created(&user)).await;
+        let (id, email) = (user.id, user.email);
         let token = self
             .keys
             .keys
@@ -296,33 +185,7 @@ impl Platform {
         for schema in &self.schemas {
             testing::drop_schema(schema).await;
         }
-        if let Ok(conn) = lapin::Connection::connect(&amqp_url(), Default::default()).await {
-            for queue in &self.queues {
-                let q = format!("{}{}", self.prefix, queue);
-                for name in [
-                    q.clone(),
-                    format!("{q}.dlq"),
-                    format!("{q}.retry.50ms"),
-                    format!("{q}.retry.100ms"),
-                ] {
-                    // A failed delete closes the channel: one channel per queue.
-                    if let Ok(ch) = conn.create_channel().await {
-                        let _ = ch
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-            }
-            for exchange in helpdesk_kit::events::ALL_EXCHANGES {
-                if let Ok(ch) = conn.create_channel().await {
-                    let name = format!("{}{}", self.prefix, exchange);
-                    let _ = ch
-                        .exchange_delete(name.as_str().into(), Default::default())
-                        .await;
-                }
-            }
-            let _ = conn.close(200, "bye".into()).await;
-        }
+        service::remove_broker_objects(&self.prefix, &self.queues).await;
     }
 }
 
@@ -376,28 +239,7 @@ pub struct TestUser {
     pub revision: i64,
 }
 
-/// A response: status, headers and JSON body (`Null` when empty).
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Value,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    }
-    pub fn message(&self) -> String {
-        self.body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
+pub use helpdesk_kit::testing::http::Resp;
 
 /// A small HTTP client for one service.
 #[derive(Clone)]
@@ -421,27 +263,14 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Resp {
-            status,
-            headers,
+        http::call(
+            &self.http,
+            method,
+            &format!("{}{path}", self.base),
+            token,
             body,
-        }
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -1,7 +1,7 @@
 //! Events: the user deletion cascade, the audit trail through audit-service, audit-service down,
 //! and writes that keep working while audit-service and RabbitMQ are down.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Every ticket route × USER / AGENT / ADMIN × own / assigned / other ticket → the contract's status.
 
-mod common;
+use crate::common;
 
 use reqwest::Method;
 use serde_json::json;

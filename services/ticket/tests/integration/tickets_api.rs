@@ -1,6 +1,6 @@
 //! Validation, filters, pagination under concurrent inserts, comments and the users read model.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

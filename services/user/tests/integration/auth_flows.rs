@@ -1,6 +1,6 @@
 //! user-service routes over real HTTP with real PostgreSQL and RabbitMQ.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::{ADMIN_EMAIL, ADMIN_PASSWORD, error, spawn, spawn_with};

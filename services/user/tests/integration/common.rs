@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, Response};
@@ -11,10 +10,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use helpdesk_kit::bus::Bus;
-use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::{Envelope, USER_EVENTS};
+use helpdesk_kit::testing::service;
 use helpdesk_kit::testing::{self, EventTap, TestKeys, amqp_url, database_url, unique};
 use user_service::Config;
 
@@ -63,29 +61,11 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
         env.set(*k, *v);
     }
     let config = Config::from_env(&env).expect("test configuration is valid");
-    let pool = helpdesk_kit::db::connect(&config.db)
-        .await
-        .expect("connect");
-    helpdesk_kit::db::migrate(&pool, &user_service::MIGRATOR)
-        .await
-        .expect("migrate");
-    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
     // Subscribed before the service starts publishing.
     let events = EventTap::start(&prefix, USER_EVENTS).await;
     let shutdown = CancellationToken::new();
-    let listener = helpdesk_kit::runtime::bind(config.http.bind_addr)
-        .await
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let service = user_service::build(config, pool.clone(), bus as Arc<dyn Bus>, shutdown.clone())
-        .await
-        .expect("build");
-    tokio::spawn(helpdesk_kit::runtime::run(
-        listener,
-        service.router,
-        service.workers,
-        shutdown.clone(),
-    ));
+    let running = service::start::<user_service::UserService>(config, shutdown.clone()).await;
+    let (base, pool) = (running.url, running.pool);
     TestApp {
         base,
         http: Client::new(),
@@ -172,10 +152,4 @@ impl TestApp {
 }
 
 /// Asserts the contract's error shape and returns the message.
-pub async fn error(res: Response, status: u16) -> String {
-    assert_eq!(res.status().as_u16(), status);
-    let body: Value = res.json().await.expect("error body is JSON");
-    assert_eq!(body["statusCode"], status, "statusCode in {body}");
-    assert!(body["error"].is_string(), "error reason in {body}");
-    body["message"].as_str().expect("message").to_string()
-}
+pub use helpdesk_kit::testing::http::error;

@@ -1,6 +1,6 @@
 //! Password reset and the internal routes for admin-service.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN_EMAIL, error, spawn, spawn_with};
 use serde_json::{Value, json};

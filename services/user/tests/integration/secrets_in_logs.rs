@@ -1,6 +1,6 @@
 //! No password, hash or reset token appears in logs or responses.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
