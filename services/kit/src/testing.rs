@@ -1,6 +1,11 @@
 //! Helpers for integration tests against the real PostgreSQL and RabbitMQ. Every test gets its
 //! own schema and its own broker prefix, so tests run in parallel. A missing component fails the
 //! test with a message saying what to start; nothing passes silently.
+//!
+//! Beside the helpers here: [`service`] (a platform's services in-process, their broker objects),
+//! [`http`] (requests and the contract's error shape), [`smtp`] (a real SMTP server in-process),
+//! [`servers`] (a PostgreSQL cluster and a RabbitMQ node a test may break) and [`contract`]
+//! (a service's configuration held to the platform's contract).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,15 +3,13 @@
 //! `cargo test --release -p admin-service --test integration bench:: -- --ignored --nocapture`
 //! (`BENCH_TICKETS`, `BENCH_REQUESTS` change the sizes).
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::common::{Platform, http};
 use admin_service::dashboard::{Statistics, rebuild_counters};
-use common::{Platform, http};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketCreated, TicketSnapshot, TicketStatus, UserRef,

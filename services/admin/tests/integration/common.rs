@@ -2,47 +2,42 @@
 //! own schema, sharing a broker prefix (started with `helpdesk_kit::testing::service`).
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use helpdesk_kit::bus::Subscription;
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::service::{self, prebind, service_env};
-use helpdesk_kit::testing::{self, TestKeys, unique};
+use helpdesk_kit::testing::{self, service};
 
 pub use helpdesk_kit::testing::http::client as http;
 
-pub struct Platform {
-    pub keys: TestKeys,
-    pub prefix: String,
-    pub shutdown: CancellationToken,
-    pub schemas: Vec<String>,
-    pub queues: Vec<Subscription>,
+/// The kit's platform with admin-service, user-service and ticket-service.
+pub struct Platform(service::Platform);
+
+impl Deref for Platform {
+    type Target = service::Platform;
+    fn deref(&self) -> &service::Platform {
+        &self.0
+    }
+}
+
+impl DerefMut for Platform {
+    fn deref_mut(&mut self) -> &mut service::Platform {
+        &mut self.0
+    }
 }
 
 impl Platform {
     pub async fn new() -> Self {
-        testing::require_postgres().await;
-        testing::require_rabbitmq().await;
-        Self {
-            keys: TestKeys::generate(),
-            prefix: format!("{}.", unique("t")),
-            shutdown: CancellationToken::new(),
-            schemas: Vec::new(),
-            queues: Vec::new(),
-        }
+        Self(service::Platform::new().await)
     }
 
     /// The shared settings on a new schema in `schema_var`, with `extra` added.
     fn env(&mut self, schema_var: &str, schema_prefix: &str, extra: &[(&str, &str)]) -> Env {
-        let schema = unique(schema_prefix);
-        self.schemas.push(schema.clone());
-        let mut env = service_env(&self.keys, &self.prefix, schema_var, &schema);
+        let mut env = self.0.env(schema_var, schema_prefix);
         env.push(("EVENT_RETRY_BASE_DELAY".into(), "100ms".into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Env::from_map(env)
@@ -67,8 +62,7 @@ impl Platform {
             .await;
         self.prebind(&admin_service::access::subscription(attempts, delay))
             .await;
-        let running =
-            service::start::<admin_service::AdminService>(config, self.shutdown.clone()).await;
+        let running = self.start::<admin_service::AdminService>(config).await;
         (running.url, running.pool)
     }
 
@@ -87,9 +81,7 @@ impl Platform {
             ],
         );
         let config = user_service::Config::from_env(&env).expect("user config");
-        service::start::<user_service::UserService>(config, self.shutdown.clone())
-            .await
-            .url
+        self.start::<user_service::UserService>(config).await.url
     }
 
     /// Starts ticket-service (without audit-service); returns its base URL. Start it before
@@ -103,15 +95,9 @@ impl Platform {
         let config = ticket_service::Config::from_env(&env).expect("ticket config");
         self.prebind(&ticket_service::users_subscription(&config))
             .await;
-        service::start::<ticket_service::TicketService>(config, self.shutdown.clone())
+        self.start::<ticket_service::TicketService>(config)
             .await
             .url
-    }
-
-    /// Declares and binds a consumer's queue before anything is published.
-    pub async fn prebind(&mut self, sub: &Subscription) {
-        prebind(&self.prefix, sub).await;
-        self.queues.push(sub.clone());
     }
 
     /// A publishing channel with confirms.
@@ -149,11 +135,6 @@ impl Platform {
 
     /// Stops the services and removes the schemas and broker objects (on success).
     pub async fn finish(self) {
-        self.shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for schema in &self.schemas {
-            testing::drop_schema(schema).await;
-        }
-        service::remove_broker_objects(&self.prefix, &self.queues).await;
+        self.0.finish().await;
     }
 }

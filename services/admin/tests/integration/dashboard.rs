@@ -2,8 +2,6 @@
 //! operations (with duplicated and late, out-of-order events), the statistics equal a direct count
 //! of the expected tickets and of the read model; a change shows within a second.
 
-use crate::common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
+use crate::common::{Platform, http};
 use admin_service::dashboard::{AgentLoad, Statistics, count_directly};
-use common::{Platform, http};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketAssigned, TicketCreated, TicketDeleted, TicketSnapshot,

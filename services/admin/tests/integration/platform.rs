@@ -1,15 +1,13 @@
 //! The whole path with the real user-service and ticket-service: role changes and deletions made
 //! through admin-service reach user-service, ticket-service's user read model and the dashboard.
 
-use crate::common;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::{Platform, http};
 use admin_service::dashboard::Statistics;
-use common::{Platform, http};
 use helpdesk_kit::testing::eventually;
 
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");

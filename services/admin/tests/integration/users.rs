@@ -1,14 +1,12 @@
 //! User administration through the real user-service: listings, role changes and deletions take
 //! effect there; the last-admin and self-delete rules; access by current role; user-service down.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use common::{Platform, http};
+use crate::common::{Platform, http};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::testing::eventually;
 use helpdesk_kit::testing::http::error;

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use common::{Audit, WAIT};
+use crate::common::{Audit, WAIT};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::{
     EmailSent, Envelope, EventMetadata, TICKET_EVENTS, TicketCreated, TicketSnapshot, TicketStatus,

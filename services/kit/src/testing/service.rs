@@ -37,6 +37,60 @@ pub fn service_env(
     .collect()
 }
 
+/// The services of one test: one key pair, one broker prefix, a schema per service. The schemas and
+/// queues it hands out are removed by [`Platform::finish`].
+pub struct Platform {
+    pub keys: TestKeys,
+    pub prefix: String,
+    /// Stops every service started with [`Platform::start`].
+    pub shutdown: CancellationToken,
+    pub schemas: Vec<String>,
+    pub queues: Vec<Subscription>,
+}
+
+impl Platform {
+    /// Checks PostgreSQL and RabbitMQ (a clear failure when one is missing).
+    pub async fn new() -> Self {
+        super::require_postgres().await;
+        super::require_rabbitmq().await;
+        Self {
+            keys: TestKeys::generate(),
+            prefix: format!("{}.", super::unique("t")),
+            shutdown: CancellationToken::new(),
+            schemas: Vec::new(),
+            queues: Vec::new(),
+        }
+    }
+
+    /// [`service_env`] on a new schema (named `schema_prefix` + a unique suffix) in `schema_var`.
+    pub fn env(&mut self, schema_var: &str, schema_prefix: &str) -> Vec<(String, String)> {
+        let schema = super::unique(schema_prefix);
+        self.schemas.push(schema.clone());
+        service_env(&self.keys, &self.prefix, schema_var, &schema)
+    }
+
+    /// [`prebind`] under the platform's prefix; the queue is removed by [`Platform::finish`].
+    pub async fn prebind(&mut self, sub: &Subscription) {
+        prebind(&self.prefix, sub).await;
+        self.queues.push(sub.clone());
+    }
+
+    /// [`start`], stopped by [`Platform::finish`].
+    pub async fn start<D: ServiceDef>(&self, config: D::Config) -> Running {
+        start::<D>(config, self.shutdown.clone()).await
+    }
+
+    /// Stops the services and removes the schemas and broker objects.
+    pub async fn finish(self) {
+        self.shutdown.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for schema in &self.schemas {
+            super::drop_schema(schema).await;
+        }
+        remove_broker_objects(&self.prefix, &self.queues).await;
+    }
+}
+
 /// A service started by [`start`].
 pub struct Running {
     /// `http://127.0.0.1:PORT`

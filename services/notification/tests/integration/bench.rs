@@ -4,14 +4,12 @@
 //! `cargo test --release -p notification-service --test integration bench:: -- --ignored --nocapture`
 //! (`BENCH_EMAILS` changes the count, `BENCH_CONCURRENCY` the emails in flight per replica).
 
-use crate::common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use common::{Platform, SmtpSink};
+use crate::common::{Platform, SmtpSink};
 use helpdesk_kit::testing::eventually;
 use notification_service::emails::{NewEmail, queue};
 use notification_service::sender::Sender;

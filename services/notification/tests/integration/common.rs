@@ -2,17 +2,14 @@
 //! user-service in-process on random ports, each on its own schema and broker prefix.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use helpdesk_kit::bus::Subscription;
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::service::{self, service_env};
-use helpdesk_kit::testing::{self, TestKeys, unique};
+use helpdesk_kit::testing::{self, service};
 
 /// The SMTP server the tests send to (in-process, see `helpdesk_kit::testing::smtp`).
 pub use helpdesk_kit::testing::smtp::{SinkTls, SmtpSink};
@@ -22,33 +19,30 @@ pub use helpdesk_kit::testing::http::client as http;
 
 // ---------------------------------------------------------------- services
 
-/// What every service of a test platform shares.
-pub struct Platform {
-    pub keys: TestKeys,
-    pub prefix: String,
-    pub shutdown: CancellationToken,
-    pub schemas: Vec<String>,
-    pub queues: Vec<Subscription>,
+/// The kit's platform with notification-service and user-service.
+pub struct Platform(service::Platform);
+
+impl Deref for Platform {
+    type Target = service::Platform;
+    fn deref(&self) -> &service::Platform {
+        &self.0
+    }
+}
+
+impl DerefMut for Platform {
+    fn deref_mut(&mut self) -> &mut service::Platform {
+        &mut self.0
+    }
 }
 
 impl Platform {
     pub async fn new() -> Self {
-        testing::require_postgres().await;
-        testing::require_rabbitmq().await;
-        Self {
-            keys: TestKeys::generate(),
-            prefix: format!("{}.", unique("t")),
-            shutdown: CancellationToken::new(),
-            schemas: Vec::new(),
-            queues: Vec::new(),
-        }
+        Self(service::Platform::new().await)
     }
 
     /// The shared settings on a new schema in `schema_var`.
     fn base_env(&mut self, schema_var: &str, schema_prefix: &str) -> Vec<(String, String)> {
-        let schema = unique(schema_prefix);
-        self.schemas.push(schema.clone());
-        let mut env = service_env(&self.keys, &self.prefix, schema_var, &schema);
+        let mut env = self.0.env(schema_var, schema_prefix);
         env.push(("FRONTEND_BASE_URL".into(), "http://helpdesk.test".into()));
         env.push(("EVENT_RETRY_BASE_DELAY".into(), "100ms".into()));
         env
@@ -76,11 +70,9 @@ impl Platform {
             &helpdesk_kit::bus::topology::NOTIFICATION_USERS.subscription(attempts, delay),
         )
         .await;
-        let running = service::start::<notification_service::NotificationService>(
-            config,
-            self.shutdown.clone(),
-        )
-        .await;
+        let running = self
+            .start::<notification_service::NotificationService>(config)
+            .await;
         (running.url, running.pool)
     }
 
@@ -98,16 +90,7 @@ impl Platform {
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
         let config = user_service::Config::from_env(&Env::from_map(env)).expect("user config");
-        service::start::<user_service::UserService>(config, self.shutdown.clone())
-            .await
-            .url
-    }
-
-    /// Declares and binds a consumer's queue before anything is published, so no event published
-    /// before the consumer connects is lost (the consumer declares the same queue).
-    pub async fn prebind(&mut self, sub: &Subscription) {
-        service::prebind(&self.prefix, sub).await;
-        self.queues.push(sub.clone());
+        self.start::<user_service::UserService>(config).await.url
     }
 
     /// Publishes an event as its producer would.
@@ -117,11 +100,6 @@ impl Platform {
 
     /// Stops the services and removes the schemas and broker objects (on success).
     pub async fn finish(self) {
-        self.shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for schema in &self.schemas {
-            testing::drop_schema(schema).await;
-        }
-        service::remove_broker_objects(&self.prefix, &self.queues).await;
+        self.0.finish().await;
     }
 }

@@ -2,8 +2,6 @@
 //! the server is down, FAILED after N attempts with the server's answer for a rejected recipient,
 //! two replicas sending without duplicates, STARTTLS and implicit TLS, AUTH, a server that stalls.
 
-use crate::common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use common::{Platform, SinkTls, SmtpSink, free_port, http};
+use crate::common::{Platform, SinkTls, SmtpSink, free_port, http};
 use helpdesk_kit::testing::{eventually, unique};
 use notification_service::sender::{SendReport, Sender};
 

@@ -2,15 +2,13 @@
 //! HTTP with the link from the mail), ticket mails to the right people, once per event however
 //! often it is delivered; the internal HTTP routes.
 
-use crate::common;
-
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use common::{Platform, SmtpSink, http};
+use crate::common::{Platform, SmtpSink, http};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketAssigned, TicketCreated, TicketSnapshot, TicketStatus,

@@ -1,14 +1,12 @@
 //! Events: the user deletion cascade, the audit trail through audit-service, audit-service down,
 //! and writes that keep working while audit-service and RabbitMQ are down.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use uuid::Uuid;
 
-use common::{Api, Platform, Proxy, WAIT, broker_addr, wait_user};
+use crate::common::{Api, Platform, Proxy, WAIT, broker_addr, wait_user};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::TICKET_EVENTS;
 use helpdesk_kit::testing::{EventTap, amqp_url, eventually};

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use common::{Api, Platform, TestUser, wait_user};
+use crate::common::{Api, Platform, TestUser, wait_user};
 use helpdesk_kit::auth::Role;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use common::{Api, Platform, WAIT, wait_user};
+use crate::common::{Api, Platform, WAIT, wait_user};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::testing::eventually;
 

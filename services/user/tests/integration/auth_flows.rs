@@ -2,8 +2,8 @@
 
 use crate::common;
 
+use crate::common::{ADMIN_EMAIL, ADMIN_PASSWORD, error, spawn, spawn_with};
 use base64::Engine;
-use common::{ADMIN_EMAIL, ADMIN_PASSWORD, error, spawn, spawn_with};
 use serde_json::{Value, json};
 
 fn claims(token: &str) -> Value {

@@ -1,8 +1,6 @@
 //! Password reset and the internal routes for admin-service.
 
-use crate::common;
-
-use common::{ADMIN_EMAIL, error, spawn, spawn_with};
+use crate::common::{ADMIN_EMAIL, error, spawn, spawn_with};
 use serde_json::{Value, json};
 
 fn token_of(link: &str) -> String {
