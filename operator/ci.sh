@@ -39,7 +39,7 @@ export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config"
 "$HELM" version --short
 
 step "build helpdesk-operator"
-(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --bin helpdesk-operator --example fleet_figures)
+(cd "$ROOT" && cargo build --quiet -p helpdesk-operator --features fake-api --bin helpdesk-operator --example fleet_figures)
 OP="$TARGET/debug/helpdesk-operator"
 
 step "CRD in crds/ is what the types generate"
@@ -60,10 +60,19 @@ for f in "$OUT"/*.yaml; do
   printf '%-28s %3d objects\n' "$(basename "$f")" "$(grep -c '^---$' "$f")"
 done
 
+step "render assumes the APIs a resource names, and says so"
+"$OP" render --check -f "$S/delegated.yaml" > "$OUT/delegated-assumed.txt"
+head -n 1 "$OUT/delegated-assumed.txt" | grep -q '^# rendered assuming these APIs exist: postgresql.cnpg.io/v1 Cluster' \
+  || { echo "render without flags did not assume (or name) the APIs of samples/delegated.yaml" >&2; exit 1; }
+
 step "an invalid platform is refused"
 if printf 'apiVersion: helpdesk.dev/v1alpha1\nkind: HelpdeskPlatform\nmetadata: {name: x}\nspec: {ingress: {host: "Bad_Host"}}\n' | "$OP" render -f - >/dev/null 2>&1; then
   echo "render accepted an invalid host" >&2; exit 1
 fi
+if printf 'apiVersion: helpdesk.dev/v1alpha1\nkind: HelpdeskPlatform\nmetadata: {name: x}\nspec: {ingress: {host: a.example.com}, servces: {}}\n' | "$OP" render -f - >/dev/null 2>"$OUT/misspelled.txt"; then
+  echo "render accepted a misspelled field" >&2; exit 1
+fi
+grep -q 'spec.servces: unknown field' "$OUT/misspelled.txt" || { cat "$OUT/misspelled.txt" >&2; exit 1; }
 
 step "kubernetes-validate --strict (rendered objects and the CRD)"
 # Custom resources (Route, Cluster, RabbitmqCluster, ServiceMonitor) have no official schema: warned, not failed.

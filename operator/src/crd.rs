@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::names::Component;
+use crate::validate::FieldError;
 
 pub const GROUP: &str = "helpdesk.dev";
 pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of one Helpdesk installation.
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "helpdesk.dev",
     version = "v1alpha1",
@@ -32,7 +33,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct HelpdeskPlatformSpec {
     /// Image tag of every service, and the migration version.
     #[serde(default = "default_version")]
@@ -66,6 +67,44 @@ pub struct HelpdeskPlatformSpec {
     pub pod_disruption_budgets: bool,
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// Fields of the spec as received that the schema does not define (misspelled or from a
+    /// newer CRD), with their paths: `validate` reports them. Never serialized.
+    #[serde(skip)]
+    pub unknown_fields: Vec<FieldError>,
+}
+
+// `remote = "Self"` above makes the serde derives inherent functions, so that reading a spec can
+// note its unknown fields (kept out of the typed value otherwise) and name the path of a field
+// that does not parse. (The spec derives plain `JsonSchema`: it has no `x_kube` rule, and
+// `KubeSchema` would copy the serde attributes onto a private struct. The CRD is unchanged.)
+impl<'de> Deserialize<'de> for HelpdeskPlatformSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = serde_json::Value::deserialize(d)?;
+        let unknown_fields = crate::strict::unknown_spec_fields(&raw);
+        let mut track = serde_path_to_error::Track::new();
+        let spec = HelpdeskPlatformSpec::deserialize(serde_path_to_error::Deserializer::new(
+            raw, &mut track,
+        ))
+        .map_err(|e| {
+            let path = track.path().to_string();
+            let path = if path == "." {
+                "spec".to_string()
+            } else {
+                format!("spec.{path}")
+            };
+            serde::de::Error::custom(format!("{path}: {e}"))
+        })?;
+        Ok(Self {
+            unknown_fields,
+            ..spec
+        })
+    }
+}
+
+impl Serialize for HelpdeskPlatformSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        HelpdeskPlatformSpec::serialize(self, s)
+    }
 }
 
 fn default_version() -> String {

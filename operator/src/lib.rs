@@ -4,6 +4,7 @@
 //! apply (writes) → status. `render` runs the pure part without a cluster.
 
 pub mod build;
+pub mod checks;
 pub mod consistency;
 pub mod controller;
 pub mod crd;
@@ -11,5 +12,7 @@ pub mod leader;
 pub mod material;
 pub mod names;
 pub mod render;
+pub mod rules;
+pub mod strict;
 pub mod telemetry;
 pub mod validate;

@@ -23,20 +23,26 @@ enum Command {
         write_to: Vec<PathBuf>,
     },
     /// Print every object the operator would create for a resource, without a cluster.
+    ///
+    /// The optional APIs the resource names (spec.postgres.cloudNativePG,
+    /// spec.rabbitmq.rabbitmqClusterOperator, spec.ingress.kind: route,
+    /// spec.monitoring.serviceMonitor: true) are assumed to exist, and the output's first line
+    /// says so; the flags below force the others. Unknown fields and invalid values are errors
+    /// with their paths.
     Render {
         /// File with one or more HelpdeskPlatform documents (`-` for stdin).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// Pretend the OpenShift Route API exists (Routes instead of an Ingress, random UIDs).
+        /// Assume the OpenShift Route API exists (Routes instead of an Ingress, random UIDs).
         #[arg(long)]
         openshift: bool,
-        /// Pretend CloudNativePG's Cluster API exists.
+        /// Assume CloudNativePG's Cluster API exists.
         #[arg(long)]
         cloud_native_pg: bool,
-        /// Pretend the RabbitMQ Cluster Operator's API exists.
+        /// Assume the RabbitMQ Cluster Operator's API exists.
         #[arg(long)]
         rabbitmq_operator: bool,
-        /// Pretend the Prometheus operator's ServiceMonitor API exists.
+        /// Assume the Prometheus operator's ServiceMonitor API exists (then `serviceMonitor: auto` creates one).
         #[arg(long)]
         service_monitor: bool,
         /// Also run the cross-object consistency checks (selectors, keys, ports); fail on problems.
@@ -94,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                     concurrency,
                 ))?;
         }
-        Command::Crd { write_to } if write_to.is_empty() => print!("{}", crd::crd_yaml()),
+        Command::Crd { write_to } if write_to.is_empty() => print_out(&crd::crd_yaml())?,
         Command::Crd { write_to } => {
             for dir in write_to {
                 let path = dir.join("helpdeskplatforms.helpdesk.dev.yaml");
@@ -117,16 +123,27 @@ fn main() -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
+            // Forced by flags; render adds the ones each resource names.
             let caps = Capabilities {
                 routes: openshift,
                 cloud_native_pg,
                 rabbitmq_operator,
                 service_monitor,
             };
-            print!("{}", render::render_yaml(&text, &caps, check)?);
+            print_out(&render::render_yaml(&text, &caps, check)?)?;
         }
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that stops early (`render ... | head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }
 
 async fn run(

@@ -28,6 +28,11 @@ pub const SERVICE_TOKEN_ISSUER: &str = helpdesk_contract::auth::ISSUER;
 pub const SERVICE_TOKEN_LIFETIME_SECS: i64 = 90 * 24 * 3600;
 pub const SERVICE_TOKEN_RENEW_BEFORE_SECS: i64 = 30 * 24 * 3600;
 
+/// The first administrator's email when the platform does not supply one: `admin@<ingress host>`.
+pub fn default_admin_email(host: &str) -> String {
+    format!("admin@{host}")
+}
+
 /// The `exp` of a JWT (without verifying it: the operator minted it), if it can be read.
 pub fn token_expiry(token: &str) -> Option<i64> {
     use base64::Engine;

@@ -5,7 +5,7 @@ use crate::crd::{
     CloudNativePgSpec, ExternalPostgres, ExternalRabbitmq, HelpdeskPlatform, IngressKind,
     ManagedPostgres, ManagedRabbitmq, RabbitmqClusterOperatorSpec, ServiceMonitorMode,
 };
-use crate::names::{self, Component};
+use crate::names;
 
 /// Which optional APIs the cluster serves (discovered by the controller, flags in `render`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,66 +64,62 @@ impl Resolved {
     }
 }
 
+/// One problem of a platform, at the path of the field that has it:
+/// `spec.services.ticket.replicas: must be >= 0`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// `spec.services.ticket.replicas`, `metadata.name`, `spec.servces`.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
 /// Checks what the schema cannot (or what `render` gets without an API server to enforce it).
-pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, Vec<String>> {
-    let mut errs = Vec::new();
+/// Every problem is reported, each with its field's path.
+pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, Vec<FieldError>> {
     let s = &p.spec;
+    // Fields the operator does not know (found when the spec was read), then each field's rules.
+    let mut errs: Vec<FieldError> = s.unknown_fields.clone();
+    crate::checks::spec(p, &mut errs);
+    let err = |path: &str, message: String| FieldError::new(path, message);
     let name = p.metadata.name.clone().unwrap_or_default();
-    if name.is_empty() {
-        errs.push("metadata.name is required".to_string());
-    }
-    if name.len() > 40 {
-        errs.push("metadata.name must be at most 40 characters (children append suffixes)".into());
-    }
     let namespace = p
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    if s.version.is_empty()
-        || !s
-            .version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-    {
-        errs.push(format!(
-            "spec.version {:?} is not a valid image tag",
-            s.version
-        ));
-    }
     if !is_dns_name(&s.ingress.host) {
-        errs.push(format!(
-            "spec.ingress.host {:?} is not a DNS name",
-            s.ingress.host
+        errs.push(err(
+            "spec.ingress.host",
+            format!("{:?} is not a DNS name", s.ingress.host),
         ));
-    }
-    for c in Component::ALL {
-        let svc = s.services.get(c);
-        if let Some(a) = &svc.autoscaling
-            && (a.min_replicas < 1 || a.min_replicas > a.max_replicas)
-        {
-            errs.push(format!(
-                "spec.services.{}.autoscaling: minReplicas ({}) must be between 1 and maxReplicas ({})",
-                c.as_str(),
-                a.min_replicas,
-                a.max_replicas
-            ));
-        }
-        if svc.replicas < 0 {
-            errs.push(format!(
-                "spec.services.{}.replicas must not be negative",
-                c.as_str()
-            ));
-        }
     }
     if !s.auth.token_ttl.ends_with(['s', 'm', 'h', 'd'])
         || s.auth.token_ttl[..s.auth.token_ttl.len().saturating_sub(1)]
             .parse::<u64>()
             .is_err()
     {
-        errs.push(format!(
-            "spec.auth.tokenTtl {:?} must look like 7d, 12h, 30m",
-            s.auth.token_ttl
+        errs.push(err(
+            "spec.auth.tokenTtl",
+            format!("{:?} must look like 7d, 12h, 30m", s.auth.token_ttl),
         ));
     }
 
@@ -133,13 +129,16 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         (Some(m), None, None) => Some(PostgresMode::Managed(m.clone())),
         (None, Some(c), None) => {
             if !caps.cloud_native_pg {
-                errs.push("spec.postgres.cloudNativePG: the CloudNativePG Cluster API (postgresql.cnpg.io/v1) is not installed in this cluster".into());
+                errs.push(err("spec.postgres.cloudNativePG", "the CloudNativePG Cluster API (postgresql.cnpg.io/v1) is not installed in this cluster".into()));
             }
             Some(PostgresMode::CloudNativePg(c.clone()))
         }
         (None, None, Some(e)) => Some(PostgresMode::External(e.clone())),
         _ => {
-            errs.push("spec.postgres: set exactly one of managed, cloudNativePG, external".into());
+            errs.push(err(
+                "spec.postgres",
+                "set exactly one of managed, cloudNativePG, external".into(),
+            ));
             None
         }
     };
@@ -149,16 +148,16 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         (Some(m), None, None) => Some(RabbitmqMode::Managed(m.clone())),
         (None, Some(o), None) => {
             if !caps.rabbitmq_operator {
-                errs.push("spec.rabbitmq.rabbitmqClusterOperator: the RabbitmqCluster API (rabbitmq.com/v1beta1) is not installed in this cluster".into());
+                errs.push(err("spec.rabbitmq.rabbitmqClusterOperator", "the RabbitmqCluster API (rabbitmq.com/v1beta1) is not installed in this cluster".into()));
             }
             Some(RabbitmqMode::ClusterOperator(o.clone()))
         }
         (None, None, Some(e)) => Some(RabbitmqMode::External(e.clone())),
         _ => {
-            errs.push(
-                "spec.rabbitmq: set exactly one of managed, rabbitmqClusterOperator, external"
-                    .into(),
-            );
+            errs.push(err(
+                "spec.rabbitmq",
+                "set exactly one of managed, rabbitmqClusterOperator, external".into(),
+            ));
             None
         }
     };
@@ -167,7 +166,10 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         IngressKind::Auto | IngressKind::Ingress => Exposure::Ingress,
         IngressKind::Route => {
             if !caps.routes {
-                errs.push("spec.ingress.kind is route but the Route API (route.openshift.io/v1) is not installed".into());
+                errs.push(err(
+                    "spec.ingress.kind",
+                    "is route but the Route API (route.openshift.io/v1) is not installed".into(),
+                ));
             }
             Exposure::Route
         }
@@ -176,14 +178,15 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         ServiceMonitorMode::Auto => caps.service_monitor,
         ServiceMonitorMode::Enabled => {
             if !caps.service_monitor {
-                errs.push("spec.monitoring.serviceMonitor is true but the ServiceMonitor API (monitoring.coreos.com/v1) is not installed".into());
+                errs.push(err("spec.monitoring.serviceMonitor", "is true but the ServiceMonitor API (monitoring.coreos.com/v1) is not installed".into()));
             }
             true
         }
         ServiceMonitorMode::Disabled => false,
         ServiceMonitorMode::Invalid(v) => {
-            errs.push(format!(
-                "spec.monitoring.serviceMonitor must be auto, true or false, not {v}"
+            errs.push(err(
+                "spec.monitoring.serviceMonitor",
+                format!("must be auto, true or false, not {v}"),
             ));
             false
         }
@@ -193,8 +196,9 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         Some(url) => match otlp_port(url) {
             Some(port) => Some((url.trim_end_matches('/').to_string(), port)),
             None => {
-                errs.push(format!(
-                    "spec.monitoring.otlpEndpoint must be an http(s) URL with a host, like http://otel-collector.observability:4318, not {url}"
+                errs.push(err(
+                    "spec.monitoring.otlpEndpoint",
+                    format!("must be an http(s) URL with a host, like http://otel-collector.observability:4318, not {url}"),
                 ));
                 None
             }
@@ -213,13 +217,8 @@ pub fn validate(p: &HelpdeskPlatform, caps: &Capabilities) -> Result<Resolved, V
         if let Some(ns) = ns
             && (ns.len() > 63 || ns.contains('.') || !is_dns_name(ns))
         {
-            errs.push(format!("{field} {ns:?} is not a namespace name"));
+            errs.push(err(field, format!("{ns:?} is not a namespace name")));
         }
-    }
-    if let Some(f) = &s.frontend
-        && f.image.trim().is_empty()
-    {
-        errs.push("spec.frontend.image must not be empty".into());
     }
 
     match (postgres, rabbitmq) {
@@ -336,20 +335,60 @@ mod tests {
             &Capabilities::default(),
         )
         .unwrap_err();
-        let all = errs.join("\n");
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let all = all.join("\n");
         for needle in [
-            "spec.version",
-            "spec.ingress.host",
+            "spec.version: \"bad tag!\" is not a valid image tag",
+            "spec.ingress.host: \"Not_A_Host\" is not a DNS name",
             "spec.postgres: set exactly one",
-            "RabbitmqCluster API",
-            "Route API",
-            "spec.services.ticket.autoscaling",
-            "tokenTtl",
-            "spec.monitoring.otlpEndpoint",
-            "spec.monitoring.prometheusNamespace",
+            "spec.rabbitmq.rabbitmqClusterOperator: the RabbitmqCluster API",
+            "spec.ingress.kind: is route but the Route API",
+            "spec.services.ticket.autoscaling.minReplicas: 5 must not exceed maxReplicas (2)",
+            "spec.auth.tokenTtl: \"seven days\" must look like",
+            "spec.monitoring.otlpEndpoint: must be an http(s) URL",
+            "spec.monitoring.prometheusNamespace: \"Mon\" is not a namespace name",
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }
+    }
+
+    #[test]
+    fn every_error_names_its_field_path() {
+        let errs = validate(
+            &platform(
+                "  ingress: {host: a.example.com}\n  services: {ticket: {replicas: -1}, user: {replicas: 101}}",
+            ),
+            &Capabilities::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                FieldError::new("spec.services.user.replicas", "must be <= 100"),
+                FieldError::new("spec.services.ticket.replicas", "must be >= 0"),
+            ]
+        );
+        assert_eq!(
+            errs[1].to_string(),
+            "spec.services.ticket.replicas: must be >= 0"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_their_paths() {
+        let errs: Vec<String> = validate(
+            &platform(
+                "  ingress: {host: a.example.com}\n  servces: {}\n  services: {tiket: {replicas: 2}}",
+            ),
+            &Capabilities::default(),
+        )
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].starts_with("spec.servces: unknown field, did you mean services?"));
+        assert!(errs[1].starts_with("spec.services.tiket: unknown field, did you mean ticket?"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use kube::{
 use serde_json::Value;
 
 use super::Error;
+use super::dereference::Existing;
 use super::drift;
-use super::observe::Existing;
 use crate::build::{Child, Kind};
 use crate::names::{HASH_ANNOTATION, MANAGER};
 
@@ -41,12 +41,14 @@ impl Rejection {
 
     /// The API error this stands for (returned from the reconcile so that it backs off).
     pub fn to_error(&self) -> Error {
-        let message = format!("{}: {}", self.object, self.message);
-        Error::Kube(kube::Error::Api(
-            Status::failure(&message, &self.reason)
-                .with_code(self.code)
-                .boxed(),
-        ))
+        Error::Apply {
+            object: self.object.clone(),
+            source: kube::Error::Api(
+                Status::failure(&self.message, &self.reason)
+                    .with_code(self.code)
+                    .boxed(),
+            ),
+        }
     }
 }
 
@@ -174,7 +176,12 @@ pub async fn apply_children(
                     out.rejected.push(Rejection::new(label, s));
                     continue;
                 }
-                None => return Err(Error::Kube(e)),
+                None => {
+                    return Err(Error::Apply {
+                        object: label,
+                        source: e,
+                    });
+                }
             }
         }
         let applied = match api.patch(child.name(), &params, &Patch::Apply(&body)).await {
@@ -184,7 +191,12 @@ pub async fn apply_children(
                     out.rejected.push(Rejection::new(label, s));
                     continue;
                 }
-                None => return Err(Error::Kube(e)),
+                None => {
+                    return Err(Error::Apply {
+                        object: label,
+                        source: e,
+                    });
+                }
             },
         };
         metrics::counter!("helpdesk_operator_api_writes_total", "kind" => child.kind.kind_name())
@@ -268,7 +280,12 @@ async fn expand_claims(
                     out.rejected.push(Rejection::new(label, s));
                     continue;
                 }
-                None => return Err(Error::Kube(e)),
+                None => {
+                    return Err(Error::Apply {
+                        object: label,
+                        source: e,
+                    });
+                }
             },
         };
         let current = claim.data["spec"]["resources"]["requests"]["storage"]
@@ -312,7 +329,12 @@ async fn expand_claims(
             }
             Err(e) => match rejected(&e) {
                 Some(s) => out.rejected.push(Rejection::new(label, s)),
-                None => return Err(Error::Kube(e)),
+                None => {
+                    return Err(Error::Apply {
+                        object: label,
+                        source: e,
+                    });
+                }
             },
         }
     }
@@ -394,7 +416,7 @@ pub async fn delete_orphans(
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::Kube(e)),
+            Err(e) => return Err(Error::Prune(e)),
         }
         metrics::counter!("helpdesk_operator_api_writes_total", "kind" => kind.kind_name())
             .increment(1);

@@ -1,8 +1,9 @@
 //! The reconciler: dereference → validate → build → apply → status, for each `HelpdeskPlatform`.
 
 pub mod apply;
+pub mod dereference;
 pub mod drift;
-pub mod observe;
+pub mod observed;
 pub mod status;
 
 use std::collections::HashMap;
@@ -34,11 +35,24 @@ use crate::material::MaterialError;
 use crate::names::MANAGER;
 use crate::validate::{Capabilities, validate};
 
-/// Every way a reconcile can fail; `metric_label` names it in `/metrics`.
+/// Every way a reconcile can fail, one variant per step that calls the API; `metric_label`
+/// names it in `/metrics`, so an alert can tell a failing apply from a failing status write.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[source] kube::Error),
+    #[error("discovering the cluster's optional APIs: {0}")]
+    Discover(#[source] kube::Error),
+    #[error("reading the platform's children and Secrets: {0}")]
+    Dereference(#[source] kube::Error),
+    #[error("applying {object}: {source}")]
+    Apply {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting children the platform no longer wants: {0}")]
+    Prune(#[source] kube::Error),
+    #[error("writing the platform's status: {0}")]
+    Status(#[source] kube::Error),
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
     #[error("generated material: {0}")]
@@ -50,7 +64,11 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Discover(_) => "discover",
+            Error::Dereference(_) => "dereference",
+            Error::Apply { .. } => "apply",
+            Error::Prune(_) => "prune",
+            Error::Status(_) => "status",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Material(_) => "material",
             Error::SuppliedSecret(_) => "supplied_secret",
@@ -93,7 +111,7 @@ impl Context {
         {
             return Ok(caps);
         }
-        let caps = observe::discover(&self.client).await?;
+        let caps = dereference::discover(&self.client).await?;
         *self.caps.lock().expect("lock") = Some((Instant::now(), caps));
         Ok(caps)
     }
@@ -185,7 +203,7 @@ async fn write_status(
         &Patch::Apply(&body),
     )
     .await
-    .map_err(Error::Kube)?;
+    .map_err(Error::Status)?;
     metrics::counter!("helpdesk_operator_api_writes_total", "kind" => "HelpdeskPlatformStatus")
         .increment(1);
     Ok(true)
@@ -230,48 +248,32 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let mut report = Report::default();
-    // Paused by an SRE (`helpdesk.dev/reconcile: paused`): no writes at all but the status saying
-    // so (once), as CloudNativePG's and the RabbitMQ Cluster Operator's pause annotations do.
-    if is_paused(p) {
-        let st = status::paused(p, &now());
-        report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
-        record_readiness(&ns, &name, false);
-        return Ok(report);
-    }
-    if p.metadata.deletion_timestamp.is_some() {
+    if p.metadata.deletion_timestamp.is_some() && !is_paused(p) {
         // Owner references cascade the deletion; the StatefulSets' PVC retention policy decides
         // about the data. Nothing to do, so no finalizer either.
         return Ok(report);
     }
-
-    // Dereference (capabilities) + validate.
-    let caps = ctx.capabilities().await?;
-    let resolved = match validate(p, &caps) {
-        Ok(r) => r,
-        Err(problems) => {
-            warn!(?problems, "invalid spec");
-            let st = status::invalid(p, &problems, &now());
-            report.events += transition_events(ctx, p, &st).await;
+    let (resolved, existing, material) = match prepare(p, ctx, &ns, &name).await? {
+        Ok(prepared) => prepared,
+        Err(stop) => {
+            // Every reason to stop before building is reported here, the same way; nothing is
+            // applied, children stay as they are.
+            let st = match &stop {
+                Stop::Paused => status::paused(p, &now()),
+                Stop::Invalid(problems) => {
+                    warn!(?problems, "invalid spec");
+                    status::invalid(p, problems, &now())
+                }
+            };
+            if matches!(stop, Stop::Invalid(_)) {
+                report.events += transition_events(ctx, p, &st).await;
+            }
             report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
+            record_readiness(&ns, &name, false);
             return Ok(report);
         }
     };
-
-    // Dereference: what exists, what to keep, how far migrations are.
-    let existing = observe::list_children(&ctx.client, &ns, &name, &caps).await?;
-    let material = match observe::secret_material(&ctx.client, &ns, p, &resolved, &existing).await {
-        Ok(m) => m,
-        // A Secret the SRE supplied is incomplete: say so in status; retried on the next requeue.
-        Err(Error::SuppliedSecret(problem)) => {
-            warn!(%problem, "unusable supplied Secret");
-            let st = status::invalid(p, &[problem], &now());
-            report.events += transition_events(ctx, p, &st).await;
-            report.status_written = write_status(ctx, p, &ns, &name, &st).await?;
-            return Ok(report);
-        }
-        Err(e) => return Err(e),
-    };
-    let plan = observe::rollout_plan(p, &name, &existing);
+    let plan = dereference::rollout_plan(p, &name, &existing);
 
     // Build (pure).
     let desired = build(&BuildInput {
@@ -321,7 +323,7 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
 
     // Status, from what exists after this pass's writes.
     let after = outcome.after(&existing);
-    let pods = observe::pod_problems(&ctx.client, &ns, &name).await;
+    let pods = dereference::pod_problems(&ctx.client, &ns, &name).await;
     let st = status::compute(
         p,
         &resolved,
@@ -344,6 +346,50 @@ pub async fn reconcile_platform(p: &HelpdeskPlatform, ctx: &Context) -> Result<R
     }
     report.outcome = outcome;
     Ok(report)
+}
+
+/// Why a reconcile stops before building anything: written to status, not returned as an error
+/// (retrying does not help until someone changes the resource or its Secrets).
+enum Stop {
+    /// Paused by an SRE (`helpdesk.dev/reconcile: paused`): no writes but the status saying so,
+    /// as CloudNativePG's and the RabbitMQ Cluster Operator's pause annotations do.
+    Paused,
+    /// The spec, or a Secret the SRE supplied, cannot be used: each problem with its field path.
+    Invalid(Vec<String>),
+}
+
+/// The validated spec, the children that exist, and the Secrets' material.
+type Prepared = (
+    crate::validate::Resolved,
+    dereference::Existing,
+    crate::material::SecretMaterial,
+);
+
+/// Validate, then dereference: what building needs, or why to stop.
+async fn prepare(
+    p: &HelpdeskPlatform,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Result<Prepared, Stop>, Error> {
+    if is_paused(p) {
+        return Ok(Err(Stop::Paused));
+    }
+    let caps = ctx.capabilities().await?;
+    let resolved = match validate(p, &caps) {
+        Ok(r) => r,
+        Err(problems) => {
+            return Ok(Err(Stop::Invalid(
+                problems.iter().map(ToString::to_string).collect(),
+            )));
+        }
+    };
+    let existing = dereference::list_children(&ctx.client, ns, name, &caps).await?;
+    match dereference::secret_material(&ctx.client, ns, p, &resolved, &existing).await {
+        Ok(material) => Ok(Ok((resolved, existing, material))),
+        Err(Error::SuppliedSecret(problem)) => Ok(Err(Stop::Invalid(vec![problem]))),
+        Err(e) => Err(e),
+    }
 }
 
 fn key(p: &HelpdeskPlatform) -> String {
@@ -446,7 +492,9 @@ pub async fn run(
     futures_util::future::join_all(controllers).await;
 }
 
-/// In-memory API server for tests and the figures example; not part of the operator's API.
+/// In-memory API server for tests, the simulated cluster and the figures example (feature
+/// `fake-api`); not part of the operator's API.
+#[cfg(any(test, feature = "fake-api"))]
 #[doc(hidden)]
 pub mod fake;
 #[cfg(test)]

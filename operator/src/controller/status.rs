@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use kube::api::DynamicObject;
 
 use super::apply::Rejection;
-use super::observe::{Existing, Migration, PodProblem, RolloutPlan, deployed_version};
+use super::dereference::{Existing, Migration, PodProblem, RolloutPlan};
+use super::observed::{self, Workload};
 use crate::build::Kind;
 use crate::crd::{ComponentStatus, Condition, HelpdeskPlatform, HelpdeskPlatformStatus, Phase};
 use crate::names::{self, Component};
@@ -114,57 +115,30 @@ fn problem(p: &HelpdeskPlatform, reason: &str, message: &str, now: &str) -> Help
     finish(p, status, now)
 }
 
-fn int(v: &serde_json::Value) -> i32 {
-    v.as_i64().unwrap_or(0) as i32
-}
-
-fn workload_status(obj: Option<&DynamicObject>, fallback_desired: i32) -> ComponentStatus {
-    match obj {
+fn workload_status(
+    kind: Kind,
+    obj: Option<&DynamicObject>,
+    fallback_desired: i32,
+) -> ComponentStatus {
+    match obj.map(|o| Workload::read(kind, o)) {
         None => ComponentStatus {
             ready: 0,
             desired: fallback_desired,
             image: None,
             message: Some("not created yet".into()),
         },
-        Some(o) => {
-            // With an HPA the Deployment's own replica count is the truth.
-            let desired = o.data["spec"]["replicas"]
-                .as_i64()
-                .map(|n| n as i32)
-                .unwrap_or(fallback_desired);
-            ComponentStatus {
-                ready: int(&o.data["status"]["readyReplicas"]),
-                desired,
-                image: o.data["spec"]["template"]["spec"]["containers"][0]["image"]
-                    .as_str()
-                    .map(str::to_string),
-                message: None,
-            }
-        }
+        // With an HPA the Deployment's own replica count is the truth.
+        Some(w) => ComponentStatus {
+            ready: w.ready,
+            desired: w.desired.unwrap_or(fallback_desired),
+            image: w.image,
+            message: None,
+        },
     }
 }
 
-/// A Deployment whose rollout passed `progressDeadlineSeconds` without progress.
-fn stuck(o: &DynamicObject) -> bool {
-    o.data["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| {
-            c["type"] == "Progressing"
-                && c["status"] == "False"
-                && c["reason"] == "ProgressDeadlineExceeded"
-        })
-}
-
-fn rolled_out(obj: Option<&DynamicObject>) -> bool {
-    let Some(o) = obj else { return false };
-    let generation = o.metadata.generation.unwrap_or(0);
-    let observed = o.data["status"]["observedGeneration"].as_i64().unwrap_or(0);
-    let desired = o.data["spec"]["replicas"].as_i64().unwrap_or(1);
-    let updated = o.data["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-    let ready = o.data["status"]["readyReplicas"].as_i64().unwrap_or(0);
-    observed >= generation && updated >= desired && ready >= desired
+fn rolled_out(kind: Kind, obj: Option<&DynamicObject>) -> bool {
+    obj.is_some_and(|o| Workload::read(kind, o).rolled_out())
 }
 
 /// Computes the full status from what exists now, and what the API server refused in this pass
@@ -197,8 +171,11 @@ pub fn compute(
             .map_or(spec.replicas, |a| a.min_replicas);
         let dep = get(Kind::Deployment, names::service_name(inst, c));
         any_deployment |= dep.is_some();
-        let mut st = workload_status(dep, fallback);
-        let at_version = dep.and_then(deployed_version).as_deref() == Some(p.spec.version.as_str());
+        let mut st = workload_status(Kind::Deployment, dep, fallback);
+        let at_version = dep
+            .and_then(|d| Workload::read(Kind::Deployment, d).version())
+            .as_deref()
+            == Some(p.spec.version.as_str());
         match plan.migrations.get(&c) {
             Some(Migration::Failed(msg)) => {
                 let job = names::migration_job_name(inst, c, &p.spec.version);
@@ -214,16 +191,16 @@ pub fn compute(
             }
             _ => {}
         }
-        if !(at_version && rolled_out(dep)) {
+        if !(at_version && rolled_out(Kind::Deployment, dep)) {
             waiting.push(format!("{} ({}/{})", c.as_str(), st.ready, st.desired));
         }
-        all_at_version &= at_version && rolled_out(dep);
+        all_at_version &= at_version && rolled_out(Kind::Deployment, dep);
         components.insert(c.as_str().to_string(), st);
     }
     if let Some(f) = &p.spec.frontend {
         let dep = get(Kind::Deployment, names::frontend_name(inst));
-        let st = workload_status(dep, f.replicas);
-        if !rolled_out(dep) {
+        let st = workload_status(Kind::Deployment, dep, f.replicas);
+        if !rolled_out(Kind::Deployment, dep) {
             waiting.push(format!("frontend ({}/{})", st.ready, st.desired));
         }
         components.insert("frontend".into(), st);
@@ -232,12 +209,12 @@ pub fn compute(
     let pg = match &r.postgres {
         PostgresMode::Managed(_) => {
             let sts = get(Kind::StatefulSet, names::postgres_name(inst));
-            workload_status(sts, 1)
+            workload_status(Kind::StatefulSet, sts, 1)
         }
         PostgresMode::CloudNativePg(c) => {
             let cl = get(Kind::PostgresCluster, names::postgres_name(inst));
             ComponentStatus {
-                ready: cl.map_or(0, |o| int(&o.data["status"]["readyInstances"])),
+                ready: cl.map_or(0, observed::cnpg_ready_instances),
                 desired: c.instances,
                 image: None,
                 message: Some("CloudNativePG".into()),
@@ -246,18 +223,14 @@ pub fn compute(
         PostgresMode::External(_) => external(),
     };
     let mq = match &r.rabbitmq {
-        RabbitmqMode::Managed(_) => {
-            workload_status(get(Kind::StatefulSet, names::rabbitmq_name(inst)), 1)
-        }
+        RabbitmqMode::Managed(_) => workload_status(
+            Kind::StatefulSet,
+            get(Kind::StatefulSet, names::rabbitmq_name(inst)),
+            1,
+        ),
         RabbitmqMode::ClusterOperator(o) => {
             let cl = get(Kind::RabbitmqCluster, names::rabbitmq_name(inst));
-            let all_ready = cl.is_some_and(|c| {
-                c.data["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|x| x["type"] == "AllReplicasReady" && x["status"] == "True")
-            });
+            let all_ready = cl.is_some_and(observed::rabbitmq_all_ready);
             ComponentStatus {
                 ready: if all_ready { o.replicas } else { 0 },
                 desired: o.replicas,
@@ -288,7 +261,7 @@ pub fn compute(
     }
     for c in Component::ALL {
         if let Some(dep) = get(Kind::Deployment, names::service_name(inst, c))
-            && stuck(dep)
+            && Workload::read(Kind::Deployment, dep).stuck
             && !pods.iter().any(|pp| pp.component == c.as_str())
         {
             problems.push((

@@ -549,7 +549,7 @@ async fn supplied_secrets_are_read_not_written() {
         "data": {"private.pem": b64(&keys.private_pem), "public.pem": b64(&keys.public_pem)}}),
     );
     h.fake.put(&format!("{SECRETS}/my-admin"), json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "my-admin", "namespace": NS}, "data": {"email": b64("a@b.c"), "password": b64("pw")}}));
+        "metadata": {"name": "my-admin", "namespace": NS}, "data": {"email": b64("a@b.c"), "password": b64("a-long-password")}}));
     h.reconcile().await.unwrap();
     let writes = h.write_paths();
     assert!(
@@ -642,13 +642,74 @@ async fn invalid_spec_is_reported_in_status_once() {
     assert_eq!(h.fake.names(JOBS).len(), 5);
 }
 
+/// Issue 11, item 8: a misspelled field (seen when the CRD in place preserves unknown fields)
+/// is an invalid spec naming each path, and nothing is written but the status and its event;
+/// a platform that was running keeps its children as they are.
+#[tokio::test]
+async fn unknown_fields_are_an_invalid_spec_naming_their_paths() {
+    let h = Harness::new(
+        json!({"version": "0.1.0", "ingress": {"host": "h.example.com"},
+        "servces": {"ticket": {"replicas": 3}},
+        "services": {"tiket": {"replicas": 3}, "user": {"replicas": -1}},
+        "postgres": {"managed": {"storage": "10GB"}}}),
+    );
+    h.reconcile().await.unwrap();
+    let p = h.platform();
+    assert_eq!(
+        condition(&p, "Ready"),
+        ("False".into(), "InvalidSpec".into())
+    );
+    let msg = &p.status.as_ref().unwrap().conditions[0].message;
+    for needle in [
+        "spec.servces: unknown field, did you mean services?",
+        "spec.services.tiket: unknown field, did you mean ticket?",
+        "spec.services.user.replicas: must be >= 0",
+        "spec.postgres.managed.storage: \"10GB\" is not a Kubernetes quantity",
+    ] {
+        assert!(msg.contains(needle), "{needle} not in {msg}");
+    }
+    let writes = h.write_paths();
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.ends_with("/hd/status") || w.contains("/events")),
+        "{writes:?}"
+    );
+    assert!(h.fake.names(SECRETS).is_empty() && h.fake.names(STATEFULSETS).is_empty());
+
+    // A running platform: the typo stops changes (no child is touched) until it is fixed.
+    let h = Harness::minimal().settled().await;
+    let before = h.fake.names(DEPLOYMENTS);
+    h.edit_spec(|s| s["services"] = json!({"tiket": {"replicas": 5}}));
+    h.reconcile().await.unwrap();
+    let msg = h.platform().status.unwrap().conditions[0].message.clone();
+    assert!(
+        msg.starts_with("spec.services.tiket: unknown field"),
+        "{msg}"
+    );
+    assert!(
+        h.write_paths()
+            .iter()
+            .all(|w| w.ends_with("/hd/status") || w.contains("/events")),
+        "{:?}",
+        h.write_paths()
+    );
+    assert_eq!(h.fake.names(DEPLOYMENTS), before);
+    h.edit_spec(|s| s["services"] = json!({"ticket": {"replicas": 5}}));
+    h.reconcile().await.unwrap();
+    assert_eq!(h.deployment("hd-ticket")["spec"]["replicas"], 5);
+}
+
 #[tokio::test]
 async fn api_errors_fail_the_reconcile_and_back_off() {
     let h = Harness::minimal();
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 500);
     let err = h.reconcile().await.unwrap_err();
-    assert!(matches!(err, Error::Kube(_)), "{err}");
-    assert_eq!(err.metric_label(), "kube");
+    assert!(
+        matches!(&err, Error::Apply { object, .. } if object == "StatefulSet/hd-postgres"),
+        "{err}"
+    );
+    assert_eq!(err.metric_label(), "apply");
     let delays: Vec<Duration> = (0..4).map(|_| h.ctx.backoff("support/hd")).collect();
     assert_eq!(delays, [5, 10, 20, 40].map(Duration::from_secs));
     for _ in 0..20 {
@@ -684,7 +745,7 @@ async fn a_rejected_apply_is_reported_in_status_and_backs_off() {
     h.edit_spec(|s| s["postgres"] = json!({"managed": {"storage": "50Gi"}}));
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
     let err = h.reconcile().await.unwrap_err();
-    assert!(matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422));
+    assert!(matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 422));
     let p = h.platform();
     assert_eq!(
         condition(&p, "Degraded"),
@@ -1352,7 +1413,7 @@ async fn one_rejected_object_does_not_stop_the_pass() {
     h.fake.fail_next("PATCH", "/statefulsets/hd-postgres", 422);
     let err = h.reconcile().await.unwrap_err();
     assert!(
-        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 422),
+        matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 422),
         "{err}"
     );
     assert!(
@@ -1483,7 +1544,7 @@ async fn a_forbidden_apply_is_reported_with_the_object() {
     h.fake.fail_next("PATCH", "/ingresses/hd", 403);
     let err = h.reconcile().await.unwrap_err();
     assert!(
-        matches!(err, Error::Kube(kube::Error::Api(ref s)) if s.code == 403),
+        matches!(err, Error::Apply { source: kube::Error::Api(ref s), .. } if s.code == 403),
         "{err}"
     );
     let p = h.platform();

@@ -8,17 +8,9 @@ use axum::http::request::Parts;
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{AuthUser, Role};
-use helpdesk_kit::bus::Subscription;
 use helpdesk_kit::error::ApiError;
 
 use crate::AppState;
-
-/// The logical queue of role changes and deletions.
-pub const QUEUE: &str = helpdesk_kit::bus::topology::ADMIN_USERS.name;
-
-pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    helpdesk_kit::bus::topology::ADMIN_USERS.subscription(max_attempts, retry_base_delay)
-}
 
 /// A signed-in user with their current role.
 #[derive(Debug, Clone)]

@@ -15,10 +15,10 @@ use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
+use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::{ApiJson, ApiResult};
 use helpdesk_kit::events::{
     DomainEvent, Envelope, TicketDeleted, TicketSnapshot, TicketStatus, UserDeleted,
@@ -27,20 +27,12 @@ use helpdesk_kit::events::{
 use crate::AppState;
 use crate::access::AdminCaller;
 
-/// The read model's logical queue.
-pub const QUEUE: &str = helpdesk_kit::bus::topology::ADMIN_TICKETS.name;
-
-/// Every ticket event, and user deletions (their tickets go, tickets assigned to them are freed).
-pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    helpdesk_kit::bus::topology::ADMIN_TICKETS.subscription(max_attempts, retry_base_delay)
-}
-
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/dashboard/statistics", get(statistics))
 }
 
 /// Tickets not DONE assigned to one agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentLoad {
     pub agent_id: Uuid,
@@ -79,31 +71,31 @@ pub async fn read_statistics(pool: &sqlx::PgPool) -> sqlx::Result<Statistics> {
     // One snapshot for both reads: a batch committed between them would otherwise show the
     // per-agent figures of an assignment the counters do not count yet.
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let (total, open, in_progress, done, unassigned, last24h): (i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT total, open, in_progress, done, unassigned, \
-             (SELECT COALESCE(sum(count), 0)::bigint FROM created_per_minute \
-              WHERE minute > date_trunc('minute', now()) - interval '24 hours') \
-         FROM ticket_counters",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-    let open_per_agent = sqlx::query_as(
-        "SELECT agent_id, count FROM open_per_agent WHERE count > 0 ORDER BY count DESC, agent_id",
+    let counters = sqlx::query!(
+        r#"SELECT total, open, in_progress, done, unassigned,
+             (SELECT COALESCE(sum(count), 0)::bigint FROM created_per_minute
+              WHERE minute > date_trunc('minute', now()) - interval '24 hours') AS "last24h!"
+           FROM ticket_counters"#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let open_per_agent = sqlx::query_as!(
+        AgentLoad,
+        "SELECT agent_id, count FROM open_per_agent WHERE count > 0 ORDER BY count DESC, agent_id"
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Statistics {
-        total_tickets: total,
-        open_tickets: open,
-        in_progress_tickets: in_progress,
-        done_tickets: done,
-        unassigned_tickets: unassigned,
-        created_last24h: last24h,
+        total_tickets: counters.total,
+        open_tickets: counters.open,
+        in_progress_tickets: counters.in_progress,
+        done_tickets: counters.done,
+        unassigned_tickets: counters.unassigned,
+        created_last24h: counters.last24h,
         open_per_agent,
     })
 }
@@ -168,39 +160,41 @@ impl Delta {
             || self.done != 0
             || self.unassigned != 0
         {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE ticket_counters SET total = total + $1, open = open + $2, in_progress = in_progress + $3, \
                  done = done + $4, unassigned = unassigned + $5",
+                self.total,
+                self.open,
+                self.in_progress,
+                self.done,
+                self.unassigned,
             )
-            .bind(self.total)
-            .bind(self.open)
-            .bind(self.in_progress)
-            .bind(self.done)
-            .bind(self.unassigned)
             .execute(&mut *tx)
             .await?;
         }
         for (agent, change) in self.per_agent.into_iter().filter(|(_, c)| *c != 0) {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO open_per_agent (agent_id, count) VALUES ($1, $2) \
                  ON CONFLICT (agent_id) DO UPDATE SET count = open_per_agent.count + EXCLUDED.count",
+                agent,
+                change,
             )
-            .bind(agent)
-            .bind(change)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM open_per_agent WHERE agent_id = $1 AND count = 0")
-                .bind(agent)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM open_per_agent WHERE agent_id = $1 AND count = 0",
+                agent
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         for (minute, change) in self.created_per_minute.into_iter().filter(|(_, c)| *c != 0) {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO created_per_minute (minute, count) VALUES ($1, $2) \
                  ON CONFLICT (minute) DO UPDATE SET count = created_per_minute.count + EXCLUDED.count",
+                minute,
+                change,
             )
-            .bind(minute)
-            .bind(change)
             .execute(&mut *tx)
             .await?;
         }
@@ -217,7 +211,7 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Forgets per-minute counts older than two days (they can no longer enter the window).
 pub async fn prune_minutes(pool: &sqlx::PgPool) -> sqlx::Result<u64> {
     Ok(
-        sqlx::query("DELETE FROM created_per_minute WHERE minute < now() - interval '2 days'")
+        sqlx::query!("DELETE FROM created_per_minute WHERE minute < now() - interval '2 days'")
             .execute(pool)
             .await?
             .rows_affected(),
@@ -237,7 +231,6 @@ pub async fn run_pruning(pool: sqlx::PgPool, shutdown: tokio_util::sync::Cancell
     }
 }
 
-#[derive(FromRow)]
 struct TicketRow {
     id: Uuid,
     user_id: Option<Uuid>,
@@ -261,21 +254,26 @@ impl TicketRow {
 
 /// Locks the ticket's row, creating an uncounted placeholder first when it was never seen.
 async fn lock_ticket(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::Result<TicketRow> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live) \
          VALUES ($1, $2, $3, $4, $5, NULL, false) ON CONFLICT (id) DO NOTHING",
+        t.id,
+        t.user_id,
+        t.status.as_str(),
+        t.assigned_to_user_id,
+        t.created_at,
     )
-    .bind(t.id)
-    .bind(t.user_id)
-    .bind(t.status)
-    .bind(t.assigned_to_user_id)
-    .bind(t.created_at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query_as("SELECT id, user_id, status, assigned_to, created_at, updated_at, live, removed FROM tickets WHERE id = $1 FOR UPDATE")
-        .bind(t.id)
-        .fetch_one(&mut *tx)
-        .await
+    sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, status AS "status: TicketStatus", assigned_to, created_at, updated_at,
+             live, removed
+           FROM tickets WHERE id = $1 FOR UPDATE"#,
+        t.id,
+    )
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// Applies a snapshot of a ticket that exists.
@@ -289,15 +287,16 @@ pub async fn apply_snapshot(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::
         assigned_to: t.assigned_to_user_id,
         created_at: t.created_at,
     };
-    sqlx::query(
-        "UPDATE tickets SET user_id = $2, status = $3, assigned_to = $4, created_at = $5, updated_at = $6, live = true WHERE id = $1",
+    sqlx::query!(
+        "UPDATE tickets SET user_id = $2, status = $3, assigned_to = $4, created_at = $5, updated_at = $6, \
+         live = true WHERE id = $1",
+        t.id,
+        t.user_id,
+        t.status.as_str(),
+        t.assigned_to_user_id,
+        t.created_at,
+        t.updated_at,
     )
-    .bind(t.id)
-    .bind(t.user_id)
-    .bind(t.status)
-    .bind(t.assigned_to_user_id)
-    .bind(t.created_at)
-    .bind(t.updated_at)
     .execute(&mut *tx)
     .await?;
     Delta::between(row.counted(), Some(new)).apply(tx).await
@@ -309,10 +308,12 @@ pub async fn apply_deletion(tx: &mut PgConnection, t: &TicketSnapshot) -> sqlx::
     if row.removed {
         return Ok(());
     }
-    sqlx::query("UPDATE tickets SET live = false, removed = true WHERE id = $1")
-        .bind(row.id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE tickets SET live = false, removed = true WHERE id = $1",
+        row.id
+    )
+    .execute(&mut *tx)
+    .await?;
     Delta::between(row.counted(), None).apply(tx).await
 }
 
@@ -324,27 +325,34 @@ pub async fn apply_user_deletion(
     user_id: Uuid,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    let rows: Vec<TicketRow> = sqlx::query_as(
-        "SELECT id, user_id, status, assigned_to, created_at, updated_at, live, removed FROM tickets \
-         WHERE live AND (user_id = $1 OR assigned_to = $1) ORDER BY id FOR UPDATE",
+    let rows = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, status AS "status: TicketStatus", assigned_to, created_at, updated_at,
+             live, removed
+           FROM tickets WHERE live AND (user_id = $1 OR assigned_to = $1) ORDER BY id FOR UPDATE"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(&mut *tx)
     .await?;
     for row in rows {
         let created_by_user = row.user_id == Some(user_id);
         if created_by_user {
-            sqlx::query("UPDATE tickets SET live = false, removed = true WHERE id = $1")
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE tickets SET live = false, removed = true WHERE id = $1",
+                row.id
+            )
+            .execute(&mut *tx)
+            .await?;
             Delta::between(row.counted(), None).apply(tx).await?;
         } else {
-            sqlx::query("UPDATE tickets SET assigned_to = NULL, updated_at = GREATEST(COALESCE(updated_at, $2), $2) WHERE id = $1")
-                .bind(row.id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE tickets SET assigned_to = NULL, updated_at = GREATEST(COALESCE(updated_at, $2), $2) \
+                 WHERE id = $1",
+                row.id,
+                at,
+            )
+            .execute(&mut *tx)
+            .await?;
             let new = Counted {
                 status: row.status,
                 assigned_to: None,
@@ -362,31 +370,13 @@ pub struct TicketReadModel;
 #[async_trait]
 impl EventHandler for TicketReadModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some(p) = event.decode::<UserDeleted>() {
-            let p = p.map_err(|e| {
-                HandlerError::Permanent(format!("malformed user.deleted payload: {e}"))
-            })?;
+        if let Some(p) = event.payload_if::<UserDeleted>()? {
             return Ok(apply_user_deletion(tx, p.id, event.timestamp).await?);
         }
         if !event.event_type.starts_with("ticket.") {
             return Ok(());
         }
-        // Every ticket event carries the ticket's snapshot under `ticket`.
-        let snapshot = event
-            .payload
-            .get("ticket")
-            .cloned()
-            .ok_or_else(|| {
-                HandlerError::Permanent(format!("{} without a ticket snapshot", event.event_type))
-            })
-            .and_then(|v| {
-                serde_json::from_value::<TicketSnapshot>(v).map_err(|e| {
-                    HandlerError::Permanent(format!(
-                        "malformed ticket snapshot in {}: {e}",
-                        event.event_type
-                    ))
-                })
-            })?;
+        let snapshot = event.ticket_snapshot()?;
         if event.event_type == TicketDeleted::EVENT_TYPE {
             apply_deletion(tx, &snapshot).await?;
         } else {
@@ -400,32 +390,32 @@ impl EventHandler for TicketReadModel {
 /// transaction that holds the counters' lock.
 pub async fn rebuild_counters(pool: &sqlx::PgPool) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM ticket_counters FOR UPDATE")
-        .execute(&mut *tx)
+    sqlx::query_scalar!("SELECT 1 AS locked FROM ticket_counters FOR UPDATE")
+        .fetch_all(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE ticket_counters SET (total, open, in_progress, done, unassigned) = ( \
              SELECT count(*), count(*) FILTER (WHERE status = 'OPEN'), count(*) FILTER (WHERE status = 'IN_PROGRESS'), \
                     count(*) FILTER (WHERE status = 'DONE'), count(*) FILTER (WHERE assigned_to IS NULL) \
-             FROM tickets WHERE live)",
+             FROM tickets WHERE live)"
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM open_per_agent")
+    sqlx::query!("DELETE FROM open_per_agent")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO open_per_agent (agent_id, count) SELECT assigned_to, count(*) FROM tickets \
-         WHERE live AND status <> 'DONE' AND assigned_to IS NOT NULL GROUP BY assigned_to",
+         WHERE live AND status <> 'DONE' AND assigned_to IS NOT NULL GROUP BY assigned_to"
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM created_per_minute")
+    sqlx::query!("DELETE FROM created_per_minute")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO created_per_minute (minute, count) SELECT date_trunc('minute', created_at), count(*) FROM tickets \
-         WHERE live GROUP BY 1",
+         WHERE live GROUP BY 1"
     )
     .execute(&mut *tx)
     .await?;
@@ -434,12 +424,16 @@ pub async fn rebuild_counters(pool: &sqlx::PgPool) -> sqlx::Result<()> {
 
 /// A direct count over the read model (tests and consistency checks).
 pub async fn count_directly(db: impl PgExecutor<'_>) -> sqlx::Result<(i64, i64, i64, i64, i64)> {
-    sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE status = 'OPEN'), count(*) FILTER (WHERE status = 'IN_PROGRESS'), \
-         count(*) FILTER (WHERE status = 'DONE'), count(*) FILTER (WHERE assigned_to IS NULL) FROM tickets WHERE live",
+    let c = sqlx::query!(
+        r#"SELECT count(*) AS "total!", count(*) FILTER (WHERE status = 'OPEN') AS "open!",
+             count(*) FILTER (WHERE status = 'IN_PROGRESS') AS "in_progress!",
+             count(*) FILTER (WHERE status = 'DONE') AS "done!",
+             count(*) FILTER (WHERE assigned_to IS NULL) AS "unassigned!"
+           FROM tickets WHERE live"#
     )
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((c.total, c.open, c.in_progress, c.done, c.unassigned))
 }
 
 #[cfg(test)]

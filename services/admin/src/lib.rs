@@ -9,7 +9,6 @@ pub mod dashboard;
 pub mod user_service;
 pub mod users;
 
-use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +17,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
-use helpdesk_kit::bus::{Bus, IdempotentConsumer, retry_settings};
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::bus::topology::{ADMIN_TICKETS, ADMIN_USERS};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
-use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::http::{self, HttpConfig, Readiness};
-use helpdesk_kit::outbox::OutboxRelay;
-use helpdesk_kit::runtime::{Service, Worker};
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
+use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 use crate::user_service::UserServiceClient;
 
@@ -36,31 +35,15 @@ pub const SERVICE: &str = contract::Service::Admin.binary();
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/admin");
 
 /// Everything admin-service reads from its environment.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    pub http: HttpConfig,
-    pub db: DbConfig,
-    pub amqp_url: Option<String>,
-    pub bus_prefix: String,
-    pub keys: Arc<JwtKeys>,
+    pub common: CommonConfig,
     pub user_service_url: String,
-    pub service_token: String,
+    pub service_token: Secret,
     /// Per-attempt timeout of user-service calls (`ADMIN_PEER_TIMEOUT`, default 2s).
     pub peer_timeout: Duration,
     /// Extra tries of user-service reads (`ADMIN_PEER_RETRIES`, default 2).
     pub peer_retries: u32,
-    /// Event consumer retries: `EVENT_MAX_ATTEMPTS`, `EVENT_RETRY_BASE_DELAY`.
-    pub event_retries: (u32, Duration),
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("http", &self.http)
-            .field("db", &self.db.schema)
-            .field("user_service_url", &self.user_service_url)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Config {
@@ -77,7 +60,7 @@ impl Config {
             .value_or_file(contract::Service::Admin.service_token_var())?
             .map(Some)
             .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
-            .map(|t| t.trim().to_string())
+            .map(|t| Secret::new(t.trim()))
             .ok_or_else(|| {
                 ConfigError::new(
                     var::SERVICE_TOKEN,
@@ -85,16 +68,11 @@ impl Config {
                 )
             })?;
         Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            db: DbConfig::for_service(env, contract::Service::Admin)?,
-            amqp_url: env.raw(var::AMQP_URL),
-            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
-            keys: Arc::new(JwtKeys::from_env(env, false)?),
+            common: CommonConfig::from_env(env, contract::Service::Admin)?,
             user_service_url,
             service_token,
             peer_timeout: env.duration_or("ADMIN_PEER_TIMEOUT", Duration::from_secs(2))?,
             peer_retries: env.parse_or("ADMIN_PEER_RETRIES", 2)?,
-            event_retries: retry_settings(env)?,
         })
     }
 }
@@ -102,11 +80,17 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub users: UserServiceClient,
 }
 
-helpdesk_kit::app_state!(Inner);
+/// Handler state (cheap to clone).
+pub type AppState = helpdesk_kit::service::AppState<Inner>;
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -137,62 +121,46 @@ pub async fn build(
         config.peer_timeout,
         config.peer_retries,
     )?;
-    let state = AppState(Arc::new(Inner {
-        pool: pool.clone(),
-        keys: config.keys.clone(),
-        users,
-    }));
-    let readiness = Readiness {
-        service: SERVICE,
-        pool: pool.clone(),
-        bus: Some(bus.clone()),
-    };
-    let router = api_router(state)
-        .merge(http::operational_routes(readiness))
-        .merge(http::docs_routes(ApiDoc::openapi()));
-    let router = http::finish(router, SERVICE, &config.http);
-
-    let (attempts, delay) = config.event_retries;
-    let tickets = Arc::new(IdempotentConsumer::new(
-        dashboard::QUEUE,
-        pool.clone(),
-        Arc::new(dashboard::TicketReadModel),
-    ));
-    let access = Arc::new(IdempotentConsumer::new(
-        access::QUEUE,
-        pool.clone(),
-        Arc::new(access::AccessModel),
-    ));
-    for sub in [
-        dashboard::subscription(attempts, delay),
-        access::subscription(attempts, delay),
-    ] {
-        helpdesk_kit::bus::declare_early(bus.as_ref(), &sub).await;
-    }
-    let (b1, s1) = (bus.clone(), shutdown.clone());
-    let (b2, s2) = (bus.clone(), shutdown.clone());
-    let workers: Vec<Worker> = vec![
-        // admin-service publishes nothing today; the relay keeps the kit's outbox contract.
-        Box::pin(dashboard::run_pruning(pool.clone(), shutdown.clone())),
-        Box::pin(OutboxRelay::new(pool, bus, &config.db.schema).run(shutdown)),
-        Box::pin(async move {
-            b1.consume(dashboard::subscription(attempts, delay), tickets, s1)
-                .await
-        }),
-        Box::pin(async move {
-            b2.consume(access::subscription(attempts, delay), access, s2)
-                .await
-        }),
-    ];
-    Ok(Service {
-        name: SERVICE,
-        router,
-        workers,
-    })
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            users,
+        },
+    );
+    let mut wiring = Wiring::new(
+        contract::Service::Admin,
+        &config.common,
+        &pool,
+        &bus,
+        &shutdown,
+    );
+    // admin-service publishes nothing today; the relay keeps the kit's outbox contract.
+    wiring.relay(None);
+    wiring
+        .consume(&ADMIN_TICKETS, dashboard::TicketReadModel)
+        .await;
+    wiring.consume(&ADMIN_USERS, access::AccessModel).await;
+    wiring.worker(dashboard::run_pruning(pool, shutdown));
+    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 
-helpdesk_kit::service_def!(
-    /// admin-service as a runnable service (binary, launcher).
-    AdminService,
-    contract::Service::Admin
-);
+/// admin-service as a runnable service (binary, launcher).
+pub struct AdminService;
+
+impl ServiceDef for AdminService {
+    const SERVICE: contract::Service = contract::Service::Admin;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    async fn build(
+        config: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
+        build(config, pool, bus, shutdown).await
+    }
+}

@@ -50,7 +50,7 @@ pub struct UserServiceClient {
 impl UserServiceClient {
     pub fn new(
         base_url: &str,
-        token: String,
+        token: helpdesk_kit::secret::Secret,
         timeout: Duration,
         retries: u32,
     ) -> anyhow::Result<Self> {

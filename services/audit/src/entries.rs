@@ -81,6 +81,8 @@ impl From<EntryRow> for AuditEvent {
     }
 }
 
+/// The start of the listing's query (filters, order and page are added to it, see [`list`]);
+/// `find` is the same query for one entry.
 const VIEW: &str = "SELECT a.id, a.actor_id, a.action, a.entity_type, a.entity_id, a.metadata, a.created_at, \
      u.email, u.first_name, u.last_name FROM audit_events a LEFT JOIN users u ON u.id = a.actor_id";
 
@@ -101,28 +103,33 @@ pub struct NewEntry {
 
 /// Writes an entry; an event already recorded is not recorded again. Returns the new entry's id.
 pub async fn insert(db: &mut PgConnection, e: &NewEntry) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO audit_events (id, event_id, actor_id, action, entity_type, entity_id, metadata, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now())) ON CONFLICT (event_id) DO NOTHING RETURNING id",
+        Uuid::now_v7(),
+        e.event_id,
+        e.actor_id,
+        e.action,
+        e.entity_type,
+        e.entity_id,
+        e.metadata,
+        e.created_at,
     )
-    .bind(Uuid::now_v7())
-    .bind(e.event_id)
-    .bind(e.actor_id)
-    .bind(&e.action)
-    .bind(&e.entity_type)
-    .bind(&e.entity_id)
-    .bind(&e.metadata)
-    .bind(e.created_at)
     .fetch_optional(db)
     .await
 }
 
 async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<AuditEvent>> {
-    let row: Option<EntryRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE a.id = $1")))
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
+    let row = sqlx::query_as!(
+        EntryRow,
+        r#"SELECT a.id, a.actor_id, a.action, a.entity_type, a.entity_id, a.metadata, a.created_at,
+             u.email AS "email?", u.first_name, u.last_name
+           FROM audit_events a LEFT JOIN users u ON u.id = a.actor_id
+           WHERE a.id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(AuditEvent::from))
 }
 

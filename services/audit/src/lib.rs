@@ -10,7 +10,6 @@ pub mod recorder;
 pub mod retention;
 pub mod users;
 
-use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,19 +18,19 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
-use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::bus::topology::AUDIT_EVENTS;
 use helpdesk_kit::config::{ConfigError, Env};
-use helpdesk_kit::contract::{self, var};
-use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::http::{self, HttpConfig, Readiness};
-use helpdesk_kit::runtime::Service;
+use helpdesk_kit::contract;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
+use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = contract::Service::Audit.binary();
 
 /// The queue that receives every event.
-pub const EVENTS_QUEUE: &str = helpdesk_kit::bus::topology::AUDIT_EVENTS.name;
+pub const EVENTS_QUEUE: &str = AUDIT_EVENTS.name;
 
 /// The service's migrations (`migrations/audit`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/audit");
@@ -39,17 +38,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/
 /// Everything audit-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http: HttpConfig,
-    pub db: DbConfig,
-    pub amqp_url: Option<String>,
-    pub bus_prefix: String,
-    pub keys: Arc<JwtKeys>,
+    pub common: CommonConfig,
     /// `AUDIT_RETENTION_DAYS` (default 365): entries older than this are removed.
     pub retention_days: u32,
     /// `AUDIT_RETENTION_INTERVAL` (default 1h): how often the retention job runs.
     pub retention_interval: Duration,
-    pub event_max_attempts: u32,
-    pub event_retry_base_delay: Duration,
     /// `AUDIT_CONSUMERS` (default 4): parallel consumers of the events queue. Entries are
     /// ordered by the event's timestamp and deduplicated by its id, so handling order does not
     /// matter; parallelism keeps the audit lag low under load.
@@ -58,7 +51,6 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let (event_max_attempts, event_retry_base_delay) = bus::retry_settings(env)?;
         let retention_days: u32 = env.parse_or("AUDIT_RETENTION_DAYS", 365)?;
         if retention_days == 0 {
             return Err(ConfigError::new(
@@ -82,15 +74,9 @@ impl Config {
             ));
         }
         Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            db: DbConfig::for_service(env, contract::Service::Audit)?,
-            amqp_url: env.raw(var::AMQP_URL),
-            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
-            keys: Arc::new(JwtKeys::from_env(env, false)?),
+            common: CommonConfig::from_env(env, contract::Service::Audit)?,
             retention_days,
             retention_interval,
-            event_max_attempts,
-            event_retry_base_delay,
             consumers,
         })
     }
@@ -99,11 +85,17 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub config: Config,
 }
 
-helpdesk_kit::app_state!(Inner);
+/// Handler state (cheap to clone).
+pub type AppState = helpdesk_kit::service::AppState<Inner>;
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -119,9 +111,8 @@ pub fn api_router(state: AppState) -> Router {
 }
 
 /// The subscription to every event on every exchange.
-pub fn events_subscription(config: &Config) -> Subscription {
-    helpdesk_kit::bus::topology::AUDIT_EVENTS
-        .subscription(config.event_max_attempts, config.event_retry_base_delay)
+pub fn events_subscription(config: &Config) -> helpdesk_kit::bus::Subscription {
+    config.common.subscription(&AUDIT_EVENTS)
 }
 
 /// Builds the service: its full router, the event recorder and the retention job.
@@ -131,52 +122,53 @@ pub async fn build(
     bus: Arc<dyn Bus>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
-    let state = AppState(Arc::new(Inner {
-        pool: pool.clone(),
-        keys: config.keys.clone(),
-        config: config.clone(),
-    }));
-    let readiness = Readiness {
-        service: SERVICE,
-        pool: pool.clone(),
-        bus: Some(bus.clone()),
-    };
-    let router = api_router(state)
-        .merge(http::operational_routes(readiness))
-        .merge(http::docs_routes(ApiDoc::openapi()));
-    let router = http::finish(router, SERVICE, &config.http);
-    let consumer = Arc::new(IdempotentConsumer::new(
-        EVENTS_QUEUE,
-        pool.clone(),
-        Arc::new(recorder::Recorder),
-    ));
-    helpdesk_kit::bus::declare_early(bus.as_ref(), &events_subscription(&config)).await;
-    let mut workers: Vec<helpdesk_kit::runtime::Worker> = Vec::new();
-    for _ in 0..config.consumers {
-        let (bus, consumer, shutdown) = (bus.clone(), consumer.clone(), shutdown.clone());
-        let subscription = events_subscription(&config);
-        workers.push(Box::pin(async move {
-            bus.consume(subscription, consumer, shutdown).await
-        }));
-    }
-    let retention = retention::run(
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            config: config.clone(),
+        },
+    );
+    let mut wiring = Wiring::new(
+        contract::Service::Audit,
+        &config.common,
+        &pool,
+        &bus,
+        &shutdown,
+    );
+    wiring
+        .consume_as(
+            EVENTS_QUEUE,
+            &AUDIT_EVENTS,
+            recorder::Recorder,
+            config.consumers,
+        )
+        .await;
+    wiring.worker(retention::run(
         pool,
         config.retention_days,
         config.retention_interval,
         shutdown,
-    );
-    Ok(Service {
-        name: SERVICE,
-        router,
-        workers: {
-            workers.push(Box::pin(retention));
-            workers
-        },
-    })
+    ));
+    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 
-helpdesk_kit::service_def!(
-    /// audit-service as a runnable service (binary, launcher).
-    AuditService,
-    contract::Service::Audit
-);
+/// audit-service as a runnable service (binary, launcher).
+pub struct AuditService;
+
+impl ServiceDef for AuditService {
+    const SERVICE: contract::Service = contract::Service::Audit;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    async fn build(
+        config: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
+        build(config, pool, bus, shutdown).await
+    }
+}

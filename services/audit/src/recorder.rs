@@ -14,33 +14,23 @@ use crate::users;
 /// The audit-service's reaction to every event.
 pub struct Recorder;
 
-fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
-    match event.decode::<E>() {
-        Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!(
-            "malformed {} payload: {e}",
-            E::EVENT_TYPE
-        ))),
-        None => Err(HandlerError::Permanent(format!(
-            "expected {}, got {}",
-            E::EVENT_TYPE,
-            event.event_type
-        ))),
-    }
-}
-
 async fn update_users(tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
     match event.event_type.as_str() {
         UserCreated::EVENT_TYPE => {
-            users::upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?
+            users::upsert(tx, &event.payload::<UserCreated>()?.user, event.timestamp).await?
         }
         UserUpdated::EVENT_TYPE => {
-            users::upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?
+            users::upsert(tx, &event.payload::<UserUpdated>()?.user, event.timestamp).await?
         }
         UserRoleChanged::EVENT_TYPE => {
-            users::upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?
+            users::upsert(
+                tx,
+                &event.payload::<UserRoleChanged>()?.user,
+                event.timestamp,
+            )
+            .await?
         }
-        UserDeleted::EVENT_TYPE => users::tombstone(tx, decode::<UserDeleted>(event)?.id).await?,
+        UserDeleted::EVENT_TYPE => users::tombstone(tx, event.payload::<UserDeleted>()?.id).await?,
         _ => {}
     }
     Ok(())

@@ -12,12 +12,12 @@ const BATCH: i64 = 10_000;
 pub async fn run_once(pool: &PgPool, days: u32) -> sqlx::Result<u64> {
     let mut removed = 0;
     loop {
-        let n = sqlx::query(
+        let n = sqlx::query!(
             "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
              WHERE created_at < now() - make_interval(days => $1) LIMIT $2)",
+            i32::try_from(days).unwrap_or(i32::MAX),
+            BATCH,
         )
-        .bind(i32::try_from(days).unwrap_or(i32::MAX))
-        .bind(BATCH)
         .execute(pool)
         .await?
         .rows_affected();

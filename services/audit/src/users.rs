@@ -8,7 +8,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
@@ -34,7 +34,6 @@ pub struct Caller {
     pub role: Role,
 }
 
-#[derive(FromRow)]
 struct Lookup {
     role: Option<Role>,
     deleted: bool,
@@ -44,12 +43,14 @@ struct Lookup {
 
 /// Resolves a verified token against the read model.
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
-    let found: Lookup = sqlx::query_as(
-        "SELECT u.role, (d.id IS NOT NULL) AS deleted, u.token_epoch, u.kept_session \
-         FROM (VALUES ($1::uuid)) AS k (id) \
-         LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
+    let found = sqlx::query_as!(
+        Lookup,
+        r#"SELECT u.role AS "role?: Role", (d.id IS NOT NULL) AS "deleted!",
+             u.token_epoch AS "token_epoch?", u.kept_session
+           FROM (VALUES ($1::uuid)) AS k (id)
+             LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
+        token.id,
     )
-    .bind(token.id)
     .fetch_one(pool)
     .await?;
     if found.deleted {
@@ -107,7 +108,7 @@ impl FromRequestParts<AppState> for StaffOrService {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(Ok(service)) = bearer(parts).map(|t| state.keys.verify_service_token(t)) {
+        if let Some(Ok(service)) = bearer(parts).map(|t| state.keys().verify_service_token(t)) {
             return Ok(StaffOrService::Service(service.sub));
         }
         let caller = Caller::from_request_parts(parts, state).await?;
@@ -125,7 +126,7 @@ pub async fn upsert(
     user: &UserSnapshot,
     at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (id, email, first_name, last_name, role, synced_at, revision, token_epoch, \
            kept_session) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -134,16 +135,16 @@ pub async fn upsert(
            revision = EXCLUDED.revision, token_epoch = EXCLUDED.token_epoch, \
            kept_session = EXCLUDED.kept_session \
          WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
+        user.id,
+        user.email,
+        user.first_name,
+        user.last_name,
+        user.role.as_str(),
+        at,
+        user.revision,
+        user.token_epoch,
+        user.kept_session,
     )
-    .bind(user.id)
-    .bind(&user.email)
-    .bind(&user.first_name)
-    .bind(&user.last_name)
-    .bind(user.role)
-    .bind(at)
-    .bind(user.revision)
-    .bind(user.token_epoch)
-    .bind(user.kept_session)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -151,9 +152,11 @@ pub async fn upsert(
 
 /// Records a deletion: the user's tokens are refused from now on.
 pub async fn tombstone(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

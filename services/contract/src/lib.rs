@@ -10,7 +10,7 @@
 //!   [`INTERNAL_PATHS`]: what the ingress (and `helpdesk up`) routes where.
 //! - [`Role`] and [`auth`]: role names, token audiences and issuer.
 //!
-//! No dependencies: everything is plain data and `const`.
+//! No dependencies: plain data, `const`, and pure checks both sides apply ([`is_valid_email`]).
 
 use std::fmt;
 
@@ -525,6 +525,27 @@ pub mod auth {
     pub const ISSUER: &str = "helpdesk";
     /// Lifetime of user tokens when `JWT_TTL` is not set.
     pub const DEFAULT_TOKEN_TTL: &str = "7d";
+}
+
+/// A pragmatic email check: one `@`, a non-empty local part of at most 64 characters, a dotted
+/// domain without empty labels, no blanks or control characters, at most 254 characters. The
+/// services use it for what users send and for their configuration (`BOOTSTRAP_ADMIN_EMAIL`,
+/// `STAFF_NOTIFY_EMAIL`); the operator for the addresses a platform's spec names, so it refuses
+/// exactly what a service would refuse at start-up.
+pub fn is_valid_email(email: &str) -> bool {
+    if email.chars().count() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.chars().count() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
 }
 
 /// UID and GID the service images run as (`USER 65532:65532` in the Dockerfile). Outside

@@ -277,14 +277,14 @@ impl Client {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
 }
 
-async fn login(
+pub(crate) async fn login(
     http: &reqwest::Client,
     base: &str,
     email: &str,
@@ -429,7 +429,7 @@ fn uuid_like() -> String {
 }
 
 /// Every 500 ms: create a ticket as admin and poll its audit trail until `ticket.created` shows.
-async fn sample_event_lag(
+pub(crate) async fn sample_event_lag(
     http: reqwest::Client,
     base: String,
     token: String,

@@ -1,5 +1,6 @@
 //! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
 
+mod baseline;
 mod bench;
 mod dlq;
 mod gateway;
@@ -64,12 +65,23 @@ enum Cmd {
         /// Base URL of the platform.
         #[arg(long, default_value = "http://localhost:8080")]
         base_url: String,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
+        /// Concurrent clients (default 64; 32 with --baseline).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Seconds to run (default 30; with --baseline, 20 per phase after the warm-up).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Instead of the mix: measure the raw limits of the list query and of the ticket write
+        /// transaction on the platform's database (DATABASE_URL or --data-dir's PostgreSQL),
+        /// then GET /tickets and POST /tickets, and print each as a fraction of its raw limit.
+        #[arg(long)]
+        baseline: bool,
+        /// --baseline: warm-up seconds before each measured phase.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// --baseline: the platform's process id, for its peak RSS.
+        #[arg(long)]
+        pid: Option<u32>,
         /// Admin account (default: the one `helpdesk up` stored in --data-dir).
         #[arg(long)]
         admin_email: Option<String>,
@@ -146,6 +158,9 @@ fn main() -> ExitCode {
             admin_email,
             admin_password,
             mix,
+            baseline,
+            warmup,
+            pid,
             data_dir,
         } => {
             let stored =
@@ -155,14 +170,33 @@ fn main() -> ExitCode {
                 .split_once('\n')
                 .map(|(e, p)| (e.to_string(), p.to_string()))
                 .unwrap_or_default();
-            rt.block_on(bench::run(bench::BenchOptions {
-                base_url,
-                concurrency: concurrency.max(1),
-                duration: Duration::from_secs(seconds),
-                admin_email: admin_email.unwrap_or(email),
-                admin_password: admin_password.unwrap_or(password),
-                mix,
-            }))
+            let admin_email = admin_email.unwrap_or(email);
+            let admin_password = admin_password.unwrap_or(password);
+            if baseline {
+                rt.block_on(bench_baseline(
+                    baseline::BaselineOptions {
+                        base_url,
+                        clients: concurrency.unwrap_or(32).max(1),
+                        warmup: Duration::from_secs(warmup),
+                        duration: Duration::from_secs(seconds.unwrap_or(20).max(1)),
+                        admin_email,
+                        admin_password,
+                        database_url: String::new(),
+                        ticket_schema: String::new(),
+                        pid,
+                    },
+                    &data_dir,
+                ))
+            } else {
+                rt.block_on(bench::run(bench::BenchOptions {
+                    base_url,
+                    concurrency: concurrency.unwrap_or(64).max(1),
+                    duration: Duration::from_secs(seconds.unwrap_or(30).max(1)),
+                    admin_email,
+                    admin_password,
+                    mix,
+                }))
+            }
         }
     };
     if let Some(t) = telemetry {
@@ -287,6 +321,24 @@ async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
     result?;
     println!("migrations applied");
     Ok(())
+}
+
+/// The ratio bench on the platform's database: DATABASE_URL, or the PostgreSQL of `data_dir`.
+async fn bench_baseline(
+    mut opts: baseline::BaselineOptions,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let mut env = Env::process();
+    let dir = prepare_data_dir(data_dir)?;
+    let (url, pg) = database(&env, &dir).await?;
+    env.set(var::DATABASE_URL, url.clone());
+    opts.database_url = url;
+    opts.ticket_schema = DbConfig::for_service(&env, Service::Ticket)?.schema;
+    let result = baseline::run(opts).await;
+    if let Some(pg) = pg {
+        pg.release();
+    }
+    result
 }
 
 async fn dead_letters(action: dlq::Action, data_dir: &Path) -> anyhow::Result<()> {

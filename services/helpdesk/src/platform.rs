@@ -16,6 +16,7 @@ use helpdesk_kit::config::Env;
 use helpdesk_kit::contract::{self, INTERNAL_ROUTES, PUBLIC_ROUTES, Route};
 use helpdesk_kit::error::error_response;
 use helpdesk_kit::runtime::{self, Service, ServiceDef, Worker};
+use helpdesk_kit::service::ServiceConfig;
 
 /// Whether the public entry point must not serve `path` (an internal route below a public
 /// prefix).
@@ -36,10 +37,10 @@ pub async fn start_service<D: ServiceDef>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
     let config = D::load(env).map_err(|e| anyhow::anyhow!("{}: {e}", D::NAME))?;
-    let pool = helpdesk_kit::db::connect(D::db(&config))
+    let pool = helpdesk_kit::db::connect(&config.common().db)
         .await
         .map_err(|e| anyhow::anyhow!("{}: cannot connect to DATABASE_URL: {e}", D::NAME))?;
-    helpdesk_kit::db::migrate(&pool, D::migrator()).await?;
+    helpdesk_kit::db::migrate(&pool, D::MIGRATOR).await?;
     D::build(config, pool, bus, shutdown).await
 }
 
@@ -286,4 +287,65 @@ pub fn readiness_answer(checks: &[(&str, bool)]) -> Response {
         "services": services,
     });
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use helpdesk_kit::config::Env;
+    use helpdesk_kit::contract::var;
+    use helpdesk_kit::runtime::ServiceDef;
+    use helpdesk_kit::testing::TestKeys;
+
+    /// Every service's configuration may be logged with `{:?}`: no credential shows.
+    #[test]
+    fn configurations_debug_without_their_credentials() {
+        let keys = TestKeys::generate();
+        let token = keys.service_token("test-service");
+        let env = Env::from_map([
+            (
+                var::DATABASE_URL,
+                "postgres://app:db-pass-7f3a@db:5432/helpdesk",
+            ),
+            (var::AMQP_URL, "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            (var::JWT_PUBLIC_KEY, keys.public_pem.as_str()),
+            (var::JWT_PRIVATE_KEY, keys.private_pem.as_str()),
+            (var::SERVICE_TOKEN, token.as_str()),
+            (var::BOOTSTRAP_ADMIN_EMAIL, "admin@example.com"),
+            (var::BOOTSTRAP_ADMIN_PASSWORD, "admin-pass-9c1e"),
+            (var::SMTP_URL, "smtp://mailer:smtp-pass-2b8d@mail:587"),
+            ("USER_SERVICE_URL", "http://user:8080"),
+            ("AUDIT_SERVICE_URL", "http://audit:8080"),
+        ]);
+        let shown = [
+            format!("{:?}", user_service::UserService::load(&env).expect("user")),
+            format!(
+                "{:?}",
+                ticket_service::TicketService::load(&env).expect("ticket")
+            ),
+            format!(
+                "{:?}",
+                audit_service::AuditService::load(&env).expect("audit")
+            ),
+            format!(
+                "{:?}",
+                notification_service::NotificationService::load(&env).expect("notification")
+            ),
+            format!(
+                "{:?}",
+                admin_service::AdminService::load(&env).expect("admin")
+            ),
+        ];
+        for debug in &shown {
+            for secret in [
+                "db-pass-7f3a",
+                "admin-pass-9c1e",
+                "smtp-pass-2b8d",
+                token.as_str(),
+                keys.private_pem.as_str(),
+            ] {
+                assert!(!debug.contains(secret), "a credential shows in {debug}");
+            }
+        }
+        assert!(shown[1].contains("audit:8080"), "{}", shown[1]);
+    }
 }

@@ -26,22 +26,26 @@ use crate::events::{Envelope, UserDeleted, UserRoleChanged, UserSnapshot, UserUp
 /// The caller's current role: `Ok(None)` when the account was deleted, 401 when the token's
 /// session ended (password change or reset).
 pub async fn current_role(pool: &PgPool, user: &AuthUser) -> Result<Option<Role>, ApiError> {
-    let row: Option<(Option<Role>, bool, i64, Option<Uuid>)> = sqlx::query_as(
-        "SELECT role, deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1",
+    let row = sqlx::query!(
+        r#"SELECT role AS "role: Role", deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1"#,
+        user.id,
     )
-    .bind(user.id)
     .fetch_optional(pool)
     .await?;
-    let Some((role, deleted, epoch, kept)) = row else {
+    let Some(row) = row else {
         return Ok(Some(user.role));
     };
-    if deleted {
+    if row.deleted {
         return Ok(None);
     }
-    if !(Sessions { epoch, kept }).admits(user) {
+    let sessions = Sessions {
+        epoch: row.token_epoch,
+        kept: row.kept_session,
+    };
+    if !sessions.admits(user) {
         return Err(ApiError::unauthorized(SESSION_ENDED));
     }
-    Ok(Some(role.unwrap_or(user.role)))
+    Ok(Some(row.role.unwrap_or(user.role)))
 }
 
 /// Records role changes, password changes and deletions; an older snapshot never overrides a
@@ -49,52 +53,45 @@ pub async fn current_role(pool: &PgPool, user: &AuthUser) -> Result<Option<Role>
 pub struct AccessModel;
 
 async fn record(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO user_access (user_id, role, deleted, revision, token_epoch, kept_session, changed_at) \
          VALUES ($1, $2, false, $3, $4, $5, $6) \
          ON CONFLICT (user_id) DO UPDATE SET role = EXCLUDED.role, revision = EXCLUDED.revision, \
              token_epoch = EXCLUDED.token_epoch, kept_session = EXCLUDED.kept_session, \
              changed_at = EXCLUDED.changed_at \
          WHERE (user_access.revision, user_access.changed_at) <= (EXCLUDED.revision, EXCLUDED.changed_at)",
+        user.id,
+        user.role.as_str(),
+        user.revision,
+        user.token_epoch,
+        user.kept_session,
+        at,
     )
-    .bind(user.id)
-    .bind(user.role)
-    .bind(user.revision)
-    .bind(user.token_epoch)
-    .bind(user.kept_session)
-    .bind(at)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 async fn record_deletion(tx: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO user_access (user_id, deleted, changed_at) VALUES ($1, true, $2) \
          ON CONFLICT (user_id) DO UPDATE SET deleted = true, changed_at = EXCLUDED.changed_at",
+        id,
+        at,
     )
-    .bind(id)
-    .bind(at)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-fn malformed(event: &Envelope, e: serde_json::Error) -> HandlerError {
-    HandlerError::Permanent(format!("malformed {} payload: {e}", event.event_type))
-}
-
 #[async_trait]
 impl EventHandler for AccessModel {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some(p) = event.decode::<UserRoleChanged>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        if let Some(p) = event.payload_if::<UserRoleChanged>()? {
             record(tx, &p.user, event.timestamp).await?;
-        } else if let Some(p) = event.decode::<UserUpdated>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        } else if let Some(p) = event.payload_if::<UserUpdated>()? {
             record(tx, &p.user, event.timestamp).await?;
-        } else if let Some(p) = event.decode::<UserDeleted>() {
-            let p = p.map_err(|e| malformed(event, e))?;
+        } else if let Some(p) = event.payload_if::<UserDeleted>()? {
             record_deletion(tx, p.id, event.timestamp).await?;
         }
         Ok(())

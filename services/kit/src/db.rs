@@ -12,12 +12,22 @@ use sqlx::{Connection, PgPool};
 use crate::config::{ConfigError, Env};
 use helpdesk_contract::{Service, var};
 
-/// Database settings of one service.
-#[derive(Debug, Clone)]
+/// Database settings of one service (`Debug` hides the URL's password).
+#[derive(Clone)]
 pub struct DbConfig {
     pub url: String,
     pub schema: String,
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &crate::secret::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl DbConfig {
@@ -66,9 +76,10 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
         // Serialise concurrent first starts (several replicas, parallel tests) with a
         // transaction-scoped lock: released by the commit or rollback, never left behind.
         let mut tx = conn.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-schema'))")
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('helpdesk-schema'))")
             .execute(&mut *tx)
             .await?;
+        // A name cannot be a bind parameter; `DbConfig::for_service` admits only [a-z0-9_].
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA IF NOT EXISTS \"{}\"",
             cfg.schema
@@ -100,44 +111,27 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
 ///   `tests/integration/db.rs` holds 64 clients on a pool of 10 without a single timeout.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The tables the kit itself needs in every service schema: the outbox and the record of handled
-/// events. Idempotent; run before the service's own migrations.
-const KIT_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS outbox (
-    id           BIGSERIAL PRIMARY KEY,
-    event_id     UUID NOT NULL UNIQUE,
-    exchange     TEXT NOT NULL,
-    routing_key  TEXT NOT NULL,
-    aggregate_id TEXT NOT NULL,
-    body         TEXT NOT NULL,
-    headers      JSONB NOT NULL DEFAULT '{}',
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    attempts     INT NOT NULL DEFAULT 0,
-    last_error   TEXT
-);
-CREATE TABLE IF NOT EXISTS processed_events (
-    consumer     TEXT NOT NULL,
-    event_id     UUID NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
-CREATE INDEX IF NOT EXISTS processed_events_at ON processed_events (processed_at);
-"#;
+/// The kit's own tables in every service schema (the outbox, the record of handled events):
+/// `migrations/kit`, tracked in `_sqlx_kit_migrations` so the service's own migration history
+/// stays its own.
+pub fn kit_migrator() -> &'static sqlx::migrate::Migrator {
+    static KIT: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+        let mut m = sqlx::migrate!("../../migrations/kit");
+        m.dangerous_set_table_name("_sqlx_kit_migrations");
+        m
+    });
+    &KIT
+}
 
-/// Runs the kit's tables and then the service's migrations, under one advisory lock per schema.
+/// Runs the kit's migrations and then the service's, in the pool's schema. Each migrator holds
+/// sqlx's database-wide advisory lock on one session while it works, so concurrent first starts
+/// (several replicas, parallel tests) take turns.
 pub async fn migrate(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<(), sqlx::Error> {
-    // A transaction-scoped lock: held by the session that creates the tables, released by the
-    // commit or rollback.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-kit-' || current_schema()))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::raw_sql(KIT_SCHEMA).execute(&mut *tx).await?;
-    tx.commit().await?;
-    migrator
-        .run(pool)
-        .await
-        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    for m in [kit_migrator(), migrator] {
+        m.run(pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+    }
     Ok(())
 }
 
@@ -188,6 +182,116 @@ mod tests {
         assert_eq!(
             DbConfig::for_service(&none, Service::User).unwrap_err().var,
             var::DATABASE_URL
+        );
+    }
+}
+
+/// Schemas made before the kit's tables were migrations (the services and the bus created them
+/// at start-up) upgrade in place and keep their rows.
+#[cfg(all(test, feature = "testing"))]
+mod upgrade_tests {
+    use super::*;
+    use crate::bus::postgres::PgBus;
+    use crate::testing::{database_url, drop_schema, require_postgres, unique};
+
+    /// What every service ran at start-up before `migrations/kit`.
+    const START_UP_KIT_TABLES: &str = r#"
+        CREATE TABLE IF NOT EXISTS outbox (
+            id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL UNIQUE, exchange TEXT NOT NULL,
+            routing_key TEXT NOT NULL, aggregate_id TEXT NOT NULL, body TEXT NOT NULL,
+            headers JSONB NOT NULL DEFAULT '{}', created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            attempts INT NOT NULL DEFAULT 0, last_error TEXT);
+        CREATE TABLE IF NOT EXISTS processed_events (
+            consumer TEXT NOT NULL, event_id UUID NOT NULL,
+            processed_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (consumer, event_id));
+        CREATE INDEX IF NOT EXISTS processed_events_at ON processed_events (processed_at);
+        INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body)
+            VALUES (gen_random_uuid(), 'ticket.events', 'ticket.created', 't1', '{}');
+    "#;
+
+    /// What the in-process bus ran at start-up in its first version (before `traceparent`).
+    const START_UP_BUS_TABLES: &str = r#"
+        CREATE TABLE IF NOT EXISTS bus_bindings (
+            queue TEXT NOT NULL, exchange TEXT NOT NULL, pattern TEXT NOT NULL,
+            PRIMARY KEY (queue, exchange, pattern));
+        CREATE TABLE IF NOT EXISTS bus_messages (
+            id BIGSERIAL PRIMARY KEY, queue TEXT NOT NULL, routing_key TEXT NOT NULL,
+            message_id TEXT NOT NULL, body BYTEA NOT NULL, attempts INT NOT NULL DEFAULT 0,
+            available_at TIMESTAMPTZ NOT NULL DEFAULT now(), dead_at TIMESTAMPTZ, last_error TEXT);
+        CREATE INDEX IF NOT EXISTS bus_messages_ready ON bus_messages (queue, id) WHERE dead_at IS NULL;
+        INSERT INTO bus_messages (queue, routing_key, message_id, body, dead_at, last_error)
+            VALUES ('q', 'ticket.created', 'm1', 'x', now(), 'refused');
+    "#;
+
+    async fn pool_on(schema: &str) -> PgPool {
+        connect(&DbConfig {
+            url: database_url(),
+            schema: schema.to_string(),
+            max_connections: 2,
+        })
+        .await
+        .expect("connect")
+    }
+
+    #[tokio::test]
+    async fn a_service_schema_from_before_the_kit_migrations_upgrades_and_keeps_its_outbox() {
+        require_postgres().await;
+        static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+        let schema = unique("t_kitup_");
+        let pool = pool_on(&schema).await;
+        sqlx::raw_sql(START_UP_KIT_TABLES)
+            .execute(&pool)
+            .await
+            .expect("the start-up tables");
+        let first = migrate(&pool, &NO_MIGRATIONS).await;
+        let again = migrate(&pool, &NO_MIGRATIONS).await;
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_kit_migrations WHERE success")
+                .fetch_all(&pool)
+                .await
+                .unwrap_or_default();
+        let unsent: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .ok();
+        pool.close().await;
+        drop_schema(&schema).await;
+        first.expect("the upgrade");
+        again.expect("a second run has nothing to do");
+        assert_eq!(versions, [1], "the kit's first migration is recorded");
+        assert_eq!(unsent, Some(1), "the unsent event is still there");
+    }
+
+    #[tokio::test]
+    async fn a_bus_schema_from_before_the_bus_migrations_upgrades_and_keeps_its_dead_letters() {
+        require_postgres().await;
+        let schema = unique("t_busup_");
+        let pool = pool_on(&schema).await;
+        sqlx::raw_sql(START_UP_BUS_TABLES)
+            .execute(&pool)
+            .await
+            .expect("the start-up tables");
+        let bus = PgBus::new(pool.clone()).await;
+        let dead = match &bus {
+            Ok(bus) => bus.dead_letters("q").await.ok(),
+            Err(_) => None,
+        };
+        let traceparent: Option<i64> = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'bus_messages' AND column_name = 'traceparent'",
+        )
+        .bind(&schema)
+        .fetch_one(&pool)
+        .await
+        .ok();
+        pool.close().await;
+        drop_schema(&schema).await;
+        bus.expect("the upgrade");
+        assert_eq!(traceparent, Some(1), "the trace column was added");
+        assert_eq!(
+            dead,
+            Some(vec![(b"x".to_vec(), Some("refused".to_string()))]),
+            "the dead letter is still there"
         );
     }
 }

@@ -421,22 +421,9 @@ pub fn check_length(field: &str, value: &str, min: usize, max: usize) -> ApiResu
     Ok(())
 }
 
-/// A pragmatic email check: one `@`, a non-empty local part, a dotted domain, no spaces.
-pub fn is_valid_email(email: &str) -> bool {
-    if email.chars().count() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return false;
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && local.chars().count() <= 64
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-}
+/// A pragmatic email check (one `@`, a non-empty local part, a dotted domain, no spaces): the
+/// contract's, so the operator refuses exactly the addresses the services would.
+pub use helpdesk_contract::is_valid_email;
 
 #[cfg(test)]
 mod tests {

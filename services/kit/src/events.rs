@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Role;
+use crate::bus::HandlerError;
 
 pub mod schema;
 
@@ -80,9 +81,43 @@ impl Envelope<serde_json::Value> {
         }
     }
 
-    /// The payload as the typed event, when the event type matches.
-    pub fn decode<E: DomainEvent>(&self) -> Option<Result<E, serde_json::Error>> {
-        (self.event_type == E::EVENT_TYPE).then(|| serde_json::from_value(self.payload.clone()))
+    /// The payload as the typed event `E`. Another event type, or a payload without `E`'s
+    /// shape, is a permanent failure: no retry can fix it.
+    pub fn payload<E: DomainEvent>(&self) -> Result<E, HandlerError> {
+        self.payload_if::<E>()?.ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "expected {}, got {}",
+                E::EVENT_TYPE,
+                self.event_type
+            ))
+        })
+    }
+
+    /// The payload as `E` when this is an `E` event, `None` for any other type; a malformed
+    /// `E` is a permanent failure.
+    pub fn payload_if<E: DomainEvent>(&self) -> Result<Option<E>, HandlerError> {
+        if self.event_type != E::EVENT_TYPE {
+            return Ok(None);
+        }
+        E::deserialize(&self.payload).map(Some).map_err(|e| {
+            HandlerError::Permanent(format!("malformed {} payload: {e}", E::EVENT_TYPE))
+        })
+    }
+
+    /// The ticket's snapshot every `ticket.*` event carries (after the change).
+    pub fn ticket_snapshot(&self) -> Result<TicketSnapshot, HandlerError> {
+        #[derive(Deserialize)]
+        struct AnyTicketEvent {
+            ticket: TicketSnapshot,
+        }
+        AnyTicketEvent::deserialize(&self.payload)
+            .map(|p| p.ticket)
+            .map_err(|e| {
+                HandlerError::Permanent(format!(
+                    "{} without a well-formed ticket snapshot: {e}",
+                    self.event_type
+                ))
+            })
     }
 
     /// The exchange this event type belongs to.
@@ -581,7 +616,7 @@ mod tests {
         let env = Envelope::wrap(&p, EventMetadata::default());
         assert_eq!(env.event_type, "user.password_reset_requested");
         assert_eq!(env.exchange(), USER_EVENTS);
-        let back: UserPasswordResetRequested = env.decode().unwrap().unwrap();
+        let back: UserPasswordResetRequested = env.payload().unwrap();
         assert_eq!(back, p);
         let redacted = redact_secrets(&env.payload);
         assert!(!redacted.to_string().contains("secret"));

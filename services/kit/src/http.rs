@@ -315,7 +315,11 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn check_database(pool: &PgPool) -> bool {
     matches!(
-        tokio::time::timeout(READY_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await,
+        tokio::time::timeout(
+            READY_CHECK_TIMEOUT,
+            sqlx::query_scalar!("SELECT 1 AS ready").fetch_one(pool)
+        )
+        .await,
         Ok(Ok(_))
     )
 }

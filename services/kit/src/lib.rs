@@ -11,6 +11,8 @@
 //! - [`db`]: a pool per service on its own schema, with its migrations.
 //! - [`pagination`]: keyset cursor pagination (`limit`, `cursor`, `X-Next-Cursor`).
 //! - [`peer`]: calls to another service with timeout, retries and a circuit breaker.
+//! - [`service`]: the common configuration section, the handlers' state and the wiring of a
+//!   service's parts; [`runtime`] runs it.
 //! - [`contract`]: the names every service and the operator share (re-export of
 //!   `helpdesk-contract`): configuration variables, what each command requires, routes, roles.
 
@@ -27,6 +29,8 @@ pub mod pagination;
 pub mod peer;
 pub mod ratelimit;
 pub mod runtime;
+pub mod secret;
+pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -34,35 +38,3 @@ pub mod trace;
 
 pub use error::{ApiError, ApiJson, ApiResult};
 pub use helpdesk_contract as contract;
-
-#[doc(hidden)]
-pub mod __private {
-    pub use {anyhow, axum, sqlx, tokio_util};
-}
-
-/// Declares a service's handler state over its `$inner` struct: `AppState(Arc<$inner>)`, cheap to
-/// clone, dereferencing to `$inner`, whose `keys: Arc<JwtKeys>` field the auth extractors verify
-/// tokens with.
-#[macro_export]
-macro_rules! app_state {
-    ($inner:ident) => {
-        /// Handler state (cheap to clone).
-        #[derive(Clone)]
-        pub struct AppState(pub ::std::sync::Arc<$inner>);
-
-        impl ::std::ops::Deref for AppState {
-            type Target = $inner;
-            fn deref(&self) -> &$inner {
-                &self.0
-            }
-        }
-
-        impl $crate::__private::axum::extract::FromRef<AppState>
-            for ::std::sync::Arc<$crate::auth::JwtKeys>
-        {
-            fn from_ref(s: &AppState) -> Self {
-                s.keys.clone()
-            }
-        }
-    };
-}

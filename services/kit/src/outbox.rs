@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -31,6 +31,16 @@ impl EventContext {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id,
             user_id: self.user_id,
+        }
+    }
+
+    /// The context of events a request causes: its request id correlates them, `user_id` is the
+    /// acting user (none for a service's own call).
+    pub fn request(request_id: impl Into<String>, user_id: Option<Uuid>) -> Self {
+        Self {
+            correlation_id: Some(request_id.into()),
+            user_id,
+            causation_id: None,
         }
     }
 
@@ -69,17 +79,17 @@ pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), s
         "traceparent": crate::trace::TraceParent::current().map(|t| t.to_string()),
     });
     // The row and the relay's wake-up (delivered on commit) in one round trip.
-    sqlx::query(
+    sqlx::query!(
         "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
          SELECT pg_notify(current_schema() || '_outbox', '') FROM ins",
+        envelope.event_id,
+        envelope.exchange(),
+        envelope.event_type,
+        envelope.aggregate_id,
+        body,
+        headers,
     )
-    .bind(envelope.event_id)
-    .bind(envelope.exchange())
-    .bind(&envelope.event_type)
-    .bind(&envelope.aggregate_id)
-    .bind(body)
-    .bind(headers)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -124,18 +134,19 @@ impl OutboxRelay {
     /// the relay lock or the outbox is empty).
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let locked: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '-outbox-relay'))",
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '-outbox-relay')) AS "locked!""#
         )
         .fetch_one(&mut *tx)
         .await?;
         if !locked {
             return Ok(0);
         }
-        let rows = sqlx::query(
-            "SELECT id, event_id, exchange, routing_key, body, headers FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let rows = sqlx::query!(
+            "SELECT id, event_id, exchange, routing_key, body, headers FROM outbox \
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            self.batch_size,
         )
-        .bind(self.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -145,9 +156,9 @@ impl OutboxRelay {
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
-            ids.push(row.try_get::<i64, _>("id")?);
-            let headers: serde_json::Value = row.try_get("headers")?;
-            let headers = headers
+            ids.push(row.id);
+            let headers = row
+                .headers
                 .as_object()
                 .map(|m| {
                     m.iter()
@@ -156,26 +167,30 @@ impl OutboxRelay {
                 })
                 .unwrap_or_default();
             messages.push(OutgoingMessage {
-                exchange: row.try_get("exchange")?,
-                routing_key: row.try_get("routing_key")?,
-                body: row.try_get::<String, _>("body")?.into_bytes(),
-                message_id: row.try_get::<Uuid, _>("event_id")?.to_string(),
+                exchange: row.exchange,
+                routing_key: row.routing_key,
+                body: row.body.into_bytes(),
+                message_id: row.event_id.to_string(),
                 headers,
             });
         }
         let outcome = self.bus.publish(&messages).await;
         if outcome.confirmed > 0 {
-            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-                .bind(&ids[..outcome.confirmed])
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM outbox WHERE id = ANY($1)",
+                &ids[..outcome.confirmed]
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         if let Some(error) = &outcome.error {
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                .bind(ids[outcome.confirmed])
-                .bind(error.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                ids[outcome.confirmed],
+                error.to_string(),
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         match outcome.error {
@@ -186,7 +201,7 @@ impl OutboxRelay {
 
     /// Unpublished events.
     pub async fn backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT count(*) FROM outbox")
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
             .fetch_one(&self.pool)
             .await
     }

@@ -48,7 +48,7 @@ struct Breaker {
 pub struct PeerClient {
     name: String,
     base_url: String,
-    token: Option<String>,
+    token: Option<crate::secret::Secret>,
     http: reqwest::Client,
     retries: u32,
     failure_threshold: u32,
@@ -61,7 +61,7 @@ impl PeerClient {
     pub fn new(
         name: &str,
         base_url: &str,
-        token: Option<String>,
+        token: Option<crate::secret::Secret>,
         timeout: Duration,
         retries: u32,
     ) -> Self {
@@ -138,7 +138,7 @@ impl PeerClient {
                 .http
                 .request(method.clone(), format!("{}{}", self.base_url, path));
             if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
+                req = req.bearer_auth(t.expose());
             }
             if let Some(id) = request_id {
                 req = req.header("x-request-id", id);

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
 use crate::db::DbConfig;
+use crate::service::ServiceConfig;
 use helpdesk_contract::var;
 
 /// A background task (outbox relay, consumer, ...) that ends when the shutdown token is cancelled.
@@ -125,18 +126,15 @@ pub trait ServiceDef {
     const SERVICE: helpdesk_contract::Service;
     /// Name in logs and metrics, e.g. `user-service`.
     const NAME: &'static str = Self::SERVICE.binary();
-    type Config: Send + 'static;
+    type Config: crate::service::ServiceConfig + Send + 'static;
     /// Reads the configuration (one-line error naming the variable on failure).
     fn load(env: &Env) -> Result<Self::Config, ConfigError>;
     /// Reads the database settings only: all that `migrate` needs.
     fn load_db(env: &Env) -> Result<DbConfig, ConfigError> {
         DbConfig::for_service(env, Self::SERVICE)
     }
-    fn db(config: &Self::Config) -> &DbConfig;
-    fn http(config: &Self::Config) -> &crate::http::HttpConfig;
-    /// `AMQP_URL` and the exchange/queue prefix.
-    fn bus(config: &Self::Config) -> (Option<&str>, &str);
-    fn migrator() -> &'static sqlx::migrate::Migrator;
+    /// The service's migrations.
+    const MIGRATOR: &'static sqlx::migrate::Migrator;
     fn build(
         config: Self::Config,
         pool: sqlx::PgPool,
@@ -162,7 +160,7 @@ pub fn load<D: ServiceDef>(command: Command, env: &Env) -> Result<Loaded<D::Conf
         Command::Migrate => D::load_db(env).map(Loaded::Migrate),
         Command::Serve => {
             let config = D::load(env)?;
-            if D::bus(&config).0.is_none() {
+            if config.common().amqp_url.is_none() {
                 return Err(ConfigError::new(var::AMQP_URL, "is required but not set"));
             }
             Ok(Loaded::Serve(config))
@@ -175,7 +173,7 @@ pub async fn migrate<D: ServiceDef>(db: &DbConfig) -> anyhow::Result<()> {
     let pool = crate::db::connect(db)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", var::DATABASE_URL))?;
-    let migrated = crate::db::migrate(&pool, D::migrator()).await;
+    let migrated = crate::db::migrate(&pool, D::MIGRATOR).await;
     pool.close().await;
     migrated?;
     Ok(())
@@ -237,60 +235,24 @@ async fn run_def<D: ServiceDef>(loaded: Loaded<D::Config>) -> anyhow::Result<()>
         }
         Loaded::Serve(config) => config,
     };
-    let pool = crate::db::connect(D::db(&config))
+    let common = config.common().clone();
+    let pool = crate::db::connect(&common.db)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", var::DATABASE_URL))?;
-    crate::db::migrate(&pool, D::migrator()).await?;
-    let (amqp, prefix) = D::bus(&config);
-    let amqp = amqp.ok_or_else(|| {
+    crate::db::migrate(&pool, D::MIGRATOR).await?;
+    let amqp = common.amqp_url.as_deref().ok_or_else(|| {
         anyhow::anyhow!(
             "invalid configuration: {} is required but not set",
             var::AMQP_URL
         )
     })?;
-    let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::for_platform(amqp, prefix));
+    let bus = std::sync::Arc::new(crate::bus::amqp::AmqpBus::for_platform(
+        amqp,
+        &common.bus_prefix,
+    ));
     let shutdown = shutdown_on_signals();
-    let listener = bind(D::http(&config).bind_addr).await?;
+    let listener = bind(common.http.bind_addr).await?;
     let service = D::build(config, pool, bus, shutdown.clone()).await?;
     tracing::info!(service = D::NAME, addr = %listener.local_addr()?, "listening");
     run(listener, service.router, service.workers, shutdown).await
-}
-
-/// Implements [`ServiceDef`] for a service crate whose root has `Config` (with `from_env`, `db`,
-/// `http`, `amqp_url`, `bus_prefix`), `MIGRATOR` and `build(config, pool, bus, shutdown)`;
-/// `$service` is its [`helpdesk_contract::Service`].
-#[macro_export]
-macro_rules! service_def {
-    ($(#[$meta:meta])* $ty:ident, $service:expr) => {
-        $(#[$meta])*
-        pub struct $ty;
-
-        impl $crate::runtime::ServiceDef for $ty {
-            const SERVICE: $crate::contract::Service = $service;
-            type Config = Config;
-            fn load(env: &$crate::config::Env) -> Result<Config, $crate::config::ConfigError> {
-                Config::from_env(env)
-            }
-            fn db(c: &Config) -> &$crate::db::DbConfig {
-                &c.db
-            }
-            fn http(c: &Config) -> &$crate::http::HttpConfig {
-                &c.http
-            }
-            fn bus(c: &Config) -> (Option<&str>, &str) {
-                (c.amqp_url.as_deref(), &c.bus_prefix)
-            }
-            fn migrator() -> &'static $crate::__private::sqlx::migrate::Migrator {
-                &MIGRATOR
-            }
-            async fn build(
-                c: Config,
-                pool: $crate::__private::sqlx::PgPool,
-                bus: std::sync::Arc<dyn $crate::bus::Bus>,
-                shutdown: $crate::__private::tokio_util::sync::CancellationToken,
-            ) -> $crate::__private::anyhow::Result<$crate::runtime::Service> {
-                build(c, pool, bus, shutdown).await
-            }
-        }
-    };
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use helpdesk_kit::events::EmailQueued;
@@ -21,7 +21,7 @@ pub enum EmailStatus {
 }
 
 /// The contract's view of an email (`GET /notifications/status/:id`); never its body.
-#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EmailView {
     pub id: Uuid,
@@ -59,18 +59,18 @@ pub async fn queue(
     email: &NewEmail,
     ctx: &EventContext,
 ) -> sqlx::Result<Option<Uuid>> {
-    let id: Option<Uuid> = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO emails (id, source_event_id, recipient, template, subject, body, sensitive) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (source_event_id, recipient) DO NOTHING RETURNING id",
+        Uuid::now_v7(),
+        email.source_event_id,
+        email.recipient,
+        email.template,
+        email.subject,
+        email.body,
+        email.sensitive,
     )
-    .bind(Uuid::now_v7())
-    .bind(email.source_event_id)
-    .bind(&email.recipient)
-    .bind(&email.template)
-    .bind(&email.subject)
-    .bind(&email.body)
-    .bind(email.sensitive)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else { return Ok(None) };
@@ -81,7 +81,7 @@ pub async fn queue(
         template: email.template.clone(),
     };
     outbox::publish(&mut *tx, &event, ctx).await?;
-    sqlx::query("SELECT pg_notify(current_schema() || '_emails', '')")
+    sqlx::query!("SELECT pg_notify(current_schema() || '_emails', '')")
         .execute(&mut *tx)
         .await?;
     Ok(Some(id))
@@ -89,10 +89,13 @@ pub async fn queue(
 
 /// One email's state.
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EmailView>> {
-    sqlx::query_as(
-        "SELECT id, recipient AS \"to\", subject, status, attempts, last_error, created_at, sent_at FROM emails WHERE id = $1",
+    sqlx::query_as!(
+        EmailView,
+        r#"SELECT id, recipient AS "to", subject, status AS "status: EmailStatus", attempts,
+             last_error, created_at, sent_at
+           FROM emails WHERE id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(db)
     .await
 }

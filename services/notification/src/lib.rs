@@ -12,24 +12,22 @@ pub mod sender;
 pub mod templates;
 pub mod triggers;
 
-use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
-use helpdesk_kit::bus::{Bus, IdempotentConsumer, retry_settings};
+use helpdesk_kit::access::AccessModel;
+use helpdesk_kit::bus::Bus;
+use helpdesk_kit::bus::topology::{NOTIFICATION_TRIGGERS, NOTIFICATION_USERS};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
-use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::http::{self, HttpConfig, Readiness};
-use helpdesk_kit::outbox::OutboxRelay;
-use helpdesk_kit::runtime::{Service, Worker};
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
+use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 use crate::mailer::MailTransport;
 use crate::sender::{Sender, SenderConfig};
@@ -44,18 +42,12 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/
 /// Everything notification-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http: HttpConfig,
-    pub db: DbConfig,
-    pub amqp_url: Option<String>,
-    pub bus_prefix: String,
-    pub keys: Arc<JwtKeys>,
+    pub common: CommonConfig,
     pub transport: MailTransport,
     pub sender: SenderConfig,
     pub staff_notify_email: Option<String>,
     pub frontend_base_url: String,
     pub template_dir: Option<PathBuf>,
-    /// Event consumer retries: `EVENT_MAX_ATTEMPTS`, `EVENT_RETRY_BASE_DELAY`.
-    pub event_retries: (u32, Duration),
 }
 
 impl Config {
@@ -76,11 +68,7 @@ impl Config {
         Templates::load(template_dir.as_deref())
             .map_err(|e| ConfigError::new("NOTIFICATION_TEMPLATE_DIR", e.to_string()))?;
         Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            db: DbConfig::for_service(env, contract::Service::Notification)?,
-            amqp_url: env.raw(var::AMQP_URL),
-            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
-            keys: Arc::new(JwtKeys::from_env(env, false)?),
+            common: CommonConfig::from_env(env, contract::Service::Notification)?,
             transport: MailTransport::from_env(env)?,
             sender: SenderConfig::from_env(env)?,
             staff_notify_email,
@@ -89,7 +77,6 @@ impl Config {
                 .trim_end_matches('/')
                 .to_string(),
             template_dir,
-            event_retries: retry_settings(env)?,
         })
     }
 
@@ -99,7 +86,7 @@ impl Config {
             pool,
             self.transport.mailer()?,
             self.sender.clone(),
-            &self.db.schema,
+            &self.common.db.schema,
         ))
     }
 }
@@ -107,11 +94,17 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub templates: Arc<Templates>,
 }
 
-helpdesk_kit::app_state!(Inner);
+/// Handler state (cheap to clone).
+pub type AppState = helpdesk_kit::service::AppState<Inner>;
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -136,55 +129,32 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Service> {
     let templates = Arc::new(Templates::load(config.template_dir.as_deref())?);
-    let state = AppState(Arc::new(Inner {
-        pool: pool.clone(),
-        keys: config.keys.clone(),
-        templates: templates.clone(),
-    }));
-    let readiness = Readiness {
-        service: SERVICE,
-        pool: pool.clone(),
-        bus: Some(bus.clone()),
-    };
-    let router = api_router(state)
-        .merge(http::operational_routes(readiness))
-        .merge(http::docs_routes(ApiDoc::openapi()));
-    let router = http::finish(router, SERVICE, &config.http);
-
-    let triggers = Arc::new(triggers::Triggers {
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            templates: templates.clone(),
+        },
+    );
+    let triggers = triggers::Triggers {
         templates,
         staff_notify_email: config.staff_notify_email.clone(),
         frontend_base_url: config.frontend_base_url.clone(),
-    });
-    let consumer = Arc::new(IdempotentConsumer::new(SERVICE, pool.clone(), triggers));
-    let (attempts, delay) = config.event_retries;
-    let subscription = triggers::subscription(attempts, delay);
-    helpdesk_kit::bus::declare_early(bus.as_ref(), &subscription).await;
-    let consume_bus = bus.clone();
-    let consume_shutdown = shutdown.clone();
+    };
+    let mut wiring = Wiring::new(
+        contract::Service::Notification,
+        &config.common,
+        &pool,
+        &bus,
+        &shutdown,
+    );
+    wiring.relay(None);
+    // Handled trigger events have always been remembered under the service's name.
+    wiring
+        .consume_as(SERVICE, &NOTIFICATION_TRIGGERS, triggers, 1)
+        .await;
     // Who may read an email's status now (role changes, password changes, deletions).
-    let access_subscription =
-        helpdesk_kit::bus::topology::NOTIFICATION_USERS.subscription(attempts, delay);
-    helpdesk_kit::bus::declare_early(bus.as_ref(), &access_subscription).await;
-    let access = Arc::new(IdempotentConsumer::new(
-        helpdesk_kit::bus::topology::NOTIFICATION_USERS.name,
-        pool.clone(),
-        Arc::new(helpdesk_kit::access::AccessModel),
-    ));
-    let (access_bus, access_shutdown) = (bus.clone(), shutdown.clone());
-    let mut workers: Vec<Worker> = vec![
-        Box::pin(OutboxRelay::new(pool.clone(), bus, &config.db.schema).run(shutdown.clone())),
-        Box::pin(async move {
-            consume_bus
-                .consume(subscription, consumer, consume_shutdown)
-                .await
-        }),
-        Box::pin(async move {
-            access_bus
-                .consume(access_subscription, access, access_shutdown)
-                .await
-        }),
-    ];
+    wiring.consume(&NOTIFICATION_USERS, AccessModel).await;
     if matches!(config.transport, MailTransport::Disabled) {
         tracing::warn!(
             "{}: emails are recorded and marked FAILED instead of sent; set {} (or {}) to send them",
@@ -194,17 +164,27 @@ pub async fn build(
         );
     }
     if config.sender.enabled {
-        workers.push(Box::pin(config.sender(pool)?.run(shutdown)));
+        wiring.worker(config.sender(pool)?.run(shutdown));
     }
-    Ok(Service {
-        name: SERVICE,
-        router,
-        workers,
-    })
+    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 
-helpdesk_kit::service_def!(
-    /// notification-service as a runnable service (binary, launcher).
-    NotificationService,
-    contract::Service::Notification
-);
+/// notification-service as a runnable service (binary, launcher).
+pub struct NotificationService;
+
+impl ServiceDef for NotificationService {
+    const SERVICE: contract::Service = contract::Service::Notification;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    async fn build(
+        config: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
+        build(config, pool, bus, shutdown).await
+    }
+}

@@ -106,10 +106,7 @@ pub async fn send_email(
         body,
         sensitive,
     };
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        ..Default::default()
-    };
+    let ctx = EventContext::request(request_id, None);
     let mut tx = state.pool.begin().await?;
     let id = emails::queue(&mut tx, &email, &ctx)
         .await?

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::{FromRow, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -108,7 +108,6 @@ pub struct SendReport {
     pub failed: usize,
 }
 
-#[derive(FromRow)]
 struct Claimed {
     id: Uuid,
     recipient: String,
@@ -165,7 +164,8 @@ impl Sender {
             return self.fail_due(reason).await;
         }
         let claim_id = Uuid::new_v4();
-        let claimed: Vec<Claimed> = sqlx::query_as(
+        let claimed = sqlx::query_as!(
+            Claimed,
             "WITH due AS ( \
                  SELECT id FROM emails WHERE status = 'PENDING' AND next_attempt_at <= now() \
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
@@ -173,10 +173,10 @@ impl Sender {
                  next_attempt_at = now() + make_interval(secs => $3) \
              FROM due WHERE e.id = due.id \
              RETURNING e.id, e.recipient, e.subject, e.body, e.attempts",
+            self.claim_size(),
+            claim_id,
+            self.config.lease.as_secs_f64(),
         )
-        .bind(self.claim_size())
-        .bind(claim_id)
-        .bind(self.config.lease.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         let mut report = SendReport {
@@ -221,13 +221,13 @@ impl Sender {
         let mut tx = self.pool.begin().await?;
         let outcome = match result {
             Ok(()) => {
-                let done = sqlx::query(
+                let done = sqlx::query!(
                     "UPDATE emails SET status = 'SENT', sent_at = now(), claim_id = NULL, \
                      body = CASE WHEN sensitive THEN '' ELSE body END \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
+                    email.id,
+                    claim_id,
                 )
-                .bind(email.id)
-                .bind(claim_id)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
@@ -244,14 +244,14 @@ impl Sender {
             }
             Err(e) if e.retryable && email.attempts < self.config.max_attempts => {
                 let delay = self.config.backoff(email.attempts);
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE emails SET last_error = $3, claim_id = NULL, next_attempt_at = now() + make_interval(secs => $4) \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
+                    email.id,
+                    claim_id,
+                    e.message,
+                    delay.as_secs_f64(),
                 )
-                .bind(email.id)
-                .bind(claim_id)
-                .bind(&e.message)
-                .bind(delay.as_secs_f64())
                 .execute(&mut *tx)
                 .await?;
                 metrics::counter!("helpdesk_emails_retried_total").increment(1);
@@ -259,14 +259,14 @@ impl Sender {
                 Outcome::Retrying
             }
             Err(e) => {
-                let done = sqlx::query(
+                let done = sqlx::query!(
                     "UPDATE emails SET status = 'FAILED', last_error = $3, claim_id = NULL, \
                      body = CASE WHEN sensitive THEN '' ELSE body END \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
+                    email.id,
+                    claim_id,
+                    e.message,
                 )
-                .bind(email.id)
-                .bind(claim_id)
-                .bind(&e.message)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
@@ -291,7 +291,7 @@ impl Sender {
     /// counting an attempt, and announces each (`email.failed`) in the same transaction.
     async fn fail_due(&self, reason: &str) -> sqlx::Result<SendReport> {
         let mut tx = self.pool.begin().await?;
-        let failed: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        let failed = sqlx::query!(
             "WITH due AS ( \
                  SELECT id FROM emails WHERE status = 'PENDING' AND next_attempt_at <= now() \
                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
@@ -299,21 +299,21 @@ impl Sender {
                  body = CASE WHEN e.sensitive THEN '' ELSE e.body END \
              FROM due WHERE e.id = due.id \
              RETURNING e.id, e.recipient, e.attempts",
+            self.config.batch_size,
+            reason,
         )
-        .bind(self.config.batch_size)
-        .bind(reason)
         .fetch_all(&mut *tx)
         .await?;
         let ctx = EventContext::default();
-        for (email_id, to, attempts) in &failed {
+        for email in &failed {
             let event = EmailFailed {
-                email_id: *email_id,
-                to: to.clone(),
-                attempts: *attempts,
+                email_id: email.id,
+                to: email.recipient.clone(),
+                attempts: email.attempts,
                 error: reason.to_string(),
             };
             outbox::publish(&mut tx, &event, &ctx).await?;
-            tracing::info!(email_id = %email_id, error = reason, "email not sent");
+            tracing::info!(email_id = %email.id, error = reason, "email not sent");
         }
         tx.commit().await?;
         metrics::counter!("helpdesk_emails_failed_total").increment(failed.len() as u64);
@@ -326,7 +326,7 @@ impl Sender {
 
     /// Due pending emails (the backlog gauge).
     pub async fn backlog(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT count(*) FROM emails WHERE status = 'PENDING'")
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM emails WHERE status = 'PENDING'"#)
             .fetch_one(&self.pool)
             .await
     }

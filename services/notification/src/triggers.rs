@@ -6,23 +6,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::PgConnection;
 
-use helpdesk_kit::bus::{EventHandler, HandlerError, Subscription};
+use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::events::{
-    DomainEvent, Envelope, TicketAssigned, TicketCreated, TicketStatusChanged, TicketUnassigned,
-    UserCreated, UserPasswordResetRequested, UserRef,
+    Envelope, TicketAssigned, TicketCreated, TicketStatusChanged, TicketUnassigned, UserCreated,
+    UserPasswordResetRequested, UserRef,
 };
 use helpdesk_kit::outbox::EventContext;
 
 use crate::emails::{self, NewEmail};
 use crate::templates::{self, Templates};
-
-/// The consumer's logical queue.
-pub const QUEUE: &str = helpdesk_kit::bus::topology::NOTIFICATION_TRIGGERS.name;
-
-/// The queue and its bindings: exactly the events that trigger emails.
-pub fn subscription(max_attempts: u32, retry_base_delay: std::time::Duration) -> Subscription {
-    helpdesk_kit::bus::topology::NOTIFICATION_TRIGGERS.subscription(max_attempts, retry_base_delay)
-}
 
 /// Renders and queues the emails of each trigger event.
 pub struct Triggers {
@@ -55,17 +47,6 @@ fn full_name(u: &UserRef) -> String {
     }
 }
 
-fn decode<E: DomainEvent>(event: &Envelope) -> Result<Option<E>, HandlerError> {
-    match event.decode::<E>() {
-        None => Ok(None),
-        Some(Ok(p)) => Ok(Some(p)),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!(
-            "malformed {} payload: {e}",
-            E::EVENT_TYPE
-        ))),
-    }
-}
-
 /// One email to queue: recipient, template and its data.
 struct Planned {
     to: String,
@@ -80,7 +61,7 @@ impl Triggers {
 
     /// The emails an event calls for (none for events that trigger nothing).
     fn plan(&self, event: &Envelope) -> Result<Vec<Planned>, HandlerError> {
-        if let Some(p) = decode::<UserCreated>(event)? {
+        if let Some(p) = event.payload_if::<UserCreated>()? {
             return Ok(vec![Planned {
                 to: p.user.email.clone(),
                 template: templates::WELCOME,
@@ -91,7 +72,7 @@ impl Triggers {
                 ],
             }]);
         }
-        if let Some(p) = decode::<UserPasswordResetRequested>(event)? {
+        if let Some(p) = event.payload_if::<UserPasswordResetRequested>()? {
             return Ok(vec![Planned {
                 to: p.email,
                 template: templates::PASSWORD_RESET,
@@ -105,7 +86,7 @@ impl Triggers {
                 ],
             }]);
         }
-        if let Some(p) = decode::<TicketCreated>(event)? {
+        if let Some(p) = event.payload_if::<TicketCreated>()? {
             let Some(staff) = &self.staff_notify_email else {
                 return Ok(vec![]);
             };
@@ -121,7 +102,7 @@ impl Triggers {
                 ],
             }]);
         }
-        if let Some(p) = decode::<TicketStatusChanged>(event)? {
+        if let Some(p) = event.payload_if::<TicketStatusChanged>()? {
             return Ok(vec![Planned {
                 to: p.creator.email.clone(),
                 template: templates::TICKET_STATUS_CHANGED,
@@ -137,7 +118,7 @@ impl Triggers {
                 ],
             }]);
         }
-        if let Some(p) = decode::<TicketAssigned>(event)? {
+        if let Some(p) = event.payload_if::<TicketAssigned>()? {
             let url = self.ticket_url(p.ticket.id);
             return Ok(vec![
                 Planned {
@@ -168,7 +149,7 @@ impl Triggers {
                 },
             ]);
         }
-        if let Some(p) = decode::<TicketUnassigned>(event)? {
+        if let Some(p) = event.payload_if::<TicketUnassigned>()? {
             return Ok(vec![Planned {
                 to: p.creator.email.clone(),
                 template: templates::TICKET_UNASSIGNED,

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult};
-use helpdesk_kit::events::{TicketAssigned, TicketUnassigned};
+use helpdesk_kit::events::{TicketAssigned, TicketStatus, TicketUnassigned};
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox::{self, EventContext};
 
@@ -40,12 +40,14 @@ async fn set_assignee(
     id: Uuid,
     assignee: Option<Uuid>,
 ) -> sqlx::Result<TicketRow> {
-    sqlx::query_as(
-        "UPDATE tickets SET assigned_to_user_id = $2, updated_at = now() WHERE id = $1 \
-         RETURNING id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at",
+    sqlx::query_as!(
+        TicketRow,
+        r#"UPDATE tickets SET assigned_to_user_id = $2, updated_at = now() WHERE id = $1
+           RETURNING id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at"#,
+        id,
+        assignee,
     )
-    .bind(id)
-    .bind(assignee)
     .fetch_one(&mut *tx)
     .await
 }
@@ -133,11 +135,13 @@ pub async fn unassign_user(
     user_id: Uuid,
     ctx: &EventContext,
 ) -> sqlx::Result<usize> {
-    let assigned: Vec<TicketRow> = sqlx::query_as(
-        "SELECT id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at \
-         FROM tickets WHERE assigned_to_user_id = $1 ORDER BY created_at, id FOR UPDATE",
+    let assigned = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at
+           FROM tickets WHERE assigned_to_user_id = $1 ORDER BY created_at, id FOR UPDATE"#,
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(&mut *tx)
     .await?;
     for before in &assigned {

@@ -6,12 +6,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
-use helpdesk_kit::events::TicketCommentAdded;
+use helpdesk_kit::events::{TicketCommentAdded, TicketStatus};
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox;
 
@@ -52,7 +52,6 @@ pub struct Comment {
     pub author: CommentAuthor,
 }
 
-#[derive(FromRow)]
 struct CommentRow {
     id: Uuid,
     ticket_id: Uuid,
@@ -85,9 +84,6 @@ impl From<CommentRow> for Comment {
         }
     }
 }
-
-const VIEW: &str = "SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal, c.created_at, \
-     u.email, u.first_name, u.last_name, u.role FROM comments c LEFT JOIN users u ON u.id = c.author_id";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -122,11 +118,16 @@ pub async fn list_comments(
         .await?
         .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     check_access(&caller, &ticket)?;
-    let rows: Vec<CommentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{VIEW} WHERE c.ticket_id = $1 AND (NOT c.is_internal OR $2) ORDER BY c.created_at, c.id"
-    )))
-    .bind(id)
-    .bind(caller.is_staff())
+    let rows = sqlx::query_as!(
+        CommentRow,
+        r#"SELECT c.id, c.ticket_id, c.author_id, c.body, c.is_internal, c.created_at,
+             u.email AS "email?", u.first_name, u.last_name, u.role AS "role?: Role"
+           FROM comments c LEFT JOIN users u ON u.id = c.author_id
+           WHERE c.ticket_id = $1 AND (NOT c.is_internal OR $2)
+           ORDER BY c.created_at, c.id"#,
+        id,
+        caller.is_staff(),
+    )
     .fetch_all(&state.pool)
     .await?;
     Ok(ApiJson(rows.into_iter().map(Comment::from).collect()))
@@ -153,24 +154,27 @@ pub async fn add_comment(
     let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
     let mut tx = state.pool.begin().await?;
     // Shares the ticket's lock so a concurrent delete cannot orphan the comment.
-    let ticket: TicketRow = sqlx::query_as(
-        "SELECT id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at \
-         FROM tickets WHERE id = $1 FOR SHARE",
+    let ticket = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at
+           FROM tickets WHERE id = $1 FOR SHARE"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
     check_access(&caller, &ticket)?;
     let comment_id = Uuid::now_v7();
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+    let created_at = sqlx::query_scalar!(
+        "INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING created_at",
+        comment_id,
+        id,
+        caller.id,
+        text,
+        is_internal,
     )
-    .bind(comment_id)
-    .bind(id)
-    .bind(caller.id)
-    .bind(&text)
-    .bind(is_internal)
     .fetch_one(&mut *tx)
     .await?;
     let event = TicketCommentAdded {
@@ -205,9 +209,10 @@ pub async fn add_comment(
 /// `user.deleted`: removes the user's comments on other users' tickets (their own tickets are
 /// already gone with theirs).
 pub async fn remove_user_comments(tx: &mut PgConnection, user_id: Uuid) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM comments WHERE author_id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM comments WHERE author_id = $1", user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+    )
 }

@@ -2,17 +2,17 @@
 //!
 //! Modules: [`tickets`] (ticket routes and SQL), [`listing`] (lists, filters, pages), [`comments`] (comment routes and SQL),
 //! [`assignment`] (assigning and unassigning), [`audit_trail`] (`GET /tickets/:id/audit`, a call to
-//! audit-service), [`users`] (the read model of users fed by `user.*` events, the [`users::Caller`]
-//! extractor, and the `user.deleted` cascade) (pagination comes from the kit).
+//! audit-service), [`users`] (the read model of users and the [`users::Caller`] extractor),
+//! [`user_events`] (`user.*` events, and the `user.deleted` cascade over the other modules) (pagination comes from the kit).
 
 pub mod assignment;
 pub mod audit_trail;
 pub mod comments;
 pub mod listing;
 pub mod tickets;
+pub mod user_events;
 pub mod users;
 
-use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,21 +21,21 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::JwtKeys;
-use helpdesk_kit::bus::{self, Bus, IdempotentConsumer, Subscription};
+use helpdesk_kit::bus::topology::TICKET_USERS;
+use helpdesk_kit::bus::{Bus, Subscription};
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
-use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::http::{self, HttpConfig, Readiness};
-use helpdesk_kit::outbox::OutboxRelay;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::peer::PeerClient;
-use helpdesk_kit::runtime::Service;
+use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 /// The service's name in logs and metrics.
 pub const SERVICE: &str = contract::Service::Ticket.binary();
 
 /// The queue of the users read model.
-pub const USERS_QUEUE: &str = helpdesk_kit::bus::topology::TICKET_USERS.name;
+pub const USERS_QUEUE: &str = TICKET_USERS.name;
 
 /// The service's migrations (`migrations/ticket`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/ticket");
@@ -46,7 +46,7 @@ pub struct AuditPeerConfig {
     /// `AUDIT_SERVICE_URL`; without it the audit route answers 503.
     pub url: Option<String>,
     /// `SERVICE_TOKEN`: this service's credential for the internal call.
-    pub service_token: Option<String>,
+    pub service_token: Option<Secret>,
     /// `TICKET_AUDIT_TIMEOUT` per attempt (default 600 ms).
     pub timeout: Duration,
     /// `TICKET_AUDIT_RETRIES` (default 1): the call is an idempotent read.
@@ -58,21 +58,14 @@ pub struct AuditPeerConfig {
 /// Everything ticket-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http: HttpConfig,
-    pub db: DbConfig,
-    pub amqp_url: Option<String>,
-    pub bus_prefix: String,
-    pub keys: Arc<JwtKeys>,
+    pub common: CommonConfig,
     pub audit: AuditPeerConfig,
-    pub event_max_attempts: u32,
-    pub event_retry_base_delay: Duration,
     /// `TICKET_OUTBOX_POLL_INTERVAL` (default 2 s): the relay's fallback when NOTIFY is missed.
     pub outbox_poll_interval: Duration,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let (event_max_attempts, event_retry_base_delay) = bus::retry_settings(env)?;
         let retries: u32 = env.parse_or("TICKET_AUDIT_RETRIES", 1)?;
         if retries > 3 {
             return Err(ConfigError::new(
@@ -81,24 +74,18 @@ impl Config {
             ));
         }
         Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            db: DbConfig::for_service(env, contract::Service::Ticket)?,
-            amqp_url: env.raw(var::AMQP_URL),
-            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
-            keys: Arc::new(JwtKeys::from_env(env, false)?),
+            common: CommonConfig::from_env(env, contract::Service::Ticket)?,
             audit: AuditPeerConfig {
                 url: env.raw(contract::Service::Audit.url_var()),
                 service_token: env
                     .value_or_file(contract::Service::Ticket.service_token_var())?
                     .map(Some)
                     .unwrap_or(env.value_or_file(var::SERVICE_TOKEN)?)
-                    .map(|t| t.trim().to_string()),
+                    .map(|t| Secret::new(t.trim())),
                 timeout: env.duration_or("TICKET_AUDIT_TIMEOUT", Duration::from_millis(600))?,
                 retries,
                 deadline: env.duration_or("TICKET_AUDIT_DEADLINE", Duration::from_millis(1500))?,
             },
-            event_max_attempts,
-            event_retry_base_delay,
             outbox_poll_interval: env
                 .duration_or("TICKET_OUTBOX_POLL_INTERVAL", Duration::from_secs(2))?,
         })
@@ -108,13 +95,19 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     /// audit-service, when configured.
     pub audit: Option<PeerClient>,
     pub config: Config,
 }
 
-helpdesk_kit::app_state!(Inner);
+/// Handler state (cheap to clone).
+pub type AppState = helpdesk_kit::service::AppState<Inner>;
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -140,8 +133,7 @@ pub fn api_router(state: AppState) -> Router {
 
 /// The subscription of the users read model.
 pub fn users_subscription(config: &Config) -> Subscription {
-    helpdesk_kit::bus::topology::TICKET_USERS
-        .subscription(config.event_max_attempts, config.event_retry_base_delay)
+    config.common.subscription(&TICKET_USERS)
 }
 
 /// Builds the service: its full router, its outbox relay and its users consumer.
@@ -165,43 +157,42 @@ pub async fn build(
             config.audit.retries,
         )
     });
-    let state = AppState(Arc::new(Inner {
-        pool: pool.clone(),
-        keys: config.keys.clone(),
-        audit,
-        config: config.clone(),
-    }));
-    let readiness = Readiness {
-        service: SERVICE,
-        pool: pool.clone(),
-        bus: Some(bus.clone()),
-    };
-    let router = api_router(state)
-        .merge(http::operational_routes(readiness))
-        .merge(http::docs_routes(ApiDoc::openapi()));
-    let router = http::finish(router, SERVICE, &config.http);
-    let relay = OutboxRelay::new(pool.clone(), bus.clone(), &config.db.schema)
-        .with_poll_interval(config.outbox_poll_interval);
-    let consumer = Arc::new(IdempotentConsumer::new(
-        USERS_QUEUE,
-        pool,
-        Arc::new(users::UserEvents),
-    ));
-    let subscription = users_subscription(&config);
-    helpdesk_kit::bus::declare_early(bus.as_ref(), &subscription).await;
-    let consume = {
-        let shutdown = shutdown.clone();
-        async move { bus.consume(subscription, consumer, shutdown).await }
-    };
-    Ok(Service {
-        name: SERVICE,
-        router,
-        workers: vec![Box::pin(relay.run(shutdown)), Box::pin(consume)],
-    })
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            audit,
+            config: config.clone(),
+        },
+    );
+    let mut wiring = Wiring::new(
+        contract::Service::Ticket,
+        &config.common,
+        &pool,
+        &bus,
+        &shutdown,
+    );
+    wiring.relay(Some(config.outbox_poll_interval));
+    wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
+    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 
-helpdesk_kit::service_def!(
-    /// ticket-service as a runnable service (binary, launcher).
-    TicketService,
-    contract::Service::Ticket
-);
+/// ticket-service as a runnable service (binary, launcher).
+pub struct TicketService;
+
+impl ServiceDef for TicketService {
+    const SERVICE: contract::Service = contract::Service::Ticket;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    async fn build(
+        config: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
+        build(config, pool, bus, shutdown).await
+    }
+}

@@ -150,8 +150,8 @@ async fn page(
         .push_bind(page.fetch());
     let mut rows: Vec<TicketViewRow> = sql.build_query_as().fetch_all(&state.pool).await?;
     let next = page.finish(&mut rows, |r| Cursor {
-        created_at: r.ticket.created_at,
-        id: r.ticket.id,
+        created_at: r.created_at,
+        id: r.id,
     });
     Ok((
         next_cursor_header(next),

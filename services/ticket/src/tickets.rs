@@ -59,7 +59,7 @@ pub struct Ticket {
 }
 
 /// A stored ticket (without the embedded users).
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct TicketRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -89,10 +89,17 @@ impl TicketRow {
     }
 }
 
+/// A ticket row with its users' fields (from [`VIEW`] or [`view`]).
 #[derive(FromRow)]
 pub(crate) struct TicketViewRow {
-    #[sqlx(flatten)]
-    pub(crate) ticket: TicketRow,
+    pub(crate) id: Uuid,
+    user_id: Uuid,
+    title: String,
+    description: String,
+    status: TicketStatus,
+    assigned_to_user_id: Option<Uuid>,
+    pub(crate) created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     creator_email: Option<String>,
     creator_first_name: Option<String>,
     creator_last_name: Option<String>,
@@ -121,7 +128,16 @@ impl Ticket {
 
 impl From<TicketViewRow> for Ticket {
     fn from(r: TicketViewRow) -> Self {
-        let t = r.ticket;
+        let t = TicketRow {
+            id: r.id,
+            user_id: r.user_id,
+            title: r.title,
+            description: r.description,
+            status: r.status,
+            assigned_to_user_id: r.assigned_to_user_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        };
         let user = UserRef {
             id: t.user_id,
             email: r.creator_email.unwrap_or_default(),
@@ -141,39 +157,54 @@ impl From<TicketViewRow> for Ticket {
     }
 }
 
-const ROW_COLUMNS: &str =
-    "id, user_id, title, description, status, assigned_to_user_id, created_at, updated_at";
-
-pub(crate) const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
+/// The select of a ticket with its creator and assignee: the listings add their filters, order
+/// and page to it (see [`crate::listing`]); [`view`] is the same query for one ticket.
+pub const VIEW: &str = "SELECT t.id, t.user_id, t.title, t.description, t.status, t.assigned_to_user_id, t.created_at, t.updated_at, \
      c.email AS creator_email, c.first_name AS creator_first_name, c.last_name AS creator_last_name, \
      a.email AS assignee_email, a.first_name AS assignee_first_name, a.last_name AS assignee_last_name \
      FROM tickets t LEFT JOIN users c ON c.id = t.user_id LEFT JOIN users a ON a.id = t.assigned_to_user_id";
 
 /// A ticket with its embedded users.
 pub async fn view(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Ticket>> {
-    let row: Option<TicketViewRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{VIEW} WHERE t.id = $1")))
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
+    let row = sqlx::query_as!(
+        TicketViewRow,
+        r#"SELECT t.id, t.user_id, t.title, t.description, t.status AS "status: TicketStatus",
+             t.assigned_to_user_id, t.created_at, t.updated_at,
+             c.email AS "creator_email?", c.first_name AS creator_first_name,
+             c.last_name AS creator_last_name,
+             a.email AS "assignee_email?", a.first_name AS assignee_first_name,
+             a.last_name AS assignee_last_name
+           FROM tickets t LEFT JOIN users c ON c.id = t.user_id
+             LEFT JOIN users a ON a.id = t.assigned_to_user_id
+           WHERE t.id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(Ticket::from))
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at
+           FROM tickets WHERE id = $1"#,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// Locks the ticket for the rest of the transaction.
 pub async fn lock(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at
+           FROM tickets WHERE id = $1 FOR UPDATE"#,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -196,11 +227,7 @@ pub async fn creator_ref(
 
 /// The event context of a request.
 pub fn request_context(request_id: String, caller: &Caller) -> EventContext {
-    EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(caller.id),
-        causation_id: None,
-    }
+    EventContext::request(request_id, Some(caller.id))
 }
 
 /// `{message}` answers.
@@ -259,13 +286,16 @@ pub async fn create_ticket(
     let title = required_text("title", body.title, TITLE_MAX)?;
     let description = required_text("description", body.description, DESCRIPTION_MAX)?;
     let mut tx = state.pool.begin().await?;
-    let row: TicketRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tickets (id, user_id, title, description) VALUES ($1, $2, $3, $4) RETURNING {ROW_COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(caller.id)
-    .bind(&title)
-    .bind(&description)
+    let row = sqlx::query_as!(
+        TicketRow,
+        r#"INSERT INTO tickets (id, user_id, title, description) VALUES ($1, $2, $3, $4)
+           RETURNING id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at"#,
+        Uuid::now_v7(),
+        caller.id,
+        title,
+        description,
+    )
     .fetch_one(&mut *tx)
     .await?;
     // The creator is the caller, just resolved from the read model: no further look-up.
@@ -346,14 +376,18 @@ pub async fn update_ticket(
         changes.push("description".to_string());
     }
     if !changes.is_empty() {
-        let after: TicketRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE tickets SET status = COALESCE($2, status), title = COALESCE($3, title), \
-             description = COALESCE($4, description), updated_at = now() WHERE id = $1 RETURNING {ROW_COLUMNS}"
-        )))
-        .bind(id)
-        .bind(status.map(TicketStatus::as_str))
-        .bind(&title)
-        .bind(&description)
+        let after = sqlx::query_as!(
+            TicketRow,
+            r#"UPDATE tickets SET status = COALESCE($2, status), title = COALESCE($3, title),
+                 description = COALESCE($4, description), updated_at = now()
+               WHERE id = $1
+               RETURNING id, user_id, title, description, status AS "status: TicketStatus",
+                 assigned_to_user_id, created_at, updated_at"#,
+            id,
+            status.map(TicketStatus::as_str),
+            title,
+            description,
+        )
         .fetch_one(&mut *tx)
         .await?;
         let ctx = request_context(request_id, &caller);
@@ -425,8 +459,7 @@ async fn delete_with_event(
     ticket: &TicketRow,
     ctx: &EventContext,
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM tickets WHERE id = $1")
-        .bind(ticket.id)
+    sqlx::query!("DELETE FROM tickets WHERE id = $1", ticket.id)
         .execute(&mut *tx)
         .await?;
     outbox::publish(
@@ -446,10 +479,13 @@ pub async fn remove_user_tickets(
     user_id: Uuid,
     ctx: &EventContext,
 ) -> sqlx::Result<usize> {
-    let owned: Vec<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ROW_COLUMNS} FROM tickets WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE"
-    )))
-    .bind(user_id)
+    let owned = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
+             assigned_to_user_id, created_at, updated_at
+           FROM tickets WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE"#,
+        user_id,
+    )
     .fetch_all(&mut *tx)
     .await?;
     for ticket in &owned {

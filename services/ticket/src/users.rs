@@ -9,21 +9,16 @@
 //! *provisional* row is written from them, which the event then overwrites. A tombstoned
 //! (deleted) user never gets a provisional row.
 
-use async_trait::async_trait;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
-use helpdesk_kit::bus::{EventHandler, HandlerError};
 use helpdesk_kit::error::ApiError;
-use helpdesk_kit::events::{
-    DomainEvent, Envelope, UserCreated, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated,
-};
-use helpdesk_kit::outbox::EventContext;
+use helpdesk_kit::events::UserSnapshot;
 
 use crate::AppState;
 
@@ -49,7 +44,7 @@ impl From<UserRef> for helpdesk_kit::events::UserRef {
 }
 
 /// A row of the read model.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
@@ -70,10 +65,13 @@ impl UserRow {
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as("SELECT id, email, first_name, last_name, role FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, first_name, last_name, role AS "role: Role" FROM users WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The signed-in user with their current role from the read model.
@@ -105,7 +103,6 @@ impl Caller {
     }
 }
 
-#[derive(FromRow)]
 struct Lookup {
     email: Option<String>,
     first_name: Option<String>,
@@ -118,13 +115,14 @@ struct Lookup {
 
 /// Resolves a verified token against the read model (see the module documentation).
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
-    let found: Lookup = sqlx::query_as(
-        "SELECT u.email, u.first_name, u.last_name, u.role, (d.id IS NOT NULL) AS deleted, \
-           u.token_epoch, u.kept_session \
-         FROM (VALUES ($1::uuid)) AS k (id) \
-         LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id",
+    let found = sqlx::query_as!(
+        Lookup,
+        r#"SELECT u.email AS "email?", u.first_name, u.last_name, u.role AS "role?: Role",
+             (d.id IS NOT NULL) AS "deleted!", u.token_epoch AS "token_epoch?", u.kept_session
+           FROM (VALUES ($1::uuid)) AS k (id)
+             LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
+        token.id,
     )
-    .bind(token.id)
     .fetch_one(pool)
     .await?;
     if found.deleted {
@@ -146,14 +144,14 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
             role,
         });
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO users (id, email, role, provisional) \
          SELECT $1, $2, $3, true WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
          ON CONFLICT (id) DO NOTHING",
+        token.id,
+        token.email,
+        token.role.as_str(),
     )
-    .bind(token.id)
-    .bind(&token.email)
-    .bind(token.role)
     .execute(pool)
     .await?;
     Ok(Caller {
@@ -179,8 +177,12 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Writes a user snapshot unless the row already reflects a newer revision (or, between
 /// snapshots of the same revision, a newer event) or the user is deleted.
-async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query(
+pub async fn upsert(
+    tx: &mut PgConnection,
+    user: &UserSnapshot,
+    at: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
         "INSERT INTO users (id, email, first_name, last_name, role, provisional, synced_at, revision, \
            token_epoch, kept_session) \
          SELECT $1, $2, $3, $4, $5, false, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE id = $1) \
@@ -189,78 +191,32 @@ async fn upsert(tx: &mut PgConnection, user: &UserSnapshot, at: DateTime<Utc>) -
            synced_at = EXCLUDED.synced_at, revision = EXCLUDED.revision, \
            token_epoch = EXCLUDED.token_epoch, kept_session = EXCLUDED.kept_session \
          WHERE (users.revision, users.synced_at) <= (EXCLUDED.revision, EXCLUDED.synced_at)",
+        user.id,
+        user.email,
+        user.first_name,
+        user.last_name,
+        user.role.as_str(),
+        at,
+        user.revision,
+        user.token_epoch,
+        user.kept_session,
     )
-    .bind(user.id)
-    .bind(&user.email)
-    .bind(&user.first_name)
-    .bind(&user.last_name)
-    .bind(user.role)
-    .bind(at)
-    .bind(user.revision)
-    .bind(user.token_epoch)
-    .bind(user.kept_session)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Removes a user: tombstone, their tickets and comments, and their assignments.
-async fn remove(tx: &mut PgConnection, id: Uuid, ctx: &EventContext) -> Result<(), HandlerError> {
-    sqlx::query("INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    crate::tickets::remove_user_tickets(tx, id, ctx).await?;
-    crate::assignment::unassign_user(tx, id, ctx).await?;
-    crate::comments::remove_user_comments(tx, id).await?;
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
+/// Tombstones a deleted user (their tokens stay refused) and removes their row; what they own
+/// is removed by [`crate::user_events`].
+pub async fn forget(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO deleted_users (id) VALUES ($1) ON CONFLICT DO NOTHING",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("DELETE FROM users WHERE id = $1", id)
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-fn decode<E: DomainEvent>(event: &Envelope) -> Result<E, HandlerError> {
-    match event.decode::<E>() {
-        Some(Ok(payload)) => Ok(payload),
-        Some(Err(e)) => Err(HandlerError::Permanent(format!(
-            "malformed {} payload: {e}",
-            E::EVENT_TYPE
-        ))),
-        None => Err(HandlerError::Permanent(format!(
-            "expected {}, got {}",
-            E::EVENT_TYPE,
-            event.event_type
-        ))),
-    }
-}
-
-/// Applies `user.*` events to the read model.
-pub struct UserEvents;
-
-#[async_trait]
-impl EventHandler for UserEvents {
-    async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
-        match event.event_type.as_str() {
-            UserCreated::EVENT_TYPE => {
-                upsert(tx, &decode::<UserCreated>(event)?.user, event.timestamp).await?
-            }
-            UserUpdated::EVENT_TYPE => {
-                upsert(tx, &decode::<UserUpdated>(event)?.user, event.timestamp).await?
-            }
-            UserRoleChanged::EVENT_TYPE => {
-                upsert(tx, &decode::<UserRoleChanged>(event)?.user, event.timestamp).await?
-            }
-            UserDeleted::EVENT_TYPE => {
-                remove(
-                    tx,
-                    decode::<UserDeleted>(event)?.id,
-                    &EventContext::caused_by(event),
-                )
-                .await?
-            }
-            _ => {}
-        }
-        Ok(())
-    }
 }

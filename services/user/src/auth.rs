@@ -128,7 +128,7 @@ fn optional_name(field: &str, value: Option<String>) -> ApiResult<Option<String>
 /// A token for a new session at the account's current token epoch.
 fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
     state
-        .keys
+        .keys()
         .issue_session_token(
             row.id,
             &row.email,
@@ -174,11 +174,7 @@ pub async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(row.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(row.id));
     outbox::publish(
         &mut tx,
         &UserCreated {
@@ -295,11 +291,7 @@ pub async fn change_password(
     let updated = users::set_password(&mut tx, row.id, &hash, auth.session)
         .await?
         .ok_or_else(|| ApiError::unauthorized("User no longer exists"))?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(row.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(row.id));
     outbox::publish(
         &mut tx,
         &UserUpdated {
@@ -321,7 +313,7 @@ pub async fn validate(
     _caller: ServiceCaller,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> ApiResult<ApiJson<ValidateResponse>> {
-    let claims = state.keys.verify_user_token(body.token.trim())?;
+    let claims = state.keys().verify_user_token(body.token.trim())?;
     let row = current_user(&state, &AuthUser::from(claims)).await?;
     Ok(ApiJson(ValidateResponse {
         valid: true,
@@ -332,5 +324,5 @@ pub async fn validate(
 /// Public keys that verify user tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JWKS")))]
 pub async fn jwks(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(state.keys.jwks())
+    axum::Json(state.keys().jwks())
 }

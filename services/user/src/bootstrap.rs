@@ -16,14 +16,14 @@ pub async fn ensure_admin(pool: &PgPool, config: &Config) -> anyhow::Result<()> 
         return Ok(());
     };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '-bootstrap-admin'))")
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '-bootstrap-admin'))")
         .execute(&mut *tx)
         .await?;
     if users::lock_admins(&mut tx).await? > 0 {
         return Ok(());
     }
     let hash = Passwords::new(&config.hashing)?
-        .hash(password.clone())
+        .hash(password.expose().to_string())
         .await?;
     let ctx = EventContext::default();
     match users::find_by_email(&mut *tx, email).await? {

@@ -112,11 +112,7 @@ pub async fn change_role(
         ));
     }
     let updated = users::set_role(&mut tx, id, role).await?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: actor(&headers),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, actor(&headers));
     outbox::publish(
         &mut tx,
         &UserRoleChanged {
@@ -155,11 +151,7 @@ pub async fn delete_user(
         ));
     }
     users::delete(&mut tx, id).await?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: actor(&headers),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, actor(&headers));
     outbox::publish(
         &mut tx,
         &UserDeleted {

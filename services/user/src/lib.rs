@@ -11,7 +11,6 @@ pub mod passwords;
 pub mod reset;
 pub mod users;
 
-use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +19,15 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use helpdesk_kit::auth::{JwtKeys, Role};
+use helpdesk_kit::auth::Role;
 use helpdesk_kit::bus::Bus;
 use helpdesk_kit::config::{ConfigError, Env};
 use helpdesk_kit::contract::{self, var};
-use helpdesk_kit::db::DbConfig;
-use helpdesk_kit::http::{self, HttpConfig, Readiness};
-use helpdesk_kit::outbox::OutboxRelay;
+use helpdesk_kit::http::{BearerAuth, ContractErrors};
 use helpdesk_kit::ratelimit::KeyedLimiter;
-use helpdesk_kit::runtime::Service;
+use helpdesk_kit::runtime::{Service, ServiceDef};
+use helpdesk_kit::secret::Secret;
+use helpdesk_kit::service::{CommonConfig, ServiceConfig, Wiring};
 
 pub use passwords::HashingConfig;
 
@@ -51,16 +50,12 @@ pub struct RateLimits {
 /// Everything user-service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http: HttpConfig,
-    pub db: DbConfig,
-    pub amqp_url: Option<String>,
-    pub bus_prefix: String,
-    pub keys: Arc<JwtKeys>,
+    pub common: CommonConfig,
     pub frontend_base_url: String,
     pub signup_default_role: Role,
     pub password_min_length: usize,
     pub hashing: HashingConfig,
-    pub bootstrap_admin: Option<(String, String)>,
+    pub bootstrap_admin: Option<(String, Secret)>,
     pub rate_limits: RateLimits,
     pub reset_token_ttl: Duration,
 }
@@ -84,7 +79,7 @@ impl Config {
                         "must be at least 8 characters",
                     ));
                 }
-                Some((email.trim().to_string(), password))
+                Some((email.trim().to_string(), Secret::new(password)))
             }
             (Some(_), None) => {
                 return Err(ConfigError::new(
@@ -115,11 +110,7 @@ impl Config {
             ));
         }
         Ok(Self {
-            http: HttpConfig::from_env(env)?,
-            db: DbConfig::for_service(env, contract::Service::User)?,
-            amqp_url: env.raw(var::AMQP_URL),
-            bus_prefix: env.string_or(var::BUS_PREFIX, ""),
-            keys: Arc::new(JwtKeys::from_env(env, true)?),
+            common: CommonConfig::from_env(env, contract::Service::User)?,
             frontend_base_url: env
                 .string_or(var::FRONTEND_BASE_URL, "http://localhost:3000")
                 .trim_end_matches('/')
@@ -152,13 +143,19 @@ pub struct Limiters {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: Arc<JwtKeys>,
     pub passwords: passwords::Passwords,
     pub limiters: Limiters,
     pub config: Config,
 }
 
-helpdesk_kit::app_state!(Inner);
+/// Handler state (cheap to clone).
+pub type AppState = helpdesk_kit::service::AppState<Inner>;
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -198,32 +195,42 @@ pub async fn build(
         forgot_account: limit(r.forgot_per_account),
         reset_ip: limit(r.reset_per_ip),
     };
-    let state = AppState(Arc::new(Inner {
-        pool: pool.clone(),
-        keys: config.keys.clone(),
-        passwords: passwords::Passwords::new(&config.hashing)?,
-        limiters,
-        config: config.clone(),
-    }));
-    let readiness = Readiness {
-        service: SERVICE,
-        pool: pool.clone(),
-        bus: Some(bus.clone()),
-    };
-    let router = api_router(state)
-        .merge(http::operational_routes(readiness))
-        .merge(http::docs_routes(ApiDoc::openapi()));
-    let router = http::finish(router, SERVICE, &config.http);
-    let relay = OutboxRelay::new(pool, bus, &config.db.schema);
-    Ok(Service {
-        name: SERVICE,
-        router,
-        workers: vec![Box::pin(relay.run(shutdown))],
-    })
+    let state = AppState::new(
+        config.common.keys.clone(),
+        Inner {
+            pool: pool.clone(),
+            passwords: passwords::Passwords::new(&config.hashing)?,
+            limiters,
+            config: config.clone(),
+        },
+    );
+    let mut wiring = Wiring::new(
+        contract::Service::User,
+        &config.common,
+        &pool,
+        &bus,
+        &shutdown,
+    );
+    wiring.relay(None);
+    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
 }
 
-helpdesk_kit::service_def!(
-    /// user-service as a runnable service (binary, launcher).
-    UserService,
-    contract::Service::User
-);
+/// user-service as a runnable service (binary, launcher).
+pub struct UserService;
+
+impl ServiceDef for UserService {
+    const SERVICE: contract::Service = contract::Service::User;
+    const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
+    type Config = Config;
+    fn load(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_env(env)
+    }
+    async fn build(
+        config: Config,
+        pool: PgPool,
+        bus: Arc<dyn Bus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Service> {
+        build(config, pool, bus, shutdown).await
+    }
+}

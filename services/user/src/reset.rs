@@ -80,13 +80,15 @@ pub async fn forgot_password(
         + chrono::Duration::from_std(state.config.reset_token_ttl)
             .unwrap_or(chrono::Duration::hours(1));
     let mut tx = state.pool.begin().await?;
-    sqlx::query("INSERT INTO password_reset_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(Uuid::now_v7())
-        .bind(user.id)
-        .bind(hash_token(&token))
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO password_reset_tokens (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        Uuid::now_v7(),
+        user.id,
+        hash_token(&token),
+        expires_at,
+    )
+    .execute(&mut *tx)
+    .await?;
     let event = UserPasswordResetRequested {
         user_id: user.id,
         email: user.email.clone(),
@@ -97,11 +99,7 @@ pub async fn forgot_password(
         ),
         expires_at,
     };
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(user.id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(user.id));
     outbox::publish(&mut tx, &event, &ctx).await?;
     tx.commit().await?;
     Ok(Message::new(FORGOT_ANSWER))
@@ -127,10 +125,10 @@ pub async fn reset_password(
     }
     let token_hash = hash_token(token);
     // Cheap check first, so an invalid token costs no hashing.
-    let valid: Option<Uuid> = sqlx::query_scalar(
+    let valid = sqlx::query_scalar!(
         "SELECT user_id FROM password_reset_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()",
+        token_hash,
     )
-    .bind(&token_hash)
     .fetch_optional(&state.pool)
     .await?;
     if valid.is_none() {
@@ -141,11 +139,11 @@ pub async fn reset_password(
     let hash = state.passwords.hash(body.new_password).await?;
     let mut tx = state.pool.begin().await?;
     // Claim the token atomically: of two concurrent resets, one wins.
-    let user_id: Option<Uuid> = sqlx::query_scalar(
+    let user_id = sqlx::query_scalar!(
         "UPDATE password_reset_tokens SET used_at = now() \
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+        token_hash,
     )
-    .bind(&token_hash)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(user_id) = user_id else {
@@ -155,17 +153,13 @@ pub async fn reset_password(
     let Some(user) = users::set_password(&mut tx, user_id, &hash, None).await? else {
         return Err(ApiError::bad_request(INVALID_TOKEN));
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
     )
-    .bind(user_id)
     .execute(&mut *tx)
     .await?;
-    let ctx = EventContext {
-        correlation_id: Some(request_id),
-        user_id: Some(user_id),
-        causation_id: None,
-    };
+    let ctx = EventContext::request(request_id, Some(user_id));
     outbox::publish(
         &mut tx,
         &UserUpdated {

@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::UserSnapshot;
 
 /// A stored account.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
@@ -65,33 +65,42 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, created_at, revision, \
-     token_epoch, kept_session";
+// Every query that returns a `UserRow` names its columns; the macros check them against the
+// struct's fields (`role` is stored as text).
 
 pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE lower(email) = lower($1)"
-    )))
-    .bind(email)
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, password_hash, first_name, last_name, role AS "role: Role", created_at,
+             revision, token_epoch, kept_session
+           FROM users WHERE lower(email) = lower($1)"#,
+        email,
+    )
     .fetch_optional(db)
     .await
 }
 
 pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, password_hash, first_name, last_name, role AS "role: Role", created_at,
+             revision, token_epoch, kept_session
+           FROM users WHERE id = $1"#,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// Locks the row for the rest of the transaction.
 pub async fn lock_by_id(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, password_hash, first_name, last_name, role AS "role: Role", created_at,
+             revision, token_epoch, kept_session
+           FROM users WHERE id = $1 FOR UPDATE"#,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -99,10 +108,14 @@ pub async fn lock_by_id(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<
 /// Users with one of `roles` (all when empty), newest first.
 pub async fn list(db: impl PgExecutor<'_>, roles: &[Role]) -> sqlx::Result<Vec<UserRow>> {
     let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE cardinality($1::text[]) = 0 OR role = ANY($1) ORDER BY created_at DESC, id DESC"
-    )))
-    .bind(roles)
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT id, email, password_hash, first_name, last_name, role AS "role: Role", created_at,
+             revision, token_epoch, kept_session
+           FROM users WHERE cardinality($1::text[]) = 0 OR role = ANY($1)
+           ORDER BY created_at DESC, id DESC"#,
+        &roles as &[&str],
+    )
     .fetch_all(db)
     .await
 }
@@ -118,15 +131,19 @@ pub struct NewUser<'a> {
 
 /// Inserts an account; a case-insensitive duplicate email violates `users_email_lower_key`.
 pub async fn insert(db: &mut PgConnection, new: &NewUser<'_>) -> sqlx::Result<UserRow> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO users (id, email, password_hash, first_name, last_name, role) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(new.email)
-    .bind(new.password_hash)
-    .bind(new.first_name)
-    .bind(new.last_name)
-    .bind(new.role)
+    sqlx::query_as!(
+        UserRow,
+        r#"INSERT INTO users (id, email, password_hash, first_name, last_name, role)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           RETURNING id, email, password_hash, first_name, last_name, role AS "role: Role",
+             created_at, revision, token_epoch, kept_session"#,
+        Uuid::now_v7(),
+        new.email,
+        new.password_hash,
+        new.first_name,
+        new.last_name,
+        new.role.as_str(),
+    )
     .fetch_one(db)
     .await
 }
@@ -140,32 +157,37 @@ pub async fn set_password(
     hash: &str,
     keep: Option<Uuid>,
 ) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE users SET password_hash = $2, updated_at = now(), revision = revision + 1, \
-           token_epoch = token_epoch + 1, kept_session = $3 \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(hash)
-    .bind(keep)
+    sqlx::query_as!(
+        UserRow,
+        r#"UPDATE users SET password_hash = $2, updated_at = now(), revision = revision + 1,
+             token_epoch = token_epoch + 1, kept_session = $3
+           WHERE id = $1
+           RETURNING id, email, password_hash, first_name, last_name, role AS "role: Role",
+             created_at, revision, token_epoch, kept_session"#,
+        id,
+        hash,
+        keep,
+    )
     .fetch_optional(db)
     .await
 }
 
 pub async fn set_role(db: &mut PgConnection, id: Uuid, role: Role) -> sqlx::Result<UserRow> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE users SET role = $2, updated_at = now(), revision = revision + 1 \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(role)
+    sqlx::query_as!(
+        UserRow,
+        r#"UPDATE users SET role = $2, updated_at = now(), revision = revision + 1
+           WHERE id = $1
+           RETURNING id, email, password_hash, first_name, last_name, role AS "role: Role",
+             created_at, revision, token_epoch, kept_session"#,
+        id,
+        role.as_str(),
+    )
     .fetch_one(db)
     .await
 }
 
 pub async fn delete(db: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM users WHERE id = $1", id)
         .execute(db)
         .await?;
     Ok(())
@@ -173,7 +195,7 @@ pub async fn delete(db: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
 
 /// Locks every ADMIN row and returns how many there are (serialises last-admin checks).
 pub async fn lock_admins(db: &mut PgConnection) -> sqlx::Result<i64> {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE role = 'ADMIN' FOR UPDATE")
+    let ids = sqlx::query_scalar!("SELECT id FROM users WHERE role = 'ADMIN' FOR UPDATE")
         .fetch_all(db)
         .await?;
     Ok(ids.len() as i64)

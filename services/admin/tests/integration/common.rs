@@ -8,6 +8,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use sqlx::PgPool;
 
+use helpdesk_kit::bus::topology::{ADMIN_TICKETS, ADMIN_USERS};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
 use helpdesk_kit::testing::{self, service};
@@ -57,10 +58,9 @@ impl Platform {
         vars.extend_from_slice(extra);
         let env = self.env("ADMIN_DB_SCHEMA", "t_admin_", &vars);
         let config = admin_service::Config::from_env(&env).expect("admin config");
-        let (attempts, delay) = config.event_retries;
-        self.prebind(&admin_service::dashboard::subscription(attempts, delay))
+        self.prebind(&config.common.subscription(&ADMIN_TICKETS))
             .await;
-        self.prebind(&admin_service::access::subscription(attempts, delay))
+        self.prebind(&config.common.subscription(&ADMIN_USERS))
             .await;
         let running = self.start::<admin_service::AdminService>(config).await;
         (running.url, running.pool)

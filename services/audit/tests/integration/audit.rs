@@ -487,7 +487,7 @@ fn configuration_is_checked() {
     let c = audit_service::Config::from_env(&base(("X", "y"))).unwrap();
     assert_eq!(c.retention_days, 365);
     assert_eq!(c.retention_interval, Duration::from_secs(3600));
-    assert_eq!(c.db.schema, "audit");
+    assert_eq!(c.common.db.schema, "audit");
     assert_eq!(c.consumers, 4);
     let err = audit_service::Config::from_env(&base(("AUDIT_RETENTION_DAYS", "0"))).unwrap_err();
     assert_eq!(err.var, "AUDIT_RETENTION_DAYS");

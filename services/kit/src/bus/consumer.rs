@@ -51,14 +51,14 @@ pub async fn prune_processed_events(
     let mut removed = 0;
     loop {
         // In small batches, so a large backlog never holds long locks.
-        let n = sqlx::query(
+        let n = sqlx::query!(
             "DELETE FROM processed_events WHERE consumer = $1 AND event_id IN ( \
                SELECT event_id FROM processed_events WHERE consumer = $1 \
                AND processed_at < now() - make_interval(secs => $2) LIMIT $3)",
+            consumer,
+            older_than.as_secs_f64(),
+            PRUNE_BATCH,
         )
-        .bind(consumer)
-        .bind(older_than.as_secs_f64())
-        .bind(PRUNE_BATCH)
         .execute(pool)
         .await?
         .rows_affected();
@@ -104,11 +104,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// Handles one parsed event; returns `false` when it had already been handled.
     pub async fn handle_event(&self, event: &Envelope) -> Result<bool, HandlerError> {
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
+        let fresh = sqlx::query!(
             "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            self.name,
+            event.event_id,
         )
-        .bind(&self.name)
-        .bind(event.event_id)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -130,12 +130,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     ) -> Result<Vec<bool>, HandlerError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = events.iter().map(|(e, _)| e.event_id).collect();
-        let fresh: HashSet<Uuid> = sqlx::query_scalar(
+        let fresh: HashSet<Uuid> = sqlx::query_scalar!(
             "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
              ON CONFLICT DO NOTHING RETURNING event_id",
+            self.name,
+            &ids,
         )
-        .bind(&self.name)
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -26,27 +26,15 @@ struct Batch {
 }
 use crate::trace::TraceParent;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS bus_bindings (
-    queue    TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    pattern  TEXT NOT NULL,
-    PRIMARY KEY (queue, exchange, pattern)
-);
-CREATE TABLE IF NOT EXISTS bus_messages (
-    id           BIGSERIAL PRIMARY KEY,
-    queue        TEXT NOT NULL,
-    routing_key  TEXT NOT NULL,
-    message_id   TEXT NOT NULL,
-    body         BYTEA NOT NULL,
-    attempts     INT NOT NULL DEFAULT 0,
-    available_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    dead_at      TIMESTAMPTZ,
-    last_error   TEXT
-);
-CREATE INDEX IF NOT EXISTS bus_messages_ready ON bus_messages (queue, id) WHERE dead_at IS NULL;
-ALTER TABLE bus_messages ADD COLUMN IF NOT EXISTS traceparent TEXT;
-"#;
+/// The bus tables (`migrations/bus`), tracked in `_sqlx_bus_migrations`.
+fn migrator() -> &'static sqlx::migrate::Migrator {
+    static BUS: std::sync::LazyLock<sqlx::migrate::Migrator> = std::sync::LazyLock::new(|| {
+        let mut m = sqlx::migrate!("../../migrations/bus");
+        m.dangerous_set_table_name("_sqlx_bus_migrations");
+        m
+    });
+    &BUS
+}
 
 /// How long the publisher trusts its copy of the bindings (declarations by another process that
 /// shares the database are seen after at most this long; this process's own at once).
@@ -63,16 +51,13 @@ pub struct PgBus {
 }
 
 impl PgBus {
-    /// Creates the bus tables when missing.
+    /// Creates or upgrades the bus tables. sqlx's migrator takes its advisory lock, does the
+    /// work and unlocks on one session, so concurrent first starts take turns.
     pub async fn new(pool: PgPool) -> Result<Self, sqlx::Error> {
-        // One transaction, so the lock (serialising concurrent first starts) is taken and
-        // released by the session that does the work, whatever connection the pool hands out.
-        let mut tx = pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('helpdesk-pgbus'))")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
-        tx.commit().await?;
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
         Ok(Self {
             pool,
             bindings: tokio::sync::RwLock::new(None),
@@ -92,10 +77,13 @@ impl PgBus {
         {
             return Ok(b.clone());
         }
+        let rows = sqlx::query!("SELECT queue, exchange, pattern FROM bus_bindings")
+            .fetch_all(&self.pool)
+            .await?;
         let fresh: Bindings = Arc::new(
-            sqlx::query_as("SELECT queue, exchange, pattern FROM bus_bindings")
-                .fetch_all(&self.pool)
-                .await?,
+            rows.into_iter()
+                .map(|r| (r.queue, r.exchange, r.pattern))
+                .collect(),
         );
         *self.bindings.write().await = Some((std::time::Instant::now(), fresh.clone()));
         Ok(fresh)
@@ -107,23 +95,20 @@ impl PgBus {
         handler: &Arc<dyn MessageHandler>,
     ) -> Result<Batch, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT id, body, attempts, traceparent FROM bus_messages \
              WHERE queue = $1 AND dead_at IS NULL AND available_at <= now() \
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            sub.queue,
+            i64::from(sub.prefetch.max(1)),
         )
-        .bind(&sub.queue)
-        .bind(i64::from(sub.prefetch.max(1)))
         .fetch_all(&mut *tx)
         .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let body: Vec<u8> = row.try_get("body")?;
-            let attempts: i32 = row.try_get("attempts")?;
-            let trace: Option<String> = row.try_get("traceparent")?;
-            claimed.push((id, body, attempts.max(0) as u32 + 1, trace));
-        }
+        let count = rows.len();
+        let claimed: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r.id, r.body, r.attempts.max(0) as u32 + 1, r.traceparent))
+            .collect();
         let received: Vec<Received<'_>> = claimed
             .iter()
             .map(|(_, body, _, trace)| Received {
@@ -132,7 +117,7 @@ impl PgBus {
             })
             .collect();
         let outcomes = handler.handle_batch(&received).await;
-        let mut done: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut done: Vec<i64> = Vec::with_capacity(count);
         let mut unavailable = None;
         for ((id, _, attempt, _), outcome) in claimed.iter().zip(outcomes) {
             let id = *id;
@@ -144,25 +129,27 @@ impl PgBus {
                 Settlement::DeadLetter { attempt, error } => {
                     metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
                     tracing::warn!(queue = %sub.queue, attempt, %error, "message dead-lettered");
-                    sqlx::query("UPDATE bus_messages SET dead_at = now(), attempts = $2, last_error = $3 WHERE id = $1")
-                        .bind(id)
-                        .bind(attempt as i32)
-                        .bind(&error)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query!(
+                        "UPDATE bus_messages SET dead_at = now(), attempts = $2, last_error = $3 WHERE id = $1",
+                        id,
+                        attempt as i32,
+                        error,
+                    )
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 Settlement::Retry { attempt, error } => {
                     metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone()).increment(1);
                     tracing::info!(queue = %sub.queue, attempt, %error, "message will be retried");
                     let delay = sub.retry_delay(attempt);
-                    sqlx::query(
+                    sqlx::query!(
                         "UPDATE bus_messages SET attempts = $2, last_error = $3, \
                          available_at = now() + make_interval(secs => $4) WHERE id = $1",
+                        id,
+                        attempt as i32,
+                        error,
+                        delay.as_secs_f64(),
                     )
-                    .bind(id)
-                    .bind(attempt as i32)
-                    .bind(&error)
-                    .bind(delay.as_secs_f64())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -171,14 +158,13 @@ impl PgBus {
             }
         }
         if !done.is_empty() {
-            sqlx::query("DELETE FROM bus_messages WHERE id = ANY($1)")
-                .bind(&done)
+            sqlx::query!("DELETE FROM bus_messages WHERE id = ANY($1)", &done)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
         Ok(Batch {
-            claimed: rows.len(),
+            claimed: count,
             unavailable,
         })
     }
@@ -188,13 +174,13 @@ impl PgBus {
         &self,
         queue: &str,
     ) -> Result<Vec<(Vec<u8>, Option<String>)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT body, last_error FROM bus_messages WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY id")
-            .bind(queue)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("body")?, r.try_get("last_error")?)))
-            .collect()
+        let rows = sqlx::query!(
+            "SELECT body, last_error FROM bus_messages WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY id",
+            queue,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.body, r.last_error)).collect())
     }
 }
 
@@ -240,17 +226,17 @@ impl Bus for PgBus {
             }
             if !queues.is_empty() {
                 // One statement, atomic on its own.
-                sqlx::query(
+                sqlx::query!(
                     "INSERT INTO bus_messages (queue, routing_key, message_id, body, traceparent) \
                      SELECT q, k, i, b, t \
                      FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[]) \
                      WITH ORDINALITY AS m(q, k, i, b, t, n) ORDER BY n",
+                    &queues as &[&str],
+                    &keys as &[&str],
+                    &ids as &[&str],
+                    &bodies as &[&[u8]],
+                    &traces as &[Option<&str>],
                 )
-                .bind(&queues)
-                .bind(&keys)
-                .bind(&ids)
-                .bind(&bodies)
-                .bind(&traces)
                 .execute(&self.pool)
                 .await?;
                 queues.sort_unstable();
@@ -287,18 +273,18 @@ impl Bus for PgBus {
         let (retired_exchanges, retired_patterns): (Vec<&str>, Vec<&str>) =
             super::topology::retired_bindings(&sub.queue).unzip();
         // The wanted bindings in, the retired ones out, in one round trip.
-        sqlx::query(
+        sqlx::query!(
             "WITH gone AS (DELETE FROM bus_bindings WHERE queue = $1 \
                AND (exchange, pattern) IN (SELECT * FROM unnest($4::text[], $5::text[]))) \
              INSERT INTO bus_bindings (queue, exchange, pattern) \
              SELECT $1, e, p FROM unnest($2::text[], $3::text[]) AS b(e, p) \
              ON CONFLICT DO NOTHING",
+            sub.queue,
+            &exchanges as &[&str],
+            &patterns as &[&str],
+            &retired_exchanges as &[&str],
+            &retired_patterns as &[&str],
         )
-        .bind(&sub.queue)
-        .bind(&exchanges)
-        .bind(&patterns)
-        .bind(&retired_exchanges)
-        .bind(&retired_patterns)
         .execute(&self.pool)
         .await
         .map_err(|e| BusError(format!("in-process bus: {e}")))?;
@@ -362,45 +348,44 @@ impl Bus for PgBus {
     }
 
     async fn healthy(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query_scalar!("SELECT 1 AS alive")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
     }
 }
 
 #[async_trait]
 impl super::dlq::DeadLetters for PgBus {
     async fn list(&self, queue: &str) -> Result<Vec<super::dlq::DeadLetter>, BusError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT message_id, routing_key, attempts, last_error, body FROM bus_messages \
              WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY id",
+            queue,
         )
-        .bind(queue)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| BusError(format!("in-process bus: {e}")))?;
-        rows.iter()
-            .map(|r| {
-                let body: Vec<u8> = r.try_get("body")?;
-                let attempts: i32 = r.try_get("attempts")?;
-                Ok(super::dlq::DeadLetter {
-                    queue: queue.to_string(),
-                    message_id: r.try_get("message_id")?,
-                    routing_key: r.try_get("routing_key")?,
-                    attempts: attempts.max(0) as u32,
-                    last_error: r.try_get("last_error")?,
-                    body: super::dlq::DeadLetter::body_text(&body),
-                })
+        Ok(rows
+            .into_iter()
+            .map(|r| super::dlq::DeadLetter {
+                queue: queue.to_string(),
+                message_id: r.message_id,
+                routing_key: r.routing_key,
+                attempts: r.attempts.max(0) as u32,
+                last_error: r.last_error,
+                body: super::dlq::DeadLetter::body_text(&r.body),
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| BusError(format!("in-process bus: {e}")))
+            .collect())
     }
 
     async fn replay(&self, queue: &str, message_id: Option<&str>) -> Result<usize, BusError> {
-        let n = sqlx::query(
+        let n = sqlx::query!(
             "UPDATE bus_messages SET dead_at = NULL, attempts = 0, available_at = now() \
              WHERE queue = $1 AND dead_at IS NOT NULL AND ($2::text IS NULL OR message_id = $2)",
+            queue,
+            message_id,
         )
-        .bind(queue)
-        .bind(message_id)
         .execute(&self.pool)
         .await
         .map_err(|e| BusError(format!("in-process bus: {e}")))?

@@ -163,10 +163,10 @@ pub async fn assert_binary_follows_the_contract<D: ServiceDef>(binary: &str) {
         .expect("the service binary runs");
     let schema_exists = async {
         let mut c = sqlx::PgConnection::connect(url.as_str()).await.ok()?;
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'outbox'",
+        let found = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM pg_tables WHERE schemaname = $1 AND tablename = 'outbox'"#,
+            D::SERVICE.schema(),
         )
-        .bind(D::SERVICE.schema())
         .fetch_one(&mut c)
         .await
         .ok();

@@ -15,6 +15,7 @@ use crate::bus::amqp::AmqpBus;
 use crate::bus::{Bus, OutgoingMessage, Subscription};
 use crate::events::{Envelope, EventMetadata, UserCreated, UserSnapshot};
 use crate::runtime::{self, ServiceDef};
+use crate::service::ServiceConfig as _;
 
 /// The settings every service of a test platform shares: the test database with `schema` in
 /// `schema_var`, the test broker under `prefix`, a free loopback port, the platform's public key.
@@ -115,16 +116,17 @@ impl Running {
 /// Starts service `D` with `config` as its binary would (connect, migrate, build, serve) on
 /// RabbitMQ (`AMQP_URL` of the config, else the test broker), until `shutdown`.
 pub async fn start<D: ServiceDef>(config: D::Config, shutdown: CancellationToken) -> Running {
-    let schema = D::db(&config).schema.clone();
-    let pool = crate::db::connect(D::db(&config))
+    let common = config.common();
+    let schema = common.db.schema.clone();
+    let pool = crate::db::connect(&common.db)
         .await
         .unwrap_or_else(|e| panic!("{}: connect to the database: {e}", D::NAME));
-    crate::db::migrate(&pool, D::migrator())
+    crate::db::migrate(&pool, D::MIGRATOR)
         .await
         .unwrap_or_else(|e| panic!("{}: migrate: {e}", D::NAME));
-    let (url, prefix) = D::bus(&config);
-    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(url.unwrap_or(&amqp_url()), prefix));
-    let listener = runtime::bind(D::http(&config).bind_addr)
+    let url = common.amqp_url.clone().unwrap_or_else(amqp_url);
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&url, &common.bus_prefix));
+    let listener = runtime::bind(common.http.bind_addr)
         .await
         .unwrap_or_else(|e| panic!("{}: bind: {e}", D::NAME));
     let addr = listener.local_addr().expect("the listener's address");

@@ -231,10 +231,7 @@ struct Recorder {
 impl EventHandler for Recorder {
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let p: UserDeleted = event
-            .decode()
-            .ok_or_else(|| HandlerError::Permanent("unexpected event".into()))?
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let p: UserDeleted = event.payload()?;
         if p.email.starts_with("fail") {
             return Err(HandlerError::Transient("simulated failure".into()));
         }

@@ -36,7 +36,7 @@ async fn bench_two_replicas_send_to_a_local_sink_without_duplicates() {
     ];
     let config = p.notification_config(&env);
     let (_base, pool) = p.start_notification(config.clone()).await;
-    let schema = config.db.schema.clone();
+    let schema = config.common.db.schema.clone();
 
     let to = format!("{}@example.com", Uuid::new_v4().simple());
     let mut tx = pool.begin().await.unwrap();
@@ -57,8 +57,8 @@ async fn bench_two_replicas_send_to_a_local_sink_without_duplicates() {
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let mut c = p.notification_config(&env);
-        c.db.schema = schema.clone();
-        let replica_pool = helpdesk_kit::db::connect(&c.db).await.unwrap();
+        c.common.db.schema = schema.clone();
+        let replica_pool = helpdesk_kit::db::connect(&c.common.db).await.unwrap();
         replicas.push(c.sender(replica_pool).unwrap());
     }
     let drain = |s: Sender| async move {

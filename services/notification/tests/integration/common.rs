@@ -7,6 +7,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::PgPool;
 
 use helpdesk_kit::bus::amqp::AmqpBus;
+use helpdesk_kit::bus::topology::{NOTIFICATION_TRIGGERS, NOTIFICATION_USERS};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
 use helpdesk_kit::testing::{self, service};
@@ -61,15 +62,10 @@ impl Platform {
         &mut self,
         config: notification_service::Config,
     ) -> (String, PgPool) {
-        let (attempts, delay) = config.event_retries;
-        self.prebind(&notification_service::triggers::subscription(
-            attempts, delay,
-        ))
-        .await;
-        self.prebind(
-            &helpdesk_kit::bus::topology::NOTIFICATION_USERS.subscription(attempts, delay),
-        )
-        .await;
+        self.prebind(&config.common.subscription(&NOTIFICATION_TRIGGERS))
+            .await;
+        self.prebind(&config.common.subscription(&NOTIFICATION_USERS))
+            .await;
         let running = self
             .start::<notification_service::NotificationService>(config)
             .await;

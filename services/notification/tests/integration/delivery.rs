@@ -180,8 +180,10 @@ async fn two_replicas_send_every_email_exactly_once() {
     // A second replica: its own pool and transport on the same schema.
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut config_b = p.notification_config(&pairs);
-    config_b.db.schema = p.schemas[0].clone();
-    let pool_b = helpdesk_kit::db::connect(&config_b.db).await.unwrap();
+    config_b.common.db.schema = p.schemas[0].clone();
+    let pool_b = helpdesk_kit::db::connect(&config_b.common.db)
+        .await
+        .unwrap();
     let sender_b = config_b.sender(pool_b).unwrap();
 
     let to = format!("{}@example.com", Uuid::new_v4().simple());
@@ -263,8 +265,10 @@ async fn starttls_and_implicit_tls_deliver_with_a_trusted_certificate() {
         )]);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut untrusting = p.notification_config(&pairs);
-        untrusting.db.schema = p.schemas[0].clone();
-        let pool = helpdesk_kit::db::connect(&untrusting.db).await.unwrap();
+        untrusting.common.db.schema = p.schemas[0].clone();
+        let pool = helpdesk_kit::db::connect(&untrusting.common.db)
+            .await
+            .unwrap();
         let id = queue(&base, &token, &to, "Refused").await;
         let r = untrusting.sender(pool).unwrap().send_due().await.unwrap();
         assert_eq!((r.sent, r.retrying), (0, 1), "{mode}");
@@ -340,8 +344,8 @@ async fn smtp_auth_after_starttls_delivers_and_a_wrong_password_is_retried_witho
         ]);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut other = p.notification_config(&pairs);
-        other.db.schema = p.schemas[0].clone();
-        let pool = helpdesk_kit::db::connect(&other.db).await.unwrap();
+        other.common.db.schema = p.schemas[0].clone();
+        let pool = helpdesk_kit::db::connect(&other.common.db).await.unwrap();
         let id = queue(&base, &token, &to, case).await;
         let r = other.sender(pool).unwrap().send_due().await.unwrap();
         // (The earlier case's email may be due again in the same round.)

@@ -10,6 +10,7 @@ use kube::{
 };
 
 use super::Error;
+use super::observed::{self, JobOutcome, Workload};
 use crate::build::{Kind, secrets::FINGERPRINT_ANNOTATION};
 use crate::crd::HelpdeskPlatform;
 use crate::material::{
@@ -30,7 +31,7 @@ async fn api_has(client: &Client, group_version: &str, plural: &str) -> Result<b
     match client.list_api_group_resources(group_version).await {
         Ok(list) => Ok(list.resources.iter().any(|r| r.name == plural)),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(Error::Kube(e)),
+        Err(e) => Err(Error::Discover(e)),
     }
 }
 
@@ -66,7 +67,7 @@ pub async fn list_children(
         }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), ns, &kind.api_resource());
-        for obj in api.list(&lp).await.map_err(Error::Kube)?.items {
+        for obj in api.list(&lp).await.map_err(Error::Dereference)?.items {
             if let Some(name) = obj.metadata.name.clone() {
                 out.insert((kind, name), obj);
             }
@@ -190,15 +191,20 @@ pub async fn secret_material(
                 (Owned::Ours(keys.clone()), keys)
             }
         },
-        None => match secrets.get_opt(&r.jwt_secret).await.map_err(Error::Kube)? {
+        None => match secrets
+            .get_opt(&r.jwt_secret)
+            .await
+            .map_err(Error::Dereference)?
+        {
             Some(s) => {
                 let has_public = s
                     .data
                     .as_ref()
                     .is_some_and(|d| d.contains_key(crate::material::PUBLIC_KEY));
+                let path = "spec.auth.signingKeySecretRef";
                 if !has_public {
                     return Err(Error::SuppliedSecret(format!(
-                        "{} has no key {}",
+                        "{path}: Secret {} has no key {}",
                         r.jwt_secret,
                         crate::material::PUBLIC_KEY
                     )));
@@ -209,9 +215,17 @@ pub async fn secret_material(
                     .and_then(|d| d.get(PRIVATE_KEY))
                     .and_then(|b| String::from_utf8(b.0.clone()).ok())
                     .ok_or_else(|| {
-                        Error::SuppliedSecret(format!("{} has no key {PRIVATE_KEY}", r.jwt_secret))
+                        Error::SuppliedSecret(format!(
+                            "{path}: Secret {} has no key {PRIVATE_KEY}",
+                            r.jwt_secret
+                        ))
                     })?;
-                let keys = JwtKeys::from_private_pem(&pem)?;
+                let keys = JwtKeys::from_private_pem(&pem).map_err(|e| {
+                    Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key {PRIVATE_KEY}: {e}",
+                        r.jwt_secret
+                    ))
+                })?;
                 supplied.insert(r.jwt_secret.clone(), data_hash(&s));
                 (Owned::Theirs, keys)
             }
@@ -230,17 +244,33 @@ pub async fn secret_material(
         None => match secrets
             .get_opt(&r.admin_secret)
             .await
-            .map_err(Error::Kube)?
+            .map_err(Error::Dereference)?
         {
             Some(s) => {
                 supplied.insert(r.admin_secret.clone(), data_hash(&s));
                 let data = s.data.unwrap_or_default();
+                let path = "spec.auth.bootstrapAdminSecretRef";
                 if let Some(missing) = ["email", "password"]
                     .into_iter()
                     .find(|k| !data.contains_key(*k))
                 {
                     return Err(Error::SuppliedSecret(format!(
-                        "{} has no key {missing}",
+                        "{path}: Secret {} has no key {missing}",
+                        r.admin_secret
+                    )));
+                }
+                // What user-service checks at start-up: refused here, it cannot crash-loop on it.
+                let text = |k: &str| String::from_utf8_lossy(&data[k].0).into_owned();
+                let email = text("email");
+                if let Err(why) = crate::rules::email(email.trim()) {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key email: {email:?} {why}",
+                        r.admin_secret
+                    )));
+                }
+                if text("password").chars().count() < 8 {
+                    return Err(Error::SuppliedSecret(format!(
+                        "{path}: Secret {} key password: must be at least 8 characters",
                         r.admin_secret
                     )));
                 }
@@ -312,7 +342,7 @@ pub async fn secret_material(
         if supplied.contains_key(&name) || ours(existing, &name).is_some() {
             continue;
         }
-        if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Kube)? {
+        if let Some(s) = secrets.get_opt(&name).await.map_err(Error::Dereference)? {
             supplied.insert(name, data_hash(&s));
         }
     }
@@ -334,7 +364,7 @@ fn data_hash(s: &Secret) -> String {
 }
 
 fn default_admin(p: &HelpdeskPlatform) -> String {
-    format!("admin@{}", p.spec.ingress.host)
+    crate::material::default_admin_email(&p.spec.ingress.host)
 }
 
 /// Where a service's migration for `spec.version` stands.
@@ -354,32 +384,17 @@ pub struct RolloutPlan {
 }
 
 pub fn job_state(job: Option<&DynamicObject>) -> Migration {
-    let Some(job) = job else {
-        return Migration::NotStarted;
-    };
-    let status = &job.data["status"];
-    let condition = |t: &str| {
-        status["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["type"] == t && c["status"] == "True")
-            .cloned()
-    };
-    if status["succeeded"].as_i64().unwrap_or(0) >= 1 || condition("Complete").is_some() {
-        Migration::Succeeded
-    } else if let Some(c) = condition("Failed") {
-        Migration::Failed(c["message"].as_str().unwrap_or("job failed").to_string())
-    } else {
-        Migration::Running
+    match job.map(observed::job_outcome) {
+        None => Migration::NotStarted,
+        Some(JobOutcome::Succeeded) => Migration::Succeeded,
+        Some(JobOutcome::Failed(message)) => Migration::Failed(message),
+        Some(JobOutcome::Running) => Migration::Running,
     }
 }
 
 /// The tag of the image a Deployment's first container runs now.
 pub fn deployed_version(deployment: &DynamicObject) -> Option<String> {
-    let image = deployment.data["spec"]["template"]["spec"]["containers"][0]["image"].as_str()?;
-    let (_, tag) = image.rsplit_once(':')?;
-    (!tag.contains('/')).then(|| tag.to_string())
+    Workload::read(Kind::Deployment, deployment).version()
 }
 
 /// A service moves to `spec.version` only after that version's migration Job succeeded; until

@@ -1,0 +1,484 @@
+//! Field-level checks of a spec, each reported at its field's path: names that become object
+//! names, storage and resource quantities, email addresses, and the ranges the CRD schema
+//! declares (`render` has no API server to enforce them). The mode choices (which datastore,
+//! Ingress or Route) are `validate`'s.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+
+use crate::crd::{HelpdeskPlatform, SecretKeyRef, SecretRef};
+use crate::names::Component;
+use crate::rules;
+use crate::validate::FieldError;
+
+/// Longest platform name: children append suffixes (`-rabbitmq-credentials`, `-notification`),
+/// the managed datastores' StatefulSets (`<name>-postgres`) must stay within 52 characters
+/// (their pods' `controller-revision-hash` label is the name plus a hash, at most 63), and the
+/// name is the `app.kubernetes.io/instance` label of everything.
+pub const MAX_NAME: usize = 40;
+/// With the RabbitMQ Cluster Operator: its StatefulSet `<name>-rabbitmq-server` within 52.
+pub const MAX_NAME_RABBITMQ_OPERATOR: usize = 52 - "-rabbitmq-server".len();
+
+/// Collects every field-level problem of `p` into `errs`.
+pub fn spec(p: &HelpdeskPlatform, errs: &mut Vec<FieldError>) {
+    let mut e = Errs(errs);
+    let s = &p.spec;
+    metadata(p, &mut e);
+
+    if !s
+        .version
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        || s.version.is_empty()
+        || s.version.len() > 128
+    {
+        e.at(
+            "spec.version",
+            format!(
+                "{:?} is not a valid image tag (letters, digits, '.', '-', '_'; at most 128)",
+                s.version
+            ),
+        );
+    } else if !s.version.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !s.version.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        e.at(
+            "spec.version",
+            format!(
+                "{:?} must start and end with a letter or digit (it is also the app.kubernetes.io/version label)",
+                s.version
+            ),
+        );
+    }
+    let registry = s.image.registry.as_str();
+    if registry.trim_end_matches('/').is_empty()
+        || registry.contains(char::is_whitespace)
+        || registry.contains("://")
+    {
+        e.at(
+            "spec.image.registry",
+            format!("{registry:?} is not an image repository prefix like ghcr.io/helpdesk"),
+        );
+    }
+    for (i, name) in s.image.pull_secrets.iter().enumerate() {
+        e.check(
+            &format!("spec.image.pullSecrets[{i}]"),
+            name,
+            rules::dns1123_subdomain,
+        );
+    }
+
+    for c in Component::ALL {
+        let path = format!("spec.services.{}", c.as_str());
+        let svc = s.services.get(c);
+        e.range(&format!("{path}.replicas"), svc.replicas, 0, 100);
+        if let Some(a) = &svc.autoscaling {
+            let ap = format!("{path}.autoscaling");
+            e.range(&format!("{ap}.minReplicas"), a.min_replicas, 1, 100);
+            e.range(&format!("{ap}.maxReplicas"), a.max_replicas, 1, 100);
+            if a.min_replicas > a.max_replicas {
+                e.at(
+                    &format!("{ap}.minReplicas"),
+                    format!(
+                        "{} must not exceed maxReplicas ({})",
+                        a.min_replicas, a.max_replicas
+                    ),
+                );
+            }
+            e.range(
+                &format!("{ap}.targetCPUUtilizationPercentage"),
+                a.target_cpu_utilization_percentage,
+                1,
+                100,
+            );
+        }
+        resources(&format!("{path}.resources"), svc.resources.as_ref(), &mut e);
+        env(&format!("{path}.env"), &svc.env, &mut e);
+    }
+
+    let pg = &s.postgres;
+    if let Some(m) = &pg.managed {
+        let path = "spec.postgres.managed";
+        e.check(&format!("{path}.storage"), &m.storage, rules::storage);
+        storage_class(path, m.storage_class_name.as_deref(), &mut e);
+        image(&format!("{path}.image"), &m.image, &mut e);
+        resources(&format!("{path}.resources"), m.resources.as_ref(), &mut e);
+    }
+    if let Some(c) = &pg.cloud_native_pg {
+        let path = "spec.postgres.cloudNativePG";
+        e.range(&format!("{path}.instances"), c.instances, 1, 9);
+        e.check(&format!("{path}.storage"), &c.storage, rules::storage);
+        storage_class(path, c.storage_class_name.as_deref(), &mut e);
+        if let Some(i) = &c.image_name {
+            image(&format!("{path}.imageName"), i, &mut e);
+        }
+    }
+    if let Some(x) = &pg.external {
+        key_ref("spec.postgres.external.secretRef", &x.secret_ref, &mut e);
+        for c in Component::ALL {
+            if let Some(r) = x.per_service.get(c) {
+                let path = format!("spec.postgres.external.perService.{}", c.as_str());
+                key_ref(&path, r, &mut e);
+            }
+        }
+    }
+    let mq = &s.rabbitmq;
+    if let Some(m) = &mq.managed {
+        let path = "spec.rabbitmq.managed";
+        e.check(&format!("{path}.storage"), &m.storage, rules::storage);
+        storage_class(path, m.storage_class_name.as_deref(), &mut e);
+        image(&format!("{path}.image"), &m.image, &mut e);
+        resources(&format!("{path}.resources"), m.resources.as_ref(), &mut e);
+    }
+    if let Some(o) = &mq.rabbitmq_cluster_operator {
+        let path = "spec.rabbitmq.rabbitmqClusterOperator";
+        e.range(&format!("{path}.replicas"), o.replicas, 1, 9);
+        e.check(&format!("{path}.storage"), &o.storage, rules::storage);
+        storage_class(path, o.storage_class_name.as_deref(), &mut e);
+    }
+    if let Some(x) = &mq.external {
+        key_ref("spec.rabbitmq.external.secretRef", &x.secret_ref, &mut e);
+    }
+
+    let host = s.ingress.host.as_str();
+    if let Some(smtp) = &s.smtp {
+        let h = smtp.host.to_ascii_lowercase();
+        if rules::dns1123_subdomain(&h).is_err() && h.parse::<std::net::IpAddr>().is_err() {
+            e.at(
+                "spec.smtp.host",
+                format!("{:?} is not a host name or IP address", smtp.host),
+            );
+        }
+        e.range("spec.smtp.port", smtp.port, 1, 65535);
+        match &smtp.from {
+            Some(from) => e.check("spec.smtp.from", from, rules::mailbox),
+            None => {
+                if rules::email(&format!("helpdesk@{host}")).is_err() {
+                    e.at(
+                        "spec.smtp.from",
+                        format!("is unset and the default helpdesk@{host} is not an email address (spec.ingress.host has no dot): set it"),
+                    );
+                }
+            }
+        }
+        if let Some(to) = &smtp.staff_notify_email {
+            e.check("spec.smtp.staffNotifyEmail", to, rules::email);
+        }
+        if let Some(r) = &smtp.credentials_secret_ref {
+            secret_ref("spec.smtp.credentialsSecretRef", r, &mut e);
+        }
+    }
+    let auth = &s.auth;
+    if let Some(r) = &auth.signing_key_secret_ref {
+        secret_ref("spec.auth.signingKeySecretRef", r, &mut e);
+    }
+    match &auth.bootstrap_admin_secret_ref {
+        Some(r) => secret_ref("spec.auth.bootstrapAdminSecretRef", r, &mut e),
+        None => {
+            if rules::email(&crate::material::default_admin_email(host)).is_err() {
+                e.at(
+                    "spec.auth.bootstrapAdminSecretRef",
+                    format!("is unset and the generated administrator {} would not be a valid email address (spec.ingress.host has no dot): set it", crate::material::default_admin_email(host)),
+                );
+            }
+        }
+    }
+
+    let ing = &s.ingress;
+    if let Some(class) = &ing.class_name {
+        e.check("spec.ingress.className", class, rules::dns1123_subdomain);
+    }
+    if let Some(tls) = &ing.tls_secret_name {
+        e.check("spec.ingress.tlsSecretName", tls, rules::dns1123_subdomain);
+    }
+    if let Some(f) = &s.frontend {
+        image("spec.frontend.image", &f.image, &mut e);
+        e.range("spec.frontend.replicas", f.replicas, 0, 100);
+        e.range("spec.frontend.port", f.port, 1, 65535);
+        resources("spec.frontend.resources", f.resources.as_ref(), &mut e);
+    }
+}
+
+fn metadata(p: &HelpdeskPlatform, e: &mut Errs) {
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        e.at("metadata.name", "is required");
+        return;
+    }
+    // The platform's Services are `<name>-<service>`: DNS-1035 labels (no dots, a leading letter).
+    if let Err(why) = rules::dns1035_label(name) {
+        e.at(
+            "metadata.name",
+            format!("{name:?} {why} (it prefixes the platform's Service names)"),
+        );
+    }
+    let operator = p.spec.rabbitmq.rabbitmq_cluster_operator.is_some();
+    if name.len() > MAX_NAME {
+        e.at(
+            "metadata.name",
+            format!("{name:?} is {} characters, at most {MAX_NAME} are allowed (children append suffixes such as -rabbitmq-credentials; StatefulSet names stay within 52)", name.len()),
+        );
+    } else if operator && name.len() > MAX_NAME_RABBITMQ_OPERATOR {
+        e.at(
+            "metadata.name",
+            format!("{name:?} is {} characters, at most {MAX_NAME_RABBITMQ_OPERATOR} are allowed with spec.rabbitmq.rabbitmqClusterOperator (its StatefulSet {name}-rabbitmq-server must stay within 52)", name.len()),
+        );
+    }
+    if let Some(ns) = &p.metadata.namespace {
+        e.check("metadata.namespace", ns, rules::dns1123_label);
+    }
+}
+
+fn storage_class(path: &str, class: Option<&str>, e: &mut Errs) {
+    if let Some(c) = class {
+        e.check(
+            &format!("{path}.storageClassName"),
+            c,
+            rules::dns1123_subdomain,
+        );
+    }
+}
+
+fn image(path: &str, image: &str, e: &mut Errs) {
+    if image.trim().is_empty() || image.contains(char::is_whitespace) {
+        e.at(path, format!("{image:?} is not an image reference"));
+    }
+}
+
+fn secret_ref(path: &str, r: &SecretRef, e: &mut Errs) {
+    e.check(&format!("{path}.name"), &r.name, rules::dns1123_subdomain);
+}
+
+fn key_ref(path: &str, r: &SecretKeyRef, e: &mut Errs) {
+    e.check(&format!("{path}.name"), &r.name, rules::dns1123_subdomain);
+    e.check(&format!("{path}.key"), &r.key, rules::config_key);
+}
+
+/// Quantities of requests and limits, and no request above its limit (the API server's rule).
+fn resources(path: &str, r: Option<&ResourceRequirements>, e: &mut Errs) {
+    let Some(r) = r else { return };
+    let empty = BTreeMap::new();
+    let requests = r.requests.as_ref().unwrap_or(&empty);
+    let limits = r.limits.as_ref().unwrap_or(&empty);
+    for (kind, map) in [("requests", requests), ("limits", limits)] {
+        for (res, q) in map {
+            e.check(
+                &format!("{path}.{kind}.{res}"),
+                &q.0,
+                rules::resource_quantity,
+            );
+        }
+    }
+    for (res, q) in requests {
+        if let (Some(req), Some(lim)) = (
+            rules::quantity(&q.0),
+            limits.get(res).and_then(|l| rules::quantity(&l.0)),
+        ) && req > lim
+        {
+            e.at(
+                &format!("{path}.requests.{res}"),
+                format!("{} must not exceed the limit {}", q.0, limits[res].0),
+            );
+        }
+    }
+}
+
+fn env(path: &str, vars: &[EnvVar], e: &mut Errs) {
+    for (i, v) in vars.iter().enumerate() {
+        if v.name.is_empty()
+            || v.name.contains('=')
+            || !v.name.chars().all(|c| c.is_ascii_graphic())
+        {
+            e.at(
+                &format!("{path}[{i}].name"),
+                format!(
+                    "{:?} is not a variable name (printable characters, no '=')",
+                    v.name
+                ),
+            );
+        }
+    }
+}
+
+/// Appends errors with their paths.
+struct Errs<'a>(&'a mut Vec<FieldError>);
+
+impl Errs<'_> {
+    fn at(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+    fn check(&mut self, path: &str, value: &str, rule: fn(&str) -> Result<(), String>) {
+        if let Err(why) = rule(value) {
+            self.at(path, format!("{value:?} {why}"));
+        }
+    }
+    fn range(&mut self, path: &str, v: i32, min: i32, max: i32) {
+        if v < min {
+            self.at(path, format!("must be >= {min}"));
+        } else if v > max {
+            self.at(path, format!("must be <= {max}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crd::HelpdeskPlatform;
+    use crate::validate::{Capabilities, validate};
+
+    fn platform(spec: &str) -> HelpdeskPlatform {
+        serde_yaml::from_str(&format!(
+            "apiVersion: helpdesk.dev/v1alpha1\nkind: HelpdeskPlatform\nmetadata: {{name: hd, namespace: ns}}\nspec:\n{spec}"
+        ))
+        .unwrap()
+    }
+
+    /// Every message of every rule, as an SRE reads it: `<path>: <problem>`.
+    fn messages(spec: &str) -> Vec<String> {
+        match validate(&platform(spec), &Capabilities::default()) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn assert_reports(spec: &str, expected: &[&str]) {
+        let got = messages(spec);
+        for e in expected {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expected.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn storage_sizes_must_be_quantities() {
+        assert_reports(
+            "  ingress: {host: a.example.com}\n  postgres: {managed: {storage: 10GB}}\n  rabbitmq: {managed: {storage: -1Gi}}",
+            &[
+                "spec.postgres.managed.storage: \"10GB\" is not a Kubernetes quantity",
+                "spec.rabbitmq.managed.storage: \"-1Gi\" must be a positive size",
+            ],
+        );
+        let caps = Capabilities {
+            cloud_native_pg: true,
+            rabbitmq_operator: true,
+            ..Default::default()
+        };
+        let p = platform(
+            "  ingress: {host: a.example.com}\n  postgres: {cloudNativePG: {storage: abc, storageClassName: Fast_SSD}}\n  rabbitmq: {rabbitmqClusterOperator: {storage: 500m}}",
+        );
+        let errs: Vec<String> = validate(&p, &caps)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs[0].starts_with(
+            "spec.postgres.cloudNativePG.storage: \"abc\" is not a Kubernetes quantity"
+        ));
+        assert!(errs[1].starts_with("spec.postgres.cloudNativePG.storageClassName: \"Fast_SSD\""));
+        assert!(errs[2].starts_with(
+            "spec.rabbitmq.rabbitmqClusterOperator.storage: \"500m\" is a fraction of a byte"
+        ));
+        assert_eq!(
+            messages(
+                "  ingress: {host: a.example.com}\n  postgres: {managed: {storage: 500M}}\n  rabbitmq: {managed: {storage: \"1e9\"}}"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn resource_quantities_and_requests_within_limits() {
+        assert_reports(
+            "  ingress: {host: a.example.com}\n  services: {ticket: {resources: {requests: {cpu: 1 core, memory: 512Mi}, limits: {memory: 256Mi}}}}",
+            &[
+                "spec.services.ticket.resources.requests.cpu: \"1 core\" is not a Kubernetes quantity",
+                "spec.services.ticket.resources.requests.memory: 512Mi must not exceed the limit 256Mi",
+            ],
+        );
+    }
+
+    #[test]
+    fn email_addresses_are_checked() {
+        assert_reports(
+            "  ingress: {host: a.example.com}\n  smtp: {host: smtp.example.com, from: helpdesk, staffNotifyEmail: \"support at example.com\"}",
+            &[
+                "spec.smtp.from: \"helpdesk\" is not an email address",
+                "spec.smtp.staffNotifyEmail: \"support at example.com\" is not an email address",
+            ],
+        );
+        assert_eq!(
+            messages(
+                "  ingress: {host: a.example.com}\n  smtp: {host: 10.0.0.25, from: \"Helpdesk <helpdesk@example.com>\", staffNotifyEmail: support@example.com}"
+            ),
+            Vec::<String>::new()
+        );
+        // A host without a dot makes the generated addresses invalid: said where to fix it.
+        assert_reports(
+            "  ingress: {host: localhost}\n  smtp: {host: \"smtp host\"}",
+            &[
+                "spec.smtp.host: \"smtp host\" is not a host name or IP address",
+                "spec.smtp.from: is unset and the default helpdesk@localhost is not an email address",
+                "spec.auth.bootstrapAdminSecretRef: is unset and the generated administrator admin@localhost",
+            ],
+        );
+    }
+
+    #[test]
+    fn names_that_become_object_names_follow_kubernetes_rules() {
+        let long = "a".repeat(41);
+        let p = |name: &str, spec: &str| {
+            serde_yaml::from_str::<HelpdeskPlatform>(&format!(
+                "apiVersion: helpdesk.dev/v1alpha1\nkind: HelpdeskPlatform\nmetadata: {{name: {name}, namespace: Support}}\nspec:\n  ingress: {{host: a.example.com}}\n{spec}"
+            ))
+            .unwrap()
+        };
+        let errs = |p: HelpdeskPlatform, caps: Capabilities| -> Vec<String> {
+            validate(&p, &caps)
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let got = errs(
+            p(
+                "help.desk",
+                "  image: {pullSecrets: [regcred, Reg_Cred]}\n  auth: {signingKeySecretRef: {name: \"my key\"}}\n  postgres: {external: {secretRef: {name: db, key: \"a/b\"}}}",
+            ),
+            Capabilities::default(),
+        );
+        let want = [
+            "metadata.name: \"help.desk\" may contain only lower-case letters, digits and '-' (it prefixes the platform's Service names)",
+            "metadata.namespace: \"Support\" may contain only",
+            "spec.image.pullSecrets[1]: \"Reg_Cred\" may contain only",
+            "spec.postgres.external.secretRef.key: \"a/b\" may contain only letters, digits",
+            "spec.auth.signingKeySecretRef.name: \"my key\" may contain only",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g} does not start with {w}");
+        }
+        assert!(
+            errs(p("1desk", ""), Capabilities::default())[0]
+                .contains("must start with a lower-case letter")
+        );
+        assert!(errs(p(&long, ""), Capabilities::default())[0].contains("at most 40"));
+        // The RabbitMQ Cluster Operator's StatefulSet is <name>-rabbitmq-server: 36 at most.
+        let caps = Capabilities {
+            rabbitmq_operator: true,
+            ..Default::default()
+        };
+        let got = errs(
+            p(&"a".repeat(37), "  rabbitmq: {rabbitmqClusterOperator: {}}"),
+            caps,
+        );
+        assert!(
+            got[0].contains("at most 36") && got[0].contains("-rabbitmq-server"),
+            "{got:?}"
+        );
+    }
+}
