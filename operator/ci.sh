@@ -96,10 +96,12 @@ if [ -d "$ROOT/openshift/bundle" ]; then
   step "OLM bundle"
   "$OP" crd | diff -q - "$ROOT/openshift/bundle/manifests/helpdeskplatforms.helpdesk.dev.crd.yaml" >/dev/null \
     || { echo "openshift bundle CRD drifted: run operator/scripts/sync-crds.sh" >&2; exit 1; }
-  python3 - "$ROOT/openshift/bundle" "$OUT/chart-default.yaml" <<'PY'
+  python3 - "$ROOT/openshift/bundle" "$OUT/chart-default.yaml" "$OUT/chart-full.yaml" "$CHART/files/operator-rules.yaml" <<'PY'
 import sys, yaml, json, pathlib
 root = pathlib.Path(sys.argv[1])
 chart = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+listed = [d for d in yaml.safe_load_all(open(sys.argv[3])) if d]
+rules = yaml.safe_load(open(sys.argv[4]))
 csv = yaml.safe_load((root / "manifests/helpdesk-operator.clusterserviceversion.yaml").read_text())
 assert csv["kind"] == "ClusterServiceVersion", "not a CSV"
 owned = csv["spec"]["customresourcedefinitions"]["owned"]
@@ -109,11 +111,21 @@ assert examples and examples[0]["kind"] == "HelpdeskPlatform", "alm-examples mis
 assert csv["spec"]["install"]["strategy"] == "deployment"
 ann = yaml.safe_load((root / "metadata/annotations.yaml").read_text())["annotations"]
 assert ann["operators.operatorframework.io.bundle.package.v1"] == "helpdesk-operator"
+# Watching every namespace (the chart's default): the rules as a ClusterRole.
 role = next(d for d in chart if d["kind"] == "ClusterRole")
-csv_rules = csv["spec"]["install"]["spec"]["clusterPermissions"][0]["rules"]
-assert csv_rules == role["rules"], "CSV clusterPermissions differ from the chart's ClusterRole"
+assert role["rules"] == rules, "the chart's ClusterRole differs from files/operator-rules.yaml"
 lease = next(d for d in chart if d["kind"] == "Role")
-assert csv["spec"]["install"]["spec"]["permissions"][0]["rules"] == lease["rules"], "CSV permissions differ from the chart"
+# Watched namespaces listed: a Role and RoleBinding in each, nothing cluster-wide.
+assert not [d for d in listed if d["kind"].startswith("Cluster")], "cluster-wide RBAC with watchNamespaces"
+for ns in ("support", "helpdesk"):
+    r = next(d for d in listed if d["kind"] == "Role" and d["metadata"]["namespace"] == ns)
+    assert r["rules"] == rules, f"Role in {ns} differs"
+    b = next(d for d in listed if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == ns)
+    assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": r["metadata"]["name"]}
+# The CSV: the same rules (plus the Lease) as namespaced permissions, no clusterPermissions.
+install = csv["spec"]["install"]["spec"]
+assert "clusterPermissions" not in install, "CSV asks for cluster-wide permissions"
+assert install["permissions"][0]["rules"] == rules + lease["rules"], "CSV permissions differ from the chart"
 for d in csv["spec"]["install"]["spec"]["deployments"]:
     dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": d["name"]}, "spec": d["spec"]}
     open(pathlib.Path(sys.argv[2]).with_name("csv-deployment.yaml"), "w").write(yaml.safe_dump(dep))

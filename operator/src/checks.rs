@@ -19,6 +19,9 @@ use crate::validate::FieldError;
 pub const MAX_NAME: usize = 40;
 /// With the RabbitMQ Cluster Operator: its StatefulSet `<name>-rabbitmq-server` within 52.
 pub const MAX_NAME_RABBITMQ_OPERATOR: usize = 52 - "-rabbitmq-server".len();
+/// With scheduled backups of the managed PostgreSQL: the CronJob `<name>-postgres-backup` within
+/// 52 (Kubernetes' limit for CronJob names: its Jobs append an 11-character suffix).
+pub const MAX_NAME_BACKUP: usize = 52 - "-postgres-backup".len();
 
 /// Collects every field-level problem of `p` into `errs`.
 pub fn spec(p: &HelpdeskPlatform, errs: &mut Vec<FieldError>) {
@@ -113,6 +116,17 @@ pub fn spec(p: &HelpdeskPlatform, errs: &mut Vec<FieldError>) {
         if let Some(i) = &c.image_name {
             image(&format!("{path}.imageName"), i, &mut e);
         }
+    }
+    if let Some(b) = &pg.backup {
+        let path = "spec.postgres.backup";
+        e.check(
+            &format!("{path}.schedule"),
+            &b.schedule,
+            rules::cron_schedule,
+        );
+        e.range(&format!("{path}.retention"), b.retention, 1, 1000);
+        e.check(&format!("{path}.storage"), &b.storage, rules::storage);
+        storage_class(path, b.storage_class_name.as_deref(), &mut e);
     }
     if let Some(x) = &pg.external {
         key_ref("spec.postgres.external.secretRef", &x.secret_ref, &mut e);
@@ -223,6 +237,15 @@ fn metadata(p: &HelpdeskPlatform, e: &mut Errs) {
         e.at(
             "metadata.name",
             format!("{name:?} is {} characters, at most {MAX_NAME_RABBITMQ_OPERATOR} are allowed with spec.rabbitmq.rabbitmqClusterOperator (its StatefulSet {name}-rabbitmq-server must stay within 52)", name.len()),
+        );
+    }
+    let cron_job = p.spec.postgres.cloud_native_pg.is_none()
+        && p.spec.postgres.external.is_none()
+        && p.spec.postgres.backup.is_some();
+    if cron_job && name.len() <= MAX_NAME && name.len() > MAX_NAME_BACKUP {
+        e.at(
+            "metadata.name",
+            format!("{name:?} is {} characters, at most {MAX_NAME_BACKUP} are allowed with spec.postgres.backup (its CronJob {name}-postgres-backup must stay within 52)", name.len()),
         );
     }
     if let Some(ns) = &p.metadata.namespace {
@@ -429,6 +452,25 @@ mod tests {
     }
 
     #[test]
+    fn backup_settings_are_checked() {
+        assert_reports(
+            "  ingress: {host: a.example.com}\n  postgres: {backup: {schedule: \"every night\", retention: 0, storage: 5GB}}",
+            &[
+                "spec.postgres.backup.schedule: \"every night\" is not a cron schedule: 2 fields",
+                "spec.postgres.backup.retention: must be >= 1",
+                "spec.postgres.backup.storage: \"5GB\" is not a Kubernetes quantity",
+            ],
+        );
+        assert_reports(
+            "  ingress: {host: a.example.com}\n  postgres: {backup: {schedule: \"30 2 * * 1-5\"}}",
+            &[],
+        );
+        assert!(crate::rules::cron_schedule("@daily").is_ok());
+        assert!(crate::rules::cron_schedule("0 2 * * * *").is_err());
+        assert!(crate::rules::cron_schedule("0 2 * * $(reboot)").is_err());
+    }
+
+    #[test]
     fn names_that_become_object_names_follow_kubernetes_rules() {
         let long = "a".repeat(41);
         let p = |name: &str, spec: &str| {
@@ -479,6 +521,24 @@ mod tests {
         assert!(
             got[0].contains("at most 36") && got[0].contains("-rabbitmq-server"),
             "{got:?}"
+        );
+        // A backup CronJob is <name>-postgres-backup: 36 at most too.
+        let got = errs(
+            p(&"b".repeat(37), "  postgres: {backup: {storage: 5Gi}}"),
+            Capabilities::default(),
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.contains("at most 36") && g.contains("-postgres-backup")),
+            "{got:?}"
+        );
+        assert!(
+            !errs(
+                p(&"b".repeat(36), "  postgres: {backup: {storage: 5Gi}}"),
+                Capabilities::default()
+            )
+            .iter()
+            .any(|g| g.contains("-postgres-backup"))
         );
     }
 }

@@ -86,6 +86,12 @@ fn pods_of(children: &[Child]) -> Vec<Pods> {
                     push(format!("Job/{}", c.name()), spec.template);
                 }
             }
+            Kind::CronJob => {
+                let j: k8s_openapi::api::batch::v1::CronJob = typed(c);
+                if let Some(spec) = j.spec.job_template.spec {
+                    push(format!("CronJob/{}", c.name()), spec.template);
+                }
+            }
             _ => {}
         }
     }
@@ -231,7 +237,10 @@ pub fn check(children: &[Child], provided_elsewhere: &BTreeSet<String>) -> Vec<S
         if matched.is_empty() {
             errs.push(format!("Service {name}: selector matches no pods"));
         }
-        if let Some(job) = matched.iter().find(|p| p.owner.starts_with("Job/")) {
+        if let Some(job) = matched
+            .iter()
+            .find(|p| p.owner.starts_with("Job/") || p.owner.starts_with("CronJob/"))
+        {
             errs.push(format!(
                 "Service {name}: selector also matches {}",
                 job.owner

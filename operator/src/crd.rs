@@ -334,6 +334,48 @@ pub struct PostgresSpec {
     pub cloud_native_pg: Option<CloudNativePgSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalPostgres>,
+    /// Scheduled backups; none when absent. Managed: a CronJob writing `pg_dump` archives to a
+    /// volume, keeping the newest `retention`. CloudNativePG: `cloudNativePG` is its `Cluster`'s
+    /// `spec.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PostgresBackup>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresBackup {
+    /// Cron schedule of the logical backup (managed PostgreSQL), in the controller manager's
+    /// time zone.
+    #[serde(default = "default_backup_schedule")]
+    pub schedule: String,
+    /// How many dumps are kept; older ones are deleted after each successful dump.
+    #[serde(default = "default_backup_retention")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: i32,
+    /// Size of the volume holding the dumps (managed PostgreSQL).
+    #[serde(default = "default_backup_storage")]
+    pub storage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// CloudNativePG only: passed as the `Cluster`'s `spec.backup` (e.g. `barmanObjectStore`,
+    /// `retentionPolicy`); schedule its base backups with CloudNativePG's `ScheduledBackup`.
+    #[serde(
+        default,
+        rename = "cloudNativePG",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "free_form_object")]
+    pub cloud_native_pg: Option<serde_json::Value>,
+}
+
+fn default_backup_schedule() -> String {
+    "30 2 * * *".to_string()
+}
+fn default_backup_retention() -> i32 {
+    7
+}
+fn default_backup_storage() -> String {
+    "10Gi".to_string()
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

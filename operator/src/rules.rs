@@ -168,6 +168,36 @@ pub fn mailbox(s: &str) -> Result<(), String> {
     }
 }
 
+/// A CronJob schedule: five fields (minute hour day-of-month month day-of-week) of digits, names,
+/// `*`, `?`, `,`, `-`, `/`, or one of the `@` macros Kubernetes accepts.
+pub fn cron_schedule(s: &str) -> Result<(), String> {
+    const MACROS: [&str; 7] = [
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    if MACROS.contains(&s.trim()) {
+        return Ok(());
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "is not a cron schedule: {} fields, 5 expected (minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\"), or one of {}",
+            fields.len(),
+            MACROS.join(", ")
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | ',' | '-' | '/');
+    match fields.iter().find(|f| !f.chars().all(allowed)) {
+        Some(f) => Err(format!("is not a cron schedule: {f:?} is not a cron field")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

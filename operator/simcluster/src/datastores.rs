@@ -49,12 +49,65 @@ fn run_as_postgres(cmd: &mut std::process::Command) -> anyhow::Result<(u32, u32)
     Ok((uid, gid))
 }
 
-/// Starts PostgreSQL for a pod (initialising its claim on first start).
+/// An init container or hook of a datastore pod: its command and resolved env.
+pub struct Step {
+    pub name: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+fn append_log(log: &Path, text: &[u8]) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = f.write_all(text);
+    }
+}
+
+/// Runs a `postgres:*` init container's command against the pod's claim, as the image would:
+/// `$PGDATA` is the claim's data folder, the server binaries on `PATH`, the postgres user.
+fn run_postgres_init(bin: &Path, data: &Path, step: &Step, log: &Path) -> anyhow::Result<()> {
+    let (program, args) = step
+        .command
+        .split_first()
+        .with_context(|| format!("init container {} has no command", step.name))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).env_clear().current_dir("/");
+    for (k, v) in &step.env {
+        if k != "PGDATA" && k != "PATH" {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("PGDATA", data)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()));
+    run_as_postgres(&mut cmd)?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running init container {}", step.name))?;
+    append_log(log, &out.stdout);
+    append_log(log, &out.stderr);
+    if !out.status.success() {
+        bail!(
+            "init container {} failed ({}): {}",
+            step.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Starts PostgreSQL for a pod: its init containers first (in order), then the image's
+/// entrypoint (initialising the claim on first start) and the server.
 pub async fn postgres(
     ip: Ipv4Addr,
     pod_dir: &Path,
     work: &Path,
     env: &[(String, String)],
+    init_containers: Vec<Step>,
     log: &Path,
 ) -> anyhow::Result<Running> {
     let user = var(env, "POSTGRES_USER").unwrap_or("postgres").to_string();
@@ -69,6 +122,15 @@ pub async fn postgres(
     let bin = pg_bin()?;
     let pod_dir = pod_dir.to_path_buf();
     let (uid, gid) = process::os_user("postgres").context("no postgres user on the machine")?;
+    {
+        let (data, bin, log) = (data.clone(), bin.clone(), log.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            init_containers
+                .iter()
+                .try_for_each(|step| run_postgres_init(&bin, &data, step, &log))
+        })
+        .await??;
+    }
     {
         let (data, bin, pod_dir) = (data.clone(), bin.clone(), pod_dir.clone());
         tokio::task::spawn_blocking(move || {
@@ -173,14 +235,19 @@ fn init_postgres(
     Ok(())
 }
 
-/// Starts a RabbitMQ node for a pod, on its own address, node name and data folder.
+/// A postStart hook running next to its container; `Err` kills the container, as the kubelet does.
+pub type Hook = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Starts a RabbitMQ node for a pod, on its own address, node name and data folder, and its
+/// container's postStart hook (with the node's CLI environment, as inside the image).
 pub async fn rabbitmq(
     ip: Ipv4Addr,
     pod_dir: &Path,
     work: &Path,
     env: &[(String, String)],
+    post_start: Option<Step>,
     log: &Path,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<(Running, Option<Hook>)> {
     let user = var(env, "RABBITMQ_DEFAULT_USER").unwrap_or("guest");
     let pass = var(env, "RABBITMQ_DEFAULT_PASS").unwrap_or("guest");
     let base = work
@@ -225,7 +292,7 @@ pub async fn rabbitmq(
     .find(|p| p.is_file())
     .context("RabbitMQ is not installed (apt-get install rabbitmq-server)")?;
     let s = |p: &Path| p.to_string_lossy().to_string();
-    Launch {
+    let launch = Launch {
         program: server,
         args: Vec::new(),
         env: vec![
@@ -250,6 +317,39 @@ pub async fn rabbitmq(
         log: log.to_path_buf(),
         cwd: pod_dir.to_path_buf(),
         stdin: None,
-    }
-    .spawn()
+    };
+    let running = launch.spawn()?;
+    let hook = post_start.map(|step| {
+        let mut cli_env = step.env.clone();
+        cli_env.retain(|(k, _)| !launch.env.iter().any(|(l, _)| l == k));
+        cli_env.extend(launch.env.clone());
+        let log = log.to_path_buf();
+        tokio::spawn(async move {
+            let (program, args) = step
+                .command
+                .split_first()
+                .with_context(|| format!("hook {} has no command", step.name))?;
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .env_clear()
+                .envs(cli_env)
+                .current_dir("/")
+                .kill_on_drop(true)
+                .output()
+                .await
+                .with_context(|| format!("running {}", step.name))?;
+            append_log(&log, &out.stdout);
+            append_log(&log, &out.stderr);
+            if !out.status.success() {
+                bail!(
+                    "{} failed ({}): {}",
+                    step.name,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        })
+    });
+    Ok((running, hook))
 }

@@ -82,6 +82,8 @@ struct Pod {
     ip: Ipv4Addr,
     dir: PathBuf,
     proc: Option<Running>,
+    /// The container's postStart hook while it runs (probes wait for it, as the kubelet's do).
+    post_start: Option<crate::datastores::Hook>,
     restarts: u32,
     last_exit: Option<i32>,
     backoff_until: Option<Instant>,
@@ -434,6 +436,7 @@ impl Kubelet {
             ip,
             dir,
             proc: None,
+            post_start: None,
             restarts: 0,
             last_exit: None,
             backoff_until: None,
@@ -643,6 +646,9 @@ impl Kubelet {
                 keep.push(p);
                 continue;
             }
+            if let Some(hook) = p.post_start.take() {
+                hook.abort();
+            }
             if let Some(mut proc) = p.proc.take() {
                 proc.stop(Duration::from_secs(10)).await;
             }
@@ -672,6 +678,9 @@ impl Kubelet {
             if let Some(code) = exited {
                 let p = &mut self.pods[i];
                 p.proc = None;
+                if let Some(hook) = p.post_start.take() {
+                    hook.abort();
+                }
                 p.ready = false;
                 p.last_exit = Some(code);
                 let never = p.spec.restart_policy.as_deref() == Some("Never")
@@ -699,9 +708,10 @@ impl Kubelet {
                 continue;
             }
             match self.start(i).await {
-                Ok(running) => {
+                Ok((running, hook)) => {
                     let p = &mut self.pods[i];
                     p.proc = Some(running);
+                    p.post_start = hook;
                     p.started = Some(Instant::now());
                     p.waiting = None;
                     p.probe_ok = 0;
@@ -989,8 +999,61 @@ impl Kubelet {
         Ok(())
     }
 
+    /// A datastore pod's init containers (`postgres:*`) or postStart hook, resolved like a
+    /// container's; only the datastores' own images can run them here.
+    fn datastore_steps(
+        &self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<
+        (
+            Vec<crate::datastores::Step>,
+            Option<crate::datastores::Step>,
+        ),
+        String,
+    > {
+        let mut init = Vec::new();
+        for ic in pod.spec.init_containers.iter().flatten() {
+            let same = ic.image == c.image;
+            if !same {
+                return Err(format!(
+                    "init container {}: image {:?} is not available in the simulated cluster",
+                    ic.name, ic.image
+                ));
+            }
+            let mut command: Vec<String> = ic.command.clone().unwrap_or_default();
+            command.extend(ic.args.iter().flatten().cloned());
+            init.push(crate::datastores::Step {
+                name: ic.name.clone(),
+                command,
+                env: self.resolve_env(pod, ic)?,
+            });
+        }
+        let hook = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .map(|h| {
+                let command = h
+                    .exec
+                    .as_ref()
+                    .and_then(|e| e.command.clone())
+                    .ok_or_else(|| "only exec postStart hooks are simulated".to_string())?;
+                Ok::<_, String>(crate::datastores::Step {
+                    name: format!("postStart hook of {}", c.name),
+                    command,
+                    env: self.resolve_env(pod, c)?,
+                })
+            })
+            .transpose()?;
+        Ok((init, hook))
+    }
+
     /// Starts pod `i`'s first container, or says why it cannot (a waiting reason and message).
-    async fn start(&self, i: usize) -> Result<Running, (String, String)> {
+    async fn start(
+        &self,
+        i: usize,
+    ) -> Result<(Running, Option<crate::datastores::Hook>), (String, String)> {
         let pod = &self.pods[i];
         let Some(c) = pod.container() else {
             return Err(("CreateContainerConfigError".into(), "no container".into()));
@@ -1001,12 +1064,15 @@ impl Kubelet {
         match image {
             Image::Missing(m) => Err(("ErrImagePull".into(), m)),
             Image::Postgres => {
-                crate::datastores::postgres(pod.ip, &pod.dir, &self.work, &env, &pod.log())
+                let (init, _) = self.datastore_steps(pod, c).map_err(config_error)?;
+                crate::datastores::postgres(pod.ip, &pod.dir, &self.work, &env, init, &pod.log())
                     .await
+                    .map(|r| (r, None))
                     .map_err(|e| ("RunContainerError".into(), format!("{e:#}")))
             }
             Image::RabbitMq => {
-                crate::datastores::rabbitmq(pod.ip, &pod.dir, &self.work, &env, &pod.log())
+                let (_, hook) = self.datastore_steps(pod, c).map_err(config_error)?;
+                crate::datastores::rabbitmq(pod.ip, &pod.dir, &self.work, &env, hook, &pod.log())
                     .await
                     .map_err(|e| ("RunContainerError".into(), format!("{e:#}")))
             }
@@ -1066,6 +1132,7 @@ impl Kubelet {
                     stdin: None,
                 }
                 .spawn()
+                .map(|r| (r, None))
                 .map_err(|e| ("RunContainerError".into(), format!("{e:#}")))
             }
         }
@@ -1073,9 +1140,31 @@ impl Kubelet {
 
     async fn probe(&mut self) {
         let now = Instant::now();
+        // A postStart hook that ended: a failure kills the container (it restarts with back-off).
+        for p in self.pods.iter_mut() {
+            if !p.post_start.as_ref().is_some_and(|h| h.is_finished()) {
+                continue;
+            }
+            let Some(hook) = p.post_start.take() else {
+                continue;
+            };
+            let failed = match hook.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failed {
+                self.events
+                    .push(format!("pod {}: FailedPostStartHook: {why}", p.name));
+                if let Some(proc) = p.proc.as_mut() {
+                    proc.stop(Duration::from_secs(10)).await;
+                }
+            }
+        }
         let mut checks = Vec::new();
         for (i, p) in self.pods.iter().enumerate() {
-            if p.proc.is_none() || now < p.next_probe {
+            // Probes start once the postStart hook has finished, as the kubelet's do.
+            if p.proc.is_none() || p.post_start.is_some() || now < p.next_probe {
                 continue;
             }
             let Some(c) = p.container() else { continue };
@@ -1236,6 +1325,9 @@ impl Kubelet {
     /// Stops every pod (the cluster goes away).
     pub async fn shutdown(&mut self) {
         for p in &mut self.pods {
+            if let Some(hook) = p.post_start.take() {
+                hook.abort();
+            }
             if let Some(mut proc) = p.proc.take() {
                 proc.stop(Duration::from_secs(15)).await;
             }

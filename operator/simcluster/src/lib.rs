@@ -316,8 +316,15 @@ pods:
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let running =
-            datastores::postgres(ip, &dir, &self.work, &env, &dir.join("server.log")).await?;
+        let running = datastores::postgres(
+            ip,
+            &dir,
+            &self.work,
+            &env,
+            Vec::new(),
+            &dir.join("server.log"),
+        )
+        .await?;
         self.externals.lock().await.push(running);
         Ok(())
     }
@@ -340,8 +347,8 @@ pods:
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let running =
-            datastores::rabbitmq(ip, &dir, &self.work, &env, &dir.join("server.log")).await?;
+        let (running, _) =
+            datastores::rabbitmq(ip, &dir, &self.work, &env, None, &dir.join("server.log")).await?;
         self.externals.lock().await.push(running);
         Ok(())
     }

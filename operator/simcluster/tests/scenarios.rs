@@ -473,3 +473,113 @@ spec:
         .await
     });
 }
+
+/// Issue 11 item 3: an admin rotates both managed datastores' passwords in their Secrets while
+/// the data is kept. The datastore pods restart and set the Secret's password on the existing
+/// data (PostgreSQL's init container, RabbitMQ's postStart hook, both as rendered), the services
+/// restart with the new URLs, and the whole platform keeps working: the end-to-end suite passes,
+/// the new PostgreSQL password is accepted and the old one refused.
+#[test]
+fn rotated_datastore_passwords_reach_the_running_datastores() {
+    use base64::Engine;
+    scenario("rotation", |sandbox, work, images| async move {
+        let cluster =
+            Cluster::start(sandbox, &work.join("cluster"), images, MINIMAL, vec![]).await?;
+        with_cluster(cluster, |cluster| async move {
+            cluster.wait_ready(READY_WITHIN, DEGRADED_GRACE).await?;
+            let old_pg = cluster.postgres_url()?;
+            sqlx::PgPool::connect(&old_pg).await?.close().await;
+            let amqp_url = |cluster: &Cluster| {
+                cluster
+                    .secret("helpdesk-rabbitmq-credentials")
+                    .and_then(|s| s.get("url").cloned())
+                    .ok_or_else(|| anyhow::anyhow!("no AMQP url"))
+            };
+            let old_mq = amqp_url(&cluster)?;
+            amqp_accepts(&old_mq).await?;
+            for (name, password) in [
+                ("helpdesk-postgres-credentials", "pg-rotated-by-an-admin"),
+                ("helpdesk-rabbitmq-credentials", "mq-rotated-by-an-admin"),
+            ] {
+                cluster.fake.edit(&secret_path("support", name), |s| {
+                    s["data"]["password"] = base64::engine::general_purpose::STANDARD
+                        .encode(password)
+                        .into();
+                });
+            }
+            // Every Deployment rolled to the new URLs, every pod ready, the platform Ready.
+            let deployments = "/apis/apps/v1/namespaces/support/deployments";
+            let rolled = |cluster: &Cluster| {
+                let names = cluster.fake.names(deployments);
+                names.len() == 5
+                    && names.iter().all(|n| {
+                        let d = cluster
+                            .fake
+                            .get(&format!("{deployments}/{n}"))
+                            .unwrap_or_default();
+                        let hash = d["spec"]["template"]["metadata"]["annotations"]
+                            ["helpdesk.dev/datastore-credentials-hash"]
+                            .clone();
+                        let s = &d["status"];
+                        hash.is_string()
+                            && s["observedGeneration"] == d["metadata"]["generation"]
+                            && s["updatedReplicas"] == d["spec"]["replicas"]
+                            && s["readyReplicas"] == d["spec"]["replicas"]
+                            && s["replicas"] == d["spec"]["replicas"]
+                    })
+            };
+            let new_pg = cluster.postgres_url()?;
+            let deadline = std::time::Instant::now() + READY_WITHIN;
+            loop {
+                let url_rotated = cluster.postgres_url()?.contains("pg-rotated-by-an-admin");
+                if url_rotated && rolled(&cluster) && cluster.phase() == "Ready" {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the rotation did not roll out: {}",
+                    cluster.describe().await
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let new_pg = if new_pg.contains("pg-rotated-by-an-admin") {
+                new_pg
+            } else {
+                cluster.postgres_url()?
+            };
+            sqlx::PgPool::connect(&new_pg).await?.close().await;
+            assert!(
+                sqlx::PgPool::connect(&old_pg).await.is_err(),
+                "the old password is refused"
+            );
+            let url = cluster.url().await?;
+            helpdesk_e2e::wait_ready_path(&url, "/auth/me", 401).await;
+            helpdesk_e2e::walk(
+                &url,
+                &cluster.admin()?,
+                None,
+                helpdesk_e2e::Entry::ClusterIngress,
+            )
+            .await;
+            let new_mq = amqp_url(&cluster)?;
+            assert!(new_mq.contains("mq-rotated-by-an-admin"), "{new_mq}");
+            amqp_accepts(&new_mq).await?;
+            assert!(
+                amqp_accepts(&old_mq).await.is_err(),
+                "the old RabbitMQ password is refused"
+            );
+            anyhow::Ok(())
+        })
+        .await
+    });
+}
+
+async fn amqp_accepts(url: &str) -> anyhow::Result<()> {
+    let c = tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(url, Default::default()),
+    )
+    .await??;
+    let _ = c.close(200, "ok".into()).await;
+    Ok(())
+}

@@ -23,7 +23,8 @@ use serde_json::json;
 
 use helpdesk_contract::var;
 
-use super::workloads::{container_security, pod_security, secret_env};
+use super::credentials::{self, DATASTORE_CREDENTIALS_ANNOTATION};
+use super::workloads::{container_security, pod_security, pull_secrets, secret_env};
 use super::{BuildInput, Child, Kind, child};
 use crate::crd::PvcRetention;
 use crate::names::{self, AMQP_PORT, Component, POSTGRES_PORT};
@@ -77,7 +78,8 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 ]),
                 ..Default::default()
             };
-            let sts = stateful_set(
+            let init = credentials::postgres_init_container(&container);
+            let mut sts = stateful_set(
                 input,
                 &name,
                 "postgres",
@@ -87,6 +89,12 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 m.pvc_retention,
                 &["run", "tmp"],
             );
+            let hash = input
+                .material
+                .postgres
+                .as_ref()
+                .map(credentials::postgres_hash);
+            with_credentials(&mut sts, Some(init), hash);
             out.push(child(Kind::StatefulSet, &sts));
         }
         PostgresMode::CloudNativePg(c) => {
@@ -100,6 +108,20 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
             }
             if let Some(img) = &c.image_name {
                 spec["imageName"] = img.clone().into();
+            }
+            if let Some(secrets) = pull_secrets(input) {
+                spec["imagePullSecrets"] = json!(secrets);
+            }
+            // Backup settings pass through as they are (barmanObjectStore, retentionPolicy...).
+            if let Some(b) = input
+                .platform
+                .spec
+                .postgres
+                .backup
+                .as_ref()
+                .and_then(|b| b.cloud_native_pg.clone())
+            {
+                spec["backup"] = b;
             }
             let cluster = json!({
                 "metadata": input.meta(&names::postgres_name(inst), "postgres"),
@@ -138,9 +160,10 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 // The image's entrypoint writes its configuration below /etc and /var/lib.
                 security_context: Some(container_security(false)),
                 volume_mounts: Some(vec![mount("data", "/var/lib/rabbitmq")]),
+                lifecycle: Some(credentials::rabbitmq_hook()),
                 ..Default::default()
             };
-            let sts = stateful_set(
+            let mut sts = stateful_set(
                 input,
                 &name,
                 "rabbitmq",
@@ -150,6 +173,12 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
                 m.pvc_retention,
                 &[],
             );
+            let hash = input
+                .material
+                .rabbitmq
+                .as_ref()
+                .map(credentials::rabbitmq_hash);
+            with_credentials(&mut sts, None, hash);
             out.push(child(Kind::StatefulSet, &sts));
         }
         RabbitmqMode::ClusterOperator(o) => {
@@ -157,9 +186,22 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
             if let Some(sc) = &o.storage_class_name {
                 persistence["storageClassName"] = sc.clone().into();
             }
+            let mut spec = json!({"replicas": o.replicas, "persistence": persistence});
+            if let Some(secrets) = pull_secrets(input) {
+                spec["imagePullSecrets"] = json!(secrets);
+            }
+            if input.resolved.openshift {
+                // The RabbitMQ Cluster Operator's documented override for OpenShift: drop the
+                // fixed UID/GID (999) it sets, so the restricted SCC assigns the namespace's own.
+                spec["override"] = json!({"statefulSet": {"spec": {"template": {"spec": {
+                    "securityContext": {},
+                    "containers": [{"name": "rabbitmq", "securityContext": {}}],
+                    "initContainers": [{"name": "setup-container", "securityContext": {}}],
+                }}}}});
+            }
             let cluster = json!({
                 "metadata": input.meta(&names::rabbitmq_name(inst), "rabbitmq"),
-                "spec": {"replicas": o.replicas, "persistence": persistence},
+                "spec": spec,
             });
             out.push(child(Kind::RabbitmqCluster, &cluster));
         }
@@ -305,6 +347,21 @@ fn datastore_service(input: &BuildInput, name: &str, component: &str, p: i32) ->
     }
 }
 
+/// The password re-application (an init container or the container's hook) and the hash of the
+/// credentials on the pod template, so a changed Secret restarts the pod, which re-applies it.
+fn with_credentials(sts: &mut StatefulSet, init: Option<Container>, hash: Option<String>) {
+    let spec = &mut sts.spec;
+    if let Some(pod) = spec.template.spec.as_mut() {
+        pod.init_containers = init.map(|c| vec![c]);
+    }
+    if let (Some(meta), Some(hash)) = (spec.template.metadata.as_mut(), hash) {
+        meta.annotations = Some(BTreeMap::from([(
+            DATASTORE_CREDENTIALS_ANNOTATION.to_string(),
+            hash,
+        )]));
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn stateful_set(
     input: &BuildInput,
@@ -357,6 +414,7 @@ fn stateful_set(
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    image_pull_secrets: pull_secrets(input),
                     security_context: Some(pod_security),
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
@@ -454,6 +512,71 @@ mod tests {
                 .as_deref(),
             Some("Retain")
         );
+    }
+
+    #[test]
+    fn pull_secrets_reach_the_datastore_pods_in_every_mode() {
+        let spec = "  ingress: {host: h.example.com}\n  image: {pullSecrets: [regcred, mirror]}";
+        let all = build_default(spec);
+        for name in ["hd-postgres", "hd-rabbitmq"] {
+            let sts: StatefulSet = get(&all, Kind::StatefulSet, name);
+            let names: Vec<String> = sts
+                .spec
+                .template
+                .spec
+                .unwrap()
+                .image_pull_secrets
+                .unwrap()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(names, ["regcred", "mirror"], "{name}");
+        }
+        let caps = Capabilities {
+            cloud_native_pg: true,
+            rabbitmq_operator: true,
+            ..Default::default()
+        };
+        let all = build_with(
+            &format!(
+                "{spec}\n  postgres: {{cloudNativePG: {{}}}}\n  rabbitmq: {{rabbitmqClusterOperator: {{}}}}"
+            ),
+            caps,
+        );
+        let expected = json!([{"name": "regcred"}, {"name": "mirror"}]);
+        let pg = find(&all, Kind::PostgresCluster, "hd-postgres");
+        assert_eq!(pg.obj.data["spec"]["imagePullSecrets"], expected);
+        let mq = find(&all, Kind::RabbitmqCluster, "hd-rabbitmq");
+        assert_eq!(mq.obj.data["spec"]["imagePullSecrets"], expected);
+        // None asked for: none rendered.
+        let all = build_default("  ingress: {host: h.example.com}");
+        let sts: StatefulSet = get(&all, Kind::StatefulSet, "hd-postgres");
+        assert!(sts.spec.template.spec.unwrap().image_pull_secrets.is_none());
+    }
+
+    #[test]
+    fn rabbitmq_cluster_on_openshift_drops_the_fixed_uids() {
+        let spec = "  ingress: {host: h.example.com}\n  rabbitmq: {rabbitmqClusterOperator: {}}";
+        let caps = |openshift| Capabilities {
+            rabbitmq_operator: true,
+            routes: openshift,
+            ..Default::default()
+        };
+        let all = build_with(spec, caps(true));
+        let mq = find(&all, Kind::RabbitmqCluster, "hd-rabbitmq");
+        let pod = &mq.obj.data["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"], json!({}));
+        assert_eq!(
+            pod["containers"],
+            json!([{"name": "rabbitmq", "securityContext": {}}])
+        );
+        assert_eq!(
+            pod["initContainers"],
+            json!([{"name": "setup-container", "securityContext": {}}])
+        );
+        let all = build_with(spec, caps(false));
+        let mq = find(&all, Kind::RabbitmqCluster, "hd-rabbitmq");
+        assert!(mq.obj.data["spec"].get("override").is_none());
     }
 
     #[test]

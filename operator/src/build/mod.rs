@@ -2,6 +2,8 @@
 //!
 //! The reconciler and `render` call the same [`build`]; nothing here talks to a cluster.
 
+mod backup;
+mod credentials;
 mod datastores;
 mod network;
 pub mod secrets;
@@ -22,6 +24,7 @@ use crate::material::SecretMaterial;
 use crate::names::{self, Component, HASH_ANNOTATION};
 use crate::validate::Resolved;
 
+pub use credentials::DATASTORE_CREDENTIALS_ANNOTATION;
 pub use datastores::{amqp_env, database_env};
 pub use workloads::image_for;
 
@@ -32,11 +35,13 @@ pub enum Kind {
     Secret,
     ConfigMap,
     ServiceAccount,
+    PersistentVolumeClaim,
     Service,
     StatefulSet,
     PostgresCluster,
     RabbitmqCluster,
     Job,
+    CronJob,
     Deployment,
     HorizontalPodAutoscaler,
     PodDisruptionBudget,
@@ -47,15 +52,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Secret,
         Kind::ConfigMap,
         Kind::ServiceAccount,
+        Kind::PersistentVolumeClaim,
         Kind::Service,
         Kind::StatefulSet,
         Kind::PostgresCluster,
         Kind::RabbitmqCluster,
         Kind::Job,
+        Kind::CronJob,
         Kind::Deployment,
         Kind::HorizontalPodAutoscaler,
         Kind::PodDisruptionBudget,
@@ -70,6 +77,9 @@ impl Kind {
             Kind::Secret => ("", "v1", "Secret", "secrets"),
             Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
             Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts"),
+            Kind::PersistentVolumeClaim => {
+                ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims")
+            }
             Kind::Service => ("", "v1", "Service", "services"),
             Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets"),
             Kind::PostgresCluster => ("postgresql.cnpg.io", "v1", "Cluster", "clusters"),
@@ -80,6 +90,7 @@ impl Kind {
                 "rabbitmqclusters",
             ),
             Kind::Job => ("batch", "v1", "Job", "jobs"),
+            Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs"),
             Kind::Deployment => ("apps", "v1", "Deployment", "deployments"),
             Kind::HorizontalPodAutoscaler => (
                 "autoscaling",
@@ -125,11 +136,13 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
             Kind::ServiceAccount => "ServiceAccount",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::Service => "Service",
             Kind::StatefulSet => "StatefulSet",
             Kind::PostgresCluster => "Cluster",
             Kind::RabbitmqCluster => "RabbitmqCluster",
             Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
             Kind::Deployment => "Deployment",
             Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
@@ -221,6 +234,7 @@ pub fn build(input: &BuildInput) -> Vec<Child> {
     workloads::service_accounts(input, &mut out);
     workloads::services(input, &mut out);
     datastores::build(input, &mut out);
+    backup::build(input, &mut out);
     workloads::migration_jobs(input, &mut out);
     workloads::deployments(input, &mut out);
     workloads::autoscalers_and_budgets(input, &mut out);

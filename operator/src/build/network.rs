@@ -340,15 +340,27 @@ pub(super) fn network_policies(input: &BuildInput, out: &mut Vec<Child>) {
                 to: Some(vec![pods(component("postgres"))]),
                 ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
             });
+            // The services, and the scheduled backup's pods (spec.postgres.backup).
+            let mut clients = vec![pods(selector(input, &[(DATASTORE_CLIENT_LABEL, "true")]))];
+            if s.postgres.backup.is_some() {
+                clients.push(pods(component(super::backup::COMPONENT)));
+                out.push(policy(
+                    input,
+                    "postgres-backup-egress",
+                    component(super::backup::COMPONENT),
+                    None,
+                    Some(vec![NetworkPolicyEgressRule {
+                        to: Some(vec![pods(component("postgres"))]),
+                        ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
+                    }]),
+                ));
+            }
             out.push(policy(
                 input,
                 "postgres-ingress",
                 component("postgres"),
                 Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(selector(
-                        input,
-                        &[(DATASTORE_CLIENT_LABEL, "true")],
-                    ))]),
+                    from: Some(clients),
                     ports: Some(vec![tcp(IntOrString::Int(POSTGRES_PORT))]),
                 }]),
                 None,

@@ -27,6 +27,19 @@ fn secret(input: &BuildInput, name: &str, component: &str, data: &[(&str, &str)]
     }
 }
 
+/// A URL's userinfo part: an admin may rotate to a password with `@`, `:` or `/` in it (the
+/// generated ones need no escaping, so their URLs are unchanged).
+fn userinfo(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Datastore credentials live exactly as long as the data they open: with `pvcRetention: Retain`
 /// the volumes outlive the platform, so the credential Secret does too (no owner reference; a
 /// platform created again with the same name finds it by its labels and reuses the passwords the
@@ -83,7 +96,8 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
         let host = names::postgres_name(inst);
         let url = format!(
             "postgres://{}:{}@{host}:{POSTGRES_PORT}/{DATABASE}",
-            c.username, c.password
+            userinfo(&c.username),
+            userinfo(&c.password)
         );
         let s = secret(
             input,
@@ -105,7 +119,8 @@ pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
         let host = names::rabbitmq_name(inst);
         let url = format!(
             "amqp://{}:{}@{host}:{AMQP_PORT}/%2f",
-            c.username, c.password
+            userinfo(&c.username),
+            userinfo(&c.password)
         );
         let s = secret(
             input,
@@ -162,6 +177,32 @@ mod tests {
                 .annotations
                 .unwrap()
                 .contains_key(FINGERPRINT_ANNOTATION)
+        );
+    }
+
+    #[test]
+    fn a_rotated_password_with_url_characters_is_escaped_in_the_urls() {
+        let p = platform("  ingress: {host: h.example.com}");
+        let r = crate::validate::validate(&p, &Default::default()).unwrap();
+        let mut m = crate::material::SecretMaterial::generate("a@b.c", true, true);
+        m.postgres.as_mut().unwrap().password = "p@ss:w/rd%".into();
+        m.rabbitmq.as_mut().unwrap().password = "a b#c".into();
+        let all = super::super::build(&BuildInput {
+            platform: &p,
+            resolved: &r,
+            material: &m,
+            deploy_versions: Default::default(),
+        });
+        let pg: Secret = get(&all, Kind::Secret, "hd-postgres-credentials");
+        assert_eq!(
+            data(&pg, "url"),
+            "postgres://helpdesk:p%40ss%3Aw%2Frd%25@hd-postgres:5432/helpdesk"
+        );
+        assert_eq!(data(&pg, "password"), "p@ss:w/rd%");
+        let mq: Secret = get(&all, Kind::Secret, "hd-rabbitmq-credentials");
+        assert_eq!(
+            data(&mq, "url"),
+            "amqp://helpdesk:a%20b%23c@hd-rabbitmq:5672/%2f"
         );
     }
 

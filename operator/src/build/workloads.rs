@@ -14,11 +14,11 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort,
-            EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-            LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-            SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-            VolumeMount,
+            EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, KeyToPath,
+            Lifecycle, LifecycleHandler, LocalObjectReference, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+            SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+            Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     },
@@ -27,7 +27,7 @@ use k8s_openapi::{
     },
 };
 
-use helpdesk_contract::{Command, SERVICE_IMAGE_UID, http, var};
+use helpdesk_contract::{Command, SERVICE_IMAGE_UID, http, lifecycle, var};
 
 use super::{BuildInput, Child, Kind, child, content_hash};
 use crate::crd::ServiceSpec as PlatformServiceSpec;
@@ -36,6 +36,7 @@ use crate::names::{
     self, CONFIG_HASH_ANNOTATION, Component, DATASTORE_CLIENT_LABEL, HTTP_PORT, METRICS_LABEL,
     SECRETS_HASH_ANNOTATION,
 };
+use crate::validate::{PostgresMode, RabbitmqMode};
 
 pub const JWT_MOUNT: &str = "/etc/helpdesk/jwt";
 pub const HTTP_SERVER_LABEL: &str = "helpdesk.dev/http-server";
@@ -436,7 +437,28 @@ fn jwt_volume(input: &BuildInput, c: Component) -> (Volume, VolumeMount) {
     )
 }
 
-fn pull_secrets(input: &BuildInput) -> Option<Vec<LocalObjectReference>> {
+/// The services' images' entrypoint (the root Dockerfile), also used for the preStop hook.
+pub const SERVICE_ENTRYPOINT: &str = "/usr/local/bin/service";
+
+/// Graceful shutdown: `preStop` runs `service pre-stop` (a sleep: the distroless image has no
+/// shell) so the endpoints drop the pod before it gets SIGTERM; after SIGTERM the service finishes
+/// in-flight requests and waits up to the contract's drain time for its workers. The grace period
+/// covers both plus a margin, so the kubelet's SIGKILL never cuts a drain short.
+fn graceful_shutdown() -> (Lifecycle, i64) {
+    let hook = Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![SERVICE_ENTRYPOINT.into(), lifecycle::PRE_STOP.into()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let grace = lifecycle::PRE_STOP_DELAY_SECS + lifecycle::SHUTDOWN_DRAIN_SECS + 10;
+    (hook, grace as i64)
+}
+
+pub(super) fn pull_secrets(input: &BuildInput) -> Option<Vec<LocalObjectReference>> {
     let s = &input.platform.spec.image.pull_secrets;
     (!s.is_empty()).then(|| {
         s.iter()
@@ -469,8 +491,10 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
     labels.insert(HTTP_SERVER_LABEL.into(), "true".into());
     let (jwt_vol, jwt_mount) = jwt_volume(input, c);
     let (tmp_vol, tmp_mount) = tmp_volume();
+    let (hook, grace) = graceful_shutdown();
     let container = Container {
         name: c.as_str().into(),
+        lifecycle: Some(hook),
         image: Some(image_for(&input.platform.spec.image.registry, c, version)),
         image_pull_policy: Some(input.platform.spec.image.pull_policy.as_str().into()),
         ports: Some(vec![ContainerPort {
@@ -496,7 +520,7 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         image_pull_secrets: pull_secrets(input),
         containers: vec![container],
         volumes: Some(vec![jwt_vol, tmp_vol]),
-        termination_grace_period_seconds: Some(30),
+        termination_grace_period_seconds: Some(grace),
         ..Default::default()
     };
     scheduling(spec, &mut pod);
@@ -539,6 +563,31 @@ fn service_deployment(input: &BuildInput, c: Component, version: &str) -> Deploy
         annotations.insert(
             CREDENTIAL_HASH_ANNOTATION.to_string(),
             content_hash(&serde_json::json!(token)),
+        );
+    }
+    // The managed datastores' credentials are in the URLs the pods read at start: a changed
+    // password (re-applied to the datastore by its own restart) rolls them too.
+    let datastores: Vec<String> = [
+        input
+            .material
+            .postgres
+            .as_ref()
+            .filter(|_| matches!(input.resolved.postgres, PostgresMode::Managed(_)))
+            .map(super::credentials::postgres_hash),
+        input
+            .material
+            .rabbitmq
+            .as_ref()
+            .filter(|_| matches!(input.resolved.rabbitmq, RabbitmqMode::Managed(_)))
+            .map(super::credentials::rabbitmq_hash),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !datastores.is_empty() {
+        annotations.insert(
+            super::credentials::DATASTORE_CREDENTIALS_ANNOTATION.to_string(),
+            content_hash(&serde_json::json!(datastores)),
         );
     }
     deployment(
@@ -905,6 +954,33 @@ mod tests {
             spec.strategy.as_ref().unwrap().type_.as_deref(),
             Some("RollingUpdate")
         );
+    }
+
+    #[test]
+    fn pods_wait_for_endpoint_removal_and_get_the_whole_drain_time() {
+        let all = build_default(SPEC);
+        for svc in [
+            "hd-user",
+            "hd-ticket",
+            "hd-notification",
+            "hd-audit",
+            "hd-admin",
+        ] {
+            let d: Deployment = get(&all, Kind::Deployment, svc);
+            let pod = d.spec.template.spec.unwrap();
+            let c = &pod.containers[0];
+            let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+            // The image's own binary (distroless: no shell, no sleep) with the contract's argument.
+            assert_eq!(
+                pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
+                ["/usr/local/bin/service", "pre-stop"]
+            );
+            // SIGKILL must not come before preStop's sleep plus the workers' drain.
+            let needed =
+                lifecycle::PRE_STOP_DELAY_SECS as i64 + lifecycle::SHUTDOWN_DRAIN_SECS as i64;
+            let grace = pod.termination_grace_period_seconds.unwrap();
+            assert!(grace > needed, "{svc}: grace {grace}s <= {needed}s");
+        }
     }
 
     #[test]

@@ -552,6 +552,19 @@ pub fn is_valid_email(email: &str) -> bool {
 /// OpenShift the operator sets them (and `fsGroup`) on the pods, so mounted Secrets are readable.
 pub const SERVICE_IMAGE_UID: i64 = 65532;
 
+/// Stopping a service pod gracefully: the orchestrator runs `<binary> pre-stop` (it sleeps
+/// [`PRE_STOP_DELAY_SECS`](lifecycle::PRE_STOP_DELAY_SECS) so endpoints and load balancers stop
+/// sending new requests), then sends SIGTERM; the service finishes in-flight requests and gives
+/// its background workers up to [`SHUTDOWN_DRAIN_SECS`](lifecycle::SHUTDOWN_DRAIN_SECS).
+pub mod lifecycle {
+    /// The argument that makes a service binary sleep and exit (the images have no shell).
+    pub const PRE_STOP: &str = "pre-stop";
+    /// How long `pre-stop` waits before the pod gets SIGTERM.
+    pub const PRE_STOP_DELAY_SECS: u64 = 5;
+    /// How long a service waits for its workers after SIGTERM before exiting anyway.
+    pub const SHUTDOWN_DRAIN_SECS: u64 = 30;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

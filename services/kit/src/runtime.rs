@@ -27,7 +27,15 @@ pub struct Service {
 /// What the binary was asked to do: `serve` (the default) or `migrate`.
 pub use helpdesk_contract::Command;
 
-const USAGE: &str = "usage: <service> [serve|migrate]";
+const USAGE: &str = "usage: <service> [serve|migrate|pre-stop]";
+
+/// `<service> pre-stop`: the pod's preStop hook (the images have no shell and no `sleep`).
+/// Returns how long to wait when that is the command.
+pub fn pre_stop_from_args<I: IntoIterator<Item = String>>(args: I) -> Option<Duration> {
+    let mut args = args.into_iter().skip(1);
+    (args.next().as_deref() == Some(helpdesk_contract::lifecycle::PRE_STOP))
+        .then(|| Duration::from_secs(helpdesk_contract::lifecycle::PRE_STOP_DELAY_SECS))
+}
 
 /// Parses the first argument: none or `serve`, or `migrate`.
 pub fn command_from_args() -> Result<Command, String> {
@@ -111,11 +119,12 @@ pub async fn run(
     let served = serve(listener, router, shutdown.clone()).await;
     shutdown.cancel();
     let drain = futures_util::future::join_all(handles);
-    if tokio::time::timeout(Duration::from_secs(30), drain)
+    let limit = helpdesk_contract::lifecycle::SHUTDOWN_DRAIN_SECS;
+    if tokio::time::timeout(Duration::from_secs(limit), drain)
         .await
         .is_err()
     {
-        tracing::warn!("workers did not stop within 30 s");
+        tracing::warn!("workers did not stop within {limit} s");
     }
     served.map_err(Into::into)
 }
@@ -183,6 +192,11 @@ pub async fn migrate<D: ServiceDef>(db: &DbConfig) -> anyhow::Result<()> {
 /// one line with exit code 2, graceful shutdown on SIGTERM/SIGINT.
 pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
     use std::process::ExitCode;
+    // The preStop hook: wait while the endpoints drop this pod, before any configuration check.
+    if let Some(delay) = pre_stop_from_args(std::env::args()) {
+        std::thread::sleep(delay);
+        return ExitCode::SUCCESS;
+    }
     let command = match command_from_args() {
         Ok(c) => c,
         Err(e) => {
@@ -255,4 +269,26 @@ async fn run_def<D: ServiceDef>(loaded: Loaded<D::Config>) -> anyhow::Result<()>
     let service = D::build(config, pool, bus, shutdown.clone()).await?;
     tracing::info!(service = D::NAME, addr = %listener.local_addr()?, "listening");
     run(listener, service.router, service.workers, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pre_stop_waits_only_when_asked() {
+        assert_eq!(
+            pre_stop_from_args(args(&["/usr/local/bin/service", "pre-stop"])),
+            Some(Duration::from_secs(
+                helpdesk_contract::lifecycle::PRE_STOP_DELAY_SECS
+            ))
+        );
+        assert_eq!(pre_stop_from_args(args(&["service"])), None);
+        assert_eq!(pre_stop_from_args(args(&["service", "serve"])), None);
+        assert_eq!(pre_stop_from_args(args(&["service", "migrate"])), None);
+    }
 }
