@@ -424,7 +424,7 @@ spec:
 #[test]
 fn replicas_autoscaling_and_smtp_with_mail_end_to_end() {
     scenario("full", |sandbox, work, images| async move {
-        let sink = helpdesk_e2e::Sink::start().await;
+        let sink = helpdesk_e2e::SmtpSink::start();
         let resource = format!(
             r#"
 apiVersion: helpdesk.dev/v1alpha1

@@ -1,13 +1,13 @@
 //! The end-to-end walk through the whole HTTP contract, run against any base URL: `helpdesk up`,
 //! five service processes behind `helpdesk gateway`, or the simulated cluster's ingress
-//! (`helpdesk-simcluster`). Mail is checked through a real SMTP server (aiosmtpd with
-//! `services/notification/tests/smtp_sink.py`) when the platform sends to one.
+//! (`helpdesk-simcluster`). Mail is checked through a real SMTP server (the in-process
+//! `helpdesk_kit::testing::smtp::SmtpSink`) when the platform sends to one.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use helpdesk_kit::testing::{eventually, unique};
+pub use helpdesk_kit::testing::smtp::{Received, SmtpSink};
+use helpdesk_kit::testing::{eventually, http, unique};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,13 +43,7 @@ pub struct Admin {
     pub password: String,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use helpdesk_kit::testing::free_port;
 
 /// Kills its processes on drop.
 pub struct Procs(pub Vec<Child>);
@@ -67,102 +61,28 @@ impl Drop for Procs {
     }
 }
 
-/// The real SMTP server of the notification tests (aiosmtpd + `smtp_sink.py`).
-pub struct Sink {
-    procs: Procs,
-    dir: PathBuf,
-    port: u16,
-}
+/// How long the walk waits for a mail.
+const MAIL_WAIT: Duration = Duration::from_secs(30);
 
-impl Sink {
-    pub async fn start() -> Sink {
-        let dir = std::env::temp_dir().join(unique("e2e-mail-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../notification/tests");
-        let child = Command::new("python3")
-            .env("PYTHONPATH", tests)
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "smtp_sink.Sink",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with aiosmtpd is needed for the SMTP sink (pip install aiosmtpd)");
-        let sink = Sink {
-            procs: Procs(vec![child]),
-            dir,
-            port,
-        };
-        eventually(
-            Duration::from_secs(15),
-            "the SMTP sink (pip install aiosmtpd)",
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
-        sink
-    }
-
-    /// The port it listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
-    }
-
-    pub fn mails_to(&self, to: &str) -> Vec<Value> {
-        std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| {
-                serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).ok()?).ok()
-            })
-            .filter(|m| {
-                m["to"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case(to)))
+/// Waits for a mail to `to` whose subject or body contains `text` (case-insensitive).
+pub async fn mail_about(sink: &SmtpSink, to: &str, text: &str) -> Received {
+    let needle = text.to_lowercase();
+    sink.wait_until(
+        MAIL_WAIT,
+        &format!("a mail to {to} about {text:?}"),
+        |mails| {
+            mails
+                .iter()
+                .find(|m| {
+                    m.is_to(to)
+                        && format!("{} {}", m.subject, m.body)
+                            .to_lowercase()
+                            .contains(&needle)
                 })
-            })
-            .collect()
-    }
-
-    /// Waits for a mail to `to` whose subject or body contains `text`.
-    pub async fn wait_for(&self, to: &str, text: &str) -> Value {
-        eventually(
-            Duration::from_secs(30),
-            &format!("a mail to {to} about {text:?}"),
-            || async {
-                self.mails_to(to).into_iter().find(|m| {
-                    let all = format!("{} {}", m["subject"], m["body"]).to_lowercase();
-                    all.contains(&text.to_lowercase())
-                })
-            },
-        )
-        .await
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.procs;
-    }
+                .cloned()
+        },
+    )
+    .await
 }
 
 pub async fn wait_ready(base: &str) {
@@ -199,19 +119,17 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let text = res.text().await.unwrap();
+        let r = http::call(
+            &self.http,
+            method,
+            &format!("{}{path}", self.base),
+            token,
+            body,
+        )
+        .await;
         (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            StatusCode::from_u16(r.status).expect("an HTTP status"),
+            r.body,
         )
     }
 
@@ -239,8 +157,7 @@ impl Api {
     ) -> String {
         let (status, v) = self.call(method.clone(), path, token, body).await;
         assert_eq!(status.as_u16(), want, "{method} {path}: {v}");
-        assert_eq!(v["statusCode"], want, "error shape of {method} {path}: {v}");
-        assert!(v["error"].is_string(), "{v}");
+        http::assert_error_shape(&v, want);
         v["message"].as_str().unwrap_or_default().to_string()
     }
 
@@ -258,8 +175,8 @@ impl Api {
     }
 }
 
-pub fn reset_token(mail: &Value) -> String {
-    let body = mail["body"].as_str().unwrap();
+pub fn reset_token(mail: &Received) -> String {
+    let body = &mail.body;
     let start = body
         .find("token=")
         .expect("the reset mail carries the link")
@@ -275,7 +192,7 @@ pub fn reset_token(mail: &Value) -> String {
 /// administrator. With `sink` (the SMTP server the platform sends to) every mail is checked too,
 /// and the password reset uses the link from its mail; without it (a platform without SMTP) the
 /// mail steps are skipped.
-pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) {
+pub async fn walk(base: &str, admin: &Admin, sink: Option<&SmtpSink>, entry: Entry) {
     let api = Api {
         http: client(),
         base: base.to_string(),
@@ -297,7 +214,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
     let alice_id = v["user"]["id"].as_str().unwrap().to_string();
     assert_eq!(v["user"]["role"], "AGENT");
     if let Some(sink) = sink {
-        sink.wait_for(&alice_email, "welcome").await;
+        mail_about(sink, &alice_email, "welcome").await;
     }
     let v = api
         .ok(
@@ -516,12 +433,10 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
         .await;
     assert_eq!(v["assignedTo"]["id"], bob_id);
     if let Some(sink) = sink {
-        sink.wait_for(&bob_email, "assign").await;
-        eventually(
-            Duration::from_secs(30),
-            "the assignment mail to the creator",
-            || async { (sink.mails_to(&alice_email).len() >= 2).then_some(()) },
-        )
+        mail_about(sink, &bob_email, "assign").await;
+        sink.wait_until(MAIL_WAIT, "the assignment mail to the creator", |mails| {
+            (mails.iter().filter(|m| m.is_to(&alice_email)).count() >= 2).then_some(())
+        })
         .await;
     }
     let inbox = api
@@ -599,7 +514,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
     )
     .await;
     if let Some(sink) = sink {
-        sink.wait_for(&alice_email, "IN_PROGRESS").await;
+        mail_about(sink, &alice_email, "IN_PROGRESS").await;
     }
 
     // Audit trail, newest first, with actors.
@@ -673,7 +588,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&Sink>, entry: Entry) 
     // The reset needs the link from the mail.
     let alice_password = match sink {
         Some(sink) => {
-            let mail = sink.wait_for(&alice_email, "token=").await;
+            let mail = mail_about(sink, &alice_email, "token=").await;
             let token = reset_token(&mail);
             api.ok(
                 Method::POST,

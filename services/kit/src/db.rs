@@ -108,7 +108,7 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
 ///   take 20–100 ms at p95, so a wait for a connection is a fraction of that; 1 s is ten times a
 ///   whole request. A request that has waited that long has met an overload, not a busy moment,
 ///   and a 503 with `Retry-After` sheds load better than a queue that keeps growing.
-///   `tests/db.rs` holds 64 clients on a pool of 10 without a single timeout.
+///   `tests/integration/db.rs` holds 64 clients on a pool of 10 without a single timeout.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The kit's own tables in every service schema (the outbox, the record of handled events):

@@ -10,7 +10,7 @@
 //!
 //! Everything runs in throw-away schemas and a private broker prefix, dropped at the end.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -1,0 +1,6 @@
+//! The crate's integration tests, one binary (one link) for all: a module per concern.
+
+mod e2e;
+mod faults;
+mod outage;
+mod up;

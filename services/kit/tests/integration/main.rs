@@ -1,0 +1,7 @@
+//! The crate's integration tests, one binary (one link) for all: a module per concern.
+
+mod bus;
+mod db;
+mod pgbus;
+mod smtp;
+mod telemetry;

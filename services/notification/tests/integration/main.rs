@@ -1,0 +1,7 @@
+//! The crate's integration tests, one binary (one link) for all: a module per concern.
+
+mod bench;
+mod common;
+mod contract;
+mod delivery;
+mod mail_flow;
