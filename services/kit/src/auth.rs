@@ -151,6 +151,8 @@ pub struct ServiceClaims {
 pub struct JwtKeys {
     encoding: Option<EncodingKey>,
     decoding: DecodingKey,
+    /// User tokens whose signature was verified, with their claims (see [`VerifiedTokens`]).
+    verified: VerifiedTokens,
     kid: String,
     public_raw: [u8; 32],
     pub issuer: String,
@@ -163,6 +165,54 @@ impl std::fmt::Debug for JwtKeys {
             .field("kid", &self.kid)
             .field("can_sign", &self.encoding.is_some())
             .finish()
+    }
+}
+
+/// The user tokens this process verified recently, by their exact text, with their claims.
+///
+/// Verifying an Ed25519 signature is most of the CPU an authenticated read costs; a signed-in
+/// client sends the same token with every request. The cache holds only what a full
+/// verification accepted, keyed by the whole token (a token that differs in one character is a
+/// different key and is verified in full), and checks the expiry on every hit with the same
+/// leeway. It changes nothing about revocation: whether a token still counts (deleted user,
+/// changed role, ended sessions) is decided by each service's read model on every request, not
+/// here. Bounded: when full, it starts over.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    tokens: std::sync::Mutex<std::collections::HashMap<Box<str>, UserClaims>>,
+}
+
+impl VerifiedTokens {
+    /// At most this many tokens are remembered (about 0.5 KiB each).
+    pub const CAPACITY: usize = 4096;
+    /// The expiry leeway of the full verification.
+    const LEEWAY_SECS: u64 = 30;
+
+    /// `None`: not seen; `Some(Err)`: seen but expired since.
+    fn get(&self, token: &str, now: u64) -> Option<Result<UserClaims, ()>> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = tokens.get(token)?;
+        if now > claims.exp.saturating_add(Self::LEEWAY_SECS) {
+            tokens.remove(token);
+            return Some(Err(()));
+        }
+        Some(Ok(claims.clone()))
+    }
+
+    fn insert(&self, token: &str, claims: &UserClaims) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if tokens.len() >= Self::CAPACITY {
+            tokens.clear();
+        }
+        tokens.insert(token.into(), claims.clone());
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -213,6 +263,7 @@ impl JwtKeys {
         Ok(Self {
             encoding,
             decoding,
+            verified: VerifiedTokens::default(),
             kid,
             public_raw,
             issuer: issuer.to_string(),
@@ -309,11 +360,24 @@ impl JwtKeys {
         v
     }
 
-    /// Verifies a user token: signature, algorithm, issuer, audience and expiry.
+    /// Verifies a user token: signature, algorithm, issuer, audience and expiry. A token seen
+    /// before skips the signature check (its claims are kept; the expiry is checked every time).
     pub fn verify_user_token(&self, token: &str) -> Result<UserClaims, ApiError> {
-        jsonwebtoken::decode::<UserClaims>(token, &self.decoding, &self.validation(USER_AUDIENCE))
-            .map(|d| d.claims)
-            .map_err(|_| ApiError::unauthorized("Invalid or expired token"))
+        let now = now_secs();
+        match self.verified.get(token, now) {
+            Some(Ok(claims)) => return Ok(claims),
+            Some(Err(())) => return Err(ApiError::unauthorized("Invalid or expired token")),
+            None => {}
+        }
+        let claims = jsonwebtoken::decode::<UserClaims>(
+            token,
+            &self.decoding,
+            &self.validation(USER_AUDIENCE),
+        )
+        .map(|d| d.claims)
+        .map_err(|_| ApiError::unauthorized("Invalid or expired token"))?;
+        self.verified.insert(token, &claims);
+        Ok(claims)
     }
 
     /// Verifies a service credential.
@@ -456,6 +520,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verified_tokens_are_remembered_exactly_and_expire() {
+        let k = keys();
+        let id = Uuid::new_v4();
+        let token = k
+            .issue_user_token(id, "a@example.com", Role::Agent)
+            .unwrap();
+        assert_eq!(k.verify_user_token(&token).unwrap().sub, id);
+        assert_eq!(k.verified.len(), 1);
+        // A hit gives the same claims; a token differing in one character is verified in full
+        // (and refused), never matched against the remembered one.
+        assert_eq!(k.verify_user_token(&token).unwrap().sub, id);
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(k.verify_user_token(&forged).is_err());
+        assert_eq!(k.verified.len(), 1);
+        // Past its expiry (and the leeway) a remembered token is refused and forgotten.
+        let exp = k.verify_user_token(&token).unwrap().exp;
+        assert!(k.verified.get(&token, exp + 30).is_some_and(|r| r.is_ok()));
+        assert!(matches!(k.verified.get(&token, exp + 31), Some(Err(()))));
+        assert!(k.verified.is_empty());
+        // Another key never sees this process's remembered tokens.
+        assert!(keys().verify_user_token(&token).is_err());
+    }
 
     fn keys() -> JwtKeys {
         let (private, public) = generate_key_pair();
