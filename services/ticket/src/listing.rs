@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{FromRow, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use helpdesk_kit::error::{ApiError, ApiJson, ApiQuery, ApiResult, check_length};
@@ -11,7 +11,8 @@ use helpdesk_kit::events::TicketStatus;
 
 use crate::AppState;
 use crate::tickets::{Ticket, TicketViewRow, VIEW, parse_status};
-use crate::users::Caller;
+use crate::users;
+use helpdesk_kit::auth::{AuthUser, Role};
 use helpdesk_kit::pagination::{Cursor, PageRequest, next_cursor_header};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -40,7 +41,7 @@ pub struct ListQuery {
 }
 
 /// Which tickets a listing starts from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
     All,
     CreatedBy(Uuid),
@@ -104,15 +105,14 @@ fn like_pattern(text: &str) -> String {
     p
 }
 
-async fn page(
-    state: &AppState,
+/// Appends the page's query (the ticket view, `scope`, the filters, the keyset page) to `sql`.
+fn push_page(
+    sql: &mut QueryBuilder<Postgres>,
     scope: Scope,
-    q: &ListQuery,
-) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
-    let filters = Filters::parse(q)?;
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(VIEW);
-    sql.push(" WHERE TRUE");
+    filters: &Filters,
+    page: &PageRequest,
+) {
+    sql.push(VIEW).push(" WHERE TRUE");
     match scope {
         Scope::All => {}
         Scope::CreatedBy(id) => {
@@ -148,15 +148,106 @@ async fn page(
     }
     sql.push(" ORDER BY t.created_at DESC, t.id DESC LIMIT ")
         .push_bind(page.fetch());
-    let mut rows: Vec<TicketViewRow> = sql.build_query_as().fetch_all(&state.pool).await?;
+}
+
+fn respond(page: &PageRequest, mut rows: Vec<TicketViewRow>) -> (HeaderMap, ApiJson<Vec<Ticket>>) {
     let next = page.finish(&mut rows, |r| Cursor {
         created_at: r.created_at,
         id: r.id,
     });
-    Ok((
+    (
         next_cursor_header(next),
         ApiJson(rows.into_iter().map(Ticket::from).collect()),
-    ))
+    )
+}
+
+/// A page for a resolved caller.
+async fn page(
+    state: &AppState,
+    scope: Scope,
+    q: &ListQuery,
+) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+    let filters = Filters::parse(q)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let mut sql = QueryBuilder::new("");
+    push_page(&mut sql, scope, &filters, &page);
+    let rows: Vec<TicketViewRow> = sql.build_query_as().fetch_all(&state.pool).await?;
+    Ok(respond(&page, rows))
+}
+
+/// The caller look-up of [`users::resolve`], as the first part of a listing's statement.
+const LOOKUP: &str = "SELECT u.email AS caller_email, u.first_name AS caller_first_name, \
+     u.last_name AS caller_last_name, u.role AS caller_role, (d.id IS NOT NULL) AS caller_deleted, \
+     u.token_epoch AS caller_token_epoch, u.kept_session AS caller_kept_session \
+     FROM (VALUES (";
+
+/// Which tickets a listing shows to a caller who is (or is not) an ADMIN.
+fn scope_for(id: Uuid, admin: bool, q: &ListQuery, inbox: bool) -> Scope {
+    if inbox {
+        Scope::AssignedTo(id)
+    } else if admin && q.show_all == Some(true) {
+        Scope::All
+    } else {
+        Scope::CreatedBy(id)
+    }
+}
+
+/// A listing in one round trip: who is calling (checked as [`users::resolve`] checks it, against
+/// the read model, not the token) and the page, in one statement. The scope is chosen from the
+/// token's role and used only when the read model's role gives the same scope; otherwise (a
+/// changed role) and for a caller the read model does not know yet, the listing falls back to
+/// resolving the caller first.
+async fn listing(
+    state: &AppState,
+    token: &AuthUser,
+    q: &ListQuery,
+    inbox: bool,
+) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
+    let filters = Filters::parse(q)?;
+    let request = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let scope = scope_for(token.id, token.role == Role::Admin, q, inbox);
+    let mut sql = QueryBuilder::new("WITH k AS (");
+    sql.push(LOOKUP).push_bind(token.id).push(
+        "::uuid)) AS k (id) LEFT JOIN users u ON u.id = k.id \
+             LEFT JOIN deleted_users d ON d.id = k.id), p AS (",
+    );
+    push_page(&mut sql, scope, &filters, &request);
+    sql.push(") SELECT k.*, p.* FROM k LEFT JOIN p ON TRUE ORDER BY p.created_at DESC, p.id DESC");
+    let rows = sql.build().fetch_all(&state.pool).await?;
+    let Some(first) = rows.first() else {
+        return Err(ApiError::internal("the caller look-up returned no row"));
+    };
+    let role: Option<String> = first.try_get("caller_role")?;
+    let found = users::Lookup {
+        email: first.try_get("caller_email")?,
+        first_name: first.try_get("caller_first_name")?,
+        last_name: first.try_get("caller_last_name")?,
+        role: role
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| {
+                ApiError::internal(format!("unexpected role in the read model: {e}"))
+            })?,
+        deleted: first.try_get("caller_deleted")?,
+        token_epoch: first.try_get("caller_token_epoch")?,
+        kept_session: first.try_get("caller_kept_session")?,
+    };
+    let caller = match users::admit(token, found)? {
+        Some(caller) => caller,
+        None => users::resolve(&state.pool, token).await?,
+    };
+    let wanted = scope_for(caller.id, caller.is_admin(), q, inbox);
+    if wanted != scope {
+        return page(state, wanted, q).await;
+    }
+    let mut tickets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+            tickets.push(TicketViewRow::from_row(row)?);
+        }
+    }
+    Ok(respond(&request, tickets))
 }
 
 /// The caller's tickets (ADMIN with `showAll=true`: every ticket), newest first.
@@ -165,15 +256,10 @@ async fn page(
         (status = 400, description = "Invalid filter, limit or cursor")))]
 pub async fn list_tickets(
     State(state): State<AppState>,
-    caller: Caller,
+    token: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
-    let scope = if caller.is_admin() && q.show_all == Some(true) {
-        Scope::All
-    } else {
-        Scope::CreatedBy(caller.id)
-    };
-    page(&state, scope, &q).await
+    listing(&state, &token, &q, false).await
 }
 
 /// Tickets assigned to the caller, newest first.
@@ -182,10 +268,10 @@ pub async fn list_tickets(
         (status = 400, description = "Invalid filter, limit or cursor")))]
 pub async fn inbox(
     State(state): State<AppState>,
-    caller: Caller,
+    token: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<(HeaderMap, ApiJson<Vec<Ticket>>)> {
-    page(&state, Scope::AssignedTo(caller.id), &q).await
+    listing(&state, &token, &q, true).await
 }
 
 #[cfg(test)]

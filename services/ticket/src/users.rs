@@ -103,28 +103,20 @@ impl Caller {
     }
 }
 
-struct Lookup {
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    role: Option<Role>,
-    deleted: bool,
-    token_epoch: Option<i64>,
-    kept_session: Option<Uuid>,
+/// What the read model says about a token's user (every field empty when it has no row).
+pub(crate) struct Lookup {
+    pub(crate) email: Option<String>,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) role: Option<Role>,
+    pub(crate) deleted: bool,
+    pub(crate) token_epoch: Option<i64>,
+    pub(crate) kept_session: Option<Uuid>,
 }
 
-/// Resolves a verified token against the read model (see the module documentation).
-pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
-    let found = sqlx::query_as!(
-        Lookup,
-        r#"SELECT u.email AS "email?", u.first_name, u.last_name, u.role AS "role?: Role",
-             (d.id IS NOT NULL) AS "deleted!", u.token_epoch AS "token_epoch?", u.kept_session
-           FROM (VALUES ($1::uuid)) AS k (id)
-             LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
-        token.id,
-    )
-    .fetch_one(pool)
-    .await?;
+/// The caller `token` stands for by `found`: refused when deleted or its session ended; `None`
+/// when the read model has no row yet (see [`resolve`]).
+pub(crate) fn admit(token: &AuthUser, found: Lookup) -> Result<Option<Caller>, ApiError> {
     if found.deleted {
         return Err(ApiError::unauthorized("User no longer exists"));
     }
@@ -135,14 +127,33 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     if !sessions.admits(token) {
         return Err(ApiError::unauthorized(SESSION_ENDED));
     }
-    if let (Some(email), Some(role)) = (found.email, found.role) {
-        return Ok(Caller {
+    Ok(match (found.email, found.role) {
+        (Some(email), Some(role)) => Some(Caller {
             id: token.id,
             email,
             first_name: found.first_name,
             last_name: found.last_name,
             role,
-        });
+        }),
+        _ => None,
+    })
+}
+
+/// Resolves a verified token against the read model (see the module documentation).
+pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
+    // The listings run this same look-up inside their own statement (`listing::LOOKUP`).
+    let found = sqlx::query_as!(
+        Lookup,
+        r#"SELECT u.email AS "email?", u.first_name, u.last_name, u.role AS "role?: Role",
+             (d.id IS NOT NULL) AS "deleted!", u.token_epoch AS "token_epoch?", u.kept_session
+           FROM (VALUES ($1::uuid)) AS k (id)
+             LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
+        token.id,
+    )
+    .fetch_one(pool)
+    .await?;
+    if let Some(caller) = admit(token, found)? {
+        return Ok(caller);
     }
     sqlx::query!(
         "INSERT INTO users (id, email, role, provisional) \

@@ -509,3 +509,94 @@ async fn a_stale_user_snapshot_published_after_a_demotion_does_not_restore_admin
     svc.stop().await;
     p.cleanup().await;
 }
+
+/// `GET /tickets` and `/tickets/inbox` check the caller in the same statement as the page: they
+/// must refuse and admit exactly as every other route does, from the read model, not the token.
+#[tokio::test]
+async fn listings_check_the_caller_against_the_read_model_in_the_same_statement() {
+    use helpdesk_kit::events::{Envelope, EventMetadata, UserSnapshot, UserUpdated};
+    let mut p = Platform::new().await;
+    let svc = p.start_ticket(None, &[]).await;
+    let api = Api::new(&svc.url);
+    let requester = p.announce_user(Role::User).await;
+    let promoted = p.announce_user(Role::Agent).await;
+    let leaving = p.announce_user(Role::Agent).await;
+    let signed_out = p.announce_user(Role::Agent).await;
+    for u in [&requester, &promoted, &leaving, &signed_out] {
+        wait_user(&svc.pool, u).await;
+    }
+    let theirs = api.create_ticket(&requester, "someone else's").await;
+    let own = api.create_ticket(&leaving, "mine").await;
+    let listed = |r: &crate::common::Resp| -> Vec<serde_json::Value> {
+        r.body.as_array().cloned().unwrap_or_default()
+    };
+
+    // Promoted to ADMIN after the token was issued: showAll lists everyone's tickets now.
+    let now_admin = p.change_role(&promoted, Role::Admin).await;
+    wait_user(&svc.pool, &now_admin).await;
+    let all = api.get("/tickets?showAll=true", &promoted.token).await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert!(listed(&all).iter().any(|t| t["id"] == json!(theirs)));
+
+    // The caller's own tickets, with the embedded creator, in one round trip.
+    let mine = api.get("/tickets", &leaving.token).await;
+    assert_eq!(mine.status, 200);
+    assert_eq!(listed(&mine).len(), 1);
+    assert_eq!(listed(&mine)[0]["id"], json!(own));
+    assert_eq!(listed(&mine)[0]["user"]["email"], json!(leaving.email));
+
+    // Deleted: refused on both listings, as everywhere.
+    p.delete_user(&leaving, None).await;
+    eventually(WAIT, "the deletion handled", || async {
+        let r = api.get("/tickets", &leaving.token).await;
+        (r.status == 401).then_some(())
+    })
+    .await;
+    assert_eq!(api.get("/tickets/inbox", &leaving.token).await.status, 401);
+
+    // Signed out everywhere (a password change elsewhere moved the token epoch on).
+    let epoch = Envelope::wrap(
+        &UserUpdated {
+            user: UserSnapshot {
+                id: signed_out.id,
+                email: signed_out.email.clone(),
+                first_name: Some("First".into()),
+                last_name: None,
+                role: Role::Agent,
+                created_at: chrono::Utc::now(),
+                revision: signed_out.revision + 1,
+                token_epoch: 1,
+                kept_session: None,
+            },
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    );
+    p.publish(&epoch).await;
+    eventually(WAIT, "the ended session refused", || async {
+        let r = api.get("/tickets/inbox", &signed_out.token).await;
+        (r.status == 401).then_some(())
+    })
+    .await;
+    assert_eq!(api.get("/tickets", &signed_out.token).await.status, 401);
+
+    // Not in the read model yet (its user.created still on the way): admitted from the token,
+    // with an empty list, and remembered provisionally.
+    let early = helpdesk_kit::testing::service::new_user(Role::Agent, "Early", None);
+    let token = p
+        .keys
+        .keys
+        .issue_user_token(early.id, &early.email, Role::Agent)
+        .expect("token");
+    let r = api.get("/tickets", &token).await;
+    assert_eq!((r.status, listed(&r).len()), (200, 0), "{:?}", r.body);
+    let provisional: bool = sqlx::query_scalar("SELECT provisional FROM users WHERE id = $1")
+        .bind(early.id)
+        .fetch_one(&svc.pool)
+        .await
+        .expect("provisional row");
+    assert!(provisional);
+
+    svc.stop().await;
+    p.cleanup().await;
+}
