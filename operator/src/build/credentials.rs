@@ -44,8 +44,16 @@ echo "password of $POSTGRES_USER set from the credential Secret"
 /// Sets `RABBITMQ_DEFAULT_USER`'s password to `RABBITMQ_DEFAULT_PASS` once the node has booted
 /// (creating the user, administrator on `/`, when the Secret names a new one). A postStart hook of
 /// the RabbitMQ container: the node must run for its CLI. The password goes through stdin, so it
-/// is in no process' arguments.
+/// is in no process' arguments. The hook runs as soon as the container starts, before the Erlang
+/// node is up, and `await_startup` fails at once (exit 69) on a node that is not running yet: the
+/// hook first waits (up to 5 minutes) for the node to answer a ping.
 pub const RABBITMQ_REAPPLY_SCRIPT: &str = r#"set -eu
+i=0
+until rabbitmq-diagnostics -q ping >/dev/null 2>&1; do
+  i=$((i + 1))
+  if [ "$i" -ge 300 ]; then echo "the RabbitMQ node did not start within 300 s" >&2; exit 1; fi
+  sleep 1
+done
 rabbitmqctl -q --timeout 300 await_startup
 u="$RABBITMQ_DEFAULT_USER"
 if rabbitmqctl -q list_users --no-table-headers | cut -f1 | grep -qxF -- "$u"; then
@@ -161,7 +169,17 @@ mod tests {
         let c = &sts.spec.template.spec.unwrap().containers[0];
         let hook = c.lifecycle.as_ref().unwrap().post_start.as_ref().unwrap();
         let cmd = hook.exec.as_ref().unwrap().command.as_ref().unwrap();
-        assert!(cmd[2].contains("await_startup"));
+        // postStart runs before the node is up, and await_startup refuses a node that is not
+        // running yet: the hook waits for the node to answer first.
+        let (ping, await_startup) = (
+            cmd[2].find("rabbitmq-diagnostics -q ping"),
+            cmd[2].find("await_startup"),
+        );
+        assert!(
+            matches!((ping, await_startup), (Some(p), Some(a)) if p < a),
+            "{}",
+            cmd[2]
+        );
         assert!(cmd[2].contains("change_password"));
         assert!(
             !cmd[2].contains("change_password \"$u\" \"$RABBITMQ_DEFAULT_PASS\""),

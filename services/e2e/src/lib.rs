@@ -524,7 +524,12 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&SmtpSink>, entry: Ent
         "the ticket's audit trail",
         || async {
             let (s, v) = api.call(Method::GET, &path, Some(&bob), None).await;
-            (s == 200 && v.as_array().is_some_and(|a| a.len() >= 5)).then_some(v)
+            // Every event of the walk so far, the status change included (each arrives through
+            // the bus, so an earlier count can be reached before the last one is in).
+            let complete = v.as_array().is_some_and(|a| {
+                a.len() >= 5 && a.iter().any(|e| e["action"] == "ticket.status_changed")
+            });
+            (s == 200 && complete).then_some(v)
         },
     )
     .await;
