@@ -26,7 +26,7 @@ pub struct EventContext {
 }
 
 impl EventContext {
-    fn metadata(&self) -> EventMetadata {
+    pub fn metadata(&self) -> EventMetadata {
         EventMetadata {
             correlation_id: self.correlation_id.clone(),
             causation_id: self.causation_id,
@@ -70,25 +70,49 @@ pub async fn publish<E: DomainEvent>(
     Ok(envelope)
 }
 
+/// The values of an envelope's outbox row, for a statement that writes it together with the
+/// change it announces (see [`enqueue`] for the columns).
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub exchange: &'static str,
+    pub routing_key: String,
+    pub aggregate_id: String,
+    pub body: String,
+    pub headers: serde_json::Value,
+}
+
+impl OutboxRow {
+    pub fn of(envelope: &Envelope) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: envelope.event_id,
+            exchange: envelope.exchange(),
+            routing_key: envelope.event_type.clone(),
+            aggregate_id: envelope.aggregate_id.clone(),
+            body: serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            // The trace of the request or event handler that wrote the event travels with it.
+            headers: serde_json::json!({
+                "correlation-id": envelope.metadata.correlation_id,
+                "traceparent": crate::trace::TraceParent::current().map(|t| t.to_string()),
+            }),
+        })
+    }
+}
+
 /// Records an already built envelope.
 pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
-    let body = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    // The trace of the request or event handler that wrote the event travels with it.
-    let headers = serde_json::json!({
-        "correlation-id": envelope.metadata.correlation_id,
-        "traceparent": crate::trace::TraceParent::current().map(|t| t.to_string()),
-    });
+    let row = OutboxRow::of(envelope)?;
     // The row and the relay's wake-up (delivered on commit) in one round trip.
     sqlx::query!(
         "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
          SELECT pg_notify(current_schema() || '_outbox', '') FROM ins",
-        envelope.event_id,
-        envelope.exchange(),
-        envelope.event_type,
-        envelope.aggregate_id,
-        body,
-        headers,
+        row.event_id,
+        row.exchange,
+        row.routing_key,
+        row.aggregate_id,
+        row.body,
+        row.headers,
     )
     .execute(&mut *tx)
     .await?;

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -12,10 +12,11 @@ use uuid::Uuid;
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
 use helpdesk_kit::events::{
-    TicketCreated, TicketDeleted, TicketSnapshot, TicketStatus, TicketStatusChanged, TicketUpdated,
+    Envelope, TicketCreated, TicketDeleted, TicketSnapshot, TicketStatus, TicketStatusChanged,
+    TicketUpdated,
 };
 use helpdesk_kit::http::RequestId;
-use helpdesk_kit::outbox::{self, EventContext};
+use helpdesk_kit::outbox::{self, EventContext, OutboxRow};
 
 use crate::AppState;
 use crate::listing::{inbox, list_tickets};
@@ -285,32 +286,53 @@ pub async fn create_ticket(
 ) -> ApiResult<(StatusCode, ApiJson<Ticket>)> {
     let title = required_text("title", body.title, TITLE_MAX)?;
     let description = required_text("description", body.description, DESCRIPTION_MAX)?;
-    let mut tx = state.pool.begin().await?;
-    let row = sqlx::query_as!(
-        TicketRow,
-        r#"INSERT INTO tickets (id, user_id, title, description) VALUES ($1, $2, $3, $4)
-           RETURNING id, user_id, title, description, status AS "status: TicketStatus",
-             assigned_to_user_id, created_at, updated_at"#,
-        Uuid::now_v7(),
-        caller.id,
+    // The ticket row, its `ticket.created` outbox row and the relay's wake-up in one statement
+    // (one round trip, atomic on its own): the row's values are decided here, so the event can
+    // carry them. Timestamps in PostgreSQL's precision, so the event and the row agree.
+    let now = Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or_else(|_| Utc::now());
+    let row = TicketRow {
+        id: Uuid::now_v7(),
+        user_id: caller.id,
         title,
         description,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+        status: TicketStatus::Open,
+        assigned_to_user_id: None,
+        created_at: now,
+        updated_at: now,
+    };
     // The creator is the caller, just resolved from the read model: no further look-up.
     let creator = caller.reference();
     let ctx = request_context(request_id, &caller);
-    outbox::publish(
-        &mut tx,
+    let envelope = Envelope::wrap(
         &TicketCreated {
             ticket: row.snapshot(),
             creator: creator.clone().into(),
         },
-        &ctx,
+        ctx.metadata(),
+    );
+    let out = OutboxRow::of(&envelope)?;
+    sqlx::query!(
+        "WITH t AS (INSERT INTO tickets (id, user_id, title, description, status, created_at, updated_at) \
+           VALUES ($1, $2, $3, $4, 'OPEN', $5, $5) RETURNING 1), \
+         o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
+           SELECT $6, $7, $8, $9, $10, $11 FROM t RETURNING 1) \
+         SELECT pg_notify(current_schema() || '_outbox', '') FROM o",
+        row.id,
+        row.user_id,
+        row.title,
+        row.description,
+        now,
+        out.event_id,
+        out.exchange,
+        out.routing_key,
+        out.aggregate_id,
+        out.body,
+        out.headers,
     )
+    .execute(&state.pool)
     .await?;
-    tx.commit().await?;
     let ticket = Ticket::new(row, creator, None);
     metrics::counter!("helpdesk_tickets_created_total").increment(1);
     Ok((StatusCode::CREATED, ApiJson(ticket)))
