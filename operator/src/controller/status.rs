@@ -115,12 +115,8 @@ fn problem(p: &HelpdeskPlatform, reason: &str, message: &str, now: &str) -> Help
     finish(p, status, now)
 }
 
-fn workload_status(
-    kind: Kind,
-    obj: Option<&DynamicObject>,
-    fallback_desired: i32,
-) -> ComponentStatus {
-    match obj.map(|o| Workload::read(kind, o)) {
+fn workload_status(w: Option<&Workload>, fallback_desired: i32) -> ComponentStatus {
+    match w {
         None => ComponentStatus {
             ready: 0,
             desired: fallback_desired,
@@ -131,14 +127,15 @@ fn workload_status(
         Some(w) => ComponentStatus {
             ready: w.ready,
             desired: w.desired.unwrap_or(fallback_desired),
-            image: w.image,
+            image: w.image.clone(),
             message: None,
         },
     }
 }
 
-fn rolled_out(kind: Kind, obj: Option<&DynamicObject>) -> bool {
-    obj.is_some_and(|o| Workload::read(kind, o).rolled_out())
+/// The typed view of a Deployment or StatefulSet, read once per status computation.
+fn workload(kind: Kind, obj: Option<&DynamicObject>) -> Option<Workload> {
+    obj.map(|o| Workload::read(kind, o))
 }
 
 /// Computes the full status from what exists now, and what the API server refused in this pass
@@ -171,11 +168,11 @@ pub fn compute(
             .map_or(spec.replicas, |a| a.min_replicas);
         let dep = get(Kind::Deployment, names::service_name(inst, c));
         any_deployment |= dep.is_some();
-        let mut st = workload_status(Kind::Deployment, dep, fallback);
-        let at_version = dep
-            .and_then(|d| Workload::read(Kind::Deployment, d).version())
-            .as_deref()
-            == Some(p.spec.version.as_str());
+        let w = workload(Kind::Deployment, dep);
+        let rolled_out = w.as_ref().is_some_and(Workload::rolled_out);
+        let mut st = workload_status(w.as_ref(), fallback);
+        let at_version =
+            w.as_ref().and_then(Workload::version).as_deref() == Some(p.spec.version.as_str());
         match plan.migrations.get(&c) {
             Some(Migration::Failed(msg)) => {
                 let job = names::migration_job_name(inst, c, &p.spec.version);
@@ -191,16 +188,17 @@ pub fn compute(
             }
             _ => {}
         }
-        if !(at_version && rolled_out(Kind::Deployment, dep)) {
+        if !(at_version && rolled_out) {
             waiting.push(format!("{} ({}/{})", c.as_str(), st.ready, st.desired));
         }
-        all_at_version &= at_version && rolled_out(Kind::Deployment, dep);
+        all_at_version &= at_version && rolled_out;
         components.insert(c.as_str().to_string(), st);
     }
     if let Some(f) = &p.spec.frontend {
         let dep = get(Kind::Deployment, names::frontend_name(inst));
-        let st = workload_status(Kind::Deployment, dep, f.replicas);
-        if !rolled_out(Kind::Deployment, dep) {
+        let w = workload(Kind::Deployment, dep);
+        let st = workload_status(w.as_ref(), f.replicas);
+        if !w.as_ref().is_some_and(Workload::rolled_out) {
             waiting.push(format!("frontend ({}/{})", st.ready, st.desired));
         }
         components.insert("frontend".into(), st);
@@ -209,7 +207,7 @@ pub fn compute(
     let pg = match &r.postgres {
         PostgresMode::Managed(_) => {
             let sts = get(Kind::StatefulSet, names::postgres_name(inst));
-            workload_status(Kind::StatefulSet, sts, 1)
+            workload_status(workload(Kind::StatefulSet, sts).as_ref(), 1)
         }
         PostgresMode::CloudNativePg(c) => {
             let cl = get(Kind::PostgresCluster, names::postgres_name(inst));
@@ -224,8 +222,11 @@ pub fn compute(
     };
     let mq = match &r.rabbitmq {
         RabbitmqMode::Managed(_) => workload_status(
-            Kind::StatefulSet,
-            get(Kind::StatefulSet, names::rabbitmq_name(inst)),
+            workload(
+                Kind::StatefulSet,
+                get(Kind::StatefulSet, names::rabbitmq_name(inst)),
+            )
+            .as_ref(),
             1,
         ),
         RabbitmqMode::ClusterOperator(o) => {
