@@ -54,6 +54,13 @@ pub struct EventRetries {
     pub base_delay: Duration,
 }
 
+impl EventRetries {
+    /// A consumer's subscription to `queue` with these retries.
+    pub fn subscription(&self, queue: &Queue) -> bus::Subscription {
+        queue.subscription(self.max_attempts, self.base_delay)
+    }
+}
+
 impl CommonConfig {
     /// Reads the common section of `service`'s configuration. Only user-service signs tokens, so
     /// only it needs the private key.
@@ -72,15 +79,10 @@ impl CommonConfig {
             },
         })
     }
-}
 
-impl CommonConfig {
     /// A consumer's subscription to `queue` with the configured retries.
     pub fn subscription(&self, queue: &Queue) -> bus::Subscription {
-        queue.subscription(
-            self.event_retries.max_attempts,
-            self.event_retries.base_delay,
-        )
+        self.event_retries.subscription(queue)
     }
 }
 
@@ -193,7 +195,7 @@ impl Wiring {
         handler: H,
         parallel: usize,
     ) -> &mut Self {
-        let subscription = queue.subscription(self.retries.max_attempts, self.retries.base_delay);
+        let subscription = self.retries.subscription(queue);
         bus::declare_early(self.bus.as_ref(), &subscription).await;
         let consumer: Arc<dyn MessageHandler> = Arc::new(IdempotentConsumer::new(
             name,
