@@ -229,7 +229,8 @@ impl Scratch {
         attempt.await.is_ok()
     }
 
-    async fn drop(self) {
+    /// Drops the scratch schema and closes its pool.
+    async fn remove(self) {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA \"{}\" CASCADE",
             self.schema
@@ -317,7 +318,7 @@ pub async fn run(opts: BaselineOptions) -> anyhow::Result<()> {
         .await
     };
     if let Ok(s) = Arc::try_unwrap(scratch) {
-        s.drop().await;
+        s.remove().await;
     }
 
     let token = Arc::new(platform_agent(&http, &base).await?);
