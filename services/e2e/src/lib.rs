@@ -1,13 +1,13 @@
 //! The end-to-end walk through the whole HTTP contract, run against any base URL: `helpdesk up`,
 //! five service processes behind `helpdesk gateway`, or the simulated cluster's ingress
 //! (`helpdesk-simcluster`). Mail is checked through a real SMTP server (the in-process
-//! `helpdesk_kit::testing::smtp::SmtpSink`) when the platform sends to one.
+//! `helpdesk_testkit::smtp::SmtpSink`) when the platform sends to one.
 
 use std::process::{Child, Command};
 use std::time::Duration;
 
-pub use helpdesk_kit::testing::smtp::{Received, SmtpSink};
-use helpdesk_kit::testing::{eventually, http, unique};
+pub use helpdesk_testkit::smtp::{Received, SmtpSink};
+use helpdesk_testkit::{eventually, http, unique};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,7 +43,7 @@ pub struct Admin {
     pub password: String,
 }
 
-pub use helpdesk_kit::testing::free_port;
+pub use helpdesk_testkit::free_port;
 
 /// Kills its processes on drop.
 pub struct Procs(pub Vec<Child>);

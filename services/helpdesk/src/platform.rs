@@ -294,7 +294,7 @@ mod tests {
     use helpdesk_kit::config::Env;
     use helpdesk_kit::contract::var;
     use helpdesk_kit::runtime::ServiceDef;
-    use helpdesk_kit::testing::TestKeys;
+    use helpdesk_testkit::TestKeys;
 
     /// Every service's configuration may be logged with `{:?}`: no credential shows.
     #[test]

@@ -32,8 +32,6 @@ pub mod runtime;
 pub mod secret;
 pub mod service;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod trace;
 
 pub use error::{ApiError, ApiJson, ApiResult};

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use common::{Platform, TestUser, wait_user};
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, unique};
+use helpdesk_testkit::{self as testing, TestKeys, amqp_url, database_url, unique};
 use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::Mutex;

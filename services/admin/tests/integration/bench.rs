@@ -14,7 +14,7 @@ use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketCreated, TicketSnapshot, TicketStatus, UserRef,
 };
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

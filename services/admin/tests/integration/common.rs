@@ -1,5 +1,5 @@
 //! Test platform: admin-service and the real user-service in-process on random ports, each on its
-//! own schema, sharing a broker prefix (started with `helpdesk_kit::testing::service`).
+//! own schema, sharing a broker prefix (started with `helpdesk_testkit::service`).
 #![allow(dead_code)]
 
 use std::ops::{Deref, DerefMut};
@@ -11,9 +11,9 @@ use sqlx::PgPool;
 use helpdesk_kit::bus::topology::{ADMIN_TICKETS, ADMIN_USERS};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::{self, service};
+use helpdesk_testkit::{self as testing, service};
 
-pub use helpdesk_kit::testing::http::client as http;
+pub use helpdesk_testkit::http::client as http;
 
 /// The kit's platform with admin-service, user-service and ticket-service.
 pub struct Platform(service::Platform);

@@ -3,7 +3,7 @@
 //! `migrate` needs nothing but the database.
 
 use admin_service::AdminService;
-use helpdesk_kit::testing::contract;
+use helpdesk_testkit::contract;
 
 #[test]
 fn configuration_loading_follows_the_contract() {

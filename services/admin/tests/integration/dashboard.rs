@@ -17,7 +17,7 @@ use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketAssigned, TicketCreated, TicketDeleted, TicketSnapshot,
     TicketStatus, TicketStatusChanged, TicketUnassigned, TicketUpdated, UserDeleted, UserRef,
 };
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 fn user_ref(id: Uuid) -> UserRef {
     UserRef {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::common::{Platform, http};
 use admin_service::dashboard::Statistics;
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");
 

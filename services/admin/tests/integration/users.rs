@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::common::{Platform, http};
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::testing::eventually;
-use helpdesk_kit::testing::http::error;
+use helpdesk_testkit::eventually;
+use helpdesk_testkit::http::error;
 
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");
 

@@ -17,7 +17,7 @@ use helpdesk_kit::events::{
     EmailSent, Envelope, EventMetadata, TICKET_EVENTS, TicketCreated, TicketSnapshot, TicketStatus,
     UserPasswordResetRequested, UserRef,
 };
-use helpdesk_kit::testing::{amqp_url, eventually};
+use helpdesk_testkit::{amqp_url, eventually};
 
 fn ticket_created(creator: &common::TestUser) -> Envelope {
     let now = Utc::now();
@@ -476,7 +476,7 @@ async fn retention_removes_only_entries_older_than_the_configured_days() {
 
 #[test]
 fn configuration_is_checked() {
-    let keys = helpdesk_kit::testing::TestKeys::generate();
+    let keys = helpdesk_testkit::TestKeys::generate();
     let base = |extra: (&str, &str)| {
         helpdesk_kit::config::Env::from_map([
             ("DATABASE_URL", "postgres://postgres@127.0.0.1/postgres"),

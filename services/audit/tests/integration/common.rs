@@ -15,8 +15,8 @@ use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::{Bus, OutgoingMessage, Subscription};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::service::{self, service_env};
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, eventually, http, unique};
+use helpdesk_testkit::service::{self, service_env};
+use helpdesk_testkit::{self as testing, TestKeys, amqp_url, eventually, http, unique};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -42,7 +42,7 @@ pub struct TestUser {
     pub token: String,
 }
 
-pub use helpdesk_kit::testing::http::Resp;
+pub use helpdesk_testkit::http::Resp;
 
 impl Audit {
     pub async fn start(extra: &[(&str, &str)]) -> Self {

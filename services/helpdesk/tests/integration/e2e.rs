@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use helpdesk_e2e::{Admin, Entry, Procs, SmtpSink, free_port, wait_ready, walk};
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, database_url, eventually, unique};
+use helpdesk_testkit::{self as testing, TestKeys, amqp_url, database_url, eventually, unique};
 use reqwest::Client;
 
 const ADMIN_EMAIL: &str = "admin@e2e.test";

@@ -1,6 +1,6 @@
 //! Fault injection: the platform (`helpdesk up`, on both buses) under a bounded write workload
 //! while a component it depends on fails. Each test breaks only servers it started itself (its
-//! own PostgreSQL cluster, its own RabbitMQ node; `helpdesk_kit::testing::servers`) and checks
+//! own PostgreSQL cluster, its own RabbitMQ node; `helpdesk_testkit::servers`) and checks
 //! what a user would: every acknowledged write survives, every effect (audit entry, dashboard
 //! figure, mail) happens exactly once, and the platform recovers by itself.
 
@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use helpdesk_kit::testing::servers::{OwnPostgres, OwnRabbit};
-use helpdesk_kit::testing::{amqp_url, eventually, free_port, unique};
+use helpdesk_testkit::servers::{OwnPostgres, OwnRabbit};
+use helpdesk_testkit::{amqp_url, eventually, free_port, unique};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -307,7 +307,7 @@ async fn an_audit_database_outage_loses_nothing_on_the_in_process_bus() {
 
 #[tokio::test]
 async fn an_audit_database_outage_loses_nothing_on_rabbitmq() {
-    helpdesk_kit::testing::require_rabbitmq().await;
+    helpdesk_testkit::require_rabbitmq().await;
     let prefix = format!("{}.", unique("faults"));
     audit_database_outage(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix)]).await;
 }
@@ -411,7 +411,7 @@ async fn the_platform_killed_under_load_loses_nothing_on_the_in_process_bus() {
 
 #[tokio::test]
 async fn the_platform_killed_under_load_loses_nothing_on_rabbitmq() {
-    helpdesk_kit::testing::require_rabbitmq().await;
+    helpdesk_testkit::require_rabbitmq().await;
     let prefix = format!("{}.", unique("faults"));
     platform_killed_under_load(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix)]).await;
 }

@@ -10,8 +10,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use helpdesk_kit::contract::Service;
-use helpdesk_kit::testing::{
-    self, Proxy, database_url, eventually, free_port, postgres_addr, unique,
+use helpdesk_testkit::{
+    self as testing, Proxy, database_url, eventually, free_port, postgres_addr, unique,
 };
 
 /// A command of the `helpdesk` binary that is killed when the test ends, however it ends.

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use helpdesk_kit::testing::{database_url, eventually, free_port, unique};
+use helpdesk_testkit::{database_url, eventually, free_port, unique};
 use serde_json::{Value, json};
 
 fn helpdesk(args: &[&str]) -> Command {

@@ -25,10 +25,10 @@ use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
 use helpdesk_kit::http::HttpConfig;
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
 use helpdesk_kit::peer::PeerClient;
-use helpdesk_kit::testing::{
-    self, EventTap, amqp_url, database_url, eventually, queue_len, serve, unique,
-};
 use helpdesk_kit::trace::TraceParent;
+use helpdesk_testkit::{
+    self as testing, EventTap, amqp_url, database_url, eventually, queue_len, serve, unique,
+};
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 

@@ -10,7 +10,9 @@ use sqlx::PgPool;
 
 use helpdesk_kit::db::{self, DbConfig};
 use helpdesk_kit::error::ApiResult;
-use helpdesk_kit::testing::{self, Proxy, database_url_via, eventually, postgres_addr, unique};
+use helpdesk_testkit::{
+    self as testing, Proxy, database_url_via, eventually, postgres_addr, unique,
+};
 
 /// A route that needs the database, as every service's routes do, holding its connection for
 /// `sleep` seconds.

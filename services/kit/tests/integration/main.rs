@@ -5,3 +5,4 @@ mod db;
 mod pgbus;
 mod smtp;
 mod telemetry;
+mod upgrade;

@@ -19,7 +19,7 @@ use helpdesk_kit::bus::{
 use helpdesk_kit::db::{self, DbConfig};
 use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
 use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
-use helpdesk_kit::testing::{self, database_url, eventually, unique};
+use helpdesk_testkit::{self as testing, database_url, eventually, unique};
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 

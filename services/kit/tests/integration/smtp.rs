@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-use helpdesk_kit::testing::smtp::{SinkTls, SmtpSink};
+use helpdesk_testkit::smtp::{SinkTls, SmtpSink};
 
 /// A line-based SMTP client over any stream.
 struct Client<S> {

@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::http::{self, HttpConfig};
 use helpdesk_kit::peer::PeerClient;
-use helpdesk_kit::testing::serve;
 use helpdesk_kit::trace::TraceParent;
+use helpdesk_testkit::serve;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::common::{Platform, SmtpSink};
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 use notification_service::emails::{NewEmail, queue};
 use notification_service::sender::Sender;
 

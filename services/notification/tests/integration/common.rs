@@ -1,4 +1,4 @@
-//! Test platform: a real SMTP server (`helpdesk_kit::testing::smtp`), notification-service and
+//! Test platform: a real SMTP server (`helpdesk_testkit::smtp`), notification-service and
 //! user-service in-process on random ports, each on its own schema and broker prefix.
 #![allow(dead_code)]
 
@@ -10,13 +10,13 @@ use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::topology::{NOTIFICATION_TRIGGERS, NOTIFICATION_USERS};
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::Envelope;
-use helpdesk_kit::testing::{self, service};
+use helpdesk_testkit::{self as testing, service};
 
-/// The SMTP server the tests send to (in-process, see `helpdesk_kit::testing::smtp`).
-pub use helpdesk_kit::testing::smtp::{SinkTls, SmtpSink};
+/// The SMTP server the tests send to (in-process, see `helpdesk_testkit::smtp`).
+pub use helpdesk_testkit::smtp::{SinkTls, SmtpSink};
 
-pub use helpdesk_kit::testing::free_port;
-pub use helpdesk_kit::testing::http::client as http;
+pub use helpdesk_testkit::free_port;
+pub use helpdesk_testkit::http::client as http;
 
 // ---------------------------------------------------------------- services
 

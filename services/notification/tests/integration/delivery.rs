@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::common::{Platform, SinkTls, SmtpSink, free_port, http};
-use helpdesk_kit::testing::{eventually, unique};
+use helpdesk_testkit::{eventually, unique};
 use notification_service::sender::{SendReport, Sender};
 
 /// Queues an email through the internal route; returns its id.

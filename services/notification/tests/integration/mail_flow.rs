@@ -14,7 +14,7 @@ use helpdesk_kit::events::{
     Envelope, EventMetadata, TicketAssigned, TicketCreated, TicketSnapshot, TicketStatus,
     TicketStatusChanged, TicketUnassigned, UserRef,
 };
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 const ADMIN: (&str, &str) = ("root@helpdesk.test", "admin-password-1");
 

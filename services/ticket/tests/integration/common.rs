@@ -21,8 +21,8 @@ use helpdesk_kit::config::Env;
 use helpdesk_kit::events::{
     DomainEvent, Envelope, EventMetadata, UserDeleted, UserRoleChanged, UserSnapshot,
 };
-use helpdesk_kit::testing::service::{self, service_env};
-use helpdesk_kit::testing::{self, TestKeys, amqp_url, eventually, http, unique};
+use helpdesk_testkit::service::{self, service_env};
+use helpdesk_testkit::{self as testing, TestKeys, amqp_url, eventually, http, unique};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -35,7 +35,7 @@ pub struct Platform {
     pub queues: Vec<Subscription>,
 }
 
-pub use helpdesk_kit::testing::service::Running;
+pub use helpdesk_testkit::service::Running;
 
 impl Platform {
     pub async fn new() -> Self {
@@ -239,7 +239,7 @@ pub struct TestUser {
     pub revision: i64,
 }
 
-pub use helpdesk_kit::testing::http::Resp;
+pub use helpdesk_testkit::http::Resp;
 
 /// A small HTTP client for one service.
 #[derive(Clone)]
@@ -319,7 +319,7 @@ pub fn event_type<E: DomainEvent>() -> &'static str {
 }
 
 #[allow(unused_imports)]
-pub use helpdesk_kit::testing::Proxy;
+pub use helpdesk_testkit::Proxy;
 
 /// The broker's address (for a proxy in front of it).
 pub fn broker_addr() -> SocketAddr {

@@ -2,7 +2,7 @@
 //! variables the contract says each command requires (the operator renders those), and
 //! `migrate` needs nothing but the database.
 
-use helpdesk_kit::testing::contract;
+use helpdesk_testkit::contract;
 use ticket_service::TicketService;
 
 #[test]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::common::{Api, Platform, Proxy, WAIT, broker_addr, wait_user};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::TICKET_EVENTS;
-use helpdesk_kit::testing::{EventTap, amqp_url, eventually};
+use helpdesk_testkit::{EventTap, amqp_url, eventually};
 
 #[tokio::test]
 async fn deleting_a_user_removes_their_tickets_and_comments_and_unassigns_theirs() {
@@ -582,7 +582,7 @@ async fn listings_check_the_caller_against_the_read_model_in_the_same_statement(
 
     // Not in the read model yet (its user.created still on the way): admitted from the token,
     // with an empty list, and remembered provisionally.
-    let early = helpdesk_kit::testing::service::new_user(Role::Agent, "Early", None);
+    let early = helpdesk_testkit::service::new_user(Role::Agent, "Early", None);
     let token = p
         .keys
         .keys

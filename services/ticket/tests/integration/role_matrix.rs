@@ -288,7 +288,7 @@ async fn every_route_role_and_relation_answers_as_the_contract_says() {
     // No token, a foreign token: 401.
     let r = api.call(Method::GET, "/tickets", None, None).await;
     assert_eq!(r.status, 401);
-    let foreign = helpdesk_kit::testing::TestKeys::generate()
+    let foreign = helpdesk_testkit::TestKeys::generate()
         .keys
         .issue_user_token(user.id, &user.email, Role::Admin)
         .unwrap();

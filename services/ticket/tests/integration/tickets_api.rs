@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::common::{Api, Platform, WAIT, wait_user};
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::testing::eventually;
+use helpdesk_testkit::eventually;
 
 #[tokio::test]
 async fn validation_errors_name_the_field_and_limits_hold() {

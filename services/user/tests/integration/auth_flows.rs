@@ -215,7 +215,7 @@ async fn bad_tokens_are_refused_with_401() {
         .unwrap();
     error(res, 401).await;
     // Signed by another key.
-    let other = helpdesk_kit::testing::TestKeys::generate();
+    let other = helpdesk_testkit::TestKeys::generate();
     let id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
     let forged = other
         .keys
@@ -404,7 +404,7 @@ async fn a_password_change_racing_a_demotion_announces_the_demoted_role() {
         })
     };
     let pool = app.pool.clone();
-    helpdesk_kit::testing::eventually(
+    helpdesk_testkit::eventually(
         std::time::Duration::from_secs(20),
         "the password change waiting for the row lock",
         || async {

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use helpdesk_kit::config::Env;
 use helpdesk_kit::events::{Envelope, USER_EVENTS};
-use helpdesk_kit::testing::service;
-use helpdesk_kit::testing::{self, EventTap, TestKeys, amqp_url, database_url, unique};
+use helpdesk_testkit::service;
+use helpdesk_testkit::{self as testing, EventTap, TestKeys, amqp_url, database_url, unique};
 use user_service::Config;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
@@ -152,4 +152,4 @@ impl TestApp {
 }
 
 /// Asserts the contract's error shape and returns the message.
-pub use helpdesk_kit::testing::http::error;
+pub use helpdesk_testkit::http::error;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{JwtKeys, generate_key_pair};
+use helpdesk_kit::auth::{JwtKeys, generate_key_pair};
 
 pub mod contract;
 pub mod http;
@@ -104,7 +104,7 @@ impl TestKeys {
         let keys = JwtKeys::from_pem(
             &public_pem,
             Some(&private_pem),
-            crate::auth::DEFAULT_ISSUER,
+            helpdesk_kit::auth::DEFAULT_ISSUER,
             Duration::from_secs(3600),
         )
         .expect("generated keys are valid");
@@ -154,9 +154,9 @@ impl EventTap {
         use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
         use lapin::types::FieldTable;
 
-        use crate::bus::Bus as _;
+        use helpdesk_kit::bus::Bus as _;
         require_rabbitmq().await;
-        let bus = crate::bus::amqp::AmqpBus::new(&amqp_url(), prefix);
+        let bus = helpdesk_kit::bus::amqp::AmqpBus::new(&amqp_url(), prefix);
         assert!(
             bus.healthy().await,
             "cannot declare the exchanges on RabbitMQ"
@@ -204,7 +204,7 @@ impl EventTap {
     }
 
     /// The next event as (routing key, envelope); panics when none arrives within 10 s.
-    pub async fn next(&mut self) -> (String, crate::events::Envelope) {
+    pub async fn next(&mut self) -> (String, helpdesk_kit::events::Envelope) {
         use futures_util::StreamExt;
         let d = tokio::time::timeout(Duration::from_secs(10), self.consumer.next())
             .await
@@ -224,8 +224,8 @@ impl EventTap {
     pub async fn next_where(
         &mut self,
         event_type: &str,
-        pred: impl Fn(&crate::events::Envelope) -> bool,
-    ) -> crate::events::Envelope {
+        pred: impl Fn(&helpdesk_kit::events::Envelope) -> bool,
+    ) -> helpdesk_kit::events::Envelope {
         loop {
             let (key, envelope) = self.next().await;
             if key == event_type && pred(&envelope) {

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use helpdesk_kit::testing::smtp::SmtpSink;
+//! use helpdesk_testkit::smtp::SmtpSink;
 //! let sink = SmtpSink::builder().starttls().auth("mailer", "secret").start();
 //! // SMTP_URL = sink.url(), SMTP_TLS_CA_FILE = sink.ca_file()
 //! let mails = sink.wait_for("ann@example.com", 1).await;

@@ -10,12 +10,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{TestKeys, amqp_url, database_url};
-use crate::auth::Role;
-use crate::bus::amqp::AmqpBus;
-use crate::bus::{Bus, OutgoingMessage, Subscription};
-use crate::events::{Envelope, EventMetadata, UserCreated, UserSnapshot};
-use crate::runtime::{self, ServiceDef};
-use crate::service::ServiceConfig as _;
+use helpdesk_kit::auth::Role;
+use helpdesk_kit::bus::amqp::AmqpBus;
+use helpdesk_kit::bus::{Bus, OutgoingMessage, Subscription};
+use helpdesk_kit::events::{Envelope, EventMetadata, UserCreated, UserSnapshot};
+use helpdesk_kit::runtime::{self, ServiceDef};
+use helpdesk_kit::service::ServiceConfig as _;
 
 /// The settings every service of a test platform shares: the test database with `schema` in
 /// `schema_var`, the test broker under `prefix`, a free loopback port, the platform's public key.
@@ -118,10 +118,10 @@ impl Running {
 pub async fn start<D: ServiceDef>(config: D::Config, shutdown: CancellationToken) -> Running {
     let common = config.common();
     let schema = common.db.schema.clone();
-    let pool = crate::db::connect(&common.db)
+    let pool = helpdesk_kit::db::connect(&common.db)
         .await
         .unwrap_or_else(|e| panic!("{}: connect to the database: {e}", D::NAME));
-    crate::db::migrate(&pool, D::MIGRATOR)
+    helpdesk_kit::db::migrate(&pool, D::MIGRATOR)
         .await
         .unwrap_or_else(|e| panic!("{}: migrate: {e}", D::NAME));
     let url = common.amqp_url.clone().unwrap_or_else(amqp_url);
@@ -207,7 +207,7 @@ pub async fn remove_broker_objects(prefix: &str, subs: &[Subscription]) {
                 .await;
         }
     }
-    for exchange in crate::events::ALL_EXCHANGES {
+    for exchange in helpdesk_kit::events::ALL_EXCHANGES {
         if let Ok(ch) = conn.create_channel().await {
             let _ = ch
                 .exchange_delete(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use helpdesk_contract::{Command, Requirement, var};
 
 use super::{TestKeys, amqp_url, database_url, unique};
-use crate::config::{ConfigError, Env};
-use crate::runtime::{Loaded, ServiceDef, load};
+use helpdesk_kit::config::{ConfigError, Env};
+use helpdesk_kit::runtime::{Loaded, ServiceDef, load};
 
 /// A dummy but valid value for a variable the contract may require (`None`: no value known,
 /// add one here).
