@@ -1,0 +1,99 @@
+//! The extractors: the signed-in user ([`AuthUser`]) from a user token, and the calling service
+//! ([`ServiceCaller`]) from a service credential; each accepts only its own kind of token.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+
+use super::*;
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The signed-in user, as stated by a valid user token. Services that keep a user read model
+/// check existence and the current role there.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    /// The token's session and epoch (see [`Sessions`]).
+    pub session: Option<Uuid>,
+    pub epoch: i64,
+}
+
+impl From<UserClaims> for AuthUser {
+    fn from(claims: UserClaims) -> Self {
+        AuthUser {
+            id: claims.sub,
+            email: claims.email,
+            role: claims.role,
+            session: claims.sid,
+            epoch: claims.ep,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
+        let keys = Arc::<JwtKeys>::from_ref(state);
+        let claims = keys.verify_user_token(token)?;
+        Ok(AuthUser::from(claims))
+    }
+}
+
+/// Another service calling an internal route with its service credential. User tokens are refused.
+#[derive(Debug, Clone)]
+pub struct ServiceCaller {
+    pub service: String,
+}
+
+impl ServiceCaller {
+    /// Internal routes are scoped: only the services listed may call this one (e.g. only
+    /// admin-service changes roles and deletes users), whatever other service's credential is
+    /// presented. 403 otherwise.
+    pub fn require(&self, allowed: &[crate::contract::Service]) -> Result<(), ApiError> {
+        if allowed.iter().any(|s| s.binary() == self.service) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{} may not call this route",
+                self.service
+            )))
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for ServiceCaller
+where
+    Arc<JwtKeys>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("A valid service credential is required"))?;
+        let keys = Arc::<JwtKeys>::from_ref(state);
+        let claims = keys.verify_service_token(token)?;
+        Ok(ServiceCaller {
+            service: claims.sub,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! The consuming side of the RabbitMQ bus: queue topology (retry and dead-letter queues), the
+//! consume loop and how each delivery is settled.
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+impl AmqpBus {
+    /// Declares a queue and its dead-letter queue, and binds it.
+    pub(super) async fn declare_queue(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+    ) -> Result<String, BusError> {
+        let queue = self.name(&sub.queue);
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            .await
+            .map_err(|e| err("declaring queue", e))?;
+        channel
+            .queue_declare(
+                format!("{queue}.dlq").into(),
+                durable,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("declaring dead-letter queue", e))?;
+        for (exchange, pattern) in &sub.bindings {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.name(exchange).into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("binding queue", e))?;
+        }
+        for (exchange, pattern) in crate::bus::topology::retired_bindings(&sub.queue) {
+            // Removing a binding that does not exist is not an error.
+            channel
+                .queue_unbind(
+                    queue.as_str().into(),
+                    self.name(exchange).into(),
+                    pattern.into(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("removing a retired binding", e))?;
+        }
+        Ok(queue)
+    }
+
+    /// Declares a consumer's queue, its retry queues and its dead-letter queue, and binds it.
+    pub(super) async fn declare_consumer_topology(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+    ) -> Result<String, BusError> {
+        self.declare_exchanges(channel).await?;
+        let queue = self.declare_queue(channel, sub).await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for attempt in 1..sub.max_attempts {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(sub.retry_delay(attempt).as_millis() as i64),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(queue.as_str().into()),
+            );
+            channel
+                .queue_declare(retry_queue(&queue, sub, attempt).into(), durable, args)
+                .await
+                .map_err(|e| err("declaring retry queue", e))?;
+        }
+        Ok(queue)
+    }
+
+    pub(super) async fn consume_once(
+        &self,
+        sub: &Subscription,
+        handler: &Arc<dyn MessageHandler>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BusError> {
+        let (conn, channel) = self.confirming_channel().await?;
+        let queue = self.declare_consumer_topology(&channel, sub).await?;
+        channel
+            .basic_qos(sub.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| err("setting prefetch", e))?;
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("{queue}-{}", uuid::Uuid::new_v4()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| err("starting consumer", e))?;
+        tracing::info!(queue = %queue, "consuming");
+        let mut outage = Outage::default();
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = deliveries.next() => next,
+            };
+            // What the broker has already pushed (up to the prefetch) is handled as one batch.
+            let mut batch = vec![delivery_or_err(first)?];
+            while batch.len() < usize::from(sub.prefetch.max(1)) {
+                match deliveries.next().now_or_never() {
+                    Some(next) => batch.push(delivery_or_err(next)?),
+                    None => break,
+                }
+            }
+            let received: Vec<Received<'_>> = batch
+                .iter()
+                .map(|d| Received {
+                    body: d.data.as_slice(),
+                    traceparent: header_str(&d.properties, TraceParent::HEADER),
+                })
+                .collect();
+            let outcomes = handler.handle_batch(&received).await;
+            if outcomes.len() != batch.len() {
+                // Unacknowledged messages come back when we reconnect.
+                return Err(BusError(
+                    "handler returned the wrong number of outcomes".into(),
+                ));
+            }
+            let mut unavailable = None;
+            for (delivery, outcome) in batch.iter().zip(outcomes) {
+                if let Some(error) = self
+                    .settle(&channel, sub, &queue, delivery, outcome)
+                    .await?
+                {
+                    unavailable = Some(error);
+                }
+            }
+            // A dependency is down: the deferred messages are back in the queue; wait before
+            // taking them again instead of spinning (and never count it against them).
+            match unavailable {
+                Some(error) => {
+                    let pause = outage.pause(sub, &error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                None => outage.recovered(),
+            }
+        }
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = conn.close(200, "shutdown".into()).await;
+        Ok(())
+    }
+
+    /// Acknowledges a handled delivery; a failed one is first moved to its retry queue or, after
+    /// the last attempt, to the dead-letter queue. One that failed because a dependency is down
+    /// goes back to the queue as it was; its error is returned so the consumer pauses.
+    pub(super) async fn settle(
+        &self,
+        channel: &Channel,
+        sub: &Subscription,
+        queue: &str,
+        delivery: &Delivery,
+        outcome: Result<(), HandlerError>,
+    ) -> Result<Option<String>, BusError> {
+        let attempt = header_u32(&delivery.properties, ATTEMPT_HEADER);
+        let failure = match Settlement::of(outcome, attempt + 1, sub.max_attempts) {
+            Settlement::Done => None,
+            Settlement::DeadLetter { error, .. } => Some((error, true)),
+            Settlement::Retry { error, .. } => Some((error, false)),
+            Settlement::Defer { error } => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| err("handing back a deferred message", e))?;
+                return Ok(Some(error));
+            }
+        };
+        if let Some((error, give_up)) = failure {
+            let target = if give_up {
+                metrics::counter!("helpdesk_events_dead_lettered_total", "queue" => sub.queue.clone()).increment(1);
+                tracing::warn!(queue = %queue, attempt = attempt + 1, %error, "message dead-lettered");
+                format!("{queue}.dlq")
+            } else {
+                metrics::counter!("helpdesk_events_retried_total", "queue" => sub.queue.clone())
+                    .increment(1);
+                tracing::info!(queue = %queue, attempt = attempt + 1, %error, "message will be retried");
+                retry_queue(queue, sub, attempt + 1)
+            };
+            let mut props = delivery.properties.clone();
+            let mut headers = props.headers().clone().unwrap_or_default();
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
+            headers.insert(
+                ERROR_HEADER.into(),
+                AMQPValue::LongString(truncate(&error, 1000).into()),
+            );
+            props = props.with_headers(headers).with_delivery_mode(2);
+            let moved = match channel
+                .basic_publish(
+                    "".into(),
+                    target.into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    props,
+                )
+                .await
+            {
+                Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+                Err(_) => false,
+            };
+            if !moved {
+                // Keep the message: it comes back when we reconnect.
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                return Err(BusError(
+                    "could not move a failed message to its retry queue".into(),
+                ));
+            }
+        } else {
+            metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone())
+                .increment(1);
+        }
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| err("acknowledging", e))?;
+        Ok(None)
+    }
+}
+
+pub(super) fn delivery_or_err(
+    next: Option<Result<Delivery, lapin::Error>>,
+) -> Result<Delivery, BusError> {
+    match next {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(err("receiving", e)),
+        None => Err(BusError("consumer stream ended".into())),
+    }
+}
+
+pub(super) fn retry_queue(queue: &str, sub: &Subscription, attempt: u32) -> String {
+    format!("{queue}.retry.{}ms", sub.retry_delay(attempt).as_millis())
+}
+
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+pub(super) fn header_str<'a>(props: &'a BasicProperties, key: &str) -> Option<&'a str> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+pub(super) fn header_u32(props: &BasicProperties, key: &str) -> u32 {
+    let Some(headers) = props.headers() else {
+        return 0;
+    };
+    match headers.inner().get(key) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, u32::MAX as i64) as u32,
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
