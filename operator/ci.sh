@@ -135,7 +135,7 @@ PY
 fi
 
 step "real-cluster suite (skipped with a notice when KUBECONFIG is not a reachable cluster)"
-if ! (cd "$ROOT" && cargo test --quiet -p helpdesk-operator --test cluster -- --nocapture) >"$OUT/cluster.log" 2>&1; then
+if ! (cd "$ROOT" && cargo test --quiet -p helpdesk-operator --test integration cluster:: -- --nocapture) >"$OUT/cluster.log" 2>&1; then
   cat "$OUT/cluster.log" >&2; echo "real-cluster suite failed" >&2; exit 1
 fi
 grep -E "skipped|real cluster" "$OUT/cluster.log" || true

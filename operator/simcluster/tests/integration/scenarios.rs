@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use helpdesk_simcluster::{Cluster, Images, sandbox, secret, secret_path, service_binaries};
 
-const MINIMAL: &str = include_str!("../../samples/minimal.yaml");
+const MINIMAL: &str = include_str!("../../../samples/minimal.yaml");
 const READY_WITHIN: Duration = Duration::from_secs(240);
 /// How long a Degraded status may last before a wait for Ready gives up (a Job retrying while
 /// its datastore starts is Degraded for a moment).

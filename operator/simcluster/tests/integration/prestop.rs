@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 fn the_rendered_pre_stop_hook_waits_then_exits_cleanly() {
     let bin_dir = helpdesk_simcluster::service_binaries().expect("the service binaries");
     let mut p: HelpdeskPlatform =
-        serde_yaml::from_str(include_str!("../../samples/minimal.yaml")).unwrap();
+        serde_yaml::from_str(include_str!("../../../samples/minimal.yaml")).unwrap();
     p.metadata.namespace.get_or_insert_with(|| "support".into());
     let children = render_platform(&p, &Default::default()).unwrap();
     let deployments: Vec<Deployment> = children
