@@ -108,43 +108,6 @@ pub fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Builds the service: its router and its workers (outbox relay, ticket read model, access model).
-pub async fn build(
-    config: Config,
-    pool: PgPool,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Service> {
-    let users = UserServiceClient::new(
-        &config.user_service_url,
-        config.service_token.clone(),
-        config.peer_timeout,
-        config.peer_retries,
-    )?;
-    let state = AppState::new(
-        config.common.keys.clone(),
-        Inner {
-            pool: pool.clone(),
-            users,
-        },
-    );
-    let mut wiring = Wiring::new(
-        contract::Service::Admin,
-        &config.common,
-        &pool,
-        &bus,
-        &shutdown,
-    );
-    // admin-service publishes nothing today; the relay keeps the kit's outbox contract.
-    wiring.relay(None);
-    wiring
-        .consume(&ADMIN_TICKETS, dashboard::TicketReadModel)
-        .await;
-    wiring.consume(&ADMIN_USERS, access::AccessModel).await;
-    wiring.worker(dashboard::run_pruning(pool, shutdown));
-    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
-}
-
 /// admin-service as a runnable service (binary, launcher).
 pub struct AdminService;
 
@@ -155,12 +118,40 @@ impl ServiceDef for AdminService {
     fn load(env: &Env) -> Result<Config, ConfigError> {
         Config::from_env(env)
     }
+    /// Builds the service: its router and its workers (outbox relay, ticket read model, access model).
     async fn build(
         config: Config,
         pool: PgPool,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
-        build(config, pool, bus, shutdown).await
+        let users = UserServiceClient::new(
+            &config.user_service_url,
+            config.service_token.clone(),
+            config.peer_timeout,
+            config.peer_retries,
+        )?;
+        let state = AppState::new(
+            config.common.keys.clone(),
+            Inner {
+                pool: pool.clone(),
+                users,
+            },
+        );
+        let mut wiring = Wiring::new(
+            contract::Service::Admin,
+            &config.common,
+            &pool,
+            &bus,
+            &shutdown,
+        );
+        // admin-service publishes nothing today; the relay keeps the kit's outbox contract.
+        wiring.relay(None);
+        wiring
+            .consume(&ADMIN_TICKETS, dashboard::TicketReadModel)
+            .await;
+        wiring.consume(&ADMIN_USERS, access::AccessModel).await;
+        wiring.worker(dashboard::run_pruning(pool, shutdown));
+        Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

@@ -115,44 +115,6 @@ pub fn events_subscription(config: &Config) -> helpdesk_kit::bus::Subscription {
     config.common.subscription(&AUDIT_EVENTS)
 }
 
-/// Builds the service: its full router, the event recorder and the retention job.
-pub async fn build(
-    config: Config,
-    pool: PgPool,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Service> {
-    let state = AppState::new(
-        config.common.keys.clone(),
-        Inner {
-            pool: pool.clone(),
-            config: config.clone(),
-        },
-    );
-    let mut wiring = Wiring::new(
-        contract::Service::Audit,
-        &config.common,
-        &pool,
-        &bus,
-        &shutdown,
-    );
-    wiring
-        .consume_as(
-            EVENTS_QUEUE,
-            &AUDIT_EVENTS,
-            recorder::Recorder,
-            config.consumers,
-        )
-        .await;
-    wiring.worker(retention::run(
-        pool,
-        config.retention_days,
-        config.retention_interval,
-        shutdown,
-    ));
-    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
-}
-
 /// audit-service as a runnable service (binary, launcher).
 pub struct AuditService;
 
@@ -163,12 +125,41 @@ impl ServiceDef for AuditService {
     fn load(env: &Env) -> Result<Config, ConfigError> {
         Config::from_env(env)
     }
+    /// Builds the service: its full router, the event recorder and the retention job.
     async fn build(
         config: Config,
         pool: PgPool,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
-        build(config, pool, bus, shutdown).await
+        let state = AppState::new(
+            config.common.keys.clone(),
+            Inner {
+                pool: pool.clone(),
+                config: config.clone(),
+            },
+        );
+        let mut wiring = Wiring::new(
+            contract::Service::Audit,
+            &config.common,
+            &pool,
+            &bus,
+            &shutdown,
+        );
+        wiring
+            .consume_as(
+                EVENTS_QUEUE,
+                &AUDIT_EVENTS,
+                recorder::Recorder,
+                config.consumers,
+            )
+            .await;
+        wiring.worker(retention::run(
+            pool,
+            config.retention_days,
+            config.retention_interval,
+            shutdown,
+        ));
+        Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

@@ -121,54 +121,6 @@ pub fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Builds the service: its router and its workers (outbox relay, event consumer, email sender).
-pub async fn build(
-    config: Config,
-    pool: PgPool,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Service> {
-    let templates = Arc::new(Templates::load(config.template_dir.as_deref())?);
-    let state = AppState::new(
-        config.common.keys.clone(),
-        Inner {
-            pool: pool.clone(),
-            templates: templates.clone(),
-        },
-    );
-    let triggers = triggers::Triggers {
-        templates,
-        staff_notify_email: config.staff_notify_email.clone(),
-        frontend_base_url: config.frontend_base_url.clone(),
-    };
-    let mut wiring = Wiring::new(
-        contract::Service::Notification,
-        &config.common,
-        &pool,
-        &bus,
-        &shutdown,
-    );
-    wiring.relay(None);
-    // Handled trigger events have always been remembered under the service's name.
-    wiring
-        .consume_as(SERVICE, &NOTIFICATION_TRIGGERS, triggers, 1)
-        .await;
-    // Who may read an email's status now (role changes, password changes, deletions).
-    wiring.consume(&NOTIFICATION_USERS, AccessModel).await;
-    if matches!(config.transport, MailTransport::Disabled) {
-        tracing::warn!(
-            "{}: emails are recorded and marked FAILED instead of sent; set {} (or {}) to send them",
-            mailer::DELIVERY_NOT_CONFIGURED,
-            var::SMTP_URL,
-            var::SMTP_HOST
-        );
-    }
-    if config.sender.enabled {
-        wiring.worker(config.sender(pool)?.run(shutdown));
-    }
-    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
-}
-
 /// notification-service as a runnable service (binary, launcher).
 pub struct NotificationService;
 
@@ -179,12 +131,51 @@ impl ServiceDef for NotificationService {
     fn load(env: &Env) -> Result<Config, ConfigError> {
         Config::from_env(env)
     }
+    /// Builds the service: its router and its workers (outbox relay, event consumer, email sender).
     async fn build(
         config: Config,
         pool: PgPool,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
-        build(config, pool, bus, shutdown).await
+        let templates = Arc::new(Templates::load(config.template_dir.as_deref())?);
+        let state = AppState::new(
+            config.common.keys.clone(),
+            Inner {
+                pool: pool.clone(),
+                templates: templates.clone(),
+            },
+        );
+        let triggers = triggers::Triggers {
+            templates,
+            staff_notify_email: config.staff_notify_email.clone(),
+            frontend_base_url: config.frontend_base_url.clone(),
+        };
+        let mut wiring = Wiring::new(
+            contract::Service::Notification,
+            &config.common,
+            &pool,
+            &bus,
+            &shutdown,
+        );
+        wiring.relay(None);
+        // Handled trigger events have always been remembered under the service's name.
+        wiring
+            .consume_as(SERVICE, &NOTIFICATION_TRIGGERS, triggers, 1)
+            .await;
+        // Who may read an email's status now (role changes, password changes, deletions).
+        wiring.consume(&NOTIFICATION_USERS, AccessModel).await;
+        if matches!(config.transport, MailTransport::Disabled) {
+            tracing::warn!(
+                "{}: emails are recorded and marked FAILED instead of sent; set {} (or {}) to send them",
+                mailer::DELIVERY_NOT_CONFIGURED,
+                var::SMTP_URL,
+                var::SMTP_HOST
+            );
+        }
+        if config.sender.enabled {
+            wiring.worker(config.sender(pool)?.run(shutdown));
+        }
+        Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

@@ -136,47 +136,6 @@ pub fn users_subscription(config: &Config) -> Subscription {
     config.common.subscription(&TICKET_USERS)
 }
 
-/// Builds the service: its full router, its outbox relay and its users consumer.
-pub async fn build(
-    config: Config,
-    pool: PgPool,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Service> {
-    if config.audit.url.is_some() && config.audit.service_token.is_none() {
-        tracing::warn!(
-            "AUDIT_SERVICE_URL is set but SERVICE_TOKEN is not: audit-service will refuse the audit trail calls"
-        );
-    }
-    let audit = config.audit.url.as_deref().map(|url| {
-        PeerClient::new(
-            "audit-service",
-            url,
-            config.audit.service_token.clone(),
-            config.audit.timeout,
-            config.audit.retries,
-        )
-    });
-    let state = AppState::new(
-        config.common.keys.clone(),
-        Inner {
-            pool: pool.clone(),
-            audit,
-            config: config.clone(),
-        },
-    );
-    let mut wiring = Wiring::new(
-        contract::Service::Ticket,
-        &config.common,
-        &pool,
-        &bus,
-        &shutdown,
-    );
-    wiring.relay(Some(config.outbox_poll_interval));
-    wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
-    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
-}
-
 /// ticket-service as a runnable service (binary, launcher).
 pub struct TicketService;
 
@@ -187,12 +146,44 @@ impl ServiceDef for TicketService {
     fn load(env: &Env) -> Result<Config, ConfigError> {
         Config::from_env(env)
     }
+    /// Builds the service: its full router, its outbox relay and its users consumer.
     async fn build(
         config: Config,
         pool: PgPool,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
-        build(config, pool, bus, shutdown).await
+        if config.audit.url.is_some() && config.audit.service_token.is_none() {
+            tracing::warn!(
+                "AUDIT_SERVICE_URL is set but SERVICE_TOKEN is not: audit-service will refuse the audit trail calls"
+            );
+        }
+        let audit = config.audit.url.as_deref().map(|url| {
+            PeerClient::new(
+                "audit-service",
+                url,
+                config.audit.service_token.clone(),
+                config.audit.timeout,
+                config.audit.retries,
+            )
+        });
+        let state = AppState::new(
+            config.common.keys.clone(),
+            Inner {
+                pool: pool.clone(),
+                audit,
+                config: config.clone(),
+            },
+        );
+        let mut wiring = Wiring::new(
+            contract::Service::Ticket,
+            &config.common,
+            &pool,
+            &bus,
+            &shutdown,
+        );
+        wiring.relay(Some(config.outbox_poll_interval));
+        wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
+        Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

@@ -178,43 +178,6 @@ pub fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Connects, migrates and builds the service: its full router and its outbox relay.
-pub async fn build(
-    config: Config,
-    pool: PgPool,
-    bus: Arc<dyn Bus>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Service> {
-    bootstrap::ensure_admin(&pool, &config).await?;
-    let limit = |n: u32| KeyedLimiter::per_minute(n);
-    let r = &config.rate_limits;
-    let limiters = Limiters {
-        login_ip: limit(r.login_per_ip),
-        login_account: limit(r.login_per_account),
-        forgot_ip: limit(r.forgot_per_ip),
-        forgot_account: limit(r.forgot_per_account),
-        reset_ip: limit(r.reset_per_ip),
-    };
-    let state = AppState::new(
-        config.common.keys.clone(),
-        Inner {
-            pool: pool.clone(),
-            passwords: passwords::Passwords::new(&config.hashing)?,
-            limiters,
-            config: config.clone(),
-        },
-    );
-    let mut wiring = Wiring::new(
-        contract::Service::User,
-        &config.common,
-        &pool,
-        &bus,
-        &shutdown,
-    );
-    wiring.relay(None);
-    Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
-}
-
 /// user-service as a runnable service (binary, launcher).
 pub struct UserService;
 
@@ -225,12 +188,40 @@ impl ServiceDef for UserService {
     fn load(env: &Env) -> Result<Config, ConfigError> {
         Config::from_env(env)
     }
+    /// Connects, migrates and builds the service: its full router and its outbox relay.
     async fn build(
         config: Config,
         pool: PgPool,
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
-        build(config, pool, bus, shutdown).await
+        bootstrap::ensure_admin(&pool, &config).await?;
+        let limit = |n: u32| KeyedLimiter::per_minute(n);
+        let r = &config.rate_limits;
+        let limiters = Limiters {
+            login_ip: limit(r.login_per_ip),
+            login_account: limit(r.login_per_account),
+            forgot_ip: limit(r.forgot_per_ip),
+            forgot_account: limit(r.forgot_per_account),
+            reset_ip: limit(r.reset_per_ip),
+        };
+        let state = AppState::new(
+            config.common.keys.clone(),
+            Inner {
+                pool: pool.clone(),
+                passwords: passwords::Passwords::new(&config.hashing)?,
+                limiters,
+                config: config.clone(),
+            },
+        );
+        let mut wiring = Wiring::new(
+            contract::Service::User,
+            &config.common,
+            &pool,
+            &bus,
+            &shutdown,
+        );
+        wiring.relay(None);
+        Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }
