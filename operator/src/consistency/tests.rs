@@ -1,7 +1,11 @@
 //! Tests of the cross-object checks: every sample platform is consistent, the samples give each
 //! service what the contract requires, and contract breaches and broken references are caught.
 
+use helpdesk_contract::{Command, var};
+
+use super::contract::command_of;
 use super::*;
+use crate::names::Component;
 use crate::render::render_platform;
 use crate::validate::Capabilities;
 
