@@ -1,8 +1,12 @@
 //! Tests of exposure and network objects: the Ingress's public paths, Routes on OpenShift, the
 //! NetworkPolicies of the architecture (with the trace collector), and the ServiceMonitor.
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use super::super::fixtures::*;
 use super::*;
+use crate::names::DATASTORE_CLIENT_LABEL;
 use crate::validate::Capabilities;
 
 #[test]
