@@ -1,37 +1,25 @@
 //! PostgreSQL and RabbitMQ in their three modes: a StatefulSet the operator runs, a resource for
 //! CloudNativePG / the RabbitMQ Cluster Operator, or an external server named by a Secret.
+//!
+//! This file holds the objects per mode and the URLs the services get; `statefulset` the pieces
+//! of the managed datastores' StatefulSets and Services.
 
-use std::collections::BTreeMap;
+mod statefulset;
 
-use k8s_openapi::{
-    api::{
-        apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
-        core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
-            PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-            VolumeMount, VolumeResourceRequirements,
-        },
-    },
-    apimachinery::pkg::{
-        api::resource::Quantity,
-        apis::meta::v1::{LabelSelector, ObjectMeta},
-        util::intstr::IntOrString,
-    },
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar};
 use serde_json::json;
 
 use helpdesk_contract::var;
 
-use super::credentials::{self, DATASTORE_CREDENTIALS_ANNOTATION};
-use super::workloads::{container_security, pod_security, pull_secrets, secret_env};
+use super::credentials;
+use super::workloads::{container_security, pull_secrets, secret_env};
 use super::{BuildInput, Child, Kind, child};
-use crate::crd::PvcRetention;
 use crate::names::{self, AMQP_PORT, Component, POSTGRES_PORT};
 use crate::validate::{PostgresMode, RabbitmqMode};
-
-/// UID/GID of the official postgres and rabbitmq images; left out on OpenShift (random UIDs).
-const IMAGE_UID: i64 = 999;
+use statefulset::{
+    datastore_resources, datastore_service, exec_probe, mount, port, stateful_set, tcp_probe,
+    with_credentials,
+};
 
 pub(super) fn build(input: &BuildInput, out: &mut Vec<Child>) {
     let inst = input.name();
@@ -263,186 +251,6 @@ pub fn amqp_env(input: &BuildInput) -> Vec<EnvVar> {
                 &e.secret_ref.key,
             )]
         }
-    }
-}
-
-fn port(name: &str, p: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port: p,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        ..Default::default()
-    }
-}
-
-fn exec_probe(cmd: &[&str], period: i32) -> Probe {
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(cmd.iter().map(|s| s.to_string()).collect()),
-        }),
-        period_seconds: Some(period),
-        timeout_seconds: Some(5),
-        failure_threshold: Some(6),
-        ..Default::default()
-    }
-}
-
-fn tcp_probe(p: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::Int(p),
-            ..Default::default()
-        }),
-        initial_delay_seconds: Some(30),
-        period_seconds: Some(10),
-        failure_threshold: Some(6),
-        ..Default::default()
-    }
-}
-
-fn datastore_resources(memory: &str) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity("100m".into())),
-            ("memory".to_string(), Quantity("256Mi".into())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity(memory.into()),
-        )])),
-        ..Default::default()
-    }
-}
-
-fn datastore_service(input: &BuildInput, name: &str, component: &str, p: i32) -> Service {
-    Service {
-        metadata: input.meta(name, component),
-        spec: Some(ServiceSpec {
-            selector: Some(names::selector_labels(input.name(), component)),
-            ports: Some(vec![ServicePort {
-                name: Some(
-                    if p == POSTGRES_PORT {
-                        "postgres"
-                    } else {
-                        "amqp"
-                    }
-                    .into(),
-                ),
-                port: p,
-                target_port: Some(IntOrString::Int(p)),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The password re-application (an init container or the container's hook) and the hash of the
-/// credentials on the pod template, so a changed Secret restarts the pod, which re-applies it.
-fn with_credentials(sts: &mut StatefulSet, init: Option<Container>, hash: Option<String>) {
-    let spec = &mut sts.spec;
-    if let Some(pod) = spec.template.spec.as_mut() {
-        pod.init_containers = init.map(|c| vec![c]);
-    }
-    if let (Some(meta), Some(hash)) = (spec.template.metadata.as_mut(), hash) {
-        meta.annotations = Some(BTreeMap::from([(
-            DATASTORE_CREDENTIALS_ANNOTATION.to_string(),
-            hash,
-        )]));
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn stateful_set(
-    input: &BuildInput,
-    name: &str,
-    component: &str,
-    container: Container,
-    storage: &str,
-    storage_class: Option<&str>,
-    retention: PvcRetention,
-    empty_dirs: &[&str],
-) -> StatefulSet {
-    let mut pod_security = pod_security();
-    if !input.resolved.openshift {
-        pod_security.run_as_user = Some(IMAGE_UID);
-        pod_security.run_as_group = Some(IMAGE_UID);
-        pod_security.fs_group = Some(IMAGE_UID);
-    }
-    let mut labels = names::labels(input.name(), component, Some(input.version()));
-    // No version on the pods: a platform upgrade must not restart the datastore.
-    labels.remove("app.kubernetes.io/version");
-    let volumes: Vec<Volume> = empty_dirs
-        .iter()
-        .map(|n| Volume {
-            name: n.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        })
-        .collect();
-    StatefulSet {
-        metadata: input.meta(name, component),
-        spec: StatefulSetSpec {
-            replicas: Some(1),
-            service_name: Some(name.to_string()),
-            selector: LabelSelector {
-                match_labels: Some(names::selector_labels(input.name(), component)),
-                ..Default::default()
-            },
-            // PVCs are not owned by the platform; this policy (not a finalizer) decides their fate.
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(retention.as_str().into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    image_pull_secrets: pull_secrets(input),
-                    security_context: Some(pod_security),
-                    containers: vec![container],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some("data".into()),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".into()]),
-                    storage_class_name: storage_class.map(str::to_string),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(storage.to_string()),
-                        )])),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        },
-        ..Default::default()
     }
 }
 

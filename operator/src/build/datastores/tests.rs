@@ -1,10 +1,13 @@
 //! Tests of the datastores' objects in each mode: managed StatefulSets with retention, delegated
 //! operator resources, external URLs per service, pull secrets and OpenShift's UIDs.
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use super::super::fixtures::*;
 use super::*;
 use crate::validate::Capabilities;
-use k8s_openapi::api::apps::v1::Deployment;
 
 fn db_env(all: &[Child], svc: &str) -> EnvVar {
     let d: Deployment = get(all, Kind::Deployment, svc);
