@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
+use helpdesk_kit::auth::{AuthUser, Role, SESSION_ENDED, Sessions, bearer};
 use helpdesk_kit::error::ApiError;
 use helpdesk_kit::events::UserSnapshot;
 
@@ -87,18 +87,6 @@ impl FromRequestParts<AppState> for Caller {
 pub enum StaffOrService {
     Staff(Caller),
     Service(String),
-}
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
 }
 
 impl FromRequestParts<AppState> for StaffOrService {

@@ -424,7 +424,7 @@ pub fn generate_key_pair() -> (String, String) {
 }
 
 mod extract;
-pub use extract::{AuthUser, ServiceCaller};
+pub use extract::{AuthUser, ServiceCaller, bearer};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@ use axum::http::request::Parts;
 
 use super::*;
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive), if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
