@@ -9,13 +9,14 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -53,10 +54,14 @@ impl Database {
     pub async fn service(&self, service: Service, tables: &[&str]) -> anyhow::Result<ServiceDb> {
         let cfg = DbConfig::for_service(&self.env, service)?;
         let name = service.binary();
+        // Seeding statements are slow by design: no "slow statement" warnings for them.
+        let options = PgConnectOptions::from_str(&cfg.url)
+            .with_context(|| format!("{name}'s database URL"))?
+            .disable_statement_logging();
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&cfg.url)
+            .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to {name}'s database"))?;
         let db = ServiceDb {
