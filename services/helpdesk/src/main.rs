@@ -1,6 +1,5 @@
 //! `helpdesk up`: the whole platform on one machine; `helpdesk migrate`: every schema migration.
 
-mod baseline;
 mod bench;
 mod dlq;
 mod gateway;
@@ -60,40 +59,9 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
     },
-    /// Drive a realistic mix of requests against a running platform and print latencies.
-    Bench {
-        /// Base URL of the platform.
-        #[arg(long, default_value = "http://localhost:8080")]
-        base_url: String,
-        /// Concurrent clients (default 64; 32 with --baseline).
-        #[arg(long)]
-        concurrency: Option<usize>,
-        /// Seconds to run (default 30; with --baseline, 20 per phase after the warm-up).
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// Instead of the mix: measure the raw limits of the list query and of the ticket write
-        /// transaction on the platform's database (DATABASE_URL or --data-dir's PostgreSQL),
-        /// then GET /tickets and POST /tickets, and print each as a fraction of its raw limit.
-        #[arg(long)]
-        baseline: bool,
-        /// --baseline: warm-up seconds before each measured phase.
-        #[arg(long, default_value_t = 5)]
-        warmup: u64,
-        /// --baseline: the platform's process id, for its peak RSS.
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Admin account (default: the one `helpdesk up` stored in --data-dir).
-        #[arg(long)]
-        admin_email: Option<String>,
-        #[arg(long)]
-        admin_password: Option<String>,
-        /// Relative weights of the request kinds (login, list, view, create, comment, status,
-        /// dashboard).
-        #[arg(long, default_value = bench::Mix::DEFAULT)]
-        mix: bench::Mix,
-        #[arg(long, default_value = ".helpdesk")]
-        data_dir: PathBuf,
-    },
+    /// Measure a running platform: a realistic mix of requests (the default), or one of the
+    /// scenarios (baseline, auth, tickets, notifications, dashboard).
+    Bench(bench::BenchArgs),
     /// Run every service's migrations against DATABASE_URL (or the private PostgreSQL) and exit.
     Migrate {
         #[arg(long, default_value = ".helpdesk")]
@@ -151,53 +119,7 @@ fn main() -> ExitCode {
         Cmd::Gateway { port, bind } => {
             rt.block_on(gateway::run(SocketAddr::new(bind, port), &Env::process()))
         }
-        Cmd::Bench {
-            base_url,
-            concurrency,
-            seconds,
-            admin_email,
-            admin_password,
-            mix,
-            baseline,
-            warmup,
-            pid,
-            data_dir,
-        } => {
-            let stored =
-                std::fs::read_to_string(data_dir.join("admin-credentials")).unwrap_or_default();
-            let (email, password) = stored
-                .trim()
-                .split_once('\n')
-                .map(|(e, p)| (e.to_string(), p.to_string()))
-                .unwrap_or_default();
-            let admin_email = admin_email.unwrap_or(email);
-            let admin_password = admin_password.unwrap_or(password);
-            if baseline {
-                rt.block_on(bench_baseline(
-                    baseline::BaselineOptions {
-                        base_url,
-                        clients: concurrency.unwrap_or(32).max(1),
-                        warmup: Duration::from_secs(warmup),
-                        duration: Duration::from_secs(seconds.unwrap_or(20).max(1)),
-                        admin_email,
-                        admin_password,
-                        database_url: String::new(),
-                        ticket_schema: String::new(),
-                        pid,
-                    },
-                    &data_dir,
-                ))
-            } else {
-                rt.block_on(bench::run(bench::BenchOptions {
-                    base_url,
-                    concurrency: concurrency.unwrap_or(64).max(1),
-                    duration: Duration::from_secs(seconds.unwrap_or(30).max(1)),
-                    admin_email,
-                    admin_password,
-                    mix,
-                }))
-            }
-        }
+        Cmd::Bench(args) => rt.block_on(bench::run(args)),
     };
     if let Some(t) = telemetry {
         t.shutdown();
@@ -321,24 +243,6 @@ async fn migrate(data_dir: &Path) -> anyhow::Result<()> {
     result?;
     println!("migrations applied");
     Ok(())
-}
-
-/// The ratio bench on the platform's database: DATABASE_URL, or the PostgreSQL of `data_dir`.
-async fn bench_baseline(
-    mut opts: baseline::BaselineOptions,
-    data_dir: &Path,
-) -> anyhow::Result<()> {
-    let mut env = Env::process();
-    let dir = prepare_data_dir(data_dir)?;
-    let (url, pg) = database(&env, &dir).await?;
-    env.set(var::DATABASE_URL, url.clone());
-    opts.database_url = url;
-    opts.ticket_schema = DbConfig::for_service(&env, Service::Ticket)?.schema;
-    let result = baseline::run(opts).await;
-    if let Some(pg) = pg {
-        pg.release();
-    }
-    result
 }
 
 async fn dead_letters(action: dlq::Action, data_dir: &Path) -> anyhow::Result<()> {

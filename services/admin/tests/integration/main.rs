@@ -1,6 +1,5 @@
 //! The crate's integration tests, one binary (one link) for all: a module per concern.
 
-mod bench;
 mod common;
 mod contract;
 mod dashboard;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use helpdesk_testkit::{database_url, eventually, free_port, unique};
 use serde_json::{Value, json};
 
-fn helpdesk(args: &[&str]) -> Command {
+pub(crate) fn helpdesk(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
     c.args(args)
         .env_remove("DATABASE_URL")
@@ -26,9 +26,9 @@ fn helpdesk(args: &[&str]) -> Command {
     c
 }
 
-struct Up {
-    child: Child,
-    base: String,
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Up {
@@ -37,7 +37,7 @@ impl Up {
     }
 
     /// Starts with extra environment variables.
-    async fn start_with(dir: &std::path::Path, vars: &[(&str, &str)]) -> Up {
+    pub(crate) async fn start_with(dir: &std::path::Path, vars: &[(&str, &str)]) -> Up {
         let port = free_port();
         let child = helpdesk(&[
             "up",
@@ -68,7 +68,7 @@ impl Up {
     }
 
     /// Ctrl-C / SIGTERM: a clean stop.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -98,7 +98,7 @@ impl Drop for Up {
     }
 }
 
-fn data_dir() -> PathBuf {
+pub(crate) fn data_dir() -> PathBuf {
     std::env::temp_dir().join(unique("helpdesk-up-"))
 }
 
@@ -242,7 +242,7 @@ fn clear_errors() {
 }
 
 /// The port of the private PostgreSQL running on `dir` (from `postmaster.pid`), if any.
-fn embedded_pg_port(dir: &std::path::Path) -> Option<u16> {
+pub(crate) fn embedded_pg_port(dir: &std::path::Path) -> Option<u16> {
     let pid_file = std::fs::read_to_string(dir.join("postgres/postmaster.pid")).ok()?;
     let mut lines = pid_file.lines();
     let pid = lines.next()?.trim();
