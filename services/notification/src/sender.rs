@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -24,7 +24,7 @@ use helpdesk_kit::events::{EmailFailed, EmailSent};
 use helpdesk_kit::outbox::{self, EventContext};
 
 use crate::emails;
-use crate::mailer::{Mailer, OutgoingMail};
+use crate::mailer::{MailError, Mailer, OutgoingMail};
 
 /// Sender settings.
 #[derive(Debug, Clone)]
@@ -217,6 +217,56 @@ impl Sender {
             body: email.body,
         };
         let result = self.mailer.send(&mail).await;
+        // The email is out (or refused) now: its outcome must be recorded, or the claim runs out
+        // and the email is sent again. A database that fails for a moment (a pool time-out, a
+        // dropped connection) is retried for up to half a lease, while the claim still holds.
+        let deadline = Instant::now() + self.config.lease / 2;
+        let mut pause = Duration::from_millis(50);
+        let outcome = loop {
+            match self
+                .record(
+                    (email.id, &email.recipient, email.attempts),
+                    claim_id,
+                    &result,
+                )
+                .await
+            {
+                Ok(outcome) => break outcome,
+                Err(e) if Instant::now() + pause < deadline => {
+                    tracing::warn!(email_id = %email.id, error = %e, "cannot record the outcome of an email yet, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match (&outcome, &result) {
+            (Outcome::Sent, _) => {
+                metrics::counter!("helpdesk_emails_sent_total").increment(1);
+                tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
+            }
+            (Outcome::Retrying, Err(e)) => {
+                metrics::counter!("helpdesk_emails_retried_total").increment(1);
+                let delay = self.config.backoff(email.attempts);
+                tracing::warn!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, error = %e.message, "email send failed, will retry");
+            }
+            (Outcome::Failed, Err(e)) => {
+                metrics::counter!("helpdesk_emails_failed_total").increment(1);
+                tracing::warn!(email_id = %email.id, attempts = email.attempts, error = %e.message, "email failed for good");
+            }
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Records one send's outcome for the claim that made it, in one transaction (with its
+    /// `email.sent` / `email.failed` event).
+    async fn record(
+        &self,
+        (id, recipient, attempts): (Uuid, &str, i32),
+        claim_id: Uuid,
+        result: &Result<(), MailError>,
+    ) -> sqlx::Result<Outcome> {
         let ctx = EventContext::default();
         let mut tx = self.pool.begin().await?;
         let outcome = match result {
@@ -225,37 +275,33 @@ impl Sender {
                     "UPDATE emails SET status = 'SENT', sent_at = now(), claim_id = NULL, \
                      body = CASE WHEN sensitive THEN '' ELSE body END \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
-                    email.id,
+                    id,
                     claim_id,
                 )
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
                     let event = EmailSent {
-                        email_id: email.id,
-                        to: email.recipient.clone(),
-                        attempts: email.attempts,
+                        email_id: id,
+                        to: recipient.to_string(),
+                        attempts: attempts,
                     };
                     outbox::publish(&mut tx, &event, &ctx).await?;
                 }
-                metrics::counter!("helpdesk_emails_sent_total").increment(1);
-                tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
                 Outcome::Sent
             }
-            Err(e) if e.retryable && email.attempts < self.config.max_attempts => {
-                let delay = self.config.backoff(email.attempts);
+            Err(e) if e.retryable && attempts < self.config.max_attempts => {
+                let delay = self.config.backoff(attempts);
                 sqlx::query!(
                     "UPDATE emails SET last_error = $3, claim_id = NULL, next_attempt_at = now() + make_interval(secs => $4) \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
-                    email.id,
+                    id,
                     claim_id,
                     e.message,
                     delay.as_secs_f64(),
                 )
                 .execute(&mut *tx)
                 .await?;
-                metrics::counter!("helpdesk_emails_retried_total").increment(1);
-                tracing::warn!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, error = %e.message, "email send failed, will retry");
                 Outcome::Retrying
             }
             Err(e) => {
@@ -263,7 +309,7 @@ impl Sender {
                     "UPDATE emails SET status = 'FAILED', last_error = $3, claim_id = NULL, \
                      body = CASE WHEN sensitive THEN '' ELSE body END \
                      WHERE id = $1 AND claim_id = $2 AND status = 'PENDING'",
-                    email.id,
+                    id,
                     claim_id,
                     e.message,
                 )
@@ -271,15 +317,13 @@ impl Sender {
                 .await?;
                 if done.rows_affected() == 1 {
                     let event = EmailFailed {
-                        email_id: email.id,
-                        to: email.recipient.clone(),
-                        attempts: email.attempts,
+                        email_id: id,
+                        to: recipient.to_string(),
+                        attempts: attempts,
                         error: e.message.clone(),
                     };
                     outbox::publish(&mut tx, &event, &ctx).await?;
                 }
-                metrics::counter!("helpdesk_emails_failed_total").increment(1);
-                tracing::warn!(email_id = %email.id, attempts = email.attempts, error = %e.message, "email failed for good");
                 Outcome::Failed
             }
         };

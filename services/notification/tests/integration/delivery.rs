@@ -3,6 +3,8 @@
 //! two replicas sending without duplicates, STARTTLS and implicit TLS, AUTH, a server that stalls.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,7 +12,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::common::{Platform, SinkTls, SmtpSink, free_port, http};
-use helpdesk_testkit::{eventually, unique};
+use helpdesk_testkit::{Proxy, database_url_via, eventually, postgres_addr, unique};
+use notification_service::mailer::{MailError, Mailer, OutgoingMail};
 use notification_service::sender::{SendReport, Sender};
 
 /// Queues an email through the internal route; returns its id.
@@ -433,5 +436,72 @@ async fn without_smtp_emails_are_recorded_and_marked_failed_saying_why() {
         (pending == 0 && failed == 1).then_some(())
     })
     .await;
+    p.finish().await;
+}
+
+/// Delivers, and cuts the sender's database while doing so (restored 700 ms later): the outcome
+/// of the send cannot be recorded at first.
+struct CutsTheDatabase {
+    proxy: Arc<Proxy>,
+    sent: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Mailer for CutsTheDatabase {
+    async fn send(&self, _mail: &OutgoingMail) -> Result<(), MailError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.proxy.set(None);
+        let proxy = self.proxy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            proxy.set(Some(postgres_addr()));
+        });
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "a mailer that cuts the database".into()
+    }
+}
+
+/// An email the server took while the database was briefly unusable is recorded SENT once the
+/// database is back, not left claimed until its lease runs out and then sent a second time.
+#[tokio::test]
+async fn a_sent_email_is_recorded_when_the_database_comes_back_instead_of_sent_again() {
+    let mut p = Platform::new().await;
+    let env = driven(&[("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()))]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let config = p.notification_config(&pairs);
+    let (base, _pool) = p.start_notification(config.clone()).await;
+    let token = p.keys.service_token("test");
+    let id = queue(&base, &token, "once@example.com", "Only once").await;
+
+    let proxy = Arc::new(Proxy::start(Some(postgres_addr())).await);
+    let mut db = config.common.db.clone();
+    db.url = database_url_via(proxy.addr);
+    let pool = helpdesk_kit::db::connect(&db)
+        .await
+        .expect("pool via the proxy");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mailer = CutsTheDatabase {
+        proxy: proxy.clone(),
+        sent: sent.clone(),
+    };
+    let sender = Sender::new(
+        pool,
+        Arc::new(mailer),
+        config.sender.clone(),
+        &config.common.db.schema,
+    );
+
+    let r = sender
+        .send_due()
+        .await
+        .expect("the outcome is recorded once the database is back");
+    assert_eq!((r.claimed, r.sent), (1, 1));
+    assert!(proxy.refused() > 0, "the database really was cut");
+    assert_eq!(status(&base, &token, &id).await["status"], "SENT");
+    assert_eq!(sender.send_due().await.expect("a round").claimed, 0);
+    assert_eq!(sent.load(Ordering::SeqCst), 1, "sent exactly once");
     p.finish().await;
 }
