@@ -284,7 +284,7 @@ impl Sender {
                     let event = EmailSent {
                         email_id: id,
                         to: recipient.to_string(),
-                        attempts: attempts,
+                        attempts,
                     };
                     outbox::publish(&mut tx, &event, &ctx).await?;
                 }
@@ -319,7 +319,7 @@ impl Sender {
                     let event = EmailFailed {
                         email_id: id,
                         to: recipient.to_string(),
-                        attempts: attempts,
+                        attempts,
                         error: e.message.clone(),
                     };
                     outbox::publish(&mut tx, &event, &ctx).await?;
