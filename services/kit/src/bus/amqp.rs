@@ -21,12 +21,18 @@ use super::{
 };
 use crate::events::ALL_EXCHANGES;
 use crate::trace::TraceParent;
+use helpdesk_contract::var;
 
 mod consume;
 mod dead_letters;
 use consume::*;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest AMQP frame the platform asks for, unless `AMQP_URL` sets `frame_max`. lapin keeps
+/// a receive and a send buffer of 32 frames per connection, allocated up front: at RabbitMQ's
+/// default of 128 KiB that is 8 MiB resident per connection (about 100 MiB for `helpdesk up`'s
+/// ten). Events are a few KiB; a larger message is split into several frames.
+const FRAME_MAX: u32 = 16 * 1024;
 const ATTEMPT_HEADER: &str = "x-attempt";
 const ERROR_HEADER: &str = "x-last-error";
 
@@ -97,7 +103,12 @@ impl AmqpBus {
 
     async fn connect(&self) -> Result<Connection, BusError> {
         let props = ConnectionProperties::default();
-        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
+        let mut uri: lapin::uri::AMQPUri = self
+            .url
+            .parse()
+            .map_err(|_| BusError(format!("{} is not a valid AMQP URL", var::AMQP_URL)))?;
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, props))
             .await
             .map_err(|_| BusError("timed out connecting to RabbitMQ".into()))?
             .map_err(|e| err("cannot connect to RabbitMQ", e))

@@ -780,3 +780,65 @@ async fn dead_letters_are_listed_and_replayed_once() {
     }
     testing::drop_schema(&f.schema).await;
 }
+
+/// Keeps the bodies it is handed.
+struct Bodies(tokio::sync::Mutex<Vec<Vec<u8>>>);
+
+#[async_trait]
+impl helpdesk_kit::bus::MessageHandler for Bodies {
+    async fn handle(&self, body: &[u8]) -> Result<(), HandlerError> {
+        self.0.lock().await.push(body.to_vec());
+        Ok(())
+    }
+}
+
+/// The platform asks RabbitMQ for small frames (lapin buffers 32 frames per connection up
+/// front); a message many frames long still goes out and comes back whole.
+#[tokio::test]
+async fn a_message_larger_than_a_frame_is_published_and_consumed_whole() {
+    testing::require_rabbitmq().await;
+    let prefix = format!("{}.", unique("t"));
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+    assert!(bus.healthy().await);
+    let sub = Subscription {
+        queue: "kit-large".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 3,
+        retry_base_delay: Duration::from_millis(50),
+        prefetch: 8,
+    };
+    let bodies = Arc::new(Bodies(tokio::sync::Mutex::new(Vec::new())));
+    let shutdown = CancellationToken::new();
+    let (b, handler, s, consumed) = (bus.clone(), bodies.clone(), shutdown.clone(), sub.clone());
+    let task = tokio::spawn(async move { b.consume(consumed, handler, s).await });
+    let queue = bus.name("kit-large");
+    eventually(Duration::from_secs(10), "consumer queue", || async {
+        let conn = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .ok()?;
+        let ch = conn.create_channel().await.ok()?;
+        queue_len(&ch, &queue).await.map(|_| ())
+    })
+    .await;
+
+    // 300 KB: about twenty of the platform's frames.
+    let large: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let outcome = bus
+        .publish(&[OutgoingMessage {
+            exchange: USER_EVENTS.into(),
+            routing_key: "user.deleted".into(),
+            body: large.clone(),
+            message_id: Uuid::new_v4().to_string(),
+            headers: Default::default(),
+        }])
+        .await;
+    assert_eq!((outcome.confirmed, outcome.error.is_none()), (1, true));
+    let got = eventually(Duration::from_secs(10), "the large message", || async {
+        bodies.0.lock().await.first().cloned()
+    })
+    .await;
+    assert!(got == large, "the body arrived whole ({} bytes)", got.len());
+    shutdown.cancel();
+    let _ = task.await;
+    testing::service::remove_broker_objects(&prefix, &[sub]).await;
+}
