@@ -7,6 +7,7 @@
 
 pub mod assignment;
 pub mod audit_trail;
+pub mod callers;
 pub mod comments;
 pub mod listing;
 pub mod tickets;
@@ -95,6 +96,8 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
+    /// Callers remembered between requests (see [`callers`]).
+    pub callers: Arc<callers::CallerCache>,
     /// audit-service, when configured.
     pub audit: Option<PeerClient>,
     pub config: Config,
@@ -167,10 +170,12 @@ impl ServiceDef for TicketService {
                 config.audit.retries,
             )
         });
+        let callers = Arc::new(callers::CallerCache::default());
         let state = AppState::new(
             config.common.keys.clone(),
             Inner {
                 pool: pool.clone(),
+                callers: callers.clone(),
                 audit,
                 config: config.clone(),
             },
@@ -184,6 +189,11 @@ impl ServiceDef for TicketService {
         );
         wiring.relay(Some(config.outbox_poll_interval));
         wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
+        wiring.worker(callers.follow(
+            pool.clone(),
+            config.common.db.schema.clone(),
+            shutdown.clone(),
+        ));
         Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

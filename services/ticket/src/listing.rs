@@ -235,7 +235,7 @@ async fn listing(
     };
     let caller = match users::admit(token, found)? {
         Some(caller) => caller,
-        None => users::resolve(&state.pool, token).await?,
+        None => users::resolve(&state.pool, &state.callers, token).await?,
     };
     let wanted = scope_for(caller.id, caller.is_admin(), q, inbox);
     if wanted != scope {

@@ -21,6 +21,7 @@ use helpdesk_kit::error::ApiError;
 use helpdesk_kit::events::UserSnapshot;
 
 use crate::AppState;
+use crate::callers::CallerCache;
 
 /// A user as embedded in tickets (`UserRef`).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -104,6 +105,7 @@ impl Caller {
 }
 
 /// What the read model says about a token's user (every field empty when it has no row).
+#[derive(Debug, Clone)]
 pub(crate) struct Lookup {
     pub(crate) email: Option<String>,
     pub(crate) first_name: Option<String>,
@@ -140,7 +142,17 @@ pub(crate) fn admit(token: &AuthUser, found: Lookup) -> Result<Option<Caller>, A
 }
 
 /// Resolves a verified token against the read model (see the module documentation).
-pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
+pub async fn resolve(
+    pool: &sqlx::PgPool,
+    callers: &CallerCache,
+    token: &AuthUser,
+) -> Result<Caller, ApiError> {
+    if let Some(found) = callers.get(token.id)
+        && let Some(caller) = admit(token, found)?
+    {
+        return Ok(caller);
+    }
+    let seen = callers.epoch();
     // The listings run this same look-up inside their own statement (`listing::LOOKUP`).
     let found = sqlx::query_as!(
         Lookup,
@@ -152,6 +164,9 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     )
     .fetch_one(pool)
     .await?;
+    if found.deleted || found.email.is_some() {
+        callers.remember(token.id, &found, seen);
+    }
     if let Some(caller) = admit(token, found)? {
         return Ok(caller);
     }
@@ -182,7 +197,7 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = AuthUser::from_request_parts(parts, state).await?;
-        resolve(&state.pool, &token).await
+        resolve(&state.pool, &state.callers, &token).await
     }
 }
 

@@ -1,5 +1,6 @@
 //! The crate's integration tests, one binary (one link) for all: a module per concern.
 
+mod callers;
 mod common;
 mod contract;
 mod events;
