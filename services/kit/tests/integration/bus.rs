@@ -243,6 +243,27 @@ impl EventHandler for Recorder {
     }
 }
 
+/// Starts `bus` consuming `sub` with `handler` and waits until its queue exists and is bound.
+async fn start_consuming(
+    bus: &Arc<AmqpBus>,
+    sub: &Subscription,
+    handler: Arc<dyn helpdesk_kit::bus::MessageHandler>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let shutdown = CancellationToken::new();
+    let (b, s, consumed) = (bus.clone(), shutdown.clone(), sub.clone());
+    let task = tokio::spawn(async move { b.consume(consumed, handler, s).await });
+    let queue = bus.name(&sub.queue);
+    eventually(Duration::from_secs(10), "consumer queue", || async {
+        let conn = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .ok()?;
+        let ch = conn.create_channel().await.ok()?;
+        queue_len(&ch, &queue).await.map(|_| ())
+    })
+    .await;
+    (shutdown, task)
+}
+
 async fn publish_raw(prefix: &str, body: &[u8]) {
     let conn = Connection::connect(&amqp_url(), Default::default())
         .await
@@ -299,20 +320,8 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
         retry_base_delay: Duration::from_millis(50),
         prefetch: 8,
     };
-    let shutdown = CancellationToken::new();
-    let b = bus.clone();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move { b.consume(sub, handler, s).await });
-    // Wait until the queue exists and is bound.
+    let (shutdown, task) = start_consuming(&bus, &sub, handler).await;
     let queue = bus.name("kit-test");
-    eventually(Duration::from_secs(10), "consumer queue", || async {
-        let conn = Connection::connect(&amqp_url(), Default::default())
-            .await
-            .ok()?;
-        let ch = conn.create_channel().await.ok()?;
-        queue_len(&ch, &queue).await.map(|_| ())
-    })
-    .await;
 
     let good = Envelope::wrap(&deleted(Uuid::new_v4()), EventMetadata::default());
     let failing = Envelope::wrap(
@@ -808,18 +817,7 @@ async fn a_message_larger_than_a_frame_is_published_and_consumed_whole() {
         prefetch: 8,
     };
     let bodies = Arc::new(Bodies(tokio::sync::Mutex::new(Vec::new())));
-    let shutdown = CancellationToken::new();
-    let (b, handler, s, consumed) = (bus.clone(), bodies.clone(), shutdown.clone(), sub.clone());
-    let task = tokio::spawn(async move { b.consume(consumed, handler, s).await });
-    let queue = bus.name("kit-large");
-    eventually(Duration::from_secs(10), "consumer queue", || async {
-        let conn = Connection::connect(&amqp_url(), Default::default())
-            .await
-            .ok()?;
-        let ch = conn.create_channel().await.ok()?;
-        queue_len(&ch, &queue).await.map(|_| ())
-    })
-    .await;
+    let (shutdown, task) = start_consuming(&bus, &sub, bodies.clone()).await;
 
     // 300 KB: about twenty of the platform's frames.
     let large: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();

@@ -4,10 +4,9 @@
 //! announcement the remembered answer would stand for good, and these waits would time out.
 
 use helpdesk_kit::auth::Role;
-use helpdesk_kit::events::{Envelope, EventMetadata, UserSnapshot, UserUpdated};
 use helpdesk_testkit::eventually;
 
-use crate::common::{Api, Platform, WAIT, wait_user};
+use crate::common::{Api, Platform, WAIT, signed_out_everywhere, wait_user};
 
 #[tokio::test]
 async fn remembered_callers_are_forgotten_when_the_read_model_changes() {
@@ -52,23 +51,7 @@ async fn remembered_callers_are_forgotten_when_the_read_model_changes() {
     .await;
 
     // Signed out everywhere (a password change moved the token epoch on): refused.
-    let epoch = Envelope::wrap(
-        &UserUpdated {
-            user: UserSnapshot {
-                id: signed_out.id,
-                email: signed_out.email.clone(),
-                first_name: None,
-                last_name: None,
-                role: Role::Agent,
-                created_at: chrono::Utc::now(),
-                revision: signed_out.revision + 1,
-                token_epoch: 1,
-                kept_session: None,
-            },
-            changes: vec!["password".into()],
-        },
-        EventMetadata::default(),
-    );
+    let epoch = signed_out_everywhere(&signed_out);
     p.publish(&epoch).await;
     eventually(
         WAIT,

@@ -325,3 +325,26 @@ pub use helpdesk_testkit::Proxy;
 pub fn broker_addr() -> SocketAddr {
     "127.0.0.1:5672".parse().expect("addr")
 }
+
+/// `user.updated` for a password changed elsewhere: the token epoch moves on, so every token
+/// `user` already holds is refused.
+pub fn signed_out_everywhere(user: &TestUser) -> helpdesk_kit::events::Envelope {
+    use helpdesk_kit::events::{Envelope, EventMetadata, UserSnapshot, UserUpdated};
+    Envelope::wrap(
+        &UserUpdated {
+            user: UserSnapshot {
+                id: user.id,
+                email: user.email.clone(),
+                first_name: Some("First".into()),
+                last_name: None,
+                role: user.role,
+                created_at: chrono::Utc::now(),
+                revision: user.revision + 1,
+                token_epoch: 1,
+                kept_session: None,
+            },
+            changes: vec!["password".into()],
+        },
+        EventMetadata::default(),
+    )
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{Api, Platform, Proxy, WAIT, broker_addr, wait_user};
+use crate::common::{Api, Platform, Proxy, WAIT, broker_addr, signed_out_everywhere, wait_user};
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::events::TICKET_EVENTS;
 use helpdesk_testkit::{EventTap, amqp_url, eventually};
@@ -514,7 +514,6 @@ async fn a_stale_user_snapshot_published_after_a_demotion_does_not_restore_admin
 /// must refuse and admit exactly as every other route does, from the read model, not the token.
 #[tokio::test]
 async fn listings_check_the_caller_against_the_read_model_in_the_same_statement() {
-    use helpdesk_kit::events::{Envelope, EventMetadata, UserSnapshot, UserUpdated};
     let mut p = Platform::new().await;
     let svc = p.start_ticket(None, &[]).await;
     let api = Api::new(&svc.url);
@@ -555,23 +554,7 @@ async fn listings_check_the_caller_against_the_read_model_in_the_same_statement(
     assert_eq!(api.get("/tickets/inbox", &leaving.token).await.status, 401);
 
     // Signed out everywhere (a password change elsewhere moved the token epoch on).
-    let epoch = Envelope::wrap(
-        &UserUpdated {
-            user: UserSnapshot {
-                id: signed_out.id,
-                email: signed_out.email.clone(),
-                first_name: Some("First".into()),
-                last_name: None,
-                role: Role::Agent,
-                created_at: chrono::Utc::now(),
-                revision: signed_out.revision + 1,
-                token_epoch: 1,
-                kept_session: None,
-            },
-            changes: vec!["password".into()],
-        },
-        EventMetadata::default(),
-    );
+    let epoch = signed_out_everywhere(&signed_out);
     p.publish(&epoch).await;
     eventually(WAIT, "the ended session refused", || async {
         let r = api.get("/tickets/inbox", &signed_out.token).await;
