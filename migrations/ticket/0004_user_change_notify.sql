@@ -1,21 +1,7 @@
--- Every change to what the read model says about a user (their row written or removed, their
--- tombstone) is announced on the channel `<schema>_users` with the user's id, so every replica's
--- caller cache forgets that user at once (see ticket-service's `callers` module).
-CREATE FUNCTION notify_user_change() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    changed UUID;
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        changed := OLD.id;
-    ELSE
-        changed := NEW.id;
-    END IF;
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_users', changed::text);
-    RETURN NULL;
-END
-$$;
-
+-- Every change to the read model of users (a row written or removed, a tombstone) is announced on
+-- `<schema>_users` (the kit's `notify_user_change`), so every replica's caller cache forgets that
+-- user at once (ticket-service's `users::CallerCache`).
 CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
-    FOR EACH ROW EXECUTE FUNCTION notify_user_change();
+    FOR EACH ROW EXECUTE FUNCTION notify_user_change('id');
 CREATE TRIGGER deleted_users_changed AFTER INSERT OR UPDATE OR DELETE ON deleted_users
-    FOR EACH ROW EXECUTE FUNCTION notify_user_change();
+    FOR EACH ROW EXECUTE FUNCTION notify_user_change('id');

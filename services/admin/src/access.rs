@@ -26,7 +26,7 @@ async fn caller(
     refusal: &str,
 ) -> Result<Caller, ApiError> {
     let user = AuthUser::from_request_parts(parts, state).await?;
-    let role = helpdesk_kit::access::current_role(&state.pool, &user)
+    let role = helpdesk_kit::access::current_role(&state.pool, &state.access, &user)
         .await?
         .ok_or_else(|| ApiError::unauthorized("This account no longer exists"))?;
     if !allowed(role) {

@@ -80,6 +80,8 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
+    /// Callers' `user_access` remembered between requests ([`helpdesk_kit::access`]).
+    pub access: Arc<helpdesk_kit::access::AccessCache>,
     pub users: UserServiceClient,
 }
 
@@ -131,10 +133,12 @@ impl ServiceDef for AdminService {
             config.peer_timeout,
             config.peer_retries,
         )?;
+        let access = Arc::new(helpdesk_kit::access::AccessCache::default());
         let state = AppState::new(
             config.common.keys.clone(),
             Inner {
                 pool: pool.clone(),
+                access: access.clone(),
                 users,
             },
         );
@@ -151,6 +155,7 @@ impl ServiceDef for AdminService {
             .consume(&ADMIN_TICKETS, dashboard::TicketReadModel)
             .await;
         wiring.consume(&ADMIN_USERS, access::AccessModel).await;
+        wiring.remembered(&access);
         wiring.worker(dashboard::run_pruning(pool, shutdown));
         Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }

@@ -22,16 +22,43 @@ use crate::auth::{AuthUser, Role, SESSION_ENDED, Sessions};
 use crate::bus::{EventHandler, HandlerError};
 use crate::error::ApiError;
 use crate::events::{Envelope, UserDeleted, UserRoleChanged, UserSnapshot, UserUpdated};
+use crate::remembered::Remembered;
+
+/// A user's row of `user_access`.
+#[derive(Debug, Clone)]
+pub struct Access {
+    role: Option<Role>,
+    deleted: bool,
+    token_epoch: i64,
+    kept_session: Option<Uuid>,
+}
+
+/// `user_access` remembered between requests, absent rows too (an insert is announced like any
+/// change): the service's migrations put the kit's `notify_user_change` trigger on the table.
+pub type AccessCache = Remembered<Option<Access>>;
 
 /// The caller's current role: `Ok(None)` when the account was deleted, 401 when the token's
 /// session ended (password change or reset).
-pub async fn current_role(pool: &PgPool, user: &AuthUser) -> Result<Option<Role>, ApiError> {
-    let row = sqlx::query!(
-        r#"SELECT role AS "role: Role", deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1"#,
-        user.id,
-    )
-    .fetch_optional(pool)
-    .await?;
+pub async fn current_role(
+    pool: &PgPool,
+    cache: &AccessCache,
+    user: &AuthUser,
+) -> Result<Option<Role>, ApiError> {
+    let row = match cache.get(user.id) {
+        Some(row) => row,
+        None => {
+            let seen = cache.epoch();
+            let row = sqlx::query_as!(
+                Access,
+                r#"SELECT role AS "role: Role", deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1"#,
+                user.id,
+            )
+            .fetch_optional(pool)
+            .await?;
+            cache.remember(user.id, &row, seen);
+            row
+        }
+    };
     let Some(row) = row else {
         return Ok(Some(user.role));
     };

@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod pagination;
 pub mod peer;
 pub mod ratelimit;
+pub mod remembered;
 pub mod runtime;
 pub mod secret;
 pub mod service;

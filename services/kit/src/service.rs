@@ -213,6 +213,20 @@ impl Wiring {
         self
     }
 
+    /// Keeps `remembered` (callers remembered between requests) following the announcements of
+    /// this service's read model of users, on `<schema>_users`.
+    pub fn remembered<V: Clone + Send + 'static>(
+        &mut self,
+        remembered: &Arc<crate::remembered::Remembered<V>>,
+    ) -> &mut Self {
+        let channel = crate::remembered::channel(&self.schema);
+        self.worker(
+            remembered
+                .clone()
+                .follow(self.pool.clone(), channel, self.shutdown.clone()),
+        )
+    }
+
     /// Runs a background job until shutdown (it must end when the shutdown token is cancelled).
     pub fn worker(&mut self, job: impl Future<Output = ()> + Send + 'static) -> &mut Self {
         self.workers.push(Box::pin(job));

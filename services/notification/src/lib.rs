@@ -94,6 +94,8 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
+    /// Callers' `user_access` remembered between requests ([`helpdesk_kit::access`]).
+    pub access: Arc<helpdesk_kit::access::AccessCache>,
     pub templates: Arc<Templates>,
 }
 
@@ -139,10 +141,12 @@ impl ServiceDef for NotificationService {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Service> {
         let templates = Arc::new(Templates::load(config.template_dir.as_deref())?);
+        let access = Arc::new(helpdesk_kit::access::AccessCache::default());
         let state = AppState::new(
             config.common.keys.clone(),
             Inner {
                 pool: pool.clone(),
+                access: access.clone(),
                 templates: templates.clone(),
             },
         );
@@ -165,6 +169,7 @@ impl ServiceDef for NotificationService {
             .await;
         // Who may read an email's status now (role changes, password changes, deletions).
         wiring.consume(&NOTIFICATION_USERS, AccessModel).await;
+        wiring.remembered(&access);
         if matches!(config.transport, MailTransport::Disabled) {
             tracing::warn!(
                 "{}: emails are recorded and marked FAILED instead of sent; set {} (or {}) to send them",

@@ -141,7 +141,7 @@ impl FromRequestParts<AppState> for ServiceOrAdmin {
             return Ok(ServiceOrAdmin);
         }
         let user = AuthUser::from_request_parts(parts, state).await?;
-        match helpdesk_kit::access::current_role(&state.pool, &user).await? {
+        match helpdesk_kit::access::current_role(&state.pool, &state.access, &user).await? {
             None => Err(ApiError::unauthorized("This account no longer exists")),
             Some(Role::Admin) => Ok(ServiceOrAdmin),
             Some(_) => Err(ApiError::forbidden("Admin access required")),

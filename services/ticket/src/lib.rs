@@ -7,7 +7,6 @@
 
 pub mod assignment;
 pub mod audit_trail;
-pub mod callers;
 pub mod comments;
 pub mod listing;
 pub mod tickets;
@@ -96,8 +95,8 @@ impl Config {
 /// Shared state of the handlers.
 pub struct Inner {
     pub pool: PgPool,
-    /// Callers remembered between requests (see [`callers`]).
-    pub callers: Arc<callers::CallerCache>,
+    /// Callers remembered between requests (see [`users::CallerCache`]).
+    pub callers: Arc<users::CallerCache>,
     /// audit-service, when configured.
     pub audit: Option<PeerClient>,
     pub config: Config,
@@ -170,7 +169,7 @@ impl ServiceDef for TicketService {
                 config.audit.retries,
             )
         });
-        let callers = Arc::new(callers::CallerCache::default());
+        let callers = Arc::new(users::CallerCache::default());
         let state = AppState::new(
             config.common.keys.clone(),
             Inner {
@@ -189,11 +188,7 @@ impl ServiceDef for TicketService {
         );
         wiring.relay(Some(config.outbox_poll_interval));
         wiring.consume(&TICKET_USERS, user_events::UserEvents).await;
-        wiring.worker(callers.follow(
-            pool.clone(),
-            config.common.db.schema.clone(),
-            shutdown.clone(),
-        ));
+        wiring.remembered(&callers);
         Ok(wiring.finish(api_router(state), ApiDoc::openapi()))
     }
 }

@@ -21,7 +21,6 @@ use helpdesk_kit::error::ApiError;
 use helpdesk_kit::events::UserSnapshot;
 
 use crate::AppState;
-use crate::callers::CallerCache;
 
 /// A user as embedded in tickets (`UserRef`).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -104,9 +103,13 @@ impl Caller {
     }
 }
 
+/// Callers remembered between requests, forgotten when the read model announces a change to them
+/// (migration `0004_user_change_notify.sql`; see [`helpdesk_kit::remembered`]).
+pub type CallerCache = helpdesk_kit::remembered::Remembered<Lookup>;
+
 /// What the read model says about a token's user (every field empty when it has no row).
 #[derive(Debug, Clone)]
-pub(crate) struct Lookup {
+pub struct Lookup {
     pub(crate) email: Option<String>,
     pub(crate) first_name: Option<String>,
     pub(crate) last_name: Option<String>,

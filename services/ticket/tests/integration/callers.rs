@@ -1,4 +1,4 @@
-//! The caller cache (`ticket_service::callers`): a user answered from the cache a moment ago is
+//! The caller cache (`ticket_service::users::CallerCache`, a `helpdesk_kit::remembered`): a user answered from the cache a moment ago is
 //! refused as soon as the read model changes (demoted, deleted, signed out everywhere), because the
 //! read model's trigger announces every change and the cache forgets that user. Without the
 //! announcement the remembered answer would stand for good, and these waits would time out.

@@ -1,16 +1,17 @@
-//! Callers remembered between requests, forgotten the moment the read model changes.
+//! Callers remembered between requests, forgotten the moment the database says they changed.
 //!
-//! Most routes start by looking the caller up in the read model of users ([`crate::users::resolve`]):
-//! one round trip per request for an answer that changes only when a `user.*` event is handled.
-//! The cache keeps each user's [`Lookup`] and drops it when the database announces a change: a
-//! trigger on `users` and `deleted_users` (migration `0004`) notifies `<schema>_users` with the
-//! user's id on every write, whichever replica or path made it, and every replica listens.
+//! Most routes start by reading who is calling from a read model of users: one round trip per
+//! request for an answer that changes only when a `user.*` event is handled. [`Remembered`] keeps
+//! each user's answer and drops it when the database announces a change: the kit's migration
+//! `0002_user_change_notify.sql` defines `notify_user_change`, each service's migrations put it as
+//! a trigger on its read-model tables, and every write, whichever replica or path made it,
+//! notifies `<schema>_users` ([`channel`]) with the user's id. Every replica listens ([`Remembered::follow`]).
 //!
-//! Nothing is served from the cache unless the listener is connected: before it is, and from the
-//! moment it is lost until it is back (when everything is forgotten, since notifications may have
-//! been missed), every request reads the database as before. A look-up is remembered only if no
-//! change was announced while it was being read (the `epoch`), so a read that raced a change cannot
-//! put the old answer back after the change was forgotten.
+//! Nothing is served unless the listener is connected: before it is, and from the moment it is
+//! lost until it is back (when everything is forgotten, since announcements may have been missed),
+//! every request reads the database as before. An answer is remembered only if no change was
+//! announced while it was being read (the epoch), so a read that raced a change cannot put the old
+//! answer back after the change was forgotten.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +23,8 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::users::Lookup;
-
 /// More remembered users than this and the cache starts over (a bound, not a working-set size:
-/// an entry is a few hundred bytes).
+/// an entry is at most a few hundred bytes).
 const CAPACITY: usize = 50_000;
 /// Between attempts to (re)connect the listener.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -35,18 +34,27 @@ pub fn channel(schema: &str) -> String {
     format!("{schema}_users")
 }
 
-/// See the module documentation.
-#[derive(Default)]
-pub struct CallerCache {
-    entries: Mutex<HashMap<Uuid, Lookup>>,
+/// What the read model said about each remembered user (see the module documentation).
+pub struct Remembered<V> {
+    entries: Mutex<HashMap<Uuid, V>>,
     /// Counts announced changes; bumped under the `entries` lock.
     epoch: AtomicU64,
     /// The listener is connected and listening.
     live: AtomicBool,
 }
 
-impl CallerCache {
-    fn entries(&self) -> MutexGuard<'_, HashMap<Uuid, Lookup>> {
+impl<V> Default for Remembered<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<V: Clone> Remembered<V> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<Uuid, V>> {
         // A panic while holding the lock cannot leave the map half-written (every change is one
         // call on it), so a poisoned lock is still usable.
         self.entries
@@ -55,12 +63,12 @@ impl CallerCache {
     }
 
     /// The current epoch: read it before looking a user up, pass it to [`Self::remember`].
-    pub(crate) fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// What the read model said about `id`, if remembered and the cache is live.
-    pub(crate) fn get(&self, id: Uuid) -> Option<Lookup> {
+    /// What the read model said about `id`, if remembered and the listener is live.
+    pub fn get(&self, id: Uuid) -> Option<V> {
         if !self.live.load(Ordering::SeqCst) {
             return None;
         }
@@ -68,7 +76,7 @@ impl CallerCache {
     }
 
     /// Remembers `found` for `id` unless a change was announced since `seen` (see [`Self::epoch`]).
-    pub(crate) fn remember(&self, id: Uuid, found: &Lookup, seen: u64) {
+    pub fn remember(&self, id: Uuid, found: &V, seen: u64) {
         if !self.live.load(Ordering::SeqCst) {
             return;
         }
@@ -106,15 +114,14 @@ impl CallerCache {
         self.len() == 0
     }
 
-    /// Listens for the read model's changes until `shutdown`, reconnecting when the connection is
-    /// lost; the cache serves only while this is listening.
+    /// Listens on `channel` (see [`channel`]) until `shutdown`, reconnecting when the connection
+    /// is lost; answers are served only while this is listening.
     pub async fn follow(
         self: Arc<Self>,
         pool: PgPool,
-        schema: String,
+        channel: String,
         shutdown: CancellationToken,
     ) {
-        let channel = channel(&schema);
         loop {
             if let Some(mut listener) = listen(&pool, &channel).await {
                 self.forget_all();
@@ -136,7 +143,7 @@ impl CallerCache {
                 }
                 self.live.store(false, Ordering::SeqCst);
                 self.forget_all();
-                tracing::debug!(%channel, "caller cache: stopped listening");
+                tracing::debug!(%channel, "remembered callers: stopped listening");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -156,29 +163,17 @@ async fn listen(pool: &PgPool, channel: &str) -> Option<PgListener> {
 mod tests {
     use super::*;
 
-    fn lookup(email: &str) -> Lookup {
-        Lookup {
-            email: Some(email.into()),
-            first_name: None,
-            last_name: None,
-            role: Some(helpdesk_kit::auth::Role::Agent),
-            deleted: false,
-            token_epoch: Some(0),
-            kept_session: None,
-        }
-    }
-
-    fn live() -> CallerCache {
-        let cache = CallerCache::default();
+    fn live() -> Remembered<String> {
+        let cache = Remembered::default();
         cache.live.store(true, Ordering::SeqCst);
         cache
     }
 
     #[test]
     fn nothing_is_served_or_kept_unless_the_listener_is_live() {
-        let cache = CallerCache::default();
+        let cache = Remembered::<String>::default();
         let id = Uuid::new_v4();
-        cache.remember(id, &lookup("a@example.com"), cache.epoch());
+        cache.remember(id, &"AGENT".to_string(), cache.epoch());
         assert!(cache.is_empty());
         assert!(cache.get(id).is_none());
     }
@@ -187,11 +182,8 @@ mod tests {
     fn an_announced_change_forgets_the_user() {
         let cache = live();
         let id = Uuid::new_v4();
-        cache.remember(id, &lookup("a@example.com"), cache.epoch());
-        assert_eq!(
-            cache.get(id).and_then(|l| l.email).as_deref(),
-            Some("a@example.com")
-        );
+        cache.remember(id, &"ADMIN".to_string(), cache.epoch());
+        assert_eq!(cache.get(id).as_deref(), Some("ADMIN"));
         cache.forget(id);
         assert!(cache.get(id).is_none());
     }
@@ -204,18 +196,18 @@ mod tests {
         // The change is announced (and forgotten) while the old answer is being read...
         cache.forget(id);
         // ...so the old answer must not be put back.
-        cache.remember(id, &lookup("old@example.com"), seen);
+        cache.remember(id, &"ADMIN".to_string(), seen);
         assert!(cache.get(id).is_none());
         // A read that started after the change is remembered.
-        cache.remember(id, &lookup("new@example.com"), cache.epoch());
-        assert!(cache.get(id).is_some());
+        cache.remember(id, &"USER".to_string(), cache.epoch());
+        assert_eq!(cache.get(id).as_deref(), Some("USER"));
     }
 
     #[test]
     fn losing_the_listener_forgets_everyone() {
         let cache = live();
         let id = Uuid::new_v4();
-        cache.remember(id, &lookup("a@example.com"), cache.epoch());
+        cache.remember(id, &"ADMIN".to_string(), cache.epoch());
         cache.live.store(false, Ordering::SeqCst);
         cache.forget_all();
         assert!(cache.is_empty());
