@@ -54,6 +54,10 @@ impl Up {
                 // Retries that would exhaust within a second: an outage must not.
                 ("EVENT_MAX_ATTEMPTS".into(), "3".into()),
                 ("EVENT_RETRY_BASE_DELAY".into(), "100ms".into()),
+                // Emails a killed platform had claimed but not sent wait for their claim to run
+                // out before they are sent: 2 minutes by default, longer than these tests wait
+                // for a killed platform's mail.
+                ("NOTIFICATION_LEASE".into(), "10s".into()),
                 ("RUST_LOG".into(), "warn".into()),
             ])
             .collect();
