@@ -118,7 +118,8 @@ struct Claimed {
 
 enum Outcome {
     Sent,
-    Retrying,
+    /// Tried again after this delay.
+    Retrying(Duration),
     Failed,
 }
 
@@ -192,7 +193,7 @@ impl Sender {
         while let Some(outcome) = outcomes.next().await {
             match outcome {
                 Ok(Outcome::Sent) => report.sent += 1,
-                Ok(Outcome::Retrying) => report.retrying += 1,
+                Ok(Outcome::Retrying(_)) => report.retrying += 1,
                 Ok(Outcome::Failed) => report.failed += 1,
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -240,21 +241,20 @@ impl Sender {
                 Err(e) => return Err(e),
             }
         };
-        match (&outcome, &result) {
-            (Outcome::Sent, _) => {
+        let error = result.as_ref().err().map_or("", |e| e.message.as_str());
+        match outcome {
+            Outcome::Sent => {
                 metrics::counter!("helpdesk_emails_sent_total").increment(1);
                 tracing::info!(email_id = %email.id, attempts = email.attempts, "email sent");
             }
-            (Outcome::Retrying, Err(e)) => {
+            Outcome::Retrying(delay) => {
                 metrics::counter!("helpdesk_emails_retried_total").increment(1);
-                let delay = self.config.backoff(email.attempts);
-                tracing::warn!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, error = %e.message, "email send failed, will retry");
+                tracing::warn!(email_id = %email.id, attempts = email.attempts, retry_in_ms = delay.as_millis() as u64, %error, "email send failed, will retry");
             }
-            (Outcome::Failed, Err(e)) => {
+            Outcome::Failed => {
                 metrics::counter!("helpdesk_emails_failed_total").increment(1);
-                tracing::warn!(email_id = %email.id, attempts = email.attempts, error = %e.message, "email failed for good");
+                tracing::warn!(email_id = %email.id, attempts = email.attempts, %error, "email failed for good");
             }
-            _ => {}
         }
         Ok(outcome)
     }
@@ -302,7 +302,7 @@ impl Sender {
                 )
                 .execute(&mut *tx)
                 .await?;
-                Outcome::Retrying
+                Outcome::Retrying(delay)
             }
             Err(e) => {
                 let done = sqlx::query!(
