@@ -106,27 +106,41 @@ impl OwnPostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Starts the stopped server again (same port and data) and waits until it accepts.
+    /// Starts the stopped server again (same port and data) and waits until it accepts. While it
+    /// was down, its port may have been taken for a moment (as the local port of some outgoing
+    /// connection on a busy machine): a start that fails is tried again until one succeeds, for up
+    /// to 30 s, and the server's log is shown if none does.
     pub async fn resume(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
             self.port,
             self.dir.display()
         );
-        let out = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-l"])
-            .arg(self.dir.join("server.log"))
-            .args(["-w", "-o", &opts, "start"])
-            .output()
-            .expect("pg_ctl start");
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-l"])
+                .arg(self.dir.join("server.log"))
+                .args(["-w", "-o", &opts, "start"])
+                .output()
+                .expect("pg_ctl start");
+            if out.status.success() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "pg_ctl start: {}\nserver.log (last lines, newest first):\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let port = self.port;
         eventually(
             Duration::from_secs(30),
