@@ -141,6 +141,21 @@ impl Delta {
             .or_default() += sign;
     }
 
+    /// Adds `other`'s changes to these.
+    fn merge(&mut self, other: Delta) {
+        self.total += other.total;
+        self.open += other.open;
+        self.in_progress += other.in_progress;
+        self.done += other.done;
+        self.unassigned += other.unassigned;
+        for (agent, change) in other.per_agent {
+            *self.per_agent.entry(agent).or_default() += change;
+        }
+        for (minute, change) in other.created_per_minute {
+            *self.created_per_minute.entry(minute).or_default() += change;
+        }
+    }
+
     /// The change from `old` to `new` (`None`: not counted).
     fn between(old: Option<Counted>, new: Option<Counted>) -> Self {
         let mut d = Delta::default();
@@ -364,11 +379,146 @@ pub async fn apply_user_deletion(
     Ok(())
 }
 
+/// Applies the ticket events of a batch (snapshots and deletions, in order) in a fixed number of
+/// statements whatever the batch's size: every ticket's row locked at once (placeholders first),
+/// the events applied to those rows in memory exactly as [`apply_snapshot`] and [`apply_deletion`]
+/// would one by one, then the changed rows written back in one statement and the counters
+/// changed once by the batch's summed difference.
+pub async fn apply_ticket_events(
+    tx: &mut PgConnection,
+    events: &[(&TicketSnapshot, bool)],
+) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // First sighting of each ticket, in id order (rows are always locked in id order).
+    let mut first: BTreeMap<Uuid, &TicketSnapshot> = BTreeMap::new();
+    for (t, _) in events {
+        first.entry(t.id).or_insert(t);
+    }
+    let ids: Vec<Uuid> = first.keys().copied().collect();
+    let user_ids: Vec<Uuid> = first.values().map(|t| t.user_id).collect();
+    let statuses: Vec<&str> = first.values().map(|t| t.status.as_str()).collect();
+    let assignees: Vec<Option<Uuid>> = first.values().map(|t| t.assigned_to_user_id).collect();
+    let created: Vec<DateTime<Utc>> = first.values().map(|t| t.created_at).collect();
+    sqlx::query!(
+        "INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live) \
+         SELECT id, user_id, status, assigned_to, created_at, NULL, false \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[]) \
+           AS n(id, user_id, status, assigned_to, created_at) \
+         ORDER BY id ON CONFLICT (id) DO NOTHING",
+        &ids,
+        &user_ids,
+        &statuses as &[&str],
+        &assignees as &[Option<Uuid>],
+        &created,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut rows: BTreeMap<Uuid, TicketRow> = sqlx::query_as!(
+        TicketRow,
+        r#"SELECT id, user_id, status AS "status: TicketStatus", assigned_to, created_at, updated_at,
+             live, removed
+           FROM tickets WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        &ids,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r))
+    .collect();
+    let mut delta = Delta::default();
+    let mut changed = std::collections::BTreeSet::new();
+    for (t, deletion) in events {
+        let Some(row) = rows.get_mut(&t.id) else {
+            continue;
+        };
+        if row.removed {
+            continue;
+        }
+        let old = row.counted();
+        if *deletion {
+            row.live = false;
+            row.removed = true;
+            delta.merge(Delta::between(old, None));
+        } else {
+            if row.updated_at.is_some_and(|seen| t.updated_at < seen) {
+                continue;
+            }
+            row.user_id = Some(t.user_id);
+            row.status = t.status;
+            row.assigned_to = t.assigned_to_user_id;
+            row.created_at = t.created_at;
+            row.updated_at = Some(t.updated_at);
+            row.live = true;
+            delta.merge(Delta::between(old, row.counted()));
+        }
+        changed.insert(t.id);
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<&TicketRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let user_ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.user_id).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    let assignees: Vec<Option<Uuid>> = rows.iter().map(|r| r.assigned_to).collect();
+    let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
+    let updated: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.updated_at).collect();
+    let live: Vec<bool> = rows.iter().map(|r| r.live).collect();
+    let removed: Vec<bool> = rows.iter().map(|r| r.removed).collect();
+    sqlx::query!(
+        "UPDATE tickets SET user_id = n.user_id, status = n.status, assigned_to = n.assigned_to, \
+           created_at = n.created_at, updated_at = n.updated_at, live = n.live, removed = n.removed \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[], \
+                     $6::timestamptz[], $7::bool[], $8::bool[]) \
+           AS n(id, user_id, status, assigned_to, created_at, updated_at, live, removed) \
+         WHERE tickets.id = n.id",
+        &ids,
+        &user_ids as &[Option<Uuid>],
+        &statuses as &[&str],
+        &assignees as &[Option<Uuid>],
+        &created,
+        &updated as &[Option<DateTime<Utc>>],
+        &live,
+        &removed,
+    )
+    .execute(&mut *tx)
+    .await?;
+    delta.apply(tx).await
+}
+
 /// Keeps the read model from ticket events (and user deletions).
 pub struct TicketReadModel;
 
 #[async_trait]
 impl EventHandler for TicketReadModel {
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Runs of ticket events go through [`apply_ticket_events`] together; a user's deletion (which
+    /// reads the rows it changes) is applied on its own, between them, in order.
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), HandlerError> {
+        let mut run: Vec<(TicketSnapshot, bool)> = Vec::with_capacity(events.len());
+        for event in events {
+            if event.event_type.starts_with("ticket.") {
+                run.push((
+                    event.ticket_snapshot()?,
+                    event.event_type == TicketDeleted::EVENT_TYPE,
+                ));
+                continue;
+            }
+            flush(tx, &mut run).await?;
+            self.handle(tx, event).await?;
+        }
+        Ok(flush(tx, &mut run).await?)
+    }
+
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError> {
         if let Some(p) = event.payload_if::<UserDeleted>()? {
             return Ok(apply_user_deletion(tx, p.id, event.timestamp).await?);
@@ -384,6 +534,14 @@ impl EventHandler for TicketReadModel {
         }
         Ok(())
     }
+}
+
+/// Applies and empties a run of ticket events.
+async fn flush(tx: &mut PgConnection, run: &mut Vec<(TicketSnapshot, bool)>) -> sqlx::Result<()> {
+    let events: Vec<(&TicketSnapshot, bool)> = run.iter().map(|(t, d)| (t, *d)).collect();
+    apply_ticket_events(tx, &events).await?;
+    run.clear();
+    Ok(())
 }
 
 /// Recomputes every counter from the ticket rows (after a bulk load or a manual repair), in one

@@ -119,6 +119,39 @@ pub async fn insert(db: &mut PgConnection, e: &NewEntry) -> sqlx::Result<Option<
     .await
 }
 
+/// Writes entries in one statement (in order); events already recorded are not recorded again.
+pub async fn insert_all(db: &mut PgConnection, entries: &[NewEntry]) -> sqlx::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = entries.iter().map(|_| Uuid::now_v7()).collect();
+    let event_ids: Vec<Option<Uuid>> = entries.iter().map(|e| e.event_id).collect();
+    let actors: Vec<Option<Uuid>> = entries.iter().map(|e| e.actor_id).collect();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    let entity_types: Vec<&str> = entries.iter().map(|e| e.entity_type.as_str()).collect();
+    let entity_ids: Vec<&str> = entries.iter().map(|e| e.entity_id.as_str()).collect();
+    let metadata: Vec<&serde_json::Value> = entries.iter().map(|e| &e.metadata).collect();
+    let created: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| e.created_at).collect();
+    sqlx::query!(
+        "INSERT INTO audit_events (id, event_id, actor_id, action, entity_type, entity_id, metadata, created_at) \
+         SELECT i, e, a, ac, et, ei, m, COALESCE(c, now()) \
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], \
+                     $8::timestamptz[]) WITH ORDINALITY AS n(i, e, a, ac, et, ei, m, c, o) \
+         ORDER BY o ON CONFLICT (event_id) DO NOTHING",
+        &ids,
+        &event_ids as &[Option<Uuid>],
+        &actors as &[Option<Uuid>],
+        &actions as &[&str],
+        &entity_types as &[&str],
+        &entity_ids as &[&str],
+        &metadata as &[&serde_json::Value],
+        &created as &[Option<DateTime<Utc>>],
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<AuditEvent>> {
     let row = sqlx::query_as!(
         EntryRow,

@@ -21,6 +21,25 @@ use crate::trace::TraceParent;
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event`. Events the handler does not care about return `Ok(())`.
     async fn handle(&self, tx: &mut PgConnection, event: &Envelope) -> Result<(), HandlerError>;
+
+    /// Whether [`EventHandler::handle_all`] applies a backlog in fewer statements than one
+    /// event at a time. When it does, the consumer hands it each batch of fresh events at once.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Applies `events`, in order, as [`EventHandler::handle`] would one after another (only
+    /// called when [`EventHandler::batches`] says so).
+    async fn handle_all(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(tx, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Wraps an [`EventHandler`] as a [`MessageHandler`]: parses the envelope and checks it against
@@ -142,6 +161,27 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         .collect();
         let mut handled = HashSet::with_capacity(fresh.len());
         let mut new = Vec::with_capacity(events.len());
+        if self.handler.batches() {
+            // The same event twice in one batch is handled once.
+            let mut todo = Vec::with_capacity(fresh.len());
+            for (event, _) in events {
+                let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
+                if is_new {
+                    todo.push(*event);
+                }
+                new.push(is_new);
+            }
+            let span = tracing::info_span!("events", consumer = %self.name, count = todo.len());
+            let applied = self.handler.handle_all(&mut tx, &todo).instrument(span);
+            std::panic::AssertUnwindSafe(applied)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(HandlerError::Transient("the event handler panicked".into()))
+                })?;
+            tx.commit().await?;
+            return Ok(new);
+        }
         for (event, trace) in events {
             // The same event twice in one batch is handled once.
             let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);

@@ -640,3 +640,131 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// How many rows the bus ever added to `bus_messages` (its id sequence).
+async fn rows_ever_added(bus: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM bus_messages_id_seq",
+    )
+    .fetch_one(bus)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_running_consumer_is_handed_messages_without_a_row_and_what_it_does_not_take_waits() {
+    testing::require_postgres().await;
+    let (bus_schema, app_schema) = (unique("t_bus_"), unique("t_app_"));
+    let bus_pool = pool(&bus_schema).await;
+    let bus = Arc::new(PgBus::new(bus_pool.clone()).await.unwrap());
+    let app = app_pool(&app_schema).await;
+    let sub = Subscription {
+        queue: "test.direct".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 2,
+        retry_base_delay: Duration::from_millis(50),
+        prefetch: 8,
+    };
+    let recorder = Arc::new(Recorder {
+        calls: AtomicUsize::new(0),
+    });
+    let handler = Arc::new(IdempotentConsumer::new(
+        "test",
+        app.clone(),
+        recorder.clone(),
+    ));
+    let shutdown = CancellationToken::new();
+    let (b, s) = (bus.clone(), shutdown.clone());
+    let task = tokio::spawn(async move { b.consume(sub, handler, s).await });
+    let body = |e: &Envelope| raw(serde_json::to_vec(e).unwrap());
+
+    // Once the consumer has looked at its (empty) queue, a publish hands the message over: it is
+    // applied by the time `publish` returns, and no row was written for it.
+    eventually(
+        Duration::from_secs(10),
+        "a message handed over directly",
+        || async {
+            let before = rows_ever_added(&bus_pool).await;
+            let e = user_deleted("first@example.com");
+            assert_eq!(bus.publish(&[body(&e)]).await.confirmed, 1);
+            let applied = effects(&app, e.event_id).await == 1;
+            (applied && rows_ever_added(&bus_pool).await == before).then_some(())
+        },
+    )
+    .await;
+
+    // A batch: the good ones are applied before `publish` returns, without rows; the failing one
+    // is kept as a row and retried, then dead-lettered with its error.
+    let before = rows_ever_added(&bus_pool).await;
+    let (one, failing, two) = (
+        user_deleted("one@example.com"),
+        user_deleted("fail@example.com"),
+        user_deleted("two@example.com"),
+    );
+    let out = bus.publish(&[body(&one), body(&failing), body(&two)]).await;
+    assert_eq!(out.confirmed, 3);
+    assert_eq!(
+        (
+            effects(&app, one.event_id).await,
+            effects(&app, two.event_id).await
+        ),
+        (1, 1),
+        "handed over and applied before publish returned"
+    );
+    assert_eq!(
+        rows_ever_added(&bus_pool).await,
+        before + 1,
+        "only the failed message became a row"
+    );
+    let dead = eventually(
+        Duration::from_secs(10),
+        "the failing message dead-lettered",
+        || async {
+            let d = bus.dead_letters("test.direct").await.unwrap();
+            (d.len() == 1).then_some(d)
+        },
+    )
+    .await;
+    assert!(
+        dead[0]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("simulated failure")
+    );
+    let listed = helpdesk_kit::bus::dlq::DeadLetters::list(&*bus, "test.direct")
+        .await
+        .unwrap();
+    assert_eq!(listed[0].attempts, 2, "both attempts counted");
+    assert!(listed[0].body.contains("fail@example.com"));
+
+    // The queue has caught up again: later messages are handed over directly once more, and
+    // every good message was applied exactly once.
+    let later = user_deleted("later@example.com");
+    eventually(
+        Duration::from_secs(10),
+        "direct hand-over again",
+        || async {
+            let before = rows_ever_added(&bus_pool).await;
+            let e = user_deleted("again@example.com");
+            bus.publish(&[body(&e)]).await;
+            (rows_ever_added(&bus_pool).await == before).then_some(())
+        },
+    )
+    .await;
+    bus.publish(&[body(&later), body(&later)]).await;
+    for e in [&one, &two, &later] {
+        assert_eq!(effects(&app, e.event_id).await, 1, "applied exactly once");
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // With no consumer running, messages wait as rows for the next one.
+    let before = rows_ever_added(&bus_pool).await;
+    let kept = user_deleted("kept@example.com");
+    bus.publish(&[body(&kept)]).await;
+    assert_eq!(rows_ever_added(&bus_pool).await, before + 1);
+    assert_eq!(effects(&app, kept.event_id).await, 0);
+    testing::drop_schema(&bus_schema).await;
+    testing::drop_schema(&app_schema).await;
+}
