@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use helpdesk_kit::contract::Service;
+
+use super::db::{Database, ServiceDb};
 use super::load::{Failure, Outcome, RouteStats, Turn};
 
 /// The password of every account a bench signs up.
@@ -198,6 +201,24 @@ pub async fn send_json(req: reqwest::RequestBuilder, ok: u16) -> Outcome<Value> 
     Ok(send(req, ok).await?.json().await?)
 }
 
+/// [`send`], then checks that the body is JSON without building it (the load generator shares
+/// the machine with the platform: a `Value` of a 50-ticket page costs more than the platform's
+/// own serialization of it).
+pub async fn send_valid(req: reqwest::RequestBuilder, ok: u16) -> Outcome<()> {
+    let body = send(req, ok).await?.bytes().await?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        .map(drop)
+        .map_err(|_| Failure("unreadable body".into()))
+}
+
+/// [`send`], then the length of the JSON array it answered, without building its elements.
+pub async fn send_array_len(req: reqwest::RequestBuilder, ok: u16) -> Outcome<usize> {
+    let body = send(req, ok).await?.bytes().await?;
+    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body)
+        .map(|items| items.len())
+        .map_err(|_| Failure("unreadable body".into()))
+}
+
 pub async fn login(
     http: &reqwest::Client,
     base: &str,
@@ -220,10 +241,14 @@ pub async fn login(
 
 /// Until `stop`, every 500 ms: creates a ticket as the admin and polls its audit trail until
 /// `ticket.created` shows (ticket created → visible in its audit trail).
-pub async fn sample_event_lag(target: &Target, stop: CancellationToken) -> RouteStats {
+pub async fn sample_event_lag(
+    target: &Target,
+    consumers: Option<&Consumers>,
+    stop: CancellationToken,
+) -> RouteStats {
     let mut lags = Vec::new();
     while !stop.is_cancelled() {
-        if let Some(lag) = probe_event_lag(target).await {
+        if let Some(lag) = probe_event_lag(target, consumers).await {
             lags.push(lag);
         }
         tokio::select! {
@@ -234,7 +259,61 @@ pub async fn sample_event_lag(target: &Target, stop: CancellationToken) -> Route
     RouteStats::from_latencies(lags)
 }
 
-async fn probe_event_lag(target: &Target) -> Option<Duration> {
+/// The other consumers of `ticket.created`, read from their tables: admin-service's dashboard
+/// read model and notification-service's record of the events it handled.
+pub struct Consumers {
+    audit: ServiceDb,
+    admin: ServiceDb,
+    notification: ServiceDb,
+}
+
+impl Consumers {
+    pub async fn open(db: &Database) -> anyhow::Result<Self> {
+        Ok(Self {
+            audit: db.service(Service::Audit, &["audit_events"]).await?,
+            admin: db.service(Service::Admin, &["tickets"]).await?,
+            notification: db
+                .service(Service::Notification, &["processed_events"])
+                .await?,
+        })
+    }
+
+    /// Whether both have handled the creation of `ticket` (audit has: its trail shows it).
+    async fn have(&self, ticket: &str) -> anyhow::Result<bool> {
+        let in_dashboard: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1::uuid AND live)",
+            self.admin.table("tickets")
+        )))
+        .bind(ticket)
+        .fetch_one(&self.admin.pool)
+        .await?;
+        if !in_dashboard {
+            return Ok(false);
+        }
+        let event: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT event_id FROM {} WHERE entity_type = 'ticket' AND entity_id = $1 \
+             AND action = 'ticket.created'",
+            self.audit.table("audit_events")
+        )))
+        .bind(ticket)
+        .fetch_optional(&self.audit.pool)
+        .await?
+        .flatten();
+        let Some(event) = event else {
+            return Ok(false);
+        };
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE consumer = $1 AND event_id = $2)",
+            self.notification.table("processed_events")
+        )))
+        .bind(notification_service::SERVICE)
+        .bind(event)
+        .fetch_one(&self.notification.pool)
+        .await?)
+    }
+}
+
+async fn probe_event_lag(target: &Target, consumers: Option<&Consumers>) -> Option<Duration> {
     let body = json!({"title": "lag probe", "description": "measures event lag"});
     let req = target
         .http
@@ -244,17 +323,25 @@ async fn probe_event_lag(target: &Target) -> Option<Duration> {
     let created = send_json(req, 201).await.ok()?;
     let at = Instant::now();
     let id = created["id"].as_str()?;
+    let mut audited = false;
     while at.elapsed() < Duration::from_secs(30) {
-        let req = target
-            .http
-            .get(target.url(&format!("/tickets/{id}/audit")))
-            .bearer_auth(&target.admin);
-        if let Ok(trail) = send_json(req, 200).await
-            && trail
-                .as_array()
-                .is_some_and(|a| a.iter().any(|e| e["action"] == "ticket.created"))
-        {
-            return Some(at.elapsed());
+        if !audited {
+            let req = target
+                .http
+                .get(target.url(&format!("/tickets/{id}/audit")))
+                .bearer_auth(&target.admin);
+            audited = send_json(req, 200).await.is_ok_and(|trail| {
+                trail
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|e| e["action"] == "ticket.created"))
+            });
+        }
+        if audited {
+            match consumers {
+                None => return Some(at.elapsed()),
+                Some(c) if c.have(id).await.unwrap_or(false) => return Some(at.elapsed()),
+                Some(_) => {}
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -262,9 +349,14 @@ async fn probe_event_lag(target: &Target) -> Option<Duration> {
 }
 
 /// The event lag's line of a report.
-pub fn print_event_lag(during: &str, lags: &RouteStats) {
+pub fn print_event_lag(during: &str, lags: &RouteStats, every_consumer: bool) {
+    let seen = if every_consumer {
+        "in its audit trail, the dashboard's read model and notification-service's record"
+    } else {
+        "in its audit trail"
+    };
     println!(
-        "event lag {during} (ticket created → in its audit trail): n={} p50 {:.1} ms p99 {:.1} ms",
+        "event lag {during} (ticket created → {seen}): n={} p50 {:.1} ms p99 {:.1} ms",
         lags.count(),
         lags.ms(0.5),
         lags.ms(0.99)

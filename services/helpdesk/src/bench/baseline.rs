@@ -26,7 +26,9 @@ use helpdesk_kit::events::{TicketCreated, TicketSnapshot, TicketStatus, UserRef}
 use helpdesk_kit::outbox::{self, EventContext};
 
 use super::Settings;
-use super::api::{Target, expect_len, print_event_lag, sample_event_lag, send, send_json};
+use super::api::{
+    Consumers, Target, expect_len, print_event_lag, sample_event_lag, send, send_array_len,
+};
 use super::db::{Database, ServiceDb};
 use super::load::{self, Failure, Outcome, Plan, RouteStats, Summary};
 use super::rss::memory_mib;
@@ -246,17 +248,15 @@ pub async fn run(
         let (http, url, token) = (target.http.clone(), target.url("/tickets"), token.clone());
         load::closed_loop(LIST, plan, move |_| {
             let req = http.get(&url).bearer_auth(&*token);
-            async move {
-                let page = send_json(req, 200).await?;
-                expect_len(page.as_array().map_or(0, Vec::len), TICKETS)
-            }
+            async move { expect_len(send_array_len(req, 200).await?, TICKETS) }
         })
         .await
     };
+    let consumers = Consumers::open(db).await?;
     let stop = CancellationToken::new();
     let lag = tokio::spawn({
         let (target, stop) = (target.clone(), stop.clone());
-        async move { sample_event_lag(&target, stop).await }
+        async move { sample_event_lag(&target, Some(&consumers), stop).await }
     });
     let create = {
         let (http, url, token) = (target.http.clone(), target.url("/tickets"), token.clone());
@@ -294,7 +294,7 @@ fn report(phases: &[&load::Report; 4], lags: &RouteStats, pid: Option<u32>) {
         create.0.ms(0.95),
         verdict(write_ratio >= 0.50 && create.0.ms(0.95) < 50.0)
     );
-    print_event_lag("during POST load", lags);
+    print_event_lag("during POST load", lags, true);
     println!(
         "event lag target p99 < 1000 ms: {}",
         verdict(lags.count() > 0 && lags.ms(0.99) < 1000.0)

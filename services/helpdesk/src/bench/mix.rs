@@ -138,14 +138,14 @@ impl Session {
             }
             Op::List => {
                 let req = http.get(target.url("/tickets?limit=20")).bearer_auth(token);
-                c.time("GET /tickets", send_json(req, 200)).await;
+                c.time("GET /tickets", api::send_valid(req, 200)).await;
             }
             Op::View => {
                 let Some(id) = self.pick() else { return };
                 let req = http
                     .get(target.url(&format!("/tickets/{id}")))
                     .bearer_auth(token);
-                c.time("GET /tickets/:id", send_json(req, 200)).await;
+                c.time("GET /tickets/:id", api::send_valid(req, 200)).await;
             }
             Op::Create => {
                 let body = json!({"title": "Printer on fire", "description": "It is on fire again. Please help."});
@@ -169,7 +169,7 @@ impl Session {
                     .post(target.url(&format!("/tickets/{id}/comments")))
                     .bearer_auth(token)
                     .json(&body);
-                c.time("POST /tickets/:id/comments", send_json(req, 201))
+                c.time("POST /tickets/:id/comments", api::send_valid(req, 201))
                     .await;
             }
             Op::Status => {
@@ -179,13 +179,14 @@ impl Session {
                     .patch(target.url(&format!("/tickets/{id}")))
                     .bearer_auth(token)
                     .json(&json!({"status": status}));
-                c.time("PATCH /tickets/:id", send_json(req, 200)).await;
+                c.time("PATCH /tickets/:id", api::send_valid(req, 200))
+                    .await;
             }
             Op::Dashboard => {
                 let req = http
                     .get(target.url("/admin/dashboard/statistics"))
                     .bearer_auth(&target.admin);
-                c.time("GET /admin/dashboard/statistics", send_json(req, 200))
+                c.time("GET /admin/dashboard/statistics", api::send_valid(req, 200))
                     .await;
             }
         }
@@ -200,7 +201,13 @@ impl Session {
 }
 
 /// Runs the mix and prints the report.
-pub async fn run(target: &Target, settings: &Settings, mix: &Mix) -> anyhow::Result<()> {
+pub async fn run(
+    target: &Target,
+    settings: &Settings,
+    mix: &Mix,
+    consumers: Option<api::Consumers>,
+) -> anyhow::Result<()> {
+    let every_consumer = consumers.is_some();
     println!(
         "helpdesk bench mix: {} clients for {:?} against {}, mix {mix}",
         settings.clients, settings.measured, target.base
@@ -209,7 +216,7 @@ pub async fn run(target: &Target, settings: &Settings, mix: &Mix) -> anyhow::Res
     let stop = CancellationToken::new();
     let lag = tokio::spawn({
         let (target, stop) = (target.clone(), stop.clone());
-        async move { sample_event_lag(&target, stop).await }
+        async move { sample_event_lag(&target, consumers.as_ref(), stop).await }
     });
     let plan = Plan::timed(settings.clients, settings.warmup, settings.measured);
     let report = load::run(plan, |c| {
@@ -239,7 +246,7 @@ pub async fn run(target: &Target, settings: &Settings, mix: &Mix) -> anyhow::Res
         all.rate(report.window),
         all.errors()
     );
-    print_event_lag("during the load", &lags);
+    print_event_lag("during the load", &lags, every_consumer);
     Ok(())
 }
 

@@ -179,7 +179,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let target = Target::connect(&args.base_url, settings.clients, &email, &password).await?;
     let rss = args.pid.map(RssWatch::start);
     let result = match scenario {
-        Scenario::Mix => mix::run(&target, &settings, &args.mix).await,
+        Scenario::Mix => {
+            // The platform's tables, when this machine can read them, show whether every
+            // consumer keeps up (not only the audit trail the API shows).
+            let db = Database::open(&args.data_dir).await.ok();
+            let consumers = match &db {
+                Some(db) => api::Consumers::open(db).await.ok(),
+                None => None,
+            };
+            let result = mix::run(&target, &settings, &args.mix, consumers).await;
+            if let Some(db) = db {
+                db.close();
+            }
+            result
+        }
         Scenario::Baseline => {
             with_database(&args, async |db| {
                 baseline::run(&target, &settings, db, args.pid).await

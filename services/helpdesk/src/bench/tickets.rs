@@ -21,8 +21,8 @@ use helpdesk_kit::contract::Service;
 
 use super::Settings;
 use super::api::{
-    self, Account, Target, by_accounts, each_turn, expect_len, print_event_lag, sample_event_lag,
-    send_json,
+    self, Account, Consumers, Target, by_accounts, each_turn, expect_len, print_event_lag,
+    sample_event_lag,
 };
 use super::db::{Database, ServiceDb, poll, with_seeded};
 use super::load::{self, Outcome, Plan, Report, RouteStats, Summary, Turn};
@@ -57,10 +57,11 @@ pub async fn run(
     let accounts = Arc::new(target.accounts(&run, settings.clients).await?);
     let mut summary = Summary::new();
 
+    let consumers = Consumers::open(db).await?;
     let stop = CancellationToken::new();
     let lag = tokio::spawn({
         let (target, stop) = (target.clone(), stop.clone());
-        async move { sample_event_lag(&target, stop).await }
+        async move { sample_event_lag(&target, Some(&consumers), stop).await }
     });
     let creates = load::closed_loop(
         "POST /tickets",
@@ -115,7 +116,7 @@ pub async fn run(
     }
     summary.row("audit search, all kinds", &all, window);
     summary.print();
-    print_event_lag("during the creates", &lags);
+    print_event_lag("during the creates", &lags, true);
     println!(
         "audit lag of the creates (event time → audit entry written, by the database's clock): n={} p50 {:.1} ms p99 {:.1} ms",
         audit_lag.count(),
@@ -170,8 +171,7 @@ fn list(
         let account = &accounts[turn.client % accounts.len()];
         let req = http.get(&url).bearer_auth(&account.token);
         Box::pin(async move {
-            let page = send_json(req, 200).await?;
-            let n = page.as_array().map_or(0, Vec::len);
+            let n = api::send_array_len(req, 200).await?;
             expected.map_or(Ok(()), |expected| expect_len(n, expected))
         })
     }
