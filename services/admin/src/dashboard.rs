@@ -401,26 +401,25 @@ pub async fn apply_ticket_events(
     let statuses: Vec<&str> = first.values().map(|t| t.status.as_str()).collect();
     let assignees: Vec<Option<Uuid>> = first.values().map(|t| t.assigned_to_user_id).collect();
     let created: Vec<DateTime<Utc>> = first.values().map(|t| t.created_at).collect();
-    sqlx::query!(
-        "INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live) \
-         SELECT id, user_id, status, assigned_to, created_at, NULL, false \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[]) \
-           AS n(id, user_id, status, assigned_to, created_at) \
-         ORDER BY id ON CONFLICT (id) DO NOTHING",
+    // Placeholders for tickets never seen, and every row locked, in one statement that reaches
+    // each row through the primary key (a `SELECT ... WHERE id = ANY(...) FOR UPDATE` is planned
+    // as a scan of the whole table once the batch is large enough). The update changes nothing:
+    // it is there to lock and return the rows that exist.
+    let mut rows: BTreeMap<Uuid, TicketRow> = sqlx::query_as!(
+        TicketRow,
+        r#"INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live)
+           SELECT id, user_id, status, assigned_to, created_at, NULL, false
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[])
+             AS n(id, user_id, status, assigned_to, created_at)
+           ORDER BY id
+           ON CONFLICT (id) DO UPDATE SET removed = tickets.removed
+           RETURNING id, user_id, status AS "status: TicketStatus", assigned_to, created_at,
+             updated_at, live, removed"#,
         &ids,
         &user_ids,
         &statuses as &[&str],
         &assignees as &[Option<Uuid>],
         &created,
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut rows: BTreeMap<Uuid, TicketRow> = sqlx::query_as!(
-        TicketRow,
-        r#"SELECT id, user_id, status AS "status: TicketStatus", assigned_to, created_at, updated_at,
-             live, removed
-           FROM tickets WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
-        &ids,
     )
     .fetch_all(&mut *tx)
     .await?
@@ -467,13 +466,14 @@ pub async fn apply_ticket_events(
     let updated: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.updated_at).collect();
     let live: Vec<bool> = rows.iter().map(|r| r.live).collect();
     let removed: Vec<bool> = rows.iter().map(|r| r.removed).collect();
+    // Written back through the primary key too (every row exists and is locked).
     sqlx::query!(
-        "UPDATE tickets SET user_id = n.user_id, status = n.status, assigned_to = n.assigned_to, \
-           created_at = n.created_at, updated_at = n.updated_at, live = n.live, removed = n.removed \
-         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[], \
-                     $6::timestamptz[], $7::bool[], $8::bool[]) \
-           AS n(id, user_id, status, assigned_to, created_at, updated_at, live, removed) \
-         WHERE tickets.id = n.id",
+        "INSERT INTO tickets (id, user_id, status, assigned_to, created_at, updated_at, live, removed) \
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[], \
+                              $6::timestamptz[], $7::bool[], $8::bool[]) \
+         ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, status = EXCLUDED.status, \
+           assigned_to = EXCLUDED.assigned_to, created_at = EXCLUDED.created_at, \
+           updated_at = EXCLUDED.updated_at, live = EXCLUDED.live, removed = EXCLUDED.removed",
         &ids,
         &user_ids as &[Option<Uuid>],
         &statuses as &[&str],

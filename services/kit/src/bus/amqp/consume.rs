@@ -148,6 +148,20 @@ impl AmqpBus {
                     "handler returned the wrong number of outcomes".into(),
                 ));
             }
+            // All handled (the usual case): one acknowledgement for the whole batch. Deliveries
+            // on this channel come in order and all before these were settled, so `multiple`
+            // acknowledges exactly this batch.
+            if outcomes.iter().all(Result::is_ok)
+                && let Some(last) = batch.last()
+            {
+                last.ack(BasicAckOptions { multiple: true })
+                    .await
+                    .map_err(|e| err("acknowledging", e))?;
+                metrics::counter!("helpdesk_events_consumed_total", "queue" => sub.queue.clone())
+                    .increment(batch.len() as u64);
+                outage.recovered();
+                continue;
+            }
             let mut unavailable = None;
             for (delivery, outcome) in batch.iter().zip(outcomes) {
                 if let Some(error) = self
