@@ -164,10 +164,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         if self.handler.batches() {
             // The same event twice in one batch is handled once.
             let mut todo = Vec::with_capacity(fresh.len());
-            for (event, _) in events {
+            // Each event still gets its span in the trace of whoever published it, open while
+            // the batch is applied and committed.
+            let mut spans = Vec::with_capacity(fresh.len());
+            for (event, trace) in events {
                 let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
                 if is_new {
                     todo.push(*event);
+                    spans.push(event_span(&self.name, event, *trace).0);
                 }
                 new.push(is_new);
             }
@@ -180,6 +184,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     Err(HandlerError::Transient("the event handler panicked".into()))
                 })?;
             tx.commit().await?;
+            drop(spans);
             return Ok(new);
         }
         for (event, trace) in events {

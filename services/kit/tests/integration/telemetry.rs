@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::routing::{get, post};
+use sqlx::PgConnection;
 
+use helpdesk_kit::bus::{EventHandler, HandlerError, IdempotentConsumer, MessageHandler, Received};
 use helpdesk_kit::config::Env;
+use helpdesk_kit::events::{Envelope, EventMetadata, UserDeleted};
 use helpdesk_kit::http::{self, HttpConfig};
 use helpdesk_kit::peer::PeerClient;
 use helpdesk_kit::trace::TraceParent;
@@ -106,6 +109,51 @@ async fn request_spans_reach_the_collector_in_the_callers_trace() {
     let called_with = TraceParent::parse(&called_with).expect("the peer got a traceparent");
     assert_eq!(called_with.trace_id, incoming.trace_id);
 
+    // A batch a handler applies at once still gives each event a span in the trace of whoever
+    // published it.
+    helpdesk_testkit::require_postgres().await;
+    let schema = helpdesk_testkit::unique("t_otel_");
+    let pool = helpdesk_kit::db::connect(&helpdesk_kit::db::DbConfig {
+        url: helpdesk_testkit::database_url(),
+        schema: schema.clone(),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+    helpdesk_kit::db::migrate(&pool, &NO_MIGRATIONS)
+        .await
+        .unwrap();
+    let consumer = IdempotentConsumer::new("otel", pool, Arc::new(AllAtOnce));
+    let published = [
+        TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap(),
+        TraceParent::parse("00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01").unwrap(),
+    ];
+    let bodies: Vec<Vec<u8>> = (0..2)
+        .map(|_| {
+            let event = Envelope::wrap(
+                &UserDeleted {
+                    id: uuid::Uuid::new_v4(),
+                    email: "gone@example.com".into(),
+                },
+                EventMetadata::default(),
+            );
+            serde_json::to_vec(&event).unwrap()
+        })
+        .collect();
+    let traceparents: Vec<String> = published.iter().map(|t| t.to_string()).collect();
+    let batch: Vec<Received<'_>> = bodies
+        .iter()
+        .zip(&traceparents)
+        .map(|(body, trace)| Received {
+            body,
+            traceparent: Some(trace),
+        })
+        .collect();
+    let outcomes = consumer.handle_batch(&batch).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    helpdesk_testkit::drop_schema(&schema).await;
+
     // Shutting down flushes what the batch processor holds.
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
@@ -132,4 +180,24 @@ async fn request_spans_reach_the_collector_in_the_callers_trace() {
         contains(&all, &called_with.parent_id.to_be_bytes()),
         "the id passed on to the peer is an exported span's id"
     );
+    for t in published {
+        assert!(
+            contains(&all, &t.trace_id.to_be_bytes()) && contains(&all, &t.parent_id.to_be_bytes()),
+            "each event of a batch has its span under the publisher's"
+        );
+    }
+}
+
+/// A handler that takes a batch at once (and does nothing with it).
+struct AllAtOnce;
+
+#[async_trait::async_trait]
+impl EventHandler for AllAtOnce {
+    async fn handle(&self, _tx: &mut PgConnection, _event: &Envelope) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
 }
