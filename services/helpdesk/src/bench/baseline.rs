@@ -29,6 +29,7 @@ use helpdesk_kit::db::DbConfig;
 use helpdesk_kit::events::{Envelope, TicketCreated, TicketSnapshot, TicketStatus, UserRef};
 
 use helpdesk_kit::outbox::{EventContext, OutboxRow};
+use ticket_service::tickets::{self, TicketRow};
 
 use super::Settings;
 use super::api::{
@@ -46,7 +47,7 @@ const TICKETS: usize = 50;
 fn list_sql() -> String {
     format!(
         "{} WHERE TRUE AND t.user_id = $1 ORDER BY t.created_at DESC, t.id DESC LIMIT $2",
-        ticket_service::tickets::VIEW
+        tickets::VIEW
     )
 }
 
@@ -157,28 +158,18 @@ impl Scratch {
                 },
                 ctx.metadata(),
             );
-            let out = OutboxRow::of(&envelope)?;
-            // ticket-service's statement (`tickets::create_ticket`), on the scratch tables.
-            sqlx::query(
-                "WITH t AS (INSERT INTO tickets (id, user_id, title, description, status, created_at, updated_at) \
-                   VALUES ($1, $2, $3, $4, 'OPEN', $5, $5) RETURNING 1), \
-                 o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
-                   SELECT $6, $7, $8, $9, $10, $11 FROM t RETURNING 1) \
-                 SELECT pg_notify(current_schema() || '_outbox', '') FROM o",
-            )
-            .bind(ticket.id)
-            .bind(ticket.user_id)
-            .bind(&ticket.title)
-            .bind("The printer on the second floor is on fire again.")
-            .bind(now)
-            .bind(out.event_id)
-            .bind(out.exchange)
-            .bind(&out.routing_key)
-            .bind(&out.aggregate_id)
-            .bind(&out.body)
-            .bind(&out.headers)
-            .execute(&self.pool)
-            .await?;
+            let row = TicketRow {
+                id: ticket.id,
+                user_id: ticket.user_id,
+                title: ticket.title,
+                description: "The printer on the second floor is on fire again.".into(),
+                status: TicketStatus::Open,
+                assigned_to_user_id: None,
+                created_at: now,
+                updated_at: now,
+            };
+            // ticket-service's own statement, on the scratch tables.
+            tickets::insert_created(&self.pool, &row, &OutboxRow::of(&envelope)?).await?;
             Ok::<_, sqlx::Error>(())
         };
         attempt.await.map_err(|_| Failure("database error".into()))
