@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use helpdesk_kit::bus::amqp::AmqpBus;
 use helpdesk_kit::bus::{
-    Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Subscription, topology,
+    Bus, EventHandler, HandlerError, IdempotentConsumer, OutgoingMessage, Received, Subscription,
+    topology,
 };
 use helpdesk_kit::config::Env;
 use helpdesk_kit::db::{self, DbConfig};
@@ -839,4 +840,92 @@ async fn a_message_larger_than_a_frame_is_published_and_consumed_whole() {
     shutdown.cancel();
     let _ = task.await;
     testing::service::remove_broker_objects(&prefix, &[sub]).await;
+}
+
+/// Records the size of every batch it is handed.
+struct BatchSizes(std::sync::Mutex<Vec<usize>>);
+
+#[async_trait]
+impl helpdesk_kit::bus::MessageHandler for BatchSizes {
+    async fn handle(&self, _body: &[u8]) -> Result<(), HandlerError> {
+        self.0.lock().unwrap().push(1);
+        Ok(())
+    }
+
+    async fn handle_batch(&self, messages: &[Received<'_>]) -> Vec<Result<(), HandlerError>> {
+        self.0.lock().unwrap().push(messages.len());
+        messages.iter().map(|_| Ok(())).collect()
+    }
+}
+
+#[tokio::test]
+async fn under_load_a_batch_waits_briefly_for_the_messages_right_behind_it() {
+    let f = fixture().await;
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let sizes = Arc::new(BatchSizes(Default::default()));
+    let sub = Subscription {
+        queue: "linger-test".into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 1,
+        retry_base_delay: Duration::from_millis(50),
+        prefetch: 64,
+    };
+    bus.declare(&sub).await.unwrap();
+    let conn = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let publish = |n: usize| {
+        let ch = ch.clone();
+        let exchange = format!("{}{USER_EVENTS}", f.prefix);
+        async move {
+            let body = serde_json::to_vec(&Envelope::wrap(
+                &deleted(Uuid::new_v4()),
+                EventMetadata::default(),
+            ))
+            .unwrap();
+            for _ in 0..n {
+                ch.basic_publish(
+                    exchange.as_str().into(),
+                    "user.deleted".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let handled = |want: usize| {
+        let sizes = sizes.clone();
+        async move {
+            eventually(Duration::from_secs(10), "all handled", || async {
+                (sizes.0.lock().unwrap().iter().sum::<usize>() == want).then_some(())
+            })
+            .await
+        }
+    };
+
+    // A backlog waiting when the consumer starts: one large batch (load).
+    publish(16).await;
+    let (shutdown, task) = start_consuming(&bus, &sub, sizes.clone()).await;
+    handled(16).await;
+    let before = sizes.0.lock().unwrap().len();
+    // Then messages a millisecond apart: taken together, not one transaction each.
+    publish(6).await;
+    handled(22).await;
+    let later = sizes.0.lock().unwrap()[before..].to_vec();
+    assert!(
+        later.len() < 6,
+        "six messages in quick succession after a busy batch came in {} batches: {later:?}",
+        later.len()
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    let _ = conn.close(200, "bye".into()).await;
 }

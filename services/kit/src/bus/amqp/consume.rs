@@ -121,19 +121,35 @@ impl AmqpBus {
             .map_err(|e| err("starting consumer", e))?;
         tracing::info!(queue = %queue, "consuming");
         let mut outage = Outage::default();
+        let mut last_batch = 0;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
             // What the broker has already pushed (up to the prefetch) is handled as one batch.
+            // Under load (the last batch held several messages) the batch also waits up to
+            // `LINGER` for more, so it costs one transaction for more events; a lone message is
+            // handled at once.
+            let limit = usize::from(sub.prefetch.max(1));
             let mut batch = vec![delivery_or_err(first)?];
-            while batch.len() < usize::from(sub.prefetch.max(1)) {
+            let linger_until =
+                (last_batch >= LINGER_FROM).then(|| tokio::time::Instant::now() + LINGER);
+            while batch.len() < limit {
                 match deliveries.next().now_or_never() {
                     Some(next) => batch.push(delivery_or_err(next)?),
-                    None => break,
+                    None => match linger_until {
+                        Some(until) => {
+                            match tokio::time::timeout_at(until, deliveries.next()).await {
+                                Ok(next) => batch.push(delivery_or_err(next)?),
+                                Err(_) => break,
+                            }
+                        }
+                        None => break,
+                    },
                 }
             }
+            last_batch = batch.len();
             let received: Vec<Received<'_>> = batch
                 .iter()
                 .map(|d| Received {
@@ -271,6 +287,11 @@ impl AmqpBus {
         Ok(None)
     }
 }
+
+/// How long a batch under load waits for more messages.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
+/// The size of the previous batch from which a batch lingers.
+const LINGER_FROM: usize = 4;
 
 pub(super) fn delivery_or_err(
     next: Option<Result<Delivery, lapin::Error>>,
