@@ -29,8 +29,8 @@ pub struct Queue {
     /// every ticket write reaches take 128: while a batch is handled the broker keeps delivering,
     /// so under load the next batch is large and a batch costs the same few statements whatever
     /// its size (with 32, RabbitMQ-mode consumers fell seconds behind 1 000 creates a second).
-    /// Not more: each database connection keeps a buffer as large as the largest batch statement
-    /// it sent, and with 256 the platform's peak RSS in the mixed benchmark reached 142 MiB.
+    /// Not more: with 256 the platform's peak RSS in the mixed benchmark reached 124–142 MiB
+    /// (against 112–113 with 128), presumably from connection buffers sized to the largest batch.
     pub prefetch: u16,
 }
 
