@@ -161,48 +161,28 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         .collect();
         let mut handled = HashSet::with_capacity(fresh.len());
         let mut new = Vec::with_capacity(events.len());
-        if self.handler.batches() {
-            // The same event twice in one batch is handled once.
-            let mut todo = Vec::with_capacity(fresh.len());
-            // Each event still gets its span in the trace of whoever published it, open while
-            // the batch is applied and committed.
-            let mut spans = Vec::with_capacity(fresh.len());
-            for (event, trace) in events {
-                let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
-                if is_new {
-                    todo.push(*event);
-                    spans.push(event_span(&self.name, event, *trace).0);
-                }
-                new.push(is_new);
-            }
-            let span = tracing::info_span!("events", consumer = %self.name, count = todo.len());
-            let applied = self.handler.handle_all(&mut tx, &todo).instrument(span);
-            std::panic::AssertUnwindSafe(applied)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(HandlerError::Transient("the event handler panicked".into()))
-                })?;
-            tx.commit().await?;
-            drop(spans);
-            return Ok(new);
-        }
+        let batches = self.handler.batches();
+        // For a handler that applies the batch at once: its fresh events, and a span for each in
+        // the trace of whoever published it, open while the batch is applied and committed.
+        let (mut todo, mut spans) = (Vec::new(), Vec::new());
         for (event, trace) in events {
             // The same event twice in one batch is handled once.
             let is_new = fresh.contains(&event.event_id) && handled.insert(event.event_id);
-            if is_new {
+            if is_new && batches {
+                todo.push(*event);
+                spans.push(event_span(&self.name, event, *trace).0);
+            } else if is_new {
                 let (span, trace) = event_span(&self.name, event, *trace);
-                let handled = trace.scope(self.handler.handle(&mut tx, event).instrument(span));
-                std::panic::AssertUnwindSafe(handled)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(HandlerError::Transient("the event handler panicked".into()))
-                    })?;
+                guarded(trace.scope(self.handler.handle(&mut tx, event).instrument(span))).await?;
             }
             new.push(is_new);
         }
+        if batches {
+            let span = tracing::info_span!("events", consumer = %self.name, count = todo.len());
+            guarded(self.handler.handle_all(&mut tx, &todo).instrument(span)).await?;
+        }
         tx.commit().await?;
+        drop(spans);
         Ok(new)
     }
 
@@ -213,15 +193,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         incoming: Option<TraceParent>,
     ) -> Result<(), HandlerError> {
         let (span, trace) = event_span(&self.name, event, incoming);
-        // A panicking handler must not kill the consumer: it counts as a failed attempt, so the
-        // message is retried and finally dead-lettered like any other failure.
-        let outcome =
-            std::panic::AssertUnwindSafe(trace.scope(self.handle_event(event).instrument(span)))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    Err(HandlerError::Transient("the event handler panicked".into()))
-                });
+        let outcome = guarded(trace.scope(self.handle_event(event).instrument(span))).await;
         match outcome {
             Ok(true) => {
                 tracing::debug!("event handled");
@@ -243,6 +215,17 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 .increment(n as u64);
         }
     }
+}
+
+/// Runs a handler's work; a panic in it is a failed attempt (retried, finally dead-lettered like
+/// any other failure) instead of the end of the consumer.
+async fn guarded<T>(
+    work: impl std::future::Future<Output = Result<T, HandlerError>>,
+) -> Result<T, HandlerError> {
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(HandlerError::Transient("the event handler panicked".into())))
 }
 
 /// The span of handling `event`, in the trace of whoever published it (`incoming`), and the trace
