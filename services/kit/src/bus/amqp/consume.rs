@@ -121,20 +121,24 @@ impl AmqpBus {
             .map_err(|e| err("starting consumer", e))?;
         tracing::info!(queue = %queue, "consuming");
         let mut outage = Outage::default();
-        let mut last_batch = 0;
+        // When the last batch was handled: a message that comes within `LINGER` of it means
+        // messages are arriving back to back (load).
+        let mut last_done: Option<tokio::time::Instant> = None;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
             // What the broker has already pushed (up to the prefetch) is handled as one batch.
-            // Under load (the last batch held several messages) the batch also waits up to
-            // `LINGER` for more, so it costs one transaction for more events; a lone message is
-            // handled at once.
+            // Under load (this message came right after the last batch) the batch also waits up
+            // to `LINGER` for more, so it costs one transaction for more events; a message after
+            // a quiet spell is handled at once.
             let limit = usize::from(sub.prefetch.max(1));
             let mut batch = vec![delivery_or_err(first)?];
-            let linger_until =
-                (last_batch >= LINGER_FROM).then(|| tokio::time::Instant::now() + LINGER);
+            let now = tokio::time::Instant::now();
+            let linger_until = last_done
+                .is_some_and(|done| now.duration_since(done) < LINGER)
+                .then(|| now + LINGER);
             while batch.len() < limit {
                 match deliveries.next().now_or_never() {
                     Some(next) => batch.push(delivery_or_err(next)?),
@@ -149,7 +153,6 @@ impl AmqpBus {
                     },
                 }
             }
-            last_batch = batch.len();
             let received: Vec<Received<'_>> = batch
                 .iter()
                 .map(|d| Received {
@@ -158,6 +161,7 @@ impl AmqpBus {
                 })
                 .collect();
             let outcomes = handler.handle_batch(&received).await;
+            last_done = Some(tokio::time::Instant::now());
             if outcomes.len() != batch.len() {
                 // Unacknowledged messages come back when we reconnect.
                 return Err(BusError(
@@ -290,8 +294,6 @@ impl AmqpBus {
 
 /// How long a batch under load waits for more messages.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
-/// The size of the previous batch from which a batch lingers.
-const LINGER_FROM: usize = 4;
 
 pub(super) fn delivery_or_err(
     next: Option<Result<Delivery, lapin::Error>>,
