@@ -37,7 +37,7 @@ fn assert_row(out: &str, route: &str) {
     assert_eq!(cells.len(), 6, "{row}");
     assert!(cells[0] > 0.0 && cells[1] > 0.0, "{row}");
     assert!(cells[2] <= cells[3] && cells[3] <= cells[4], "{row}");
-    assert_eq!(cells[5], 0.0, "{row}");
+    assert_eq!(cells[5], 0.0, "{row}\n{out}");
 }
 
 async fn count(db: &mut sqlx::PgConnection, sql: &'static str) -> i64 {
