@@ -87,9 +87,7 @@ impl Scratch {
     }
 
     async fn fill(&self, ticket: &ServiceDb) -> anyhow::Result<()> {
-        // `outbox_relay` empty: no relay is awake, so the raw write always NOTIFYs, as the issue's
-        // raw transaction (ticket, outbox row, NOTIFY) did.
-        for table in ["users", "tickets", "outbox", "outbox_relay"] {
+        for table in ["users", "tickets", "outbox"] {
             // The source's name is configuration (see `db`).
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE TABLE {table} (LIKE {} INCLUDING ALL)",
