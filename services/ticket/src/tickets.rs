@@ -139,7 +139,7 @@ pub async fn create_ticket(
 }
 
 /// Writes a new OPEN ticket (`row.created_at` is also its `updated_at`), its `ticket.created`
-/// outbox row and the relay's wake-up in one statement: one round trip, atomic on its own. (`helpdesk
+/// outbox row and the relay's wake-up (a NOTIFY, unless a relay is polling anyway) in one statement: one round trip, atomic on its own. (`helpdesk
 /// bench baseline` measures the database's own limit with this same statement.)
 pub async fn insert_created(
     db: impl PgExecutor<'_>,
@@ -151,7 +151,8 @@ pub async fn insert_created(
            VALUES ($1, $2, $3, $4, 'OPEN', $5, $5) RETURNING 1), \
          o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
            SELECT $6, $7, $8, $9, $10, $11 FROM t RETURNING 1) \
-         SELECT pg_notify(current_schema() || '_outbox', '') FROM o",
+         SELECT pg_notify(current_schema() || '_outbox', '') FROM o \
+         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())",
         row.id,
         row.user_id,
         row.title,

@@ -87,7 +87,9 @@ impl Scratch {
     }
 
     async fn fill(&self, ticket: &ServiceDb) -> anyhow::Result<()> {
-        for table in ["users", "tickets", "outbox"] {
+        // `outbox_relay` empty: no relay is awake, so the raw write always NOTIFYs, as the issue's
+        // raw transaction (ticket, outbox row, NOTIFY) did.
+        for table in ["users", "tickets", "outbox", "outbox_relay"] {
             // The source's name is configuration (see `db`).
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE TABLE {table} (LIKE {} INCLUDING ALL)",

@@ -768,3 +768,179 @@ async fn a_running_consumer_is_handed_messages_without_a_row_and_what_it_does_no
     testing::drop_schema(&bus_schema).await;
     testing::drop_schema(&app_schema).await;
 }
+
+/// A bus that keeps the ids of what the relay published (the relay's side is what is tested).
+#[derive(Default)]
+struct Published(std::sync::Mutex<Vec<String>>);
+
+impl Published {
+    fn contains(&self, id: Uuid) -> bool {
+        let id = id.to_string();
+        self.0.lock().unwrap().contains(&id)
+    }
+}
+
+#[async_trait]
+impl Bus for Published {
+    async fn publish(&self, messages: &[OutgoingMessage]) -> helpdesk_kit::bus::PublishOutcome {
+        let mut published = self.0.lock().unwrap();
+        published.extend(messages.iter().map(|m| m.message_id.clone()));
+        helpdesk_kit::bus::PublishOutcome {
+            confirmed: messages.len(),
+            error: None,
+        }
+    }
+
+    async fn consume(
+        &self,
+        _subscription: Subscription,
+        _handler: Arc<dyn MessageHandler>,
+        shutdown: CancellationToken,
+    ) {
+        shutdown.cancelled().await
+    }
+
+    async fn healthy(&self) -> bool {
+        true
+    }
+}
+
+/// Writes an event to `app`'s outbox in a transaction that first reads whether a relay says it
+/// is awake (as of the transaction's start, which the write's own check also uses).
+async fn write_event(app: &PgPool) -> (Uuid, bool) {
+    let mut tx = app.begin().await.unwrap();
+    let awake: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let event = outbox::publish(
+        &mut tx,
+        &UserDeleted {
+            id: Uuid::new_v4(),
+            email: "awake@example.com".into(),
+        },
+        &EventContext::default(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (event.event_id, awake)
+}
+
+/// Whether the next notification on the outbox channel after `marker` was sent is the marker
+/// itself, i.e. nothing notified between the previous marker and this one.
+async fn next_is_marker(
+    app: &PgPool,
+    listener: &mut sqlx::postgres::PgListener,
+    channel: &str,
+    marker: &str,
+) -> bool {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(marker)
+        .execute(app)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    let was_marker = first.payload() == marker;
+    // Drain up to the marker, so the next check starts clean.
+    let mut seen = was_marker;
+    while !seen {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("the marker within 10 s")
+            .unwrap();
+        seen = n.payload() == marker;
+    }
+    was_marker
+}
+
+/// A NOTIFY serializes the commits of every notifying transaction through their WAL flush, so an
+/// outbox write leaves it out while a relay says it is polling: the relay still publishes the
+/// write at once (its fallback poll here is an hour), and once the relay has gone idle writes
+/// NOTIFY again.
+#[tokio::test]
+async fn while_the_relay_polls_outbox_writes_leave_out_their_notify_and_are_still_relayed() {
+    let schema = unique("outbox_awake_");
+    let app = pool(&schema).await;
+    let channel = outbox::channel(&schema);
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app)
+        .await
+        .unwrap();
+    listener.listen(&channel).await.unwrap();
+
+    // No relay yet: a write notifies.
+    let (first, awake) = write_event(&app).await;
+    assert!(!awake);
+    assert!(
+        !next_is_marker(&app, &mut listener, &channel, "m0").await,
+        "a write with no relay awake must NOTIFY"
+    );
+
+    let bus = Arc::new(Published::default());
+    let shutdown = CancellationToken::new();
+    let relay = OutboxRelay::new(app.clone(), bus.clone(), &schema)
+        .with_poll_interval(Duration::from_secs(3600));
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    eventually(Duration::from_secs(10), "the first event published", || {
+        let bus = bus.clone();
+        async move { bus.contains(first).then_some(()) }
+    })
+    .await;
+
+    // A write while the relay is awake: no NOTIFY, published by the relay's own polling. (On a
+    // slow machine the relay may have gone idle before the write began; then the write notified
+    // and woke it, and the next round tries again.)
+    let mut quiet_writes = 0;
+    for round in 0..20 {
+        let (id, awake) = write_event(&app).await;
+        let notified =
+            !next_is_marker(&app, &mut listener, &channel, &format!("m{}", round + 1)).await;
+        assert_eq!(
+            notified, !awake,
+            "a write NOTIFYs exactly when no relay is awake"
+        );
+        eventually(Duration::from_secs(10), "the write published", || {
+            let bus = bus.clone();
+            async move { bus.contains(id).then_some(()) }
+        })
+        .await;
+        if awake {
+            quiet_writes += 1;
+            break;
+        }
+    }
+    assert_eq!(
+        quiet_writes, 1,
+        "the relay never said it was awake after publishing"
+    );
+
+    // Without writes the relay goes idle, and writes NOTIFY again (and are published).
+    eventually(Duration::from_secs(10), "the relay idle", || {
+        let app = app.clone();
+        async move {
+            let awake: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())",
+            )
+            .fetch_one(&app)
+            .await
+            .unwrap();
+            (!awake).then_some(())
+        }
+    })
+    .await;
+    let (last, awake) = write_event(&app).await;
+    assert!(!awake);
+    assert!(!next_is_marker(&app, &mut listener, &channel, "end").await);
+    eventually(Duration::from_secs(10), "the last write published", || {
+        let bus = bus.clone();
+        async move { bus.contains(last).then_some(()) }
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+}
