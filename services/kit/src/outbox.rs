@@ -140,8 +140,13 @@ pub const AWAKE: Duration = Duration::from_millis(500);
 /// it awake and commit later (a write transaction outlasting this waits for the polling
 /// fallback instead).
 pub const AWAKE_GRACE: Duration = Duration::from_secs(1);
-/// The pause between rounds while awake: a round then carries what ~5 ms of writes produced.
+/// The pause between rounds while awake: a round then carries what ~5 ms of writes produced. It
+/// doubles with each round that finds nothing, up to [`AWAKE_POLL_MAX`], so a trickle of writes
+/// does not keep the relay querying 200 times a second.
 pub const AWAKE_POLL: Duration = Duration::from_millis(5);
+/// The longest pause between rounds while awake (the most a write that left out its NOTIFY waits
+/// for the relay).
+pub const AWAKE_POLL_MAX: Duration = Duration::from_millis(40);
 
 /// Publishes the outbox of one service schema.
 pub struct OutboxRelay {
@@ -264,6 +269,7 @@ impl OutboxRelay {
         let mut gauge_at: Option<std::time::Instant> = None;
         // Until when this relay polls on its own (writers skip their NOTIFY meanwhile).
         let mut polling_until: Option<std::time::Instant> = None;
+        let mut pause = AWAKE_POLL;
         while !shutdown.is_cancelled() {
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 >= self.batch_size => continue,
@@ -272,10 +278,11 @@ impl OutboxRelay {
                     let now = std::time::Instant::now();
                     if n > 0 {
                         polling_until = Some(now + AWAKE + AWAKE_GRACE);
+                        pause = AWAKE_POLL;
+                    } else {
+                        pause = (pause * 2).min(AWAKE_POLL_MAX);
                     }
-                    polling_until
-                        .filter(|until| now < *until)
-                        .map(|_| AWAKE_POLL)
+                    polling_until.filter(|until| now < *until).map(|_| pause)
                 }
                 Err(e) => {
                     tracing::warn!(schema = %self.schema, error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed");
