@@ -109,7 +109,7 @@ pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), s
         "WITH ins AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING 1) \
          SELECT pg_notify(current_schema() || '_outbox', '') FROM ins \
-         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())",
+         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())",
         row.event_id,
         row.exchange,
         row.routing_key,

@@ -152,7 +152,7 @@ pub async fn insert_created(
          o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers) \
            SELECT $6, $7, $8, $9, $10, $11 FROM t RETURNING 1) \
          SELECT pg_notify(current_schema() || '_outbox', '') FROM o \
-         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > now())",
+         WHERE NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())",
         row.id,
         row.user_id,
         row.title,
