@@ -169,7 +169,9 @@ pub struct Subscription {
     pub max_attempts: u32,
     /// Delay before the first retry; doubled on each further attempt.
     pub retry_base_delay: Duration,
-    /// Messages in flight per consumer.
+    /// The largest batch the consumer is handed at once. The RabbitMQ bus keeps a few such
+    /// batches in flight (its prefetch window), the PostgreSQL bus claims at most this many
+    /// messages at a time.
     pub prefetch: u16,
 }
 

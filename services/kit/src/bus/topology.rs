@@ -25,12 +25,12 @@ pub struct Queue {
     pub name: &'static str,
     /// (exchange, routing-key pattern) pairs.
     pub bindings: &'static [(&'static str, &'static str)],
-    /// Messages in flight per consumer, and so the largest batch it handles at once. The queues
-    /// every ticket write reaches take 128: while a batch is handled the broker keeps delivering,
-    /// so under load the next batch is large and a batch costs the same few statements whatever
-    /// its size (with 32, RabbitMQ-mode consumers fell seconds behind 1 000 creates a second).
-    /// Not more: with 256 the platform's peak RSS in the mixed benchmark reached 124–142 MiB
-    /// (against 112–113 with 128), presumably from connection buffers sized to the largest batch.
+    /// The largest batch a consumer handles at once (RabbitMQ keeps four such batches in flight
+    /// per consumer). The queues every ticket write reaches take 128: under load the next batch
+    /// is large and a batch costs the same few statements whatever its size (with 32,
+    /// RabbitMQ-mode consumers fell seconds behind 1 000 creates a second). Not more: with 256
+    /// the platform's peak RSS in the mixed benchmark reached 124–142 MiB (against 112–113 with
+    /// 128), presumably from connection buffers sized to the largest batch's statements.
     pub prefetch: u16,
 }
 

@@ -107,7 +107,7 @@ impl AmqpBus {
         let (conn, channel) = self.confirming_channel().await?;
         let queue = self.declare_consumer_topology(&channel, sub).await?;
         channel
-            .basic_qos(sub.prefetch, BasicQosOptions::default())
+            .basic_qos(window(sub.prefetch), BasicQosOptions::default())
             .await
             .map_err(|e| err("setting prefetch", e))?;
         let mut deliveries = channel
@@ -124,15 +124,17 @@ impl AmqpBus {
         // When the last batch was handled: a message that comes within `LINGER` of it means
         // messages are arriving back to back (load).
         let mut last_done: Option<tokio::time::Instant> = None;
-        loop {
+        'consume: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
             };
-            // What the broker has already pushed (up to the prefetch) is handled as one batch.
-            // Under load (this message came right after the last batch) the batch also waits up
-            // to `LINGER` for more, so it costs one transaction for more events; a message after
-            // a quiet spell is handled at once.
+            // What the broker has already pushed is handled as one batch of at most `prefetch`
+            // messages (the broker keeps `WINDOW_BATCHES` batches in flight, so under load the
+            // next batch is already here while this one is handled). Under load (this message
+            // came right after the last batch) the batch also waits up to `LINGER` for more, so
+            // it costs one transaction for more events; a message after a quiet spell is handled
+            // at once.
             let limit = usize::from(sub.prefetch.max(1));
             let mut batch = vec![delivery_or_err(first)?];
             let now = tokio::time::Instant::now();
@@ -153,24 +155,11 @@ impl AmqpBus {
                     },
                 }
             }
-            let received: Vec<Received<'_>> = batch
-                .iter()
-                .map(|d| Received {
-                    body: d.data.as_slice(),
-                    traceparent: header_str(&d.properties, TraceParent::HEADER),
-                })
-                .collect();
-            let outcomes = handler.handle_batch(&received).await;
+            let mut outcomes = handle(handler.as_ref(), &batch).await?;
             last_done = Some(tokio::time::Instant::now());
-            if outcomes.len() != batch.len() {
-                // Unacknowledged messages come back when we reconnect.
-                return Err(BusError(
-                    "handler returned the wrong number of outcomes".into(),
-                ));
-            }
             // All handled (the usual case): one acknowledgement for the whole batch. Deliveries
-            // on this channel come in order and all before these were settled, so `multiple`
-            // acknowledges exactly this batch.
+            // on this channel come in order and every one before this batch was settled, so
+            // `multiple` acknowledges exactly this batch.
             if outcomes.iter().all(Result::is_ok)
                 && let Some(last) = batch.last()
             {
@@ -182,26 +171,37 @@ impl AmqpBus {
                 outage.recovered();
                 continue;
             }
-            let mut unavailable = None;
-            for (delivery, outcome) in batch.iter().zip(outcomes) {
-                if let Some(error) = self
-                    .settle(&channel, sub, &queue, delivery, outcome)
-                    .await?
-                {
-                    unavailable = Some(error);
-                }
-            }
-            // A dependency is down: the deferred messages are back in the queue; wait before
-            // taking them again instead of spinning (and never count it against them).
-            match unavailable {
-                Some(error) => {
-                    let pause = outage.pause(sub, &error);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
+            // A dependency is down: the deferred messages stay with this consumer, unacknowledged
+            // and in order, and are handled again after a pause (never counted against them).
+            // Handing them back instead would let the messages behind them in the window pass
+            // them; a consumer that stops or loses its channel meanwhile returns them to the
+            // queue, in place.
+            loop {
+                let mut deferred = Vec::new();
+                let mut unavailable = None;
+                for (delivery, outcome) in batch.into_iter().zip(outcomes) {
+                    match self
+                        .settle(&channel, sub, &queue, &delivery, outcome)
+                        .await?
+                    {
+                        None => {}
+                        Some(error) => {
+                            unavailable = Some(error);
+                            deferred.push(delivery);
+                        }
                     }
                 }
-                None => outage.recovered(),
+                let Some(error) = unavailable else {
+                    outage.recovered();
+                    break;
+                };
+                let pause = outage.pause(sub, &error);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'consume,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                batch = deferred;
+                outcomes = handle(handler.as_ref(), &batch).await?;
             }
         }
         let _ = channel.close(200, "shutdown".into()).await;
@@ -211,7 +211,7 @@ impl AmqpBus {
 
     /// Acknowledges a handled delivery; a failed one is first moved to its retry queue or, after
     /// the last attempt, to the dead-letter queue. One that failed because a dependency is down
-    /// goes back to the queue as it was; its error is returned so the consumer pauses.
+    /// is left unacknowledged and its error returned, so the consumer pauses and handles it again.
     pub(super) async fn settle(
         &self,
         channel: &Channel,
@@ -225,16 +225,8 @@ impl AmqpBus {
             Settlement::Done => None,
             Settlement::DeadLetter { error, .. } => Some((error, true)),
             Settlement::Retry { error, .. } => Some((error, false)),
-            Settlement::Defer { error } => {
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| err("handing back a deferred message", e))?;
-                return Ok(Some(error));
-            }
+            // Kept unacknowledged by the caller, to be handled again.
+            Settlement::Defer { error } => return Ok(Some(error)),
         };
         if let Some((error, give_up)) = failure {
             let target = if give_up {
@@ -290,6 +282,39 @@ impl AmqpBus {
             .map_err(|e| err("acknowledging", e))?;
         Ok(None)
     }
+}
+
+/// Batches in flight per consumer: the broker's prefetch window is this many times the
+/// subscription's batch size (`Subscription::prefetch`). With a window of one batch, each batch
+/// waited for the broker to refill the window after its acknowledgement (a round trip behind
+/// every other task of a loaded process), and the consumers of `ticket.created` fell seconds
+/// behind the writes; the deliveries waiting cost a few KiB each.
+const WINDOW_BATCHES: u16 = 4;
+
+fn window(batch: u16) -> u16 {
+    batch.max(1).saturating_mul(WINDOW_BATCHES)
+}
+
+/// Hands `batch` to the handler: one outcome per delivery.
+async fn handle(
+    handler: &dyn MessageHandler,
+    batch: &[Delivery],
+) -> Result<Vec<Result<(), HandlerError>>, BusError> {
+    let received: Vec<Received<'_>> = batch
+        .iter()
+        .map(|d| Received {
+            body: d.data.as_slice(),
+            traceparent: header_str(&d.properties, TraceParent::HEADER),
+        })
+        .collect();
+    let outcomes = handler.handle_batch(&received).await;
+    if outcomes.len() != batch.len() {
+        // Unacknowledged messages come back when the consumer reconnects.
+        return Err(BusError(
+            "handler returned the wrong number of outcomes".into(),
+        ));
+    }
+    Ok(outcomes)
 }
 
 /// How long a batch under load waits for more messages.
