@@ -183,20 +183,30 @@ impl AmqpBus {
                 };
             }
         };
-        // Pipeline the batch, then collect confirmations in order.
-        let mut pending = Vec::with_capacity(messages.len());
+        // Pipeline the batch, then collect confirmations in order. A publish queues its frames
+        // (and takes its confirmation number) when first polled, then waits until lapin's I/O
+        // thread has written them: polling each once, in order, queues the whole batch before
+        // waiting for any write. Awaiting each in turn cost a hand-over to the I/O thread and back
+        // per message, and under load that made the relay trail the writes by a second.
+        let mut sends = Vec::with_capacity(messages.len());
         for m in messages {
-            let exchange = self.name(&m.exchange);
-            match channel
-                .basic_publish(
-                    exchange.into(),
-                    m.routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &m.body,
-                    Self::properties(m),
-                )
-                .await
-            {
+            let mut send = Box::pin(channel.basic_publish(
+                self.name(&m.exchange).into(),
+                m.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &m.body,
+                Self::properties(m),
+            ));
+            let first = futures_util::poll!(send.as_mut());
+            sends.push((send, first));
+        }
+        let mut pending = Vec::with_capacity(sends.len());
+        for (send, first) in sends {
+            let sent = match first {
+                std::task::Poll::Ready(sent) => sent,
+                std::task::Poll::Pending => send.await,
+            };
+            match sent {
                 Ok(confirm) => pending.push(confirm),
                 Err(e) => {
                     pending.clear();

@@ -1095,3 +1095,34 @@ async fn a_deferred_message_is_handled_again_before_the_messages_behind_it() {
     task.await.unwrap();
     testing::service::remove_broker_objects(&prefix, &[sub]).await;
 }
+
+/// A relay round publishes its whole batch at once (the publishes are queued before any is
+/// awaited): every event arrives once, in the order of the outbox, and the round counts them all
+/// as confirmed.
+#[tokio::test]
+async fn a_relay_round_publishes_its_batch_in_outbox_order() {
+    let f = fixture().await;
+    let mut tap = EventTap::start(&f.prefix, USER_EVENTS).await;
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema);
+    let mut written = Vec::new();
+    let mut tx = f.pool.begin().await.unwrap();
+    for _ in 0..150 {
+        let id = Uuid::new_v4();
+        outbox::publish(&mut tx, &deleted(id), &EventContext::default())
+            .await
+            .unwrap();
+        written.push(id.to_string());
+    }
+    tx.commit().await.unwrap();
+
+    assert_eq!(relay.relay_once().await.unwrap(), 150);
+    let got: Vec<String> = take(&mut tap, 150)
+        .await
+        .into_iter()
+        .map(|(_, e)| e.aggregate_id)
+        .collect();
+    assert_eq!(got, written);
+    assert_eq!(relay.backlog().await.unwrap(), 0);
+    testing::drop_schema(&f.schema).await;
+}
