@@ -153,6 +153,9 @@ pub struct OutboxRelay {
     pool: PgPool,
     bus: Arc<dyn Bus>,
     schema: String,
+    /// Events per round (500). A round's fixed costs (a few statements, waiting for the broker's
+    /// confirmations) are paid once per batch: with 200, under ~2 000 writes/s on RabbitMQ the
+    /// ticket outbox trailed the writes by 300 to 1 600 events, with 500 mostly by under 100.
     batch_size: i64,
     poll_interval: Duration,
 }
@@ -163,7 +166,7 @@ impl OutboxRelay {
             pool,
             bus,
             schema: schema.to_string(),
-            batch_size: 200,
+            batch_size: 500,
             poll_interval: Duration::from_secs(2),
         }
     }

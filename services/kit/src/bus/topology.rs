@@ -25,7 +25,7 @@ pub struct Queue {
     pub name: &'static str,
     /// (exchange, routing-key pattern) pairs.
     pub bindings: &'static [(&'static str, &'static str)],
-    /// The largest batch a consumer handles at once (RabbitMQ keeps four such batches in flight
+    /// The largest batch a consumer handles at once (RabbitMQ keeps two such batches in flight
     /// per consumer). The queues every ticket write reaches take 128: under load the next batch
     /// is large and a batch costs the same few statements whatever its size (with 32,
     /// RabbitMQ-mode consumers fell seconds behind 1 000 creates a second). Not more: with 256

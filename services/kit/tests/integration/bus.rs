@@ -968,7 +968,7 @@ impl helpdesk_kit::bus::MessageHandler for HoldsFirstBatch {
 }
 
 /// While a consumer handles a batch, the broker already delivers the batches behind it (a
-/// window of four batches), so a loaded consumer never waits for its window to refill; a batch
+/// window of two batches), so a loaded consumer never waits for its window to refill; a batch
 /// is still at most `prefetch` messages.
 #[tokio::test]
 async fn while_a_batch_is_handled_the_next_batches_are_already_delivered() {
@@ -996,11 +996,11 @@ async fn while_a_batch_is_handled_the_next_batches_are_already_delivered() {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     // The first batch (what had arrived when the first message came, at most 8) is held; the
-    // broker hands out 32 in all, so 8 are left waiting.
+    // broker hands out 16 in all, so 24 are left waiting.
     eventually(
         Duration::from_secs(10),
-        "32 messages in flight while the first batch is held",
-        || async { (queue_len(&ch, &queue).await == Some(8)).then_some(()) },
+        "16 messages in flight while the first batch is held",
+        || async { (queue_len(&ch, &queue).await == Some(24)).then_some(()) },
     )
     .await;
     let held = handler.batches.lock().unwrap().clone();

@@ -289,7 +289,7 @@ impl AmqpBus {
 /// waited for the broker to refill the window after its acknowledgement (a round trip behind
 /// every other task of a loaded process), and the consumers of `ticket.created` fell seconds
 /// behind the writes; the deliveries waiting cost a few KiB each.
-const WINDOW_BATCHES: u16 = 4;
+const WINDOW_BATCHES: u16 = 2;
 
 fn window(batch: u16) -> u16 {
     batch.max(1).saturating_mul(WINDOW_BATCHES)
