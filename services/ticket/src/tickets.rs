@@ -139,8 +139,9 @@ pub async fn create_ticket(
 }
 
 /// Writes a new OPEN ticket (`row.created_at` is also its `updated_at`), its `ticket.created`
-/// outbox row and the relay's wake-up (a NOTIFY, unless a relay is polling anyway) in one statement: one round trip, atomic on its own. (`helpdesk
-/// bench baseline` measures the database's own limit with this same statement.)
+/// outbox row and the relay's wake-up (a NOTIFY, unless a relay is polling anyway) in one
+/// statement: one round trip, atomic on its own. (`helpdesk bench baseline` measures the
+/// database's own limit with this same statement.)
 pub async fn insert_created(
     db: impl PgExecutor<'_>,
     row: &TicketRow,

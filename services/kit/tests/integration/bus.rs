@@ -935,11 +935,25 @@ async fn under_load_a_batch_waits_briefly_for_the_messages_right_behind_it() {
     let _ = conn.close(200, "bye".into()).await;
 }
 
-/// Publishes `bodies` to the user-events exchange of `prefix`, in order, each confirmed.
-async fn publish_all(prefix: &str, bodies: &[Vec<u8>]) {
-    for body in bodies {
-        publish_raw(prefix, body).await;
+/// A fresh prefix and a bus for it whose queue `queue` (batches of `prefetch`) is declared and holds the
+/// messages `m0`, `m1`, ... `m{n-1}`, published in that order and confirmed, before any consumer
+/// starts.
+async fn backlog(queue: &str, prefetch: u16, n: usize) -> (String, Arc<AmqpBus>, Subscription) {
+    testing::require_rabbitmq().await;
+    let prefix = format!("{}.", unique("t"));
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+    let sub = Subscription {
+        queue: queue.into(),
+        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+        max_attempts: 1,
+        retry_base_delay: Duration::from_millis(20),
+        prefetch,
+    };
+    bus.declare(&sub).await.unwrap();
+    for i in 0..n {
+        publish_raw(&prefix, format!("m{i}").as_bytes()).await;
     }
+    (prefix, bus, sub)
 }
 
 /// Holds the first batch it is handed until `release` is notified; records every batch.
@@ -972,19 +986,7 @@ impl helpdesk_kit::bus::MessageHandler for HoldsFirstBatch {
 /// is still at most `prefetch` messages.
 #[tokio::test]
 async fn while_a_batch_is_handled_the_next_batches_are_already_delivered() {
-    testing::require_rabbitmq().await;
-    let prefix = format!("{}.", unique("t"));
-    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
-    let sub = Subscription {
-        queue: "kit-window".into(),
-        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
-        max_attempts: 1,
-        retry_base_delay: Duration::from_millis(50),
-        prefetch: 8,
-    };
-    bus.declare(&sub).await.unwrap();
-    let bodies: Vec<Vec<u8>> = (0..40).map(|i| format!("m{i}").into_bytes()).collect();
-    publish_all(&prefix, &bodies).await;
+    let (prefix, bus, sub) = backlog("kit-window", 8, 40).await;
     let handler = Arc::new(HoldsFirstBatch {
         batches: Default::default(),
         release: tokio::sync::Notify::new(),
@@ -1056,19 +1058,7 @@ impl helpdesk_kit::bus::MessageHandler for DownForFirst {
 /// survives an outage. It is never dead-lettered, and each message is handled once.
 #[tokio::test]
 async fn a_deferred_message_is_handled_again_before_the_messages_behind_it() {
-    testing::require_rabbitmq().await;
-    let prefix = format!("{}.", unique("t"));
-    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
-    let sub = Subscription {
-        queue: "kit-deferred-order".into(),
-        bindings: vec![(USER_EVENTS.into(), "user.*".into())],
-        max_attempts: 1,
-        retry_base_delay: Duration::from_millis(20),
-        prefetch: 1,
-    };
-    bus.declare(&sub).await.unwrap();
-    let bodies: Vec<Vec<u8>> = (0..4).map(|i| format!("m{i}").into_bytes()).collect();
-    publish_all(&prefix, &bodies).await;
+    let (prefix, bus, sub) = backlog("kit-deferred-order", 1, 4).await;
     let handler = Arc::new(DownForFirst {
         outage: AtomicUsize::new(3),
         handled: Default::default(),
