@@ -42,6 +42,9 @@ pub struct AmqpBus {
     url: String,
     prefix: String,
     publisher: Mutex<Option<(Connection, Channel)>>,
+    /// The connection every consumer of this bus opens its channel on (see
+    /// [`AmqpBus::consuming_channel`]).
+    consuming: Mutex<Option<Arc<Connection>>>,
     /// Queues declared with the publisher's channel, before anything is published.
     queues: Vec<Subscription>,
 }
@@ -65,6 +68,7 @@ impl AmqpBus {
             url: url.to_string(),
             prefix: prefix.to_string(),
             publisher: Mutex::new(None),
+            consuming: Mutex::new(None),
             queues: Vec::new(),
         }
     }
@@ -99,6 +103,35 @@ impl AmqpBus {
             .await
             .map_err(|e| err("enabling publisher confirms", e))?;
         Ok((conn, channel))
+    }
+
+    /// A channel in publisher-confirm mode (consumers republish failed messages to their retry and
+    /// dead-letter queues) on the connection all consumers of this bus share: one socket, one
+    /// lapin I/O thread and one pair of frame buffers, where a connection per consumer gave
+    /// `helpdesk up` ten of each. A lost connection is replaced by the first consumer that finds
+    /// it gone; the others open their channels on the new one. Publishing keeps a connection of
+    /// its own, so the broker's flow control of a publishing connection never holds up deliveries.
+    async fn consuming_channel(&self) -> Result<Channel, BusError> {
+        let conn = {
+            let mut shared = self.consuming.lock().await;
+            match shared.as_ref() {
+                Some(conn) if conn.status().connected() => conn.clone(),
+                _ => {
+                    let conn = Arc::new(self.connect().await?);
+                    *shared = Some(conn.clone());
+                    conn
+                }
+            }
+        };
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| err("opening channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| err("enabling publisher confirms", e))?;
+        Ok(channel)
     }
 
     async fn connect(&self) -> Result<Connection, BusError> {

@@ -1116,3 +1116,97 @@ async fn a_relay_round_publishes_its_batch_in_outbox_order() {
     assert_eq!(relay.backlog().await.unwrap(), 0);
     testing::drop_schema(&f.schema).await;
 }
+
+/// The TCP connections this process holds open to `port`: its socket descriptors matched by inode
+/// against the kernel's table of established connections.
+fn connections_to(port: u16) -> usize {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    ["/proc/self/net/tcp", "/proc/self/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|row| {
+                    // sl local_address rem_address st ... inode (the 10th column)
+                    let cols: Vec<&str> = row.split_whitespace().collect();
+                    cols.len() > 9
+                        && cols[2].ends_with(&port)
+                        && cols[3] == "01"
+                        && sockets.contains(cols[9])
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// A service's consumers share one connection to the broker, with a channel each, and the
+/// publisher has one of its own: two connections (and two lapin I/O threads) however many queues
+/// the service consumes, where there used to be one per consumer.
+#[tokio::test]
+async fn the_consumers_of_a_bus_share_one_connection_and_the_publisher_has_its_own() {
+    testing::require_rabbitmq().await;
+    let broker: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
+    let prefix = format!("{}.", unique("t"));
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+    let mut running = Vec::new();
+    for n in 0..4 {
+        let sub = Subscription {
+            queue: format!("shared-{n}"),
+            bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+            max_attempts: 1,
+            retry_base_delay: Duration::from_millis(20),
+            prefetch: 8,
+        };
+        let handled = Arc::new(BatchSizes(Default::default()));
+        let (shutdown, task) = start_consuming(&bus, &sub, handled.clone()).await;
+        running.push((sub, handled, shutdown, task));
+    }
+    let message = OutgoingMessage {
+        exchange: USER_EVENTS.into(),
+        routing_key: "user.deleted".into(),
+        message_id: Uuid::new_v4().to_string(),
+        headers: Default::default(),
+        body: b"{}".to_vec(),
+    };
+    assert_eq!(bus.publish(&[message]).await.confirmed, 1);
+    eventually(
+        Duration::from_secs(10),
+        "each queue's consumer handled the message",
+        || async {
+            running
+                .iter()
+                .all(|(_, handled, _, _)| handled.0.lock().unwrap().iter().sum::<usize>() == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    // The test's own short-lived connections (queue checks) are closed by now or soon.
+    eventually(
+        Duration::from_secs(10),
+        "two connections to the broker",
+        || async { (connections_to(broker.authority.port) == 2).then_some(()) },
+    )
+    .await;
+    let mut subs = Vec::new();
+    for (sub, _, shutdown, task) in running {
+        shutdown.cancel();
+        task.await.unwrap();
+        subs.push(sub);
+    }
+    testing::service::remove_broker_objects(&prefix, &subs).await;
+}

@@ -104,7 +104,7 @@ impl AmqpBus {
         handler: &Arc<dyn MessageHandler>,
         shutdown: &CancellationToken,
     ) -> Result<(), BusError> {
-        let (conn, channel) = self.confirming_channel().await?;
+        let channel = self.consuming_channel().await?;
         let queue = self.declare_consumer_topology(&channel, sub).await?;
         channel
             .basic_qos(window(sub.prefetch), BasicQosOptions::default())
@@ -204,8 +204,9 @@ impl AmqpBus {
                 outcomes = handle(handler.as_ref(), &batch).await?;
             }
         }
+        // Unacknowledged deliveries go back to the queue with the channel; the shared connection
+        // closes with the bus.
         let _ = channel.close(200, "shutdown".into()).await;
-        let _ = conn.close(200, "shutdown".into()).await;
         Ok(())
     }
 
