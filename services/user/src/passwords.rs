@@ -2,9 +2,14 @@
 //! flood queues for hashing capacity instead of starving every other request. Dedicated threads
 //! (rather than the runtime's blocking pool, which grows to hundreds of threads) also keep memory
 //! flat: each hash needs ~12 MiB of working memory, which each thread allocates once and reuses
-//! (see [`Hasher`]).
+//! while it keeps hashing, and frees after [`HashingConfig::release_after`] without work (see
+//! [`Hasher`]).
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
 
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -22,6 +27,8 @@ pub struct HashingConfig {
     pub parallelism: u32,
     /// Hashes computed at once (default: the number of CPUs).
     pub max_concurrent: usize,
+    /// How long a hashing thread keeps its working memory without work (2 s).
+    pub release_after: Duration,
 }
 
 impl HashingConfig {
@@ -36,6 +43,7 @@ impl HashingConfig {
             iterations: env.parse_or("USER_ARGON2_ITERATIONS", 3)?,
             parallelism: env.parse_or("USER_ARGON2_PARALLELISM", 1)?,
             max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", cpus)?,
+            release_after: Duration::from_secs(2),
         };
         cfg.params().map_err(|e| {
             ConfigError::new(
@@ -60,21 +68,35 @@ impl HashingConfig {
 type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
 
 /// One hashing thread's argon2id: the configured parameters for new hashes, and the working memory
-/// (`m` KiB) every hash and verification of the thread reuses. Allocating it per hash, as
-/// `argon2`'s `hash_password` does, made each login allocate, zero and free 12 MiB; under load the
-/// allocator kept several such blocks resident at once, and `helpdesk up`'s peak RSS in the mixed
-/// benchmark on RabbitMQ was ~40 MiB above the same load without logins.
+/// (`m` KiB) every hash and verification of the thread reuses until it is released. Allocating it
+/// per hash, as `argon2`'s `hash_password` does, made each login allocate, zero and free 12 MiB;
+/// under load the allocator kept several such blocks resident at once, and `helpdesk up`'s peak
+/// RSS in the mixed benchmark on RabbitMQ was ~40 MiB above the same load without logins.
 struct Hasher {
     argon: Argon2<'static>,
     blocks: Vec<Block>,
+    /// The working memory all hashing threads hold, in bytes.
+    held: Arc<AtomicUsize>,
 }
 
 impl Hasher {
-    fn new(argon: Argon2<'static>) -> Self {
+    fn new(argon: Argon2<'static>, held: Arc<AtomicUsize>) -> Self {
         Self {
             argon,
             blocks: Vec::new(),
+            held,
         }
+    }
+
+    fn holds_memory(&self) -> bool {
+        !self.blocks.is_empty()
+    }
+
+    /// Frees the working memory (a thread without work for a while).
+    fn release(&mut self) {
+        self.held
+            .fetch_sub(std::mem::size_of_val(&self.blocks[..]), Ordering::Relaxed);
+        self.blocks = Vec::new();
     }
 
     /// Runs `argon` over this thread's memory, allocated on first use and kept. A stored hash that
@@ -94,7 +116,9 @@ impl Hasher {
             return argon.hash_password_into_with_memory(password, salt, out, &mut once[..]);
         }
         if self.blocks.len() < needed {
+            let grown = (needed - self.blocks.len()) * std::mem::size_of::<Block>();
             self.blocks.resize(needed, Block::default());
+            self.held.fetch_add(grown, Ordering::Relaxed);
         }
         argon.hash_password_into_with_memory(password, salt, out, &mut self.blocks[..needed])
     }
@@ -148,7 +172,9 @@ impl Hasher {
 /// Hashes and verifies passwords.
 #[derive(Clone)]
 pub struct Passwords {
-    jobs: mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
+    /// The working memory the hashing threads hold, in bytes.
+    held: Arc<AtomicUsize>,
     /// Verified against when the account does not exist, so both failures take similar time.
     dummy_hash: Arc<String>,
 }
@@ -159,33 +185,43 @@ impl Passwords {
             .params()
             .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy_hash = Hasher::new(argon.clone())
+        let held = Arc::new(AtomicUsize::new(0));
+        let dummy_hash = Hasher::new(argon.clone(), Arc::new(AtomicUsize::new(0)))
             .hash(b"not-a-real-password")
             .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for n in 0..cfg.max_concurrent {
-            let (queue, argon) = (queue.clone(), argon.clone());
+            let (queue, argon, held) = (queue.clone(), argon.clone(), held.clone());
+            let release_after = cfg.release_after;
             std::thread::Builder::new()
                 .name(format!("argon2-{n}"))
                 .spawn(move || {
-                    let mut hasher = Hasher::new(argon);
+                    let mut hasher = Hasher::new(argon, held);
+                    // Ends when every sender (every clone of `Passwords`) is gone.
                     loop {
-                        // Ends when every sender (every clone of `Passwords`) is gone.
-                        let job = match queue.lock() {
-                            Ok(q) => q.recv(),
-                            Err(_) => return,
+                        let job = if hasher.holds_memory() {
+                            match queue.recv_timeout(release_after) {
+                                Ok(job) => job,
+                                Err(RecvTimeoutError::Timeout) => {
+                                    hasher.release();
+                                    continue;
+                                }
+                                Err(RecvTimeoutError::Disconnected) => return,
+                            }
+                        } else {
+                            match queue.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            }
                         };
-                        match job {
-                            Ok(job) => job(&mut hasher),
-                            Err(_) => return,
-                        }
+                        job(&mut hasher);
                     }
                 })?;
         }
         Ok(Self {
             jobs,
             dummy_hash: Arc::new(dummy_hash),
+            held,
         })
     }
 
@@ -200,6 +236,12 @@ impl Passwords {
             }))
             .map_err(|_| anyhow::anyhow!("password hashing threads stopped"))?;
         Ok(rx.await?)
+    }
+
+    /// The working memory the hashing threads hold now, in bytes: `m` KiB per thread that hashed
+    /// within the last [`HashingConfig::release_after`].
+    pub fn working_memory(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// A PHC-format argon2id hash of `password`.
@@ -231,6 +273,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
             max_concurrent: 2,
+            release_after: Duration::from_secs(2),
         })
         .unwrap();
         let h = p.hash("secret123".into()).await.unwrap();
@@ -251,7 +294,7 @@ mod tests {
     #[test]
     fn hashes_interoperate_with_the_argon2_crates_own_format() {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
-        let mut hasher = Hasher::new(argon(1024, 2));
+        let mut hasher = Hasher::new(argon(1024, 2), Default::default());
         // Stored by an earlier release, which hashed with the crate's own `hash_password`.
         let stored = argon(1024, 2)
             .hash_password(b"old secret")
@@ -279,7 +322,7 @@ mod tests {
     #[test]
     fn a_stored_hash_is_checked_with_its_own_parameters() {
         use argon2::PasswordHasher as _;
-        let mut hasher = Hasher::new(argon(1024, 1));
+        let mut hasher = Hasher::new(argon(1024, 1), Default::default());
         // Hashed with more memory and passes than this process is configured for (the
         // configuration was lowered since): verified with the stored parameters.
         let stored = argon(2048, 3).hash_password(b"pw").unwrap().to_string();
@@ -304,7 +347,7 @@ mod tests {
 
     #[test]
     fn malformed_stored_hashes_never_verify() {
-        let mut hasher = Hasher::new(argon(1024, 1));
+        let mut hasher = Hasher::new(argon(1024, 1), Default::default());
         let good = hasher.hash(b"pw").unwrap();
         let no_hash = good.rsplit_once('$').unwrap().0.to_string();
         for bad in [
@@ -323,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_hashing_thread_allocates_its_working_memory_once() {
-        let mut hasher = Hasher::new(argon(1024, 1));
+        let mut hasher = Hasher::new(argon(1024, 1), Default::default());
         assert!(
             hasher.blocks.is_empty(),
             "nothing is allocated before the first hash"
@@ -336,5 +379,38 @@ mod tests {
             assert!(hasher.verify(b"pw", &h));
         }
         assert_eq!((hasher.blocks.as_ptr(), hasher.blocks.len()), memory);
+    }
+
+    /// Under load a hashing thread keeps its working memory from one hash to the next; once no
+    /// work came for `release_after`, it frees it, and takes it again with the next hash.
+    #[tokio::test]
+    async fn hashing_threads_free_their_working_memory_when_idle() {
+        let p = Passwords::new(&HashingConfig {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+            release_after: Duration::from_millis(300),
+        })
+        .unwrap();
+        assert_eq!(p.working_memory(), 0, "nothing held before the first hash");
+        let hashes = futures_util::future::join_all((0..8).map(|_| p.hash("pw".into()))).await;
+        let held = p.working_memory();
+        assert!(
+            held == 4 << 20 || held == 8 << 20,
+            "one or two threads hold 4 MiB each: {held}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while p.working_memory() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still held: {}",
+                p.working_memory()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let h = hashes[0].as_ref().unwrap().clone();
+        assert!(p.verify("pw".into(), Some(h)).await.unwrap());
+        assert_eq!(p.working_memory(), 4 << 20, "taken again for the next hash");
     }
 }
