@@ -221,7 +221,13 @@ impl OutboxRelay {
                 headers,
             });
         }
+        // How long a round waits for the bus (on RabbitMQ, for the broker's confirmations of
+        // persistent messages, which follow its disk writes): what the outbox backlog grows by
+        // while it waits.
+        let started = std::time::Instant::now();
         let outcome = self.bus.publish(&messages).await;
+        metrics::histogram!("helpdesk_outbox_publish_seconds", "schema" => self.schema.clone())
+            .record(started.elapsed().as_secs_f64());
         if outcome.confirmed > 0 {
             sqlx::query!(
                 "DELETE FROM outbox WHERE id = ANY($1)",

@@ -1117,6 +1117,39 @@ async fn a_relay_round_publishes_its_batch_in_outbox_order() {
     testing::drop_schema(&f.schema).await;
 }
 
+/// Each relay round's wait for the bus (on RabbitMQ, the broker's confirmations) is on
+/// `/metrics`, per outbox: the outbox backlog grows by what is written while a round waits.
+#[tokio::test]
+async fn a_relay_round_records_how_long_it_waited_for_the_bus() {
+    let metrics = helpdesk_kit::telemetry::prometheus();
+    let f = fixture().await;
+    let bus: Arc<dyn Bus> = Arc::new(AmqpBus::new(&amqp_url(), &f.prefix));
+    let relay = OutboxRelay::new(f.pool.clone(), bus, &f.schema);
+    let count = format!(
+        "helpdesk_outbox_publish_seconds_count{{schema=\"{}\"}}",
+        f.schema
+    );
+    for round in 1..=2 {
+        let mut tx = f.pool.begin().await.unwrap();
+        for _ in 0..3 {
+            outbox::publish(&mut tx, &deleted(Uuid::new_v4()), &EventContext::default())
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(relay.relay_once().await.unwrap(), 3);
+        let text = metrics.render();
+        assert!(
+            text.lines().any(|l| l == format!("{count} {round}")),
+            "round {round} not counted in:\n{text}"
+        );
+    }
+    // A round that finds nothing to publish does not wait for the bus and is not counted.
+    assert_eq!(relay.relay_once().await.unwrap(), 0);
+    assert!(metrics.render().lines().any(|l| l == format!("{count} 2")));
+    testing::drop_schema(&f.schema).await;
+}
+
 /// The TCP connections this process holds open to `port`: its socket descriptors matched by inode
 /// against the kernel's table of established connections.
 fn connections_to(port: u16) -> usize {
