@@ -1243,3 +1243,81 @@ async fn the_consumers_of_a_bus_share_one_connection_and_the_publisher_has_its_o
     }
     testing::service::remove_broker_objects(&prefix, &subs).await;
 }
+
+/// A consumer that loses its channel (here the broker cancels it: its queue was deleted) comes
+/// back on a new channel of the shared connection; the other consumers on that connection go on
+/// as if nothing happened, and the connection is not replaced.
+#[tokio::test]
+async fn a_consumer_that_loses_its_channel_comes_back_and_the_others_go_on() {
+    testing::require_rabbitmq().await;
+    let broker: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
+    let prefix = format!("{}.", unique("t"));
+    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+    let mut running = Vec::new();
+    for name in ["lost", "kept"] {
+        let sub = Subscription {
+            queue: format!("channel-{name}"),
+            bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+            max_attempts: 1,
+            retry_base_delay: Duration::from_millis(20),
+            prefetch: 8,
+        };
+        let handled = Arc::new(BatchSizes(Default::default()));
+        let (shutdown, task) = start_consuming(&bus, &sub, handled.clone()).await;
+        running.push((sub, handled, shutdown, task));
+    }
+    let lost = bus.name(&running[0].0.queue);
+    let admin = Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = admin.create_channel().await.unwrap();
+    ch.queue_delete(
+        lost.as_str().into(),
+        lapin::options::QueueDeleteOptions::default(),
+    )
+    .await
+    .unwrap();
+    // The cancelled consumer declares its queue again (with its bindings) and consumes.
+    eventually(
+        Duration::from_secs(10),
+        "the deleted queue declared again",
+        || async {
+            let ch = admin.create_channel().await.ok()?;
+            queue_len(&ch, &lost).await.map(|_| ())
+        },
+    )
+    .await;
+    let message = |n: u8| OutgoingMessage {
+        exchange: USER_EVENTS.into(),
+        routing_key: "user.deleted".into(),
+        message_id: Uuid::new_v4().to_string(),
+        headers: Default::default(),
+        body: vec![b'0' + n],
+    };
+    for n in 0..3 {
+        assert_eq!(bus.publish(&[message(n)]).await.confirmed, 1);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "both consumers handled all three",
+        || async {
+            running
+                .iter()
+                .all(|(_, handled, _, _)| handled.0.lock().unwrap().iter().sum::<usize>() == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = admin.close(200, "bye".into()).await;
+    eventually(Duration::from_secs(10), "still two connections", || async {
+        (connections_to(broker.authority.port) == 2).then_some(())
+    })
+    .await;
+    let mut subs = Vec::new();
+    for (sub, _, shutdown, task) in running {
+        shutdown.cancel();
+        task.await.unwrap();
+        subs.push(sub);
+    }
+    testing::service::remove_broker_objects(&prefix, &subs).await;
+}
