@@ -61,6 +61,19 @@ fn err(context: &str, e: impl std::fmt::Display) -> BusError {
     BusError(format!("{context}: {e}"))
 }
 
+/// A new channel on `conn` in publisher-confirm mode.
+async fn confirming_channel_on(conn: &Connection) -> Result<Channel, BusError> {
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| err("opening channel", e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| err("enabling publisher confirms", e))?;
+    Ok(channel)
+}
+
 impl AmqpBus {
     /// A bus for `url`; nothing connects until first use, so a service starts while the broker is down.
     pub fn new(url: &str, prefix: &str) -> Self {
@@ -94,14 +107,7 @@ impl AmqpBus {
     /// A new connection with one channel in publisher-confirm mode.
     async fn confirming_channel(&self) -> Result<(Connection, Channel), BusError> {
         let conn = self.connect().await?;
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| err("enabling publisher confirms", e))?;
+        let channel = confirming_channel_on(&conn).await?;
         Ok((conn, channel))
     }
 
@@ -123,15 +129,7 @@ impl AmqpBus {
                 }
             }
         };
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| err("opening channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| err("enabling publisher confirms", e))?;
-        Ok(channel)
+        confirming_channel_on(&conn).await
     }
 
     async fn connect(&self) -> Result<Connection, BusError> {
