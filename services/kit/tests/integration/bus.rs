@@ -1187,61 +1187,106 @@ fn connections_to(port: u16) -> usize {
         .sum()
 }
 
-/// A service's consumers share one connection to the broker, with a channel each, and the
-/// publisher has one of its own: two connections (and two lapin I/O threads) however many queues
-/// the service consumes, where there used to be one per consumer.
-#[tokio::test]
-async fn the_consumers_of_a_bus_share_one_connection_and_the_publisher_has_its_own() {
-    testing::require_rabbitmq().await;
-    let broker: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
-    let prefix = format!("{}.", unique("t"));
-    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
-    let mut running = Vec::new();
-    for n in 0..4 {
-        let sub = Subscription {
-            queue: format!("shared-{n}"),
-            bindings: vec![(USER_EVENTS.into(), "user.*".into())],
-            max_attempts: 1,
-            retry_base_delay: Duration::from_millis(20),
-            prefetch: 8,
-        };
-        let handled = Arc::new(BatchSizes(Default::default()));
-        let (shutdown, task) = start_consuming(&bus, &sub, handled.clone()).await;
-        running.push((sub, handled, shutdown, task));
+/// Consumers of several queues (all bound to the user events) on one bus, each recording what it
+/// handled.
+struct Consumers {
+    prefix: String,
+    bus: Arc<AmqpBus>,
+    running: Vec<(
+        Subscription,
+        Arc<BatchSizes>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl Consumers {
+    async fn start(queues: &[&str]) -> Self {
+        testing::require_rabbitmq().await;
+        let prefix = format!("{}.", unique("t"));
+        let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
+        let mut running = Vec::new();
+        for queue in queues {
+            let sub = Subscription {
+                queue: queue.to_string(),
+                bindings: vec![(USER_EVENTS.into(), "user.*".into())],
+                max_attempts: 1,
+                retry_base_delay: Duration::from_millis(20),
+                prefetch: 8,
+            };
+            let handled = Arc::new(BatchSizes(Default::default()));
+            let (shutdown, task) = start_consuming(&bus, &sub, handled.clone()).await;
+            running.push((sub, handled, shutdown, task));
+        }
+        Self {
+            prefix,
+            bus,
+            running,
+        }
     }
-    let message = OutgoingMessage {
-        exchange: USER_EVENTS.into(),
-        routing_key: "user.deleted".into(),
-        message_id: Uuid::new_v4().to_string(),
-        headers: Default::default(),
-        body: b"{}".to_vec(),
-    };
-    assert_eq!(bus.publish(&[message]).await.confirmed, 1);
-    eventually(
-        Duration::from_secs(10),
-        "each queue's consumer handled the message",
-        || async {
-            running
-                .iter()
-                .all(|(_, handled, _, _)| handled.0.lock().unwrap().iter().sum::<usize>() == 1)
-                .then_some(())
-        },
-    )
-    .await;
-    // The test's own short-lived connections (queue checks) are closed by now or soon.
+
+    /// Publishes `n` user events through the bus (its publisher connection).
+    async fn publish(&self, n: usize) {
+        for _ in 0..n {
+            let message = OutgoingMessage {
+                exchange: USER_EVENTS.into(),
+                routing_key: "user.deleted".into(),
+                message_id: Uuid::new_v4().to_string(),
+                headers: Default::default(),
+                body: b"{}".to_vec(),
+            };
+            assert_eq!(self.bus.publish(&[message]).await.confirmed, 1);
+        }
+    }
+
+    /// Waits until every consumer has handled `n` messages.
+    async fn handled(&self, n: usize) {
+        eventually(
+            Duration::from_secs(10),
+            "every consumer handled them",
+            || async {
+                self.running
+                    .iter()
+                    .all(|(_, handled, _, _)| handled.0.lock().unwrap().iter().sum::<usize>() == n)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    async fn stop(self) {
+        let mut subs = Vec::new();
+        for (sub, _, shutdown, task) in self.running {
+            shutdown.cancel();
+            task.await.unwrap();
+            subs.push(sub);
+        }
+        testing::service::remove_broker_objects(&self.prefix, &subs).await;
+    }
+}
+
+/// Waits until this process holds exactly two connections to the broker (the test's own
+/// short-lived connections, for queue checks, close soon after use).
+async fn two_connections_to_the_broker() {
+    let broker: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
     eventually(
         Duration::from_secs(10),
         "two connections to the broker",
         || async { (connections_to(broker.authority.port) == 2).then_some(()) },
     )
     .await;
-    let mut subs = Vec::new();
-    for (sub, _, shutdown, task) in running {
-        shutdown.cancel();
-        task.await.unwrap();
-        subs.push(sub);
-    }
-    testing::service::remove_broker_objects(&prefix, &subs).await;
+}
+
+/// A service's consumers share one connection to the broker, with a channel each, and the
+/// publisher has one of its own: two connections (and two lapin I/O threads) however many queues
+/// the service consumes, where there used to be one per consumer.
+#[tokio::test]
+async fn the_consumers_of_a_bus_share_one_connection_and_the_publisher_has_its_own() {
+    let consumers = Consumers::start(&["shared-0", "shared-1", "shared-2", "shared-3"]).await;
+    consumers.publish(1).await;
+    consumers.handled(1).await;
+    two_connections_to_the_broker().await;
+    consumers.stop().await;
 }
 
 /// A consumer that loses its channel (here the broker cancels it: its queue was deleted) comes
@@ -1249,24 +1294,8 @@ async fn the_consumers_of_a_bus_share_one_connection_and_the_publisher_has_its_o
 /// as if nothing happened, and the connection is not replaced.
 #[tokio::test]
 async fn a_consumer_that_loses_its_channel_comes_back_and_the_others_go_on() {
-    testing::require_rabbitmq().await;
-    let broker: lapin::uri::AMQPUri = amqp_url().parse().unwrap();
-    let prefix = format!("{}.", unique("t"));
-    let bus = Arc::new(AmqpBus::new(&amqp_url(), &prefix));
-    let mut running = Vec::new();
-    for name in ["lost", "kept"] {
-        let sub = Subscription {
-            queue: format!("channel-{name}"),
-            bindings: vec![(USER_EVENTS.into(), "user.*".into())],
-            max_attempts: 1,
-            retry_base_delay: Duration::from_millis(20),
-            prefetch: 8,
-        };
-        let handled = Arc::new(BatchSizes(Default::default()));
-        let (shutdown, task) = start_consuming(&bus, &sub, handled.clone()).await;
-        running.push((sub, handled, shutdown, task));
-    }
-    let lost = bus.name(&running[0].0.queue);
+    let consumers = Consumers::start(&["channel-lost", "channel-kept"]).await;
+    let lost = consumers.bus.name("channel-lost");
     let admin = Connection::connect(&amqp_url(), Default::default())
         .await
         .unwrap();
@@ -1287,37 +1316,9 @@ async fn a_consumer_that_loses_its_channel_comes_back_and_the_others_go_on() {
         },
     )
     .await;
-    let message = |n: u8| OutgoingMessage {
-        exchange: USER_EVENTS.into(),
-        routing_key: "user.deleted".into(),
-        message_id: Uuid::new_v4().to_string(),
-        headers: Default::default(),
-        body: vec![b'0' + n],
-    };
-    for n in 0..3 {
-        assert_eq!(bus.publish(&[message(n)]).await.confirmed, 1);
-    }
-    eventually(
-        Duration::from_secs(10),
-        "both consumers handled all three",
-        || async {
-            running
-                .iter()
-                .all(|(_, handled, _, _)| handled.0.lock().unwrap().iter().sum::<usize>() == 3)
-                .then_some(())
-        },
-    )
-    .await;
+    consumers.publish(3).await;
+    consumers.handled(3).await;
     let _ = admin.close(200, "bye".into()).await;
-    eventually(Duration::from_secs(10), "still two connections", || async {
-        (connections_to(broker.authority.port) == 2).then_some(())
-    })
-    .await;
-    let mut subs = Vec::new();
-    for (sub, _, shutdown, task) in running {
-        shutdown.cancel();
-        task.await.unwrap();
-        subs.push(sub);
-    }
-    testing::service::remove_broker_objects(&prefix, &subs).await;
+    two_connections_to_the_broker().await;
+    consumers.stop().await;
 }
