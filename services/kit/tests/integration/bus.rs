@@ -253,16 +253,35 @@ async fn start_consuming(
     let shutdown = CancellationToken::new();
     let (b, s, consumed) = (bus.clone(), shutdown.clone(), sub.clone());
     let task = tokio::spawn(async move { b.consume(consumed, handler, s).await });
-    let queue = bus.name(&sub.queue);
-    eventually(Duration::from_secs(10), "consumer queue", || async {
+    consumer_started(bus, &sub.queue).await;
+    (shutdown, task)
+}
+
+/// Waits until `queue` has its consumer. The consumer starts only after it has declared and
+/// bound the queue, so a message published from then on reaches it; the queue alone existing
+/// is not enough (a message published before its binding exists is not routed to it).
+async fn consumer_started(bus: &AmqpBus, queue: &str) {
+    let name = bus.name(queue);
+    eventually(Duration::from_secs(10), "the queue's consumer", || async {
         let conn = Connection::connect(&amqp_url(), Default::default())
             .await
             .ok()?;
         let ch = conn.create_channel().await.ok()?;
-        queue_len(&ch, &queue).await.map(|_| ())
+        let declared = ch
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok();
+        let _ = conn.close(200, "bye".into()).await;
+        (declared?.consumer_count() == 1).then_some(())
     })
     .await;
-    (shutdown, task)
 }
 
 async fn publish_raw(prefix: &str, body: &[u8]) {
@@ -1307,15 +1326,7 @@ async fn a_consumer_that_loses_its_channel_comes_back_and_the_others_go_on() {
     .await
     .unwrap();
     // The cancelled consumer declares its queue again (with its bindings) and consumes.
-    eventually(
-        Duration::from_secs(10),
-        "the deleted queue declared again",
-        || async {
-            let ch = admin.create_channel().await.ok()?;
-            queue_len(&ch, &lost).await.map(|_| ())
-        },
-    )
-    .await;
+    consumer_started(&consumers.bus, "channel-lost").await;
     consumers.publish(3).await;
     consumers.handled(3).await;
     let _ = admin.close(200, "bye".into()).await;
