@@ -8,15 +8,16 @@
 //! the next round), which keeps events in commit order (so in order per aggregate) without
 //! double publication in the normal case. Delivery is at least once: consumers are idempotent.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{Bus, BusError, OutgoingMessage};
+use crate::bus::{Bus, BusError, Confirmation, OutgoingMessage};
 use crate::events::{DomainEvent, Envelope, EventMetadata};
 
 /// Who caused an event: the request's correlation id, the acting user, the causing event.
@@ -148,6 +149,21 @@ pub const AWAKE_POLL: Duration = Duration::from_millis(5);
 /// for the relay).
 pub const AWAKE_POLL_MAX: Duration = Duration::from_millis(40);
 
+/// The most events a relay round has sent and not yet seen confirmed before it stops taking more
+/// (ten batches).
+pub const MAX_UNCONFIRMED: usize = 5_000;
+/// How long a relay round goes on taking events while earlier ones await their confirmation;
+/// it then waits for those and commits.
+pub const MAX_ROUND: Duration = Duration::from_secs(2);
+
+/// A batch handed to the bus, awaiting its confirmation.
+struct Sent {
+    /// Its outbox rows, in publication order.
+    ids: Vec<i64>,
+    confirmation: Confirmation,
+    at: Instant,
+}
+
 /// Publishes the outbox of one service schema.
 pub struct OutboxRelay {
     pool: PgPool,
@@ -177,8 +193,17 @@ impl OutboxRelay {
         self
     }
 
-    /// Publishes one batch; returns how many events were confirmed (0 when another replica holds
+    /// Publishes one round; returns how many events were confirmed (0 when another replica holds
     /// the relay lock or the outbox is empty).
+    ///
+    /// A round takes a batch, hands it to the bus and waits for its confirmations. Whenever that
+    /// wait outlasts [`AWAKE_POLL`], it takes the events written meanwhile and sends them too,
+    /// behind the first (at most [`MAX_UNCONFIRMED`] events waiting, for at most [`MAX_ROUND`]):
+    /// RabbitMQ delivers a message as soon as it arrives but confirms it only after its disk
+    /// write, and while a busy disk held that up for seconds, the events written meanwhile waited
+    /// for the next round. The round's events are deleted as they are taken, so a later batch
+    /// also finds a smaller id that committed late; if a batch fails, the round is undone but for
+    /// what the broker had confirmed, and the failed event and all after it stay, in order.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let locked = sqlx::query_scalar!(
@@ -189,17 +214,97 @@ impl OutboxRelay {
         if !locked {
             return Ok(0);
         }
-        let rows = sqlx::query!(
-            "SELECT id, event_id, exchange, routing_key, body, headers FROM outbox \
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let started = Instant::now();
+        let mut in_flight: VecDeque<Sent> = VecDeque::new();
+        let mut unconfirmed = 0;
+        let mut confirmed: Vec<i64> = Vec::new();
+        let mut failed: Option<(i64, BusError)> = None;
+        let mut take_at = started;
+        loop {
+            let room = unconfirmed < MAX_UNCONFIRMED && started.elapsed() < MAX_ROUND;
+            if room && Instant::now() >= take_at {
+                if let Some(sent) = self.take(&mut tx).await? {
+                    unconfirmed += sent.ids.len();
+                    in_flight.push_back(sent);
+                }
+                take_at = Instant::now() + AWAKE_POLL;
+            }
+            let Some(oldest) = in_flight.front_mut() else {
+                break;
+            };
+            let outcome = if room {
+                tokio::select! {
+                    outcome = &mut oldest.confirmation => outcome,
+                    _ = tokio::time::sleep_until(take_at.into()) => continue,
+                }
+            } else {
+                (&mut oldest.confirmation).await
+            };
+            let Some(sent) = in_flight.pop_front() else {
+                break;
+            };
+            // How long a batch waits for the bus (on RabbitMQ, for the broker's confirmations of
+            // persistent messages, which follow its disk writes).
+            metrics::histogram!("helpdesk_outbox_publish_seconds", "schema" => self.schema.clone())
+                .record(sent.at.elapsed().as_secs_f64());
+            unconfirmed -= sent.ids.len();
+            let ok = outcome.confirmed.min(sent.ids.len());
+            confirmed.extend_from_slice(&sent.ids[..ok]);
+            if ok < sent.ids.len() {
+                let error = outcome
+                    .error
+                    .unwrap_or_else(|| BusError("the bus left messages unconfirmed".into()));
+                failed = Some((sent.ids[ok], error));
+                break;
+            }
+        }
+        let Some((failed_id, error)) = failed else {
+            if !confirmed.is_empty() {
+                // Writers in every replica skip their NOTIFY while this says a relay is polling
+                // (see `run` and migrations/kit/0003).
+                sqlx::query!(
+                    "UPDATE outbox_relay SET awake_until = now() + make_interval(secs => $1)",
+                    AWAKE.as_secs_f64(),
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(confirmed.len());
+        };
+        // Batches sent after the failed one are dropped unconfirmed: they stay in the outbox.
+        drop(in_flight);
+        tx.rollback().await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &confirmed[..])
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+            failed_id,
+            error.to_string(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Err(error.into())
+    }
+
+    /// Takes (deletes, within the round's transaction) the oldest batch of events not yet taken
+    /// and hands it to the bus.
+    async fn take(&self, tx: &mut PgConnection) -> Result<Option<Sent>, sqlx::Error> {
+        let mut rows = sqlx::query!(
+            "DELETE FROM outbox WHERE id = ANY(ARRAY( \
+                 SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+             RETURNING id, event_id, exchange, routing_key, body, headers",
             self.batch_size,
         )
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(0);
+            return Ok(None);
         }
+        rows.sort_unstable_by_key(|row| row.id);
         let mut ids = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
@@ -221,45 +326,13 @@ impl OutboxRelay {
                 headers,
             });
         }
-        // How long a round waits for the bus (on RabbitMQ, for the broker's confirmations of
-        // persistent messages, which follow its disk writes): what the outbox backlog grows by
-        // while it waits.
-        let started = std::time::Instant::now();
-        let outcome = self.bus.publish(&messages).await;
-        metrics::histogram!("helpdesk_outbox_publish_seconds", "schema" => self.schema.clone())
-            .record(started.elapsed().as_secs_f64());
-        if outcome.confirmed > 0 {
-            sqlx::query!(
-                "DELETE FROM outbox WHERE id = ANY($1)",
-                &ids[..outcome.confirmed]
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        if outcome.confirmed > 0 && outcome.error.is_none() {
-            // Writers in every replica skip their NOTIFY while this says a relay is polling (see
-            // `run` and migrations/kit/0003).
-            sqlx::query!(
-                "UPDATE outbox_relay SET awake_until = now() + make_interval(secs => $1)",
-                AWAKE.as_secs_f64(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(error) = &outcome.error {
-            sqlx::query!(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                ids[outcome.confirmed],
-                error.to_string(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        match outcome.error {
-            Some(e) => Err(e.into()),
-            None => Ok(outcome.confirmed),
-        }
+        let at = Instant::now();
+        let confirmation = self.bus.send(messages).await;
+        Ok(Some(Sent {
+            ids,
+            confirmation,
+            at,
+        }))
     }
 
     /// Unpublished events.
@@ -275,16 +348,16 @@ impl OutboxRelay {
         let mut listener = self.listen().await;
         let mut backoff = Duration::from_millis(100);
         // The backlog gauge costs a count: refresh it at most once a second, not on every round.
-        let mut gauge_at: Option<std::time::Instant> = None;
+        let mut gauge_at: Option<Instant> = None;
         // Until when this relay polls on its own (writers skip their NOTIFY meanwhile).
-        let mut polling_until: Option<std::time::Instant> = None;
+        let mut polling_until: Option<Instant> = None;
         let mut pause = AWAKE_POLL;
         while !shutdown.is_cancelled() {
             let wait = match self.relay_once().await {
                 Ok(n) if n as i64 >= self.batch_size => continue,
                 Ok(n) => {
                     backoff = Duration::from_millis(100);
-                    let now = std::time::Instant::now();
+                    let now = Instant::now();
                     if n > 0 {
                         polling_until = Some(now + AWAKE + AWAKE_GRACE);
                         pause = AWAKE_POLL;
@@ -301,7 +374,7 @@ impl OutboxRelay {
                 }
             };
             if gauge_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                gauge_at = Some(std::time::Instant::now());
+                gauge_at = Some(Instant::now());
                 if let Ok(n) = self.backlog().await {
                     metrics::gauge!("helpdesk_outbox_backlog", "schema" => self.schema.clone())
                         .set(n as f64);

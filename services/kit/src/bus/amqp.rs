@@ -6,6 +6,7 @@
 //! that failed `max_attempts` times, with the last error in the `x-last-error` header.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,8 +17,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Bus, BusError, HandlerError, MessageHandler, Outage, OutgoingMessage, PublishOutcome, Received,
-    Settlement, Subscription,
+    Bus, BusError, Confirmation, HandlerError, MessageHandler, Outage, OutgoingMessage,
+    PublishOutcome, Received, Settlement, Subscription, confirmed,
 };
 use crate::events::ALL_EXCHANGES;
 use crate::trace::TraceParent;
@@ -41,12 +42,21 @@ const ERROR_HEADER: &str = "x-last-error";
 pub struct AmqpBus {
     url: String,
     prefix: String,
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    publisher: Arc<Mutex<Option<Publisher>>>,
+    /// Numbers the publishing connections, so a failed send drops only the one it used.
+    generations: AtomicU64,
     /// The connection every consumer of this bus opens its channel on (see
     /// [`AmqpBus::consuming_channel`]).
     consuming: Mutex<Option<Arc<Connection>>>,
     /// Queues declared with the publisher's channel, before anything is published.
     queues: Vec<Subscription>,
+}
+
+/// The connection and channel messages are published on.
+struct Publisher {
+    conn: Connection,
+    channel: Channel,
+    generation: u64,
 }
 
 impl std::fmt::Debug for AmqpBus {
@@ -80,7 +90,8 @@ impl AmqpBus {
         Self {
             url: url.to_string(),
             prefix: prefix.to_string(),
-            publisher: Mutex::new(None),
+            publisher: Arc::new(Mutex::new(None)),
+            generations: AtomicU64::new(0),
             consuming: Mutex::new(None),
             queues: Vec::new(),
         }
@@ -163,13 +174,14 @@ impl AmqpBus {
         Ok(())
     }
 
-    async fn publisher_channel(&self) -> Result<Channel, BusError> {
+    /// The publishing channel, with the generation of its connection (see [`Publisher`]).
+    async fn publisher_channel(&self) -> Result<(Channel, u64), BusError> {
         let mut guard = self.publisher.lock().await;
-        if let Some((conn, channel)) = guard.as_ref()
-            && conn.status().connected()
-            && channel.status().connected()
+        if let Some(p) = guard.as_ref()
+            && p.conn.status().connected()
+            && p.channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok((p.channel.clone(), p.generation));
         }
         *guard = None;
         let (conn, channel) = self.confirming_channel().await?;
@@ -177,12 +189,13 @@ impl AmqpBus {
         for queue in &self.queues {
             self.declare_queue(&channel, queue).await?;
         }
-        *guard = Some((conn, channel.clone()));
-        Ok(channel)
-    }
-
-    async fn drop_publisher(&self) {
-        *self.publisher.lock().await = None;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *guard = Some(Publisher {
+            conn,
+            channel: channel.clone(),
+            generation,
+        });
+        Ok((channel, generation))
     }
 
     fn properties(message: &OutgoingMessage) -> BasicProperties {
@@ -203,87 +216,116 @@ impl AmqpBus {
         }
         props
     }
+}
 
-    async fn publish_inner(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
-        let channel = match self.publisher_channel().await {
-            Ok(c) => c,
-            Err(e) => {
-                return PublishOutcome {
-                    confirmed: 0,
-                    error: Some(e),
-                };
-            }
+/// Publishes `messages` on `channel` and collects their confirmations, in order. The first poll
+/// queues every message's frames (see below), so what is sent on the channel next goes out after
+/// them. Returns whether the channel failed, with the outcome.
+async fn publish_and_confirm(
+    channel: &Channel,
+    prefix: &str,
+    messages: &[OutgoingMessage],
+) -> (PublishOutcome, bool) {
+    // Pipeline the batch, then collect confirmations in order. A publish queues its frames (and
+    // takes its confirmation number) when first polled, then waits until lapin's I/O thread has
+    // written them: polling each once, in order, queues the whole batch before waiting for any
+    // write. Awaiting each in turn cost a hand-over to the I/O thread and back per message, and
+    // under load that made the relay trail the writes by a second.
+    let mut sends = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut send = Box::pin(channel.basic_publish(
+            format!("{prefix}{}", m.exchange).into(),
+            m.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &m.body,
+            AmqpBus::properties(m),
+        ));
+        let first = futures_util::poll!(send.as_mut());
+        sends.push((send, first));
+    }
+    let mut pending = Vec::with_capacity(sends.len());
+    for (send, first) in sends {
+        let sent = match first {
+            std::task::Poll::Ready(sent) => sent,
+            std::task::Poll::Pending => send.await,
         };
-        // Pipeline the batch, then collect confirmations in order. A publish queues its frames
-        // (and takes its confirmation number) when first polled, then waits until lapin's I/O
-        // thread has written them: polling each once, in order, queues the whole batch before
-        // waiting for any write. Awaiting each in turn cost a hand-over to the I/O thread and back
-        // per message, and under load that made the relay trail the writes by a second.
-        let mut sends = Vec::with_capacity(messages.len());
-        for m in messages {
-            let mut send = Box::pin(channel.basic_publish(
-                self.name(&m.exchange).into(),
-                m.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                &m.body,
-                Self::properties(m),
-            ));
-            let first = futures_util::poll!(send.as_mut());
-            sends.push((send, first));
-        }
-        let mut pending = Vec::with_capacity(sends.len());
-        for (send, first) in sends {
-            let sent = match first {
-                std::task::Poll::Ready(sent) => sent,
-                std::task::Poll::Pending => send.await,
-            };
-            match sent {
-                Ok(confirm) => pending.push(confirm),
-                Err(e) => {
-                    pending.clear();
-                    self.drop_publisher().await;
-                    return PublishOutcome {
-                        confirmed: 0,
-                        error: Some(err("publishing", e)),
-                    };
-                }
+        match sent {
+            Ok(confirm) => pending.push(confirm),
+            Err(e) => {
+                let outcome = PublishOutcome {
+                    confirmed: 0,
+                    error: Some(err("publishing", e)),
+                };
+                return (outcome, true);
             }
-        }
-        let mut confirmed = 0;
-        for confirm in pending {
-            match confirm.await {
-                Ok(c) if c.is_ack() => confirmed += 1,
-                Ok(_) => {
-                    return PublishOutcome {
-                        confirmed,
-                        error: Some(BusError("broker refused (nack) a message".into())),
-                    };
-                }
-                Err(e) => {
-                    self.drop_publisher().await;
-                    return PublishOutcome {
-                        confirmed,
-                        error: Some(err("awaiting confirmation", e)),
-                    };
-                }
-            }
-        }
-        PublishOutcome {
-            confirmed,
-            error: None,
         }
     }
+    let mut confirmed = 0;
+    for confirm in pending {
+        match confirm.await {
+            Ok(c) if c.is_ack() => confirmed += 1,
+            Ok(_) => {
+                let error = BusError("broker refused (nack) a message".into());
+                let outcome = PublishOutcome {
+                    confirmed,
+                    error: Some(error),
+                };
+                return (outcome, false);
+            }
+            Err(e) => {
+                let outcome = PublishOutcome {
+                    confirmed,
+                    error: Some(err("awaiting confirmation", e)),
+                };
+                return (outcome, true);
+            }
+        }
+    }
+    let outcome = PublishOutcome {
+        confirmed,
+        error: None,
+    };
+    (outcome, false)
 }
 
 #[async_trait]
 impl Bus for AmqpBus {
     async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
-        let outcome = self.publish_inner(messages).await;
-        for m in &messages[..outcome.confirmed] {
-            metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
-                .increment(1);
+        self.send(messages.to_vec()).await.await
+    }
+
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Confirmation {
+        let (channel, generation) = match self.publisher_channel().await {
+            Ok(c) => c,
+            Err(e) => {
+                return confirmed(PublishOutcome {
+                    confirmed: 0,
+                    error: Some(e),
+                });
+            }
+        };
+        let publisher = self.publisher.clone();
+        let prefix = self.prefix.clone();
+        let mut confirmation: Confirmation = Box::pin(async move {
+            let (outcome, failed) = publish_and_confirm(&channel, &prefix, &messages).await;
+            if failed {
+                // The next send opens a new channel, unless one already replaced this one.
+                let mut guard = publisher.lock().await;
+                if guard.as_ref().is_some_and(|p| p.generation == generation) {
+                    *guard = None;
+                }
+            }
+            for m in &messages[..outcome.confirmed] {
+                metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
+                    .increment(1);
+            }
+            outcome
+        });
+        // The first poll queues the frames: what is sent next goes out after these.
+        match futures_util::poll!(confirmation.as_mut()) {
+            std::task::Poll::Ready(outcome) => confirmed(outcome),
+            std::task::Poll::Pending => confirmation,
         }
-        outcome
     }
 
     async fn consume(

@@ -38,6 +38,15 @@ pub struct PublishOutcome {
     pub error: Option<BusError>,
 }
 
+/// The confirmations of messages handed to a bus with [`Bus::send`]: resolves to what
+/// [`Bus::publish`] would have returned for them.
+pub type Confirmation = std::pin::Pin<Box<dyn std::future::Future<Output = PublishOutcome> + Send>>;
+
+/// A confirmation that is already known.
+pub fn confirmed(outcome: PublishOutcome) -> Confirmation {
+    Box::pin(std::future::ready(outcome))
+}
+
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("message bus: {0}")]
@@ -207,6 +216,15 @@ pub fn retry_settings(
 pub trait Bus: Send + Sync + 'static {
     /// Publishes persistently, in order, and waits for the broker's confirmations.
     async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome;
+
+    /// Hands `messages` to the broker, in order and after everything sent before, and returns
+    /// without waiting for their confirmations. A caller can so go on sending while the broker
+    /// confirms: RabbitMQ delivers a persistent message to its consumers when it arrives but
+    /// confirms it only after its disk write, which a busy disk can hold up for seconds. The
+    /// default publishes and waits.
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Confirmation {
+        confirmed(self.publish(&messages).await)
+    }
 
     /// Creates the subscription's queue and bindings now, so events published before the consumer
     /// first runs are kept for it. Consumers also declare on start; this is for start-up order.

@@ -3,6 +3,7 @@
 mod bus;
 mod db;
 mod pgbus;
+mod relay;
 mod smtp;
 mod telemetry;
 mod upgrade;

@@ -23,7 +23,7 @@ use helpdesk_testkit::{self as testing, database_url, eventually, unique};
 
 static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 
-async fn pool(schema: &str) -> PgPool {
+pub(crate) async fn pool(schema: &str) -> PgPool {
     let cfg = DbConfig {
         url: database_url(),
         schema: schema.to_string(),
