@@ -220,6 +220,21 @@ pub async fn remove_broker_objects(prefix: &str, subs: &[Subscription]) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
+/// Removes what a platform that ran with `prefix` (and these retry settings) declared on the
+/// shared broker: every queue of the platform's topology, with its retry and dead-letter queues,
+/// and the exchanges.
+pub async fn remove_platform_from_broker(
+    prefix: &str,
+    max_attempts: u32,
+    retry_base_delay: std::time::Duration,
+) {
+    let subs: Vec<Subscription> = helpdesk_kit::bus::topology::PLATFORM
+        .iter()
+        .map(|q| q.subscription(max_attempts, retry_base_delay))
+        .collect();
+    remove_broker_objects(prefix, &subs).await;
+}
+
 /// A new user as user-service would announce them: a fresh id and address, revision 1.
 pub fn new_user(role: Role, first_name: &str, last_name: Option<String>) -> UserSnapshot {
     UserSnapshot {

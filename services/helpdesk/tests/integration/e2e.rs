@@ -156,4 +156,6 @@ async fn whole_contract_through_five_processes_on_rabbitmq() {
     for s in schemas {
         testing::drop_schema(&s).await;
     }
+    // The default attempts (5) and the retry delay set above.
+    testing::service::remove_platform_from_broker(&prefix, 5, Duration::from_millis(100)).await;
 }

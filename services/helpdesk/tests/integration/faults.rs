@@ -9,11 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use helpdesk_testkit::servers::{OwnPostgres, OwnRabbit};
+use helpdesk_testkit::service::remove_platform_from_broker;
 use helpdesk_testkit::{amqp_url, eventually, free_port, unique};
 use reqwest::Client;
 use serde_json::{Value, json};
 
 const ADMIN_EMAIL: &str = "admin@faults.test";
+/// The platform's retry settings here (short, so a retried event does not outlast the test).
+const MAX_ATTEMPTS: u32 = 3;
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
 const ADMIN_PASSWORD: &str = "faults-admin-password";
 
 /// Starts `helpdesk up` on `dir` and `port` with exactly `env` (besides the machine's).
@@ -52,8 +56,11 @@ impl Up {
                 ("USER_ARGON2_ITERATIONS".into(), "1".into()),
                 ("STAFF_NOTIFY_EMAIL".into(), "staff@faults.test".into()),
                 // Retries that would exhaust within a second: an outage must not.
-                ("EVENT_MAX_ATTEMPTS".into(), "3".into()),
-                ("EVENT_RETRY_BASE_DELAY".into(), "100ms".into()),
+                ("EVENT_MAX_ATTEMPTS".into(), MAX_ATTEMPTS.to_string()),
+                (
+                    "EVENT_RETRY_BASE_DELAY".into(),
+                    format!("{}ms", RETRY_BASE_DELAY.as_millis()),
+                ),
                 // Emails a killed platform had claimed but not sent wait for their claim to run
                 // out before they are sent: 2 minutes by default, longer than these tests wait
                 // for a killed platform's mail.
@@ -313,7 +320,8 @@ async fn an_audit_database_outage_loses_nothing_on_the_in_process_bus() {
 async fn an_audit_database_outage_loses_nothing_on_rabbitmq() {
     helpdesk_testkit::require_rabbitmq().await;
     let prefix = format!("{}.", unique("faults"));
-    audit_database_outage(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix)]).await;
+    audit_database_outage(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix.clone())]).await;
+    remove_platform_from_broker(&prefix, MAX_ATTEMPTS, RETRY_BASE_DELAY).await;
 }
 
 /// The broker is killed (SIGKILL) under load and comes back: writes keep being acknowledged
@@ -417,5 +425,6 @@ async fn the_platform_killed_under_load_loses_nothing_on_the_in_process_bus() {
 async fn the_platform_killed_under_load_loses_nothing_on_rabbitmq() {
     helpdesk_testkit::require_rabbitmq().await;
     let prefix = format!("{}.", unique("faults"));
-    platform_killed_under_load(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix)]).await;
+    platform_killed_under_load(&[("AMQP_URL", amqp_url()), ("BUS_PREFIX", prefix.clone())]).await;
+    remove_platform_from_broker(&prefix, MAX_ATTEMPTS, RETRY_BASE_DELAY).await;
 }

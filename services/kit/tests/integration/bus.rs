@@ -63,6 +63,14 @@ async fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// Drops the test's schema and what it left on the broker (`subs`' queues, the exchanges).
+    async fn finish(self, subs: &[Subscription]) {
+        testing::drop_schema(&self.schema).await;
+        testing::service::remove_broker_objects(&self.prefix, subs).await;
+    }
+}
+
 /// Exactly `n` events from `tap`, then nothing more for a moment.
 async fn take(tap: &mut EventTap, n: usize) -> Vec<(String, Envelope)> {
     let mut got = Vec::with_capacity(n);
@@ -157,7 +165,7 @@ async fn committed_events_are_published_once_and_rolled_back_ones_never() {
     assert_eq!(got[0].1.aggregate_id, committed.to_string());
     assert_eq!(got[0].1.metadata.correlation_id.as_deref(), Some("req-1"));
     assert_eq!(relay.backlog().await.unwrap(), 0);
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 #[tokio::test]
@@ -197,7 +205,7 @@ async fn events_written_while_the_broker_is_down_are_published_when_it_is_back()
     assert_eq!(order, ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
     shutdown.cancel();
     task.await.unwrap();
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 #[tokio::test]
@@ -220,7 +228,7 @@ async fn relay_wakes_on_notify_without_waiting_for_the_poll() {
     assert_eq!(got.len(), 1);
     shutdown.cancel();
     task.await.unwrap();
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// Records each event's effect; fails for events whose email starts with "fail".
@@ -400,7 +408,7 @@ async fn consumer_is_idempotent_retries_and_dead_letters_without_blocking() {
     assert_eq!(count(failing.event_id).await, 0);
     shutdown.cancel();
     task.await.unwrap();
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[sub]).await;
 }
 
 #[tokio::test]
@@ -437,7 +445,7 @@ async fn a_platform_bus_keeps_events_for_consumers_that_have_not_started_yet() {
                 .unwrap();
         }
     }
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 #[tokio::test]
@@ -477,11 +485,7 @@ async fn declaring_a_queue_removes_the_bindings_earlier_versions_made() {
     bus.declare(&dashboard).await.unwrap();
     assert_eq!(bus.publish(&[comment("2")]).await.confirmed, 1);
     assert_eq!(waiting().await, 1, "no longer routed after the upgrade");
-    for q in [queue.clone(), format!("{queue}.dlq")] {
-        ch.queue_delete(q.as_str().into(), Default::default())
-            .await
-            .unwrap();
-    }
+    testing::service::remove_broker_objects(&prefix, &[dashboard]).await;
 }
 
 struct TraceRecorder {
@@ -612,7 +616,7 @@ async fn a_request_trace_follows_its_calls_and_events_to_their_consumers() {
             )
             .await;
     }
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// Reliability item 1 on RabbitMQ: the consumer's database is down for longer than
@@ -699,7 +703,7 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
     ] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// Fails while `failing` is set, then applies the effect.
@@ -807,7 +811,7 @@ async fn dead_letters_are_listed_and_replayed_once() {
     ] {
         let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// Keeps the bodies it is handed.
@@ -952,6 +956,7 @@ async fn under_load_a_batch_waits_briefly_for_the_messages_right_behind_it() {
     shutdown.cancel();
     task.await.unwrap();
     let _ = conn.close(200, "bye".into()).await;
+    f.finish(&[sub]).await;
 }
 
 /// A fresh prefix and a bus for it whose queue `queue` (batches of `prefetch`) is declared and holds the
@@ -1133,7 +1138,7 @@ async fn a_relay_round_publishes_its_batch_in_outbox_order() {
         .collect();
     assert_eq!(got, written);
     assert_eq!(relay.backlog().await.unwrap(), 0);
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// Each relay round's wait for the bus (on RabbitMQ, the broker's confirmations) is on
@@ -1166,7 +1171,7 @@ async fn a_relay_round_records_how_long_it_waited_for_the_bus() {
     // A round that finds nothing to publish does not wait for the bus and is not counted.
     assert_eq!(relay.relay_once().await.unwrap(), 0);
     assert!(metrics.render().lines().any(|l| l == format!("{count} 2")));
-    testing::drop_schema(&f.schema).await;
+    f.finish(&[]).await;
 }
 
 /// The TCP connections this process holds open to `port`: its socket descriptors matched by inode

@@ -240,4 +240,5 @@ async fn rabbitmq_delivers_in_order_what_was_sent_before_earlier_messages_were_c
         assert_eq!(&tap.next().await.1, event);
     }
     tap.assert_quiet(Duration::from_millis(300)).await;
+    testing::service::remove_broker_objects(&prefix, &[]).await;
 }

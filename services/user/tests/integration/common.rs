@@ -145,9 +145,11 @@ impl TestApp {
         self.events.assert_quiet(Duration::from_millis(700)).await;
     }
 
+    /// Stops the service and removes its schema and its exchanges on the broker.
     pub async fn stop(self) {
         self.shutdown.cancel();
         testing::drop_schema(&self.schema).await;
+        testing::service::remove_broker_objects(&self.prefix, &[]).await;
     }
 }
 
