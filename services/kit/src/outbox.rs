@@ -174,6 +174,9 @@ pub struct OutboxRelay {
     /// ticket outbox trailed the writes by 300 to 1 600 events, with 500 mostly by under 100.
     batch_size: i64,
     poll_interval: Duration,
+    /// [`MAX_UNCONFIRMED`] and [`MAX_ROUND`] unless set.
+    max_unconfirmed: usize,
+    max_round: Duration,
 }
 
 impl OutboxRelay {
@@ -184,7 +187,17 @@ impl OutboxRelay {
             schema: schema.to_string(),
             batch_size: 500,
             poll_interval: Duration::from_secs(2),
+            max_unconfirmed: MAX_UNCONFIRMED,
+            max_round: MAX_ROUND,
         }
+    }
+
+    /// Sets how many events a round may have sent unconfirmed, and for how long it goes on taking
+    /// events (defaults: [`MAX_UNCONFIRMED`], [`MAX_ROUND`]).
+    pub fn with_round_limits(mut self, max_unconfirmed: usize, max_round: Duration) -> Self {
+        self.max_unconfirmed = max_unconfirmed;
+        self.max_round = max_round;
+        self
     }
 
     /// Sets the polling fallback interval.
@@ -198,7 +211,8 @@ impl OutboxRelay {
     ///
     /// A round takes a batch, hands it to the bus and waits for its confirmations. Whenever that
     /// wait outlasts [`AWAKE_POLL`], it takes the events written meanwhile and sends them too,
-    /// behind the first (at most [`MAX_UNCONFIRMED`] events waiting, for at most [`MAX_ROUND`]):
+    /// behind the first (at most [`MAX_UNCONFIRMED`] events waiting, for at most [`MAX_ROUND`]; see
+    /// [`OutboxRelay::with_round_limits`]):
     /// RabbitMQ delivers a message as soon as it arrives but confirms it only after its disk
     /// write, and while a busy disk held that up for seconds, the events written meanwhile waited
     /// for the next round. The round's events are deleted as they are taken, so a later batch
@@ -221,7 +235,7 @@ impl OutboxRelay {
         let mut failed: Option<(i64, BusError)> = None;
         let mut take_at = started;
         loop {
-            let room = unconfirmed < MAX_UNCONFIRMED && started.elapsed() < MAX_ROUND;
+            let room = unconfirmed < self.max_unconfirmed && started.elapsed() < self.max_round;
             if room && Instant::now() >= take_at {
                 if let Some(sent) = self.take(&mut tx).await? {
                     unconfirmed += sent.ids.len();

@@ -160,7 +160,7 @@ async fn events_committed_while_a_batch_awaits_its_confirmation_are_sent_behind_
 
     bus.confirm(0, 1, None);
     bus.confirm(1, 2, None);
-    assert_eq!(round.await.unwrap().unwrap(), 3);
+    assert_eq!(finished(round).await, 3);
     assert_eq!(outbox_rows(&pool).await, vec![]);
     testing::drop_schema(&schema).await;
 }
@@ -187,7 +187,11 @@ async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is
     // the third batch is never confirmed.
     bus.confirm(0, 1, None);
     bus.confirm(1, 1, Some("broker refused (nack) a message"));
-    let error = round.await.unwrap().unwrap_err();
+    let error = tokio::time::timeout(Duration::from_secs(10), round)
+        .await
+        .expect("the round ends once a batch failed")
+        .unwrap()
+        .unwrap_err();
     assert!(error.to_string().contains("nack"), "{error}");
     assert_eq!(
         outbox_rows(&pool).await,
@@ -206,9 +210,60 @@ async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is
     let round = tokio::spawn(async move { relay.relay_once().await });
     assert_eq!(bus.await_batches(4).await[3], vec![third, fourth]);
     bus.confirm(3, 2, None);
-    assert_eq!(round.await.unwrap().unwrap(), 2);
+    assert_eq!(finished(round).await, 2);
     assert_eq!(outbox_rows(&pool).await, vec![]);
     testing::drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn a_round_takes_no_more_while_its_window_is_full_or_its_time_is_up() {
+    let (pool, schema) = fixture().await;
+    let bus = Arc::new(HeldConfirmations::default());
+    // At most two events unconfirmed: the first batch fills the window.
+    let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema)
+        .with_round_limits(2, Duration::from_secs(60));
+    let first = write(&pool, 2).await;
+    let round = tokio::spawn(async move { relay.relay_once().await });
+    assert_eq!(bus.await_batches(1).await, vec![first]);
+    let later = write(&pool, 1).await;
+    // The round looks for more every few milliseconds while it has room: give it many chances.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bus.batches().len(), 1, "a full window takes nothing more");
+    bus.confirm(0, 2, None);
+    // The window is free again: the same round takes what waited.
+    assert_eq!(bus.await_batches(2).await[1], later);
+    bus.confirm(1, 1, None);
+    assert_eq!(finished(round).await, 3);
+
+    // Past its time limit a round only waits for what it sent.
+    let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema)
+        .with_round_limits(1000, Duration::from_millis(200));
+    let third = write(&pool, 1).await;
+    let round = tokio::spawn(async move { relay.relay_once().await });
+    assert_eq!(bus.await_batches(3).await[2], third);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let fourth = write(&pool, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        bus.batches().len(),
+        3,
+        "past its time limit a round takes nothing more"
+    );
+    bus.confirm(2, 1, None);
+    assert_eq!(finished(round).await, 1);
+    assert_eq!(outbox_rows(&pool).await, vec![(fourth[0].clone(), 0)]);
+    testing::drop_schema(&schema).await;
+}
+
+/// What a spawned relay round returned (it must end within 10 s).
+async fn finished(
+    round: tokio::task::JoinHandle<Result<usize, helpdesk_kit::outbox::RelayError>>,
+) -> usize {
+    tokio::time::timeout(Duration::from_secs(10), round)
+        .await
+        .expect("the round ends once its batches are confirmed")
+        .unwrap()
+        .unwrap()
 }
 
 fn message(event: &Envelope) -> OutgoingMessage {
