@@ -230,17 +230,14 @@ impl OutboxRelay {
         }
         let started = Instant::now();
         let mut in_flight: VecDeque<Sent> = VecDeque::new();
-        let mut unconfirmed = 0;
         let mut confirmed: Vec<i64> = Vec::new();
         let mut failed: Option<(i64, BusError)> = None;
         let mut take_at = started;
         loop {
+            let unconfirmed: usize = in_flight.iter().map(|sent| sent.ids.len()).sum();
             let room = unconfirmed < self.max_unconfirmed && started.elapsed() < self.max_round;
             if room && Instant::now() >= take_at {
-                if let Some(sent) = self.take(&mut tx).await? {
-                    unconfirmed += sent.ids.len();
-                    in_flight.push_back(sent);
-                }
+                in_flight.extend(self.take(&mut tx).await?);
                 take_at = Instant::now() + AWAKE_POLL;
             }
             let Some(oldest) = in_flight.front_mut() else {
@@ -254,14 +251,13 @@ impl OutboxRelay {
             } else {
                 (&mut oldest.confirmation).await
             };
-            let Some(sent) = in_flight.pop_front() else {
-                break;
-            };
+            let sent = in_flight
+                .pop_front()
+                .expect("the batch whose confirmation came");
             // How long a batch waits for the bus (on RabbitMQ, for the broker's confirmations of
             // persistent messages, which follow its disk writes).
             metrics::histogram!("helpdesk_outbox_publish_seconds", "schema" => self.schema.clone())
                 .record(sent.at.elapsed().as_secs_f64());
-            unconfirmed -= sent.ids.len();
             let ok = outcome.confirmed.min(sent.ids.len());
             confirmed.extend_from_slice(&sent.ids[..ok]);
             if ok < sent.ids.len() {

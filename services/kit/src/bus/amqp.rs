@@ -6,7 +6,6 @@
 //! that failed `max_attempts` times, with the last error in the `x-last-error` header.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,21 +41,12 @@ const ERROR_HEADER: &str = "x-last-error";
 pub struct AmqpBus {
     url: String,
     prefix: String,
-    publisher: Arc<Mutex<Option<Publisher>>>,
-    /// Numbers the publishing connections, so a failed send drops only the one it used.
-    generations: AtomicU64,
+    publisher: Mutex<Option<(Connection, Channel)>>,
     /// The connection every consumer of this bus opens its channel on (see
     /// [`AmqpBus::consuming_channel`]).
     consuming: Mutex<Option<Arc<Connection>>>,
     /// Queues declared with the publisher's channel, before anything is published.
     queues: Vec<Subscription>,
-}
-
-/// The connection and channel messages are published on.
-struct Publisher {
-    conn: Connection,
-    channel: Channel,
-    generation: u64,
 }
 
 impl std::fmt::Debug for AmqpBus {
@@ -69,6 +59,11 @@ impl std::fmt::Debug for AmqpBus {
 
 fn err(context: &str, e: impl std::fmt::Display) -> BusError {
     BusError(format!("{context}: {e}"))
+}
+
+/// The broker-side name of a logical exchange or queue under `prefix`.
+fn prefixed(prefix: &str, logical: &str) -> String {
+    format!("{prefix}{logical}")
 }
 
 /// A new channel on `conn` in publisher-confirm mode.
@@ -90,8 +85,7 @@ impl AmqpBus {
         Self {
             url: url.to_string(),
             prefix: prefix.to_string(),
-            publisher: Arc::new(Mutex::new(None)),
-            generations: AtomicU64::new(0),
+            publisher: Mutex::new(None),
             consuming: Mutex::new(None),
             queues: Vec::new(),
         }
@@ -112,7 +106,7 @@ impl AmqpBus {
 
     /// The broker-side name of a logical exchange or queue.
     pub fn name(&self, logical: &str) -> String {
-        format!("{}{}", self.prefix, logical)
+        prefixed(&self.prefix, logical)
     }
 
     /// A new connection with one channel in publisher-confirm mode.
@@ -174,14 +168,14 @@ impl AmqpBus {
         Ok(())
     }
 
-    /// The publishing channel, with the generation of its connection (see [`Publisher`]).
-    async fn publisher_channel(&self) -> Result<(Channel, u64), BusError> {
+    /// The publishing channel; a new one (on a new connection) when the last one failed.
+    async fn publisher_channel(&self) -> Result<Channel, BusError> {
         let mut guard = self.publisher.lock().await;
-        if let Some(p) = guard.as_ref()
-            && p.conn.status().connected()
-            && p.channel.status().connected()
+        if let Some((conn, channel)) = guard.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
         {
-            return Ok((p.channel.clone(), p.generation));
+            return Ok(channel.clone());
         }
         *guard = None;
         let (conn, channel) = self.confirming_channel().await?;
@@ -189,13 +183,8 @@ impl AmqpBus {
         for queue in &self.queues {
             self.declare_queue(&channel, queue).await?;
         }
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        *guard = Some(Publisher {
-            conn,
-            channel: channel.clone(),
-            generation,
-        });
-        Ok((channel, generation))
+        *guard = Some((conn, channel.clone()));
+        Ok(channel)
     }
 
     fn properties(message: &OutgoingMessage) -> BasicProperties {
@@ -234,7 +223,7 @@ async fn publish_and_confirm(
     let mut sends = Vec::with_capacity(messages.len());
     for m in messages {
         let mut send = Box::pin(channel.basic_publish(
-            format!("{prefix}{}", m.exchange).into(),
+            prefixed(prefix, &m.exchange).into(),
             m.routing_key.as_str().into(),
             BasicPublishOptions::default(),
             &m.body,
@@ -295,7 +284,7 @@ impl Bus for AmqpBus {
     }
 
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Confirmation {
-        let (channel, generation) = match self.publisher_channel().await {
+        let channel = match self.publisher_channel().await {
             Ok(c) => c,
             Err(e) => {
                 return confirmed(PublishOutcome {
@@ -304,16 +293,13 @@ impl Bus for AmqpBus {
                 });
             }
         };
-        let publisher = self.publisher.clone();
         let prefix = self.prefix.clone();
         let mut confirmation: Confirmation = Box::pin(async move {
             let (outcome, failed) = publish_and_confirm(&channel, &prefix, &messages).await;
             if failed {
-                // The next send opens a new channel, unless one already replaced this one.
-                let mut guard = publisher.lock().await;
-                if guard.as_ref().is_some_and(|p| p.generation == generation) {
-                    *guard = None;
-                }
+                // Closed (if it is not already), so the next send opens a new channel; one that
+                // replaced it meanwhile is left alone.
+                let _ = channel.close(200, "publishing failed".into()).await;
             }
             for m in &messages[..outcome.confirmed] {
                 metrics::counter!("helpdesk_events_published_total", "exchange" => m.exchange.clone(), "event_type" => m.routing_key.clone())
