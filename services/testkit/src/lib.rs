@@ -259,6 +259,12 @@ pub async fn serve(router: axum::Router) -> std::net::SocketAddr {
 
 /// Messages ready in the broker queue `name`; `None` while the queue does not exist.
 pub async fn queue_len(channel: &lapin::Channel, name: &str) -> Option<u32> {
+    queue_state(channel, name).await.map(|q| q.message_count())
+}
+
+/// The broker queue `name` as the broker reports it (messages ready, consumers); `None` while it
+/// does not exist. A failed look-up closes `channel`.
+pub async fn queue_state(channel: &lapin::Channel, name: &str) -> Option<lapin::Queue> {
     use lapin::options::QueueDeclareOptions;
     channel
         .queue_declare(
@@ -271,7 +277,6 @@ pub async fn queue_len(channel: &lapin::Channel, name: &str) -> Option<u32> {
         )
         .await
         .ok()
-        .map(|q| q.message_count())
 }
 
 /// A TCP proxy that can be cut and restored: a database, broker or peer going down and coming

@@ -275,19 +275,9 @@ async fn consumer_started(bus: &AmqpBus, queue: &str) {
             .await
             .ok()?;
         let ch = conn.create_channel().await.ok()?;
-        let declared = ch
-            .queue_declare(
-                name.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok();
+        let queue = testing::queue_state(&ch, &name).await;
         let _ = conn.close(200, "bye".into()).await;
-        (declared?.consumer_count() == 1).then_some(())
+        (queue?.consumer_count() == 1).then_some(())
     })
     .await;
 }

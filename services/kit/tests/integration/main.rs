@@ -5,5 +5,6 @@ mod db;
 mod pgbus;
 mod relay;
 mod smtp;
+mod stand_in;
 mod telemetry;
 mod upgrade;

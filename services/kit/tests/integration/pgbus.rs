@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::stand_in::StandInBus;
 use helpdesk_kit::bus::postgres::PgBus;
 use helpdesk_kit::bus::topology;
 use helpdesk_kit::bus::{
@@ -769,42 +770,6 @@ async fn a_running_consumer_is_handed_messages_without_a_row_and_what_it_does_no
     testing::drop_schema(&app_schema).await;
 }
 
-/// A bus that keeps the ids of what the relay published (the relay's side is what is tested).
-#[derive(Default)]
-struct Published(std::sync::Mutex<Vec<String>>);
-
-impl Published {
-    fn contains(&self, id: Uuid) -> bool {
-        let id = id.to_string();
-        self.0.lock().unwrap().contains(&id)
-    }
-}
-
-#[async_trait]
-impl Bus for Published {
-    async fn publish(&self, messages: &[OutgoingMessage]) -> helpdesk_kit::bus::PublishOutcome {
-        let mut published = self.0.lock().unwrap();
-        published.extend(messages.iter().map(|m| m.message_id.clone()));
-        helpdesk_kit::bus::PublishOutcome {
-            confirmed: messages.len(),
-            error: None,
-        }
-    }
-
-    async fn consume(
-        &self,
-        _subscription: Subscription,
-        _handler: Arc<dyn MessageHandler>,
-        shutdown: CancellationToken,
-    ) {
-        shutdown.cancelled().await
-    }
-
-    async fn healthy(&self) -> bool {
-        true
-    }
-}
-
 /// Whether a relay says it is awake, by the clock the outbox write's own check uses.
 async fn relay_awake(db: &mut PgConnection) -> bool {
     sqlx::query_scalar(
@@ -888,7 +853,7 @@ async fn while_the_relay_polls_outbox_writes_leave_out_their_notify_and_are_stil
         "a write with no relay awake must NOTIFY"
     );
 
-    let bus = Arc::new(Published::default());
+    let bus = Arc::new(StandInBus::confirming());
     let shutdown = CancellationToken::new();
     let relay = OutboxRelay::new(app.clone(), bus.clone(), &schema)
         .with_poll_interval(Duration::from_secs(3600));

@@ -2,95 +2,19 @@
 //! bus is a stand-in that confirms when the test says so), and the RabbitMQ bus sending before
 //! earlier messages are confirmed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::stand_in::StandInBus;
 use helpdesk_kit::bus::amqp::AmqpBus;
-use helpdesk_kit::bus::{
-    Bus, BusError, Confirmation, MessageHandler, OutgoingMessage, PublishOutcome, Subscription,
-};
+use helpdesk_kit::bus::{Bus, OutgoingMessage};
 use helpdesk_kit::events::{Envelope, EventMetadata, USER_EVENTS, UserDeleted};
-use helpdesk_kit::outbox::{self, EventContext, OutboxRelay};
-use helpdesk_testkit::{self as testing, EventTap, amqp_url, eventually, unique};
-
-/// A batch's message ids and the sender of its confirmation (taken when confirmed).
-type HeldBatch = (Vec<String>, Option<oneshot::Sender<PublishOutcome>>);
-
-/// A bus that takes every batch at once and confirms it only when the test says so, like a
-/// broker whose disk holds up its confirmations.
-#[derive(Default)]
-struct HeldConfirmations {
-    sent: Mutex<Vec<HeldBatch>>,
-}
-
-impl HeldConfirmations {
-    /// The message ids of each batch sent so far.
-    fn batches(&self) -> Vec<Vec<String>> {
-        let sent = self.sent.lock().unwrap();
-        sent.iter().map(|(ids, _)| ids.clone()).collect()
-    }
-
-    /// Waits until `n` batches were sent and returns them.
-    async fn await_batches(&self, n: usize) -> Vec<Vec<String>> {
-        eventually(
-            Duration::from_secs(10),
-            &format!("{n} batches sent"),
-            || async {
-                let batches = self.batches();
-                (batches.len() >= n).then_some(batches)
-            },
-        )
-        .await
-    }
-
-    /// Confirms the first `confirmed` messages of batch `batch`; with `error`, the rest failed.
-    fn confirm(&self, batch: usize, confirmed: usize, error: Option<&str>) {
-        let sender = self.sent.lock().unwrap()[batch].1.take();
-        let outcome = PublishOutcome {
-            confirmed,
-            error: error.map(|e| BusError(e.to_string())),
-        };
-        let _ = sender.expect("a batch is confirmed once").send(outcome);
-    }
-}
-
-#[async_trait]
-impl Bus for HeldConfirmations {
-    async fn publish(&self, messages: &[OutgoingMessage]) -> PublishOutcome {
-        self.send(messages.to_vec()).await.await
-    }
-
-    async fn send(&self, messages: Vec<OutgoingMessage>) -> Confirmation {
-        let (tx, rx) = oneshot::channel();
-        let ids = messages.iter().map(|m| m.message_id.clone()).collect();
-        self.sent.lock().unwrap().push((ids, Some(tx)));
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| PublishOutcome {
-                confirmed: 0,
-                error: Some(BusError("the test dropped the confirmation".into())),
-            })
-        })
-    }
-
-    async fn consume(
-        &self,
-        _subscription: Subscription,
-        _handler: Arc<dyn MessageHandler>,
-        shutdown: CancellationToken,
-    ) {
-        shutdown.cancelled().await
-    }
-
-    async fn healthy(&self) -> bool {
-        true
-    }
-}
+use helpdesk_kit::outbox::{self, EventContext, OutboxRelay, RelayError};
+use helpdesk_testkit::{self as testing, EventTap, amqp_url, unique};
 
 async fn fixture() -> (PgPool, String) {
     testing::require_postgres().await;
@@ -138,14 +62,14 @@ async fn outbox_rows(pool: &PgPool) -> Vec<(String, i32)> {
 #[tokio::test]
 async fn events_committed_while_a_batch_awaits_its_confirmation_are_sent_behind_it() {
     let (pool, schema) = fixture().await;
-    let bus = Arc::new(HeldConfirmations::default());
+    let bus = Arc::new(StandInBus::holding());
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema);
 
     // `late` takes its id first but commits only after `early` was sent.
     let mut late_tx = pool.begin().await.unwrap();
     let late = publish(&mut late_tx).await;
     let early = write(&pool, 1).await;
-    let round = tokio::spawn(async move { relay.relay_once().await });
+    let round = start_round(relay);
     assert_eq!(bus.await_batches(1).await, vec![early]);
 
     // While the broker holds up the first confirmation, what commits meanwhile goes out.
@@ -168,10 +92,10 @@ async fn events_committed_while_a_batch_awaits_its_confirmation_are_sent_behind_
 #[tokio::test]
 async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is_gone() {
     let (pool, schema) = fixture().await;
-    let bus = Arc::new(HeldConfirmations::default());
+    let bus = Arc::new(StandInBus::holding());
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema);
     let first = write(&pool, 1).await;
-    let round = tokio::spawn(async move { relay.relay_once().await });
+    let round = start_round(relay);
     bus.await_batches(1).await;
     let second_and_third = write(&pool, 2).await;
     bus.await_batches(2).await;
@@ -187,11 +111,7 @@ async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is
     // the third batch is never confirmed.
     bus.confirm(0, 1, None);
     bus.confirm(1, 1, Some("broker refused (nack) a message"));
-    let error = tokio::time::timeout(Duration::from_secs(10), round)
-        .await
-        .expect("the round ends once a batch failed")
-        .unwrap()
-        .unwrap_err();
+    let error = ended(round).await.unwrap_err();
     assert!(error.to_string().contains("nack"), "{error}");
     assert_eq!(
         outbox_rows(&pool).await,
@@ -207,7 +127,7 @@ async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is
 
     // The next round sends them again, in order.
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema);
-    let round = tokio::spawn(async move { relay.relay_once().await });
+    let round = start_round(relay);
     assert_eq!(bus.await_batches(4).await[3], vec![third, fourth]);
     bus.confirm(3, 2, None);
     assert_eq!(finished(round).await, 2);
@@ -218,12 +138,12 @@ async fn a_failed_batch_and_all_after_it_stay_in_order_and_what_was_confirmed_is
 #[tokio::test]
 async fn a_round_takes_no_more_while_its_window_is_full_or_its_time_is_up() {
     let (pool, schema) = fixture().await;
-    let bus = Arc::new(HeldConfirmations::default());
+    let bus = Arc::new(StandInBus::holding());
     // At most two events unconfirmed: the first batch fills the window.
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema)
         .with_round_limits(2, Duration::from_secs(60));
     let first = write(&pool, 2).await;
-    let round = tokio::spawn(async move { relay.relay_once().await });
+    let round = start_round(relay);
     assert_eq!(bus.await_batches(1).await, vec![first]);
     let later = write(&pool, 1).await;
     // The round looks for more every few milliseconds while it has room: give it many chances.
@@ -239,7 +159,7 @@ async fn a_round_takes_no_more_while_its_window_is_full_or_its_time_is_up() {
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), &schema)
         .with_round_limits(1000, Duration::from_millis(200));
     let third = write(&pool, 1).await;
-    let round = tokio::spawn(async move { relay.relay_once().await });
+    let round = start_round(relay);
     assert_eq!(bus.await_batches(3).await[2], third);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let fourth = write(&pool, 1).await;
@@ -255,15 +175,22 @@ async fn a_round_takes_no_more_while_its_window_is_full_or_its_time_is_up() {
     testing::drop_schema(&schema).await;
 }
 
-/// What a spawned relay round returned (it must end within 10 s).
-async fn finished(
-    round: tokio::task::JoinHandle<Result<usize, helpdesk_kit::outbox::RelayError>>,
-) -> usize {
+/// One relay round, run in the background.
+fn start_round(relay: OutboxRelay) -> JoinHandle<Result<usize, RelayError>> {
+    tokio::spawn(async move { relay.relay_once().await })
+}
+
+/// What a round returned (it must end within 10 s).
+async fn ended(round: JoinHandle<Result<usize, RelayError>>) -> Result<usize, RelayError> {
     tokio::time::timeout(Duration::from_secs(10), round)
         .await
-        .expect("the round ends once its batches are confirmed")
+        .expect("the round ends once its batches are confirmed or one failed")
         .unwrap()
-        .unwrap()
+}
+
+/// How many events a round that succeeded confirmed.
+async fn finished(round: JoinHandle<Result<usize, RelayError>>) -> usize {
+    ended(round).await.unwrap()
 }
 
 fn message(event: &Envelope) -> OutgoingMessage {

@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -212,17 +210,7 @@ pub async fn wait_queue(queue: &str) {
             .await
             .ok()?;
         let ch = conn.create_channel().await.ok()?;
-        let ok = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok();
+        let ok = testing::queue_state(&ch, queue).await.is_some();
         let _ = conn.close(200, "bye".into()).await;
         ok.then_some(())
     })
