@@ -252,8 +252,9 @@ pub(crate) fn embedded_pg_port(dir: &std::path::Path) -> Option<u16> {
     lines.nth(2)?.trim().parse().ok()
 }
 
-/// Security review, High 2 (no trust: a local account cannot log in as the superuser) and
-/// reliability item 4 (after a crash, the next clean stop stops the adopted server too).
+/// Security review, High 2 (no trust: a local account cannot log in as the superuser),
+/// reliability item 4 (after a crash, the next clean stop stops the adopted server too), and the
+/// platform's way in: the server's own Unix socket (issue 12, no TCP stack in every query).
 #[tokio::test]
 async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_platform() {
     use sqlx::Connection;
@@ -290,6 +291,40 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     conn.close().await.unwrap();
     let hba = std::fs::read_to_string(dir.join("postgres/pg_hba.conf")).unwrap();
     assert!(!hba.contains("trust"), "{hba}");
+
+    // The platform reaches its database through the server's Unix socket, in the data folder,
+    // which only the server's user (and root) can enter; the socket wants the password too.
+    let pg_dir = dir.join("postgres");
+    let pg_mode = std::fs::metadata(&pg_dir).unwrap().permissions().mode();
+    assert_eq!(
+        pg_mode & 0o077,
+        0,
+        "only the server's user enters {pg_dir:?}"
+    );
+    let socket = |password: &str| {
+        format!(
+            "postgres://postgres:{password}@localhost:{port}/postgres?host={}",
+            pg_dir.display()
+        )
+    };
+    assert!(
+        sqlx::PgConnection::connect(&socket("guess")).await.is_err(),
+        "the socket wants the password"
+    );
+    let mut conn = sqlx::PgConnection::connect(&socket(password.trim()))
+        .await
+        .expect("the server listens on the socket in its data folder");
+    // Every connection but this one: the platform's pools, consumers and relays.
+    let (over_socket, over_tcp): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE client_addr IS NULL), count(*) FILTER (WHERE client_addr IS NOT NULL) \
+         FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(over_socket > 0, "the platform connects through the socket");
+    assert_eq!(over_tcp, 0, "and never over TCP");
+    conn.close().await.unwrap();
 
     // A crash leaves the server running; the next `up` adopts it and its clean stop stops it.
     up.child.kill().unwrap();
