@@ -132,3 +132,47 @@ async fn a_busy_pool_does_not_answer_503() {
     );
     testing::drop_schema(&schema).await;
 }
+
+/// Connections go out unchecked while in use (no extra round trip per request), but one that
+/// sat idle is checked first: after its server connection was lost (the database restarted, the
+/// network path was cut and restored) the next request gets a working connection, not an error.
+#[tokio::test]
+async fn a_connection_lost_while_idle_is_replaced_before_a_request_gets_it() {
+    testing::require_postgres().await;
+    let proxy = Proxy::start(Some(postgres_addr())).await;
+    let schema = unique("t_db_");
+    let pool = db::connect(&DbConfig {
+        url: database_url_via(proxy.addr),
+        schema: schema.clone(),
+        max_connections: 3,
+    })
+    .await
+    .expect("connect");
+    let addr = testing::serve(app(pool.clone())).await;
+    let url = format!("http://{addr}/q");
+    let http = reqwest::Client::new();
+    let (status, _, body, _) = timed(&http, &url).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(5),
+        "the connection back in the pool",
+        || {
+            let pool = pool.clone();
+            async move { (pool.size() == 1 && pool.num_idle() == 1).then_some(()) }
+        },
+    )
+    .await;
+
+    // The proxy drops every live connection (new ones are forwarded again), as a restarted
+    // database does. The pool's idle connection is dead and does not know it yet.
+    proxy.set(Some(postgres_addr()));
+    tokio::time::sleep(db::CHECK_WHEN_IDLE_FOR + Duration::from_millis(200)).await;
+    for n in 0..3 {
+        let (status, _, body, _) = timed(&http, &url).await;
+        assert_eq!(
+            status, 200,
+            "request {n} after the connections were lost: {body}"
+        );
+    }
+    testing::drop_schema(&schema).await;
+}
