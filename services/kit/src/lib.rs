@@ -9,6 +9,7 @@
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`bus`]: the message bus trait, its RabbitMQ implementation and the idempotent consumer runner.
 //! - [`db`]: a pool per service on its own schema, with its migrations.
+//! - [`json`]: faster serialization of timestamps in responses.
 //! - [`pagination`]: keyset cursor pagination (`limit`, `cursor`, `X-Next-Cursor`).
 //! - [`peer`]: calls to another service with timeout, retries and a circuit breaker.
 //! - [`service`]: the common configuration section, the handlers' state and the wiring of a
@@ -24,6 +25,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod json;
 pub mod outbox;
 pub mod pagination;
 pub mod peer;

@@ -30,7 +30,9 @@ pub struct EmailView {
     pub status: EmailStatus,
     pub attempts: i32,
     pub last_error: Option<String>,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "helpdesk_kit::json::optional_timestamp")]
     pub sent_at: Option<DateTime<Utc>>,
 }
 

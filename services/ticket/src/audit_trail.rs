@@ -38,6 +38,7 @@ pub struct AuditEvent {
     pub entity_id: String,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub created_at: DateTime<Utc>,
     pub actor: Option<ActorRef>,
 }

@@ -48,6 +48,7 @@ pub struct Comment {
     pub author_id: Uuid,
     pub body: String,
     pub is_internal: bool,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub created_at: DateTime<Utc>,
     pub author: CommentAuthor,
 }

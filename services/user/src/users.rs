@@ -33,6 +33,7 @@ pub struct User {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub role: Role,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -22,7 +22,9 @@ pub struct Ticket {
     pub description: String,
     pub status: TicketStatus,
     pub assigned_to_user_id: Option<Uuid>,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "helpdesk_kit::json::timestamp")]
     pub updated_at: DateTime<Utc>,
     pub user: UserRef,
     pub assigned_to: Option<UserRef>,
