@@ -6,8 +6,8 @@
 //! data folder (mode 0700, so only the server's user and root reach it), and every connection
 //! must authenticate with scram-sha-256 as `postgres` with a password generated once and kept in
 //! `<data-dir>/postgres-password` (mode 0600, like the other local secrets). The platform connects
-//! through the socket: no TCP stack between the services and their database, which under load
-//! is ~10–15 % more requests per second on two cores (README, benchmarks). A data folder whose path
+//! through the socket: no TCP stack between the services and their database (README, benchmarks:
+//! 7–20 % more requests per second against a shared server). A data folder whose path
 //! is too long for a socket address, or holds characters other than letters, digits and `/._-`,
 //! gets no socket, and the platform uses TCP. A data folder made by an earlier version (`trust`,
 //! or no socket line) is converted on the next start.
