@@ -398,3 +398,32 @@ impl EmbeddedPostgres {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_goes_in_the_data_folder_only_when_its_path_fits_and_needs_no_quoting() {
+        let dir = "/var/tmp/helpdesk-data/postgres";
+        assert_eq!(socket_dir(Path::new(dir)), Some(dir));
+        // `<dir>/.s.PGSQL.65535` must fit a socket address (107 bytes).
+        let longest = format!(
+            "/{}",
+            "a".repeat(MAX_SOCKET_PATH - "/.s.PGSQL.65535".len() - 1)
+        );
+        assert_eq!(socket_dir(Path::new(&longest)), Some(longest.as_str()));
+        let too_long = format!("{longest}b");
+        assert_eq!(socket_dir(Path::new(&too_long)), None);
+        // Spaces, quotes and commas would need quoting in the server's options or its list of
+        // socket folders; such a folder keeps TCP.
+        for odd in [
+            "/tmp/my data/postgres",
+            "/tmp/it's/postgres",
+            "/tmp/a,b/postgres",
+        ] {
+            assert_eq!(socket_dir(Path::new(odd)), None, "{odd}");
+        }
+        assert_eq!(socket_dir(Path::new("relative/postgres")), None);
+    }
+}
