@@ -36,8 +36,9 @@ const PG_HBA: &str = "# Written by helpdesk up: only password (scram-sha-256) lo
 local all all scram-sha-256\n\
 host all all 127.0.0.1/32 scram-sha-256\n";
 
-/// The longest socket path a `sockaddr_un` holds (108 bytes with the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+/// The longest socket path a `sockaddr_un` holds: 108 bytes with the terminating NUL on Linux,
+/// 104 on macOS and the BSDs.
+const MAX_SOCKET_PATH: usize = if cfg!(target_os = "linux") { 107 } else { 103 };
 
 /// The folder for the server's Unix socket: its data folder, when the socket's path fits a
 /// socket address and the folder's name needs no quoting in the server's options (else `None`,
