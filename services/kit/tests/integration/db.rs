@@ -43,20 +43,26 @@ async fn timed(http: &reqwest::Client, url: &str) -> (u16, Option<String>, Strin
     (status, retry, body, started.elapsed())
 }
 
-#[tokio::test]
-async fn a_database_that_is_down_answers_503_with_retry_after_within_a_second() {
+/// A pool of `max_connections` on a fresh schema, reaching PostgreSQL through a proxy the test
+/// can cut, and the app served on it: the proxy, the schema, the pool and the app's query URL.
+async fn behind_proxy(max_connections: u32) -> (Proxy, String, PgPool, String) {
     testing::require_postgres().await;
     let proxy = Proxy::start(Some(postgres_addr())).await;
     let schema = unique("t_db_");
     let pool = db::connect(&DbConfig {
         url: database_url_via(proxy.addr),
         schema: schema.clone(),
-        max_connections: 5,
+        max_connections,
     })
     .await
     .expect("connect");
-    let addr = testing::serve(app(pool)).await;
-    let url = format!("http://{addr}/q");
+    let addr = testing::serve(app(pool.clone())).await;
+    (proxy, schema, pool, format!("http://{addr}/q"))
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_answers_503_with_retry_after_within_a_second() {
+    let (proxy, schema, _pool, url) = behind_proxy(5).await;
     let http = reqwest::Client::new();
     assert_eq!(timed(&http, &url).await.0, 200);
 
@@ -138,18 +144,7 @@ async fn a_busy_pool_does_not_answer_503() {
 /// network path was cut and restored) the next request gets a working connection, not an error.
 #[tokio::test]
 async fn a_connection_lost_while_idle_is_replaced_before_a_request_gets_it() {
-    testing::require_postgres().await;
-    let proxy = Proxy::start(Some(postgres_addr())).await;
-    let schema = unique("t_db_");
-    let pool = db::connect(&DbConfig {
-        url: database_url_via(proxy.addr),
-        schema: schema.clone(),
-        max_connections: 3,
-    })
-    .await
-    .expect("connect");
-    let addr = testing::serve(app(pool.clone())).await;
-    let url = format!("http://{addr}/q");
+    let (proxy, schema, pool, url) = behind_proxy(3).await;
     let http = reqwest::Client::new();
     let (status, _, body, _) = timed(&http, &url).await;
     assert_eq!(status, 200, "{body}");
