@@ -102,6 +102,50 @@ impl OutboxRow {
     }
 }
 
+/// Outbox rows as one array per column, for a statement that writes several of them together
+/// with the change they announce: `unnest($n::uuid[], $n+1::text[], $n+2::text[], $n+3::text[],
+/// $n+4::text[], $n+5::jsonb[]) WITH ORDINALITY`, inserted in the ordinality's order so the
+/// events keep theirs (see [`enqueue`] for the columns).
+#[derive(Debug, Default, Clone)]
+pub struct OutboxColumns {
+    pub event_ids: Vec<Uuid>,
+    pub exchanges: Vec<&'static str>,
+    pub routing_keys: Vec<String>,
+    pub aggregate_ids: Vec<String>,
+    pub bodies: Vec<String>,
+    pub headers: Vec<serde_json::Value>,
+}
+
+impl OutboxColumns {
+    pub fn push(&mut self, row: OutboxRow) {
+        self.event_ids.push(row.event_id);
+        self.exchanges.push(row.exchange);
+        self.routing_keys.push(row.routing_key);
+        self.aggregate_ids.push(row.aggregate_id);
+        self.bodies.push(row.body);
+        self.headers.push(row.headers);
+    }
+
+    /// Wraps `payload` in an envelope (as [`publish`] does) and adds its row.
+    pub fn publish<E: DomainEvent>(
+        &mut self,
+        payload: &E,
+        ctx: &EventContext,
+    ) -> Result<Envelope, sqlx::Error> {
+        let envelope = Envelope::wrap(payload, ctx.metadata());
+        self.push(OutboxRow::of(&envelope)?);
+        Ok(envelope)
+    }
+
+    pub fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.event_ids.is_empty()
+    }
+}
+
 /// Records an already built envelope.
 pub async fn enqueue(tx: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
     let row = OutboxRow::of(envelope)?;

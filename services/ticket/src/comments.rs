@@ -6,17 +6,20 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
-use helpdesk_kit::events::{TicketCommentAdded, TicketStatus};
+use helpdesk_kit::events::{Envelope, TicketCommentAdded};
 use helpdesk_kit::http::RequestId;
-use helpdesk_kit::outbox;
+use helpdesk_kit::outbox::{EventContext, OutboxRow};
 
 use crate::AppState;
-use crate::tickets::{self, NOT_FOUND, TicketRow, request_context};
+use crate::tickets::{
+    self, NOT_FOUND, OPTIMISTIC_ATTEMPTS, TicketRow, TicketWrite, request_context,
+    write_unless_changed,
+};
 use crate::users::Caller;
 
 pub fn routes() -> Router<AppState> {
@@ -153,58 +156,122 @@ pub async fn add_comment(
         .to_string();
     check_length("body", &text, 1, BODY_MAX)?;
     let is_internal = caller.is_staff() && body.is_internal.unwrap_or(false);
-    let mut tx = state.pool.begin().await?;
-    // Shares the ticket's lock so a concurrent delete cannot orphan the comment.
-    let ticket = sqlx::query_as!(
-        TicketRow,
-        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
-             assigned_to_user_id, created_at, updated_at
-           FROM tickets WHERE id = $1 FOR SHARE"#,
+    let ctx = request_context(request_id, &caller);
+    let comment = add(
+        &state.pool,
+        &caller,
         id,
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    check_access(&caller, &ticket)?;
-    let comment_id = Uuid::now_v7();
-    let created_at = sqlx::query_scalar!(
-        "INSERT INTO comments (id, ticket_id, author_id, body, is_internal) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING created_at",
-        comment_id,
-        id,
-        caller.id,
         text,
         is_internal,
+        &ctx,
+        OPTIMISTIC_ATTEMPTS,
     )
-    .fetch_one(&mut *tx)
     .await?;
-    let event = TicketCommentAdded {
-        ticket: ticket.snapshot(),
-        comment_id,
-        author_id: caller.id,
+    Ok((StatusCode::CREATED, ApiJson(comment)))
+}
+
+/// Adds `caller`'s comment to ticket `ticket_id` and records `ticket.comment_added`, if the caller
+/// can view the ticket. The ticket is read, and the comment and its event are written in one
+/// statement if the ticket is still as read (see [`write_unless_changed`]): two round trips. The
+/// statement holds the ticket's share lock, so a concurrent delete cannot orphan the comment.
+pub async fn add(
+    pool: &PgPool,
+    caller: &Caller,
+    ticket_id: Uuid,
+    body: String,
+    is_internal: bool,
+    ctx: &EventContext,
+    optimistic: u32,
+) -> ApiResult<Comment> {
+    let write = AddComment {
+        ticket_id,
+        comment_id: Uuid::now_v7(),
+        caller,
+        body: &body,
         is_internal,
+        ctx,
     };
-    outbox::publish(&mut tx, &event, &request_context(request_id, &caller)).await?;
-    tx.commit().await?;
+    let created_at = write_unless_changed(pool, &write, optimistic).await?;
+    let comment_id = write.comment_id;
     // The author is the caller, just resolved from the read model: no further look-up.
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(Comment {
-            id: comment_id,
-            ticket_id: id,
-            author_id: caller.id,
-            body: text,
-            is_internal,
-            created_at,
-            author: CommentAuthor {
-                id: caller.id,
-                email: caller.email,
-                first_name: caller.first_name,
-                last_name: caller.last_name,
-                role: Some(caller.role),
-            },
-        }),
-    ))
+    Ok(Comment {
+        id: comment_id,
+        ticket_id,
+        author_id: caller.id,
+        body,
+        is_internal,
+        created_at,
+        author: CommentAuthor {
+            id: caller.id,
+            email: caller.email.clone(),
+            first_name: caller.first_name.clone(),
+            last_name: caller.last_name.clone(),
+            role: Some(caller.role),
+        },
+    })
+}
+
+struct AddComment<'a> {
+    ticket_id: Uuid,
+    comment_id: Uuid,
+    caller: &'a Caller,
+    body: &'a str,
+    is_internal: bool,
+    ctx: &'a EventContext,
+}
+
+impl TicketWrite for AddComment<'_> {
+    type Done = DateTime<Utc>;
+
+    fn ticket(&self) -> Uuid {
+        self.ticket_id
+    }
+
+    async fn attempt(&self, db: &mut PgConnection) -> ApiResult<Option<DateTime<Utc>>> {
+        let ticket = tickets::find(&mut *db, self.ticket_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+        check_access(self.caller, &ticket)?;
+        let event = TicketCommentAdded {
+            ticket: ticket.snapshot(),
+            comment_id: self.comment_id,
+            author_id: self.caller.id,
+            is_internal: self.is_internal,
+        };
+        let out = OutboxRow::of(&Envelope::wrap(&event, self.ctx.metadata()))?;
+        let written = sqlx::query!(
+            r#"WITH t AS (SELECT FROM tickets WHERE id = $1 AND user_id = $2 AND status = $3
+                   AND title = $4 AND assigned_to_user_id IS NOT DISTINCT FROM $5 AND updated_at = $6
+                 FOR SHARE),
+               c AS (INSERT INTO comments (id, ticket_id, author_id, body, is_internal)
+                 SELECT $7, $1, $8, $9, $10 FROM t RETURNING created_at),
+               o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
+                 SELECT $11, $12, $13, $14, $15, $16 FROM c RETURNING 1)
+               SELECT c.created_at,
+                 CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
+                   THEN pg_notify(current_schema() || '_outbox', '')::text END AS notified
+               FROM c"#,
+            self.ticket_id,
+            ticket.user_id,
+            ticket.status.as_str(),
+            ticket.title,
+            ticket.assigned_to_user_id,
+            ticket.updated_at,
+            self.comment_id,
+            self.caller.id,
+            self.body,
+            self.is_internal,
+            out.event_id,
+            out.exchange,
+            out.routing_key,
+            out.aggregate_id,
+            out.body,
+            out.headers,
+        )
+        .fetch_optional(&mut *db)
+        .await?;
+        Ok(written.map(|r| r.created_at))
+    }
 }
 
 /// `user.deleted`: removes the user's comments on other users' tickets (their own tickets are

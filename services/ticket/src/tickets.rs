@@ -4,9 +4,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use chrono::{DurationRound, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
@@ -15,7 +15,7 @@ use helpdesk_kit::events::{
     Envelope, TicketCreated, TicketDeleted, TicketStatus, TicketStatusChanged, TicketUpdated,
 };
 use helpdesk_kit::http::RequestId;
-use helpdesk_kit::outbox::{self, EventContext, OutboxRow};
+use helpdesk_kit::outbox::{self, EventContext, OutboxColumns, OutboxRow};
 
 use crate::AppState;
 use crate::listing::{inbox, list_tickets};
@@ -189,6 +189,90 @@ pub async fn get_ticket(
     Ok(ApiJson(ticket))
 }
 
+/// How many times a write to one ticket reads it and writes only if it is still as read (two
+/// round trips, no transaction) before it reads and writes it holding the ticket's row lock
+/// instead. Each miss means that another write to the same ticket committed in between.
+pub const OPTIMISTIC_ATTEMPTS: u32 = 3;
+
+/// One write to one ticket, as [`write_unless_changed`] runs it.
+pub trait TicketWrite: Sync {
+    type Done: Send;
+
+    /// The ticket written to.
+    fn ticket(&self) -> Uuid;
+
+    /// Reads the ticket, decides, and writes in one statement only if the ticket is still as it
+    /// read it: `Ok(None)` when it was not, and nothing was written.
+    fn attempt(
+        &self,
+        db: &mut PgConnection,
+    ) -> impl Future<Output = ApiResult<Option<Self::Done>>> + Send;
+}
+
+/// Runs `write` on one connection up to `optimistic` times, until an attempt finds the ticket as
+/// it read it; then once more in a transaction that first takes the ticket's row lock, so the
+/// ticket cannot change between the read and the write.
+pub async fn write_unless_changed<W: TicketWrite>(
+    pool: &PgPool,
+    write: &W,
+    optimistic: u32,
+) -> ApiResult<W::Done> {
+    let mut conn = pool.acquire().await?;
+    for _ in 0..optimistic {
+        if let Some(done) = write.attempt(&mut conn).await? {
+            return Ok(done);
+        }
+        metrics::counter!("helpdesk_ticket_write_conflicts_total").increment(1);
+    }
+    metrics::counter!("helpdesk_ticket_write_locked_total").increment(1);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query!(
+        "SELECT id FROM tickets WHERE id = $1 FOR UPDATE",
+        write.ticket()
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let done = write
+        .attempt(&mut tx)
+        .await?
+        .ok_or_else(|| ApiError::internal("a locked ticket changed between read and write"))?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// A ticket's next `updated_at`: now, in PostgreSQL's precision, and after the previous one
+/// (so it grows with every change even if clocks disagree).
+fn next_updated_at(previous: DateTime<Utc>) -> DateTime<Utc> {
+    let now = Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or_else(|_| Utc::now());
+    now.max(previous + chrono::TimeDelta::microseconds(1))
+}
+
+/// The fields a PATCH may change (each `None` to leave it).
+#[derive(Debug, Clone, Default)]
+pub struct TicketChange {
+    pub status: Option<TicketStatus>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+impl TicketChange {
+    fn parse(body: UpdateTicket) -> ApiResult<Self> {
+        Ok(Self {
+            status: body.status.as_deref().map(parse_status).transpose()?,
+            title: body
+                .title
+                .map(|t| required_text("title", Some(t), TITLE_MAX))
+                .transpose()?,
+            description: body
+                .description
+                .map(|d| required_text("description", Some(d), DESCRIPTION_MAX))
+                .transpose()?,
+        })
+    }
+}
+
 /// Change a ticket's status, title or description: whoever can view it (creator, assignee, ADMIN).
 #[utoipa::path(patch, path = "/tickets/{id}", request_body = UpdateTicket, tag = "tickets", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Ticket id")),
@@ -201,80 +285,134 @@ pub async fn update_ticket(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateTicket>,
 ) -> ApiResult<ApiJson<Ticket>> {
-    let status = body.status.as_deref().map(parse_status).transpose()?;
-    let title = body
-        .title
-        .map(|t| required_text("title", Some(t), TITLE_MAX))
-        .transpose()?;
-    let description = body
-        .description
-        .map(|d| required_text("description", Some(d), DESCRIPTION_MAX))
-        .transpose()?;
-    let mut tx = state.pool.begin().await?;
-    let before = lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    if !before.visible_to(&caller) {
-        return Err(ApiError::forbidden(NO_ACCESS));
+    let change = TicketChange::parse(body)?;
+    let ctx = request_context(request_id, &caller);
+    let ticket =
+        change_ticket(&state.pool, &caller, id, &change, &ctx, OPTIMISTIC_ATTEMPTS).await?;
+    Ok(ApiJson(ticket))
+}
+
+/// Applies `change` to ticket `id` for `caller` and records `ticket.updated` (and
+/// `ticket.status_changed` when the status changed); a change to nothing writes nothing. Each
+/// attempt reads the ticket with its users, then writes the row and its events in one statement
+/// if the ticket is still as read (see [`write_unless_changed`]): two round trips.
+pub async fn change_ticket(
+    pool: &PgPool,
+    caller: &Caller,
+    id: Uuid,
+    change: &TicketChange,
+    ctx: &EventContext,
+    optimistic: u32,
+) -> ApiResult<Ticket> {
+    let write = ChangeTicket {
+        id,
+        caller,
+        change,
+        ctx,
+    };
+    write_unless_changed(pool, &write, optimistic).await
+}
+
+struct ChangeTicket<'a> {
+    id: Uuid,
+    caller: &'a Caller,
+    change: &'a TicketChange,
+    ctx: &'a EventContext,
+}
+
+impl TicketWrite for ChangeTicket<'_> {
+    type Done = Ticket;
+
+    fn ticket(&self) -> Uuid {
+        self.id
     }
-    let mut changes = Vec::new();
-    if status.is_some_and(|s| s != before.status) {
-        changes.push("status".to_string());
-    }
-    if title.as_ref().is_some_and(|t| *t != before.title) {
-        changes.push("title".to_string());
-    }
-    if description
-        .as_ref()
-        .is_some_and(|d| *d != before.description)
-    {
-        changes.push("description".to_string());
-    }
-    if !changes.is_empty() {
-        let after = sqlx::query_as!(
-            TicketRow,
-            r#"UPDATE tickets SET status = COALESCE($2, status), title = COALESCE($3, title),
-                 description = COALESCE($4, description), updated_at = now()
-               WHERE id = $1
-               RETURNING id, user_id, title, description, status AS "status: TicketStatus",
-                 assigned_to_user_id, created_at, updated_at"#,
-            id,
-            status.map(TicketStatus::as_str),
-            title,
-            description,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let ctx = request_context(request_id, &caller);
-        outbox::publish(
-            &mut tx,
+
+    async fn attempt(&self, db: &mut PgConnection) -> ApiResult<Option<Ticket>> {
+        let before = view(&mut *db, self.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+        if !can_view(before.user_id, before.assigned_to_user_id, self.caller) {
+            return Err(ApiError::forbidden(NO_ACCESS));
+        }
+        let mut after = before.clone();
+        let mut changes = Vec::new();
+        if let Some(status) = self.change.status.filter(|s| *s != before.status) {
+            after.status = status;
+            changes.push("status".to_string());
+        }
+        if let Some(title) = self.change.title.as_ref().filter(|t| **t != before.title) {
+            after.title.clone_from(title);
+            changes.push("title".to_string());
+        }
+        if let Some(description) = self
+            .change
+            .description
+            .as_ref()
+            .filter(|d| **d != before.description)
+        {
+            after.description.clone_from(description);
+            changes.push("description".to_string());
+        }
+        if changes.is_empty() {
+            return Ok(Some(before));
+        }
+        after.updated_at = next_updated_at(before.updated_at);
+        let mut events = OutboxColumns::default();
+        events.publish(
             &TicketUpdated {
                 ticket: after.snapshot(),
                 changes,
             },
-            &ctx,
-        )
-        .await?;
+            self.ctx,
+        )?;
         if after.status != before.status {
-            let creator = if after.user_id == caller.id {
-                caller.reference().into()
-            } else {
-                creator_ref(&mut tx, &after).await?
-            };
-            let changed = TicketStatusChanged {
-                ticket: after.snapshot(),
-                old_status: before.status,
-                new_status: after.status,
-                creator,
-            };
-            outbox::publish(&mut tx, &changed, &ctx).await?;
+            events.publish(
+                &TicketStatusChanged {
+                    ticket: after.snapshot(),
+                    old_status: before.status,
+                    new_status: after.status,
+                    creator: before.user.clone().into(),
+                },
+                self.ctx,
+            )?;
         }
+        // The row, its events and the relay's wake-up (unless a relay is polling anyway), only
+        // if the ticket is as read: no row back means it changed, and nothing was written.
+        let written = sqlx::query_scalar!(
+            r#"WITH t AS (UPDATE tickets SET status = $2, title = $3, description = $4, updated_at = $5
+                 WHERE id = $1 AND user_id = $6 AND status = $7 AND title = $8 AND description = $9
+                   AND assigned_to_user_id IS NOT DISTINCT FROM $10 AND updated_at = $11
+                 RETURNING 1),
+               o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
+                 SELECT e, x, r, a, b, h
+                 FROM t, unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
+                   $17::jsonb[]) WITH ORDINALITY AS n(e, x, r, a, b, h, o)
+                 ORDER BY o RETURNING 1)
+               SELECT CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
+                 THEN pg_notify(current_schema() || '_outbox', '')::text END AS notified
+               FROM t"#,
+            self.id,
+            after.status.as_str(),
+            after.title,
+            after.description,
+            after.updated_at,
+            before.user_id,
+            before.status.as_str(),
+            before.title,
+            before.description,
+            before.assigned_to_user_id,
+            before.updated_at,
+            &events.event_ids,
+            &events.exchanges as &[&str],
+            &events.routing_keys,
+            &events.aggregate_ids,
+            &events.bodies,
+            &events.headers,
+        )
+        .fetch_optional(&mut *db)
+        .await?;
+        Ok(written.map(|_| after))
     }
-    let ticket = view(&mut *tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    tx.commit().await?;
-    Ok(ApiJson(ticket))
 }
 
 /// Delete a ticket and its comments: ADMIN any ticket, others only their own.

@@ -109,6 +109,19 @@ impl FromRow<'_, PgRow> for TicketViewRow {
 }
 
 impl Ticket {
+    /// The ticket as events carry it.
+    pub fn snapshot(&self) -> TicketSnapshot {
+        TicketSnapshot {
+            id: self.id,
+            user_id: self.user_id,
+            title: self.title.clone(),
+            status: self.status,
+            assigned_to_user_id: self.assigned_to_user_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
     /// A ticket with the users to embed.
     pub fn new(t: TicketRow, user: UserRef, assigned_to: Option<UserRef>) -> Self {
         Ticket {

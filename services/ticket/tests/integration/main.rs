@@ -6,3 +6,4 @@ mod contract;
 mod events;
 mod role_matrix;
 mod tickets_api;
+mod writes;
