@@ -217,6 +217,7 @@ async fn database(
             url: url.clone(),
             schema: "public".into(),
             max_connections: 1,
+            application_name: "helpdesk",
         };
         let pool = tokio::time::timeout(Duration::from_secs(10), helpdesk_kit::db::connect(&cfg))
             .await
@@ -258,6 +259,7 @@ async fn dead_letters(action: dlq::Action, data_dir: &Path) -> anyhow::Result<()
             url,
             schema: "bus".into(),
             max_connections: 2,
+            application_name: "helpdesk-dlq",
         })
         .await?;
         let bus = PgBus::new(pool).await?;
@@ -385,6 +387,7 @@ async fn run_platform(
                 url: env.required(var::DATABASE_URL)?,
                 schema: "bus".into(),
                 max_connections: 30,
+                application_name: "helpdesk-bus",
             };
             let pool = helpdesk_kit::db::connect(&cfg).await?;
             let bus = PgBus::new(pool).await?;

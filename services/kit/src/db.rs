@@ -18,6 +18,9 @@ pub struct DbConfig {
     pub url: String,
     pub schema: String,
     pub max_connections: u32,
+    /// What the connections call themselves in `pg_stat_activity` and the server's log (the
+    /// service's binary name), unless the URL sets `application_name`.
+    pub application_name: &'static str,
 }
 
 impl std::fmt::Debug for DbConfig {
@@ -26,6 +29,7 @@ impl std::fmt::Debug for DbConfig {
             .field("url", &crate::secret::redact_url(&self.url))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -59,6 +63,7 @@ impl DbConfig {
             url,
             schema,
             max_connections: env.parse_or(&format!("{prefix}_DB_MAX_CONNECTIONS"), 10)?,
+            application_name: service.binary(),
         })
     }
 }
@@ -89,7 +94,10 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
         tx.commit().await?;
         conn.close().await?;
     }
-    let opts = base.options([("search_path", cfg.schema.as_str())]);
+    let mut opts = base.options([("search_path", cfg.schema.as_str())]);
+    if opts.get_application_name().is_none() {
+        opts = opts.application_name(cfg.application_name);
+    }
     PgPoolOptions::new()
         .max_connections(cfg.max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)

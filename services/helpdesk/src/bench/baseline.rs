@@ -68,6 +68,7 @@ impl Scratch {
             url: ticket.url.clone(),
             schema: schema.clone(),
             max_connections: clients as u32,
+            application_name: "helpdesk-bench",
         })
         .await
         .context("cannot connect to the platform's database for the raw limits")?;

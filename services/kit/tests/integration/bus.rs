@@ -47,6 +47,7 @@ async fn fixture() -> Fixture {
         url: database_url(),
         schema: schema.clone(),
         max_connections: 5,
+        application_name: "helpdesk-test",
     };
     let pool = db::connect(&cfg).await.expect("connect");
     db::migrate(&pool, &NO_MIGRATIONS)
@@ -620,6 +621,7 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
         url: testing::database_url_via(proxy.addr),
         schema: f.schema.clone(),
         max_connections: 2,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect through the proxy");

@@ -53,6 +53,7 @@ async fn behind_proxy(max_connections: u32) -> (Proxy, String, PgPool, String) {
         url: database_url_via(proxy.addr),
         schema: schema.clone(),
         max_connections,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect");
@@ -108,6 +109,7 @@ async fn a_busy_pool_does_not_answer_503() {
         url: testing::database_url(),
         schema: schema.clone(),
         max_connections: 10,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect");
@@ -169,5 +171,39 @@ async fn a_connection_lost_while_idle_is_replaced_before_a_request_gets_it() {
             "request {n} after the connections were lost: {body}"
         );
     }
+    testing::drop_schema(&schema).await;
+}
+
+/// A service's connections name it in `pg_stat_activity`, unless its URL names them otherwise.
+#[tokio::test]
+async fn connections_carry_the_service_name_unless_the_url_sets_one() {
+    testing::require_postgres().await;
+    let schema = unique("t_db_");
+    let named = |url: String| DbConfig {
+        url,
+        schema: schema.clone(),
+        max_connections: 1,
+        application_name: "ticket-service",
+    };
+    let pool = db::connect(&named(testing::database_url()))
+        .await
+        .expect("connect");
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "ticket-service");
+    pool.close().await;
+    let url = testing::database_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let pool = db::connect(&named(format!("{url}{sep}application_name=helpdesk-east")))
+        .await
+        .expect("connect");
+    let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "helpdesk-east");
+    pool.close().await;
     testing::drop_schema(&schema).await;
 }

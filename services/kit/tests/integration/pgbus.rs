@@ -29,6 +29,7 @@ pub(crate) async fn pool(schema: &str) -> PgPool {
         url: database_url(),
         schema: schema.to_string(),
         max_connections: 5,
+        application_name: "helpdesk-test",
     };
     let pool = db::connect(&cfg).await.expect("connect");
     db::migrate(&pool, &NO_MIGRATIONS)
@@ -409,6 +410,7 @@ async fn a_consumer_database_outage_never_dead_letters_and_nothing_is_lost() {
         url: testing::database_url_via(proxy.addr),
         schema: app_schema.clone(),
         max_connections: 2,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect through the proxy");
@@ -589,6 +591,7 @@ async fn creating_the_bus_locks_and_unlocks_on_one_session() {
         url: url.to_string(),
         schema: schema.clone(),
         max_connections: 1,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect")
@@ -610,6 +613,7 @@ async fn creating_the_bus_locks_and_unlocks_on_one_session() {
         url: url.to_string(),
         schema: schema.clone(),
         max_connections: 5,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect");

@@ -117,6 +117,7 @@ async fn request_spans_reach_the_collector_in_the_callers_trace() {
         url: helpdesk_testkit::database_url(),
         schema: schema.clone(),
         max_connections: 2,
+        application_name: "helpdesk-test",
     })
     .await
     .unwrap();

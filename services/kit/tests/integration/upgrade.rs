@@ -41,6 +41,7 @@ async fn pool_on(schema: &str) -> PgPool {
         url: database_url(),
         schema: schema.to_string(),
         max_connections: 2,
+        application_name: "helpdesk-test",
     })
     .await
     .expect("connect")
