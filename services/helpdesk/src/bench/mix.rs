@@ -94,6 +94,20 @@ impl std::str::FromStr for Mix {
         if mix.total() == 0 {
             return Err("the mix needs at least one positive weight".into());
         }
+        let weight =
+            |op: Op| -> u32 { mix.0.iter().filter(|(o, _)| *o == op).map(|(_, w)| w).sum() };
+        // Without creates a session has no ticket to view, comment on or change: its clients
+        // would spin without sending a request.
+        if weight(Op::Create) == 0
+            && [Op::View, Op::Comment, Op::Status]
+                .iter()
+                .any(|op| weight(*op) > 0)
+        {
+            return Err(
+                "view, comment and status act on tickets the session created: the mix needs create too"
+                    .into(),
+            );
+        }
         Ok(mix)
     }
 }
@@ -262,8 +276,16 @@ mod tests {
         assert_eq!(mix.pick(1), Op::Login);
         assert_eq!(mix.pick(2), Op::List);
         assert_eq!(mix.pick(99), Op::Dashboard);
-        let only: Mix = "status=3".parse().unwrap();
-        assert!((0..3).all(|r| only.pick(r) == Op::Status));
+        let writes: Mix = "create=1,status=3".parse().unwrap();
+        assert_eq!(writes.pick(0), Op::Create);
+        assert!((1..4).all(|r| writes.pick(r) == Op::Status));
+        assert!(
+            "comment=50,status=50"
+                .parse::<Mix>()
+                .unwrap_err()
+                .contains("needs create")
+        );
+        assert!("list=1,view=0,create=0".parse::<Mix>().is_ok());
         assert!("login=0".parse::<Mix>().is_err());
         assert!(
             "logon=1"
