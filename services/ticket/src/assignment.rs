@@ -10,10 +10,13 @@ use uuid::Uuid;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use helpdesk_kit::events::{TicketAssigned, TicketStatus, TicketUnassigned};
 use helpdesk_kit::http::RequestId;
-use helpdesk_kit::outbox::{self, EventContext};
+use helpdesk_kit::outbox::{self, EventContext, OutboxColumns};
 
 use crate::AppState;
-use crate::tickets::{self, NOT_FOUND, Ticket, TicketRow, creator_ref, request_context};
+use crate::tickets::{
+    self, NOT_FOUND, OPTIMISTIC_ATTEMPTS, Ticket, TicketRow, TicketWrite, creator_ref,
+    next_updated_at, request_context, write_if_unchanged, write_unless_changed,
+};
 use crate::users::{self, Caller};
 
 pub fn routes() -> Router<AppState> {
@@ -88,45 +91,82 @@ pub async fn assign_ticket(
     let target = body
         .assigned_to_user_id
         .ok_or_else(|| ApiError::bad_request("assignedToUserId is required (a user id or null)"))?;
-    let mut tx = state.pool.begin().await?;
-    let before = tickets::lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    let assignee = match target {
-        None => None,
-        Some(user_id) => {
-            let user = users::find(&mut *tx, user_id)
-                .await?
-                .ok_or_else(|| ApiError::bad_request("Assignee does not exist"))?;
-            if !user.role.is_staff() {
-                return Err(ApiError::bad_request("Assignee must be an AGENT or ADMIN"));
-            }
-            Some(user)
-        }
+    let ctx = request_context(request_id, &caller);
+    let write = Assign {
+        id,
+        target,
+        ctx: &ctx,
     };
-    let new_id = assignee.as_ref().map(|u| u.id);
-    if new_id != before.assigned_to_user_id {
-        let after = set_assignee(&mut tx, id, new_id).await?;
-        let ctx = request_context(request_id, &caller);
-        match assignee {
-            Some(user) => {
-                let creator = creator_ref(&mut tx, &after).await?;
-                let event = TicketAssigned {
+    let ticket = write_unless_changed(&state.pool, &write, OPTIMISTIC_ATTEMPTS).await?;
+    Ok(ApiJson(ticket))
+}
+
+/// Assigns ticket `id` to `target` (a staff member) or unassigns it (`None`), and records
+/// `ticket.assigned` or `ticket.unassigned`; the same assignee again writes nothing. Each attempt
+/// reads the ticket with its users and the assignee, then writes the row and its event in one
+/// statement if the ticket is still as read and the assignee still staff (see
+/// [`write_unless_changed`]): three round trips.
+struct Assign<'a> {
+    id: Uuid,
+    target: Option<Uuid>,
+    ctx: &'a EventContext,
+}
+
+impl TicketWrite for Assign<'_> {
+    type Done = Ticket;
+
+    fn ticket(&self) -> Uuid {
+        self.id
+    }
+
+    async fn attempt(&self, db: &mut PgConnection) -> ApiResult<Option<Ticket>> {
+        let before = tickets::view(&mut *db, self.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+        let assignee = match self.target {
+            None => None,
+            Some(user_id) => {
+                let user = users::find(&mut *db, user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::bad_request("Assignee does not exist"))?;
+                if !user.role.is_staff() {
+                    return Err(ApiError::bad_request("Assignee must be an AGENT or ADMIN"));
+                }
+                Some(user)
+            }
+        };
+        let new_id = assignee.as_ref().map(|u| u.id);
+        if new_id == before.assigned_to_user_id {
+            return Ok(Some(before));
+        }
+        let mut after = before.clone();
+        after.assigned_to_user_id = new_id;
+        after.assigned_to = assignee.as_ref().map(|u| u.reference());
+        after.updated_at = next_updated_at(before.updated_at);
+        let mut events = OutboxColumns::default();
+        let creator = before.user.clone().into();
+        match &assignee {
+            Some(user) => events.publish(
+                &TicketAssigned {
                     ticket: after.snapshot(),
                     assignee: user.reference().into(),
                     previous_assignee_id: before.assigned_to_user_id,
                     creator,
-                };
-                outbox::publish(&mut tx, &event, &ctx).await?;
-            }
-            None => publish_unassigned(&mut tx, &before, &after, &ctx).await?,
-        }
+                },
+                self.ctx,
+            )?,
+            None => events.publish(
+                &TicketUnassigned {
+                    ticket: after.snapshot(),
+                    previous_assignee_id: before.assigned_to_user_id,
+                    creator,
+                },
+                self.ctx,
+            )?,
+        };
+        let written = write_if_unchanged(db, &before, &after, &events, new_id).await?;
+        Ok(written.then_some(after))
     }
-    let ticket = tickets::view(&mut *tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    tx.commit().await?;
-    Ok(ApiJson(ticket))
 }
 
 /// `user.deleted`: unassigns every ticket assigned to the user, one `ticket.unassigned` each.

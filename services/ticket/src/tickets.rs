@@ -242,7 +242,7 @@ pub async fn write_unless_changed<W: TicketWrite>(
 
 /// A ticket's next `updated_at`: now, in PostgreSQL's precision, and after the previous one
 /// (so it grows with every change even if clocks disagree).
-fn next_updated_at(previous: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn next_updated_at(previous: DateTime<Utc>) -> DateTime<Utc> {
     let now = Utc::now()
         .duration_trunc(chrono::TimeDelta::microseconds(1))
         .unwrap_or_else(|_| Utc::now());
@@ -376,43 +376,61 @@ impl TicketWrite for ChangeTicket<'_> {
                 self.ctx,
             )?;
         }
-        // The row, its events and the relay's wake-up (unless a relay is polling anyway), only
-        // if the ticket is as read: no row back means it changed, and nothing was written.
-        let written = sqlx::query_scalar!(
-            r#"WITH t AS (UPDATE tickets SET status = $2, title = $3, description = $4, updated_at = $5
-                 WHERE id = $1 AND user_id = $6 AND status = $7 AND title = $8 AND description = $9
-                   AND assigned_to_user_id IS NOT DISTINCT FROM $10 AND updated_at = $11
-                 RETURNING 1),
-               o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
-                 SELECT e, x, r, a, b, h
-                 FROM t, unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
-                   $17::jsonb[]) WITH ORDINALITY AS n(e, x, r, a, b, h, o)
-                 ORDER BY o RETURNING 1)
-               SELECT CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
-                 THEN pg_notify(current_schema() || '_outbox', '')::text END AS notified
-               FROM t"#,
-            self.id,
-            after.status.as_str(),
-            after.title,
-            after.description,
-            after.updated_at,
-            before.user_id,
-            before.status.as_str(),
-            before.title,
-            before.description,
-            before.assigned_to_user_id,
-            before.updated_at,
-            &events.event_ids,
-            &events.exchanges as &[&str],
-            &events.routing_keys,
-            &events.aggregate_ids,
-            &events.bodies,
-            &events.headers,
-        )
-        .fetch_optional(&mut *db)
-        .await?;
-        Ok(written.map(|_| after))
+        let written = write_if_unchanged(db, &before, &after, &events, None).await?;
+        Ok(written.then_some(after))
     }
+}
+
+/// Writes `after` (status, title, description, assignee, `updated_at`), its `events` and the
+/// relay's wake-up (unless a relay is polling anyway) in one statement, only if the ticket is
+/// still `before` (and, with `staff`, that user is still an AGENT or ADMIN): `false` when it was
+/// not, and nothing was written.
+pub(crate) async fn write_if_unchanged(
+    db: &mut PgConnection,
+    before: &Ticket,
+    after: &Ticket,
+    events: &OutboxColumns,
+    staff: Option<Uuid>,
+) -> sqlx::Result<bool> {
+    let written = sqlx::query_scalar!(
+        r#"WITH t AS (UPDATE tickets SET status = $2, title = $3, description = $4,
+               assigned_to_user_id = $5, updated_at = $6
+             WHERE id = $1 AND user_id = $7 AND status = $8 AND title = $9 AND description = $10
+               AND assigned_to_user_id IS NOT DISTINCT FROM $11 AND updated_at = $12
+               AND ($13::uuid IS NULL
+                 OR EXISTS (SELECT FROM users WHERE id = $13 AND role IN ('AGENT', 'ADMIN')))
+             RETURNING 1),
+           o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
+             SELECT e, x, r, a, b, h
+             FROM t, unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::text[],
+               $19::jsonb[]) WITH ORDINALITY AS n(e, x, r, a, b, h, o)
+             ORDER BY o RETURNING 1)
+           SELECT CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
+             THEN pg_notify(current_schema() || '_outbox', '')::text END AS notified
+           FROM t"#,
+        before.id,
+        after.status.as_str(),
+        after.title,
+        after.description,
+        after.assigned_to_user_id,
+        after.updated_at,
+        before.user_id,
+        before.status.as_str(),
+        before.title,
+        before.description,
+        before.assigned_to_user_id,
+        before.updated_at,
+        staff,
+        &events.event_ids,
+        &events.exchanges as &[&str],
+        &events.routing_keys,
+        &events.aggregate_ids,
+        &events.bodies,
+        &events.headers,
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    Ok(written.is_some())
 }
 
 /// Delete a ticket and its comments: ADMIN any ticket, others only their own.

@@ -1,4 +1,4 @@
-//! Writes to one ticket from many requests at once: each is applied to the ticket as it then
+//! Writes to one ticket (changes, comments, assignments) from many requests at once: each is applied to the ticket as it then
 //! is, and its events carry exactly the state it produced, whether it won at once, retried after
 //! another write, or (after repeated misses) took the ticket's lock.
 
@@ -29,6 +29,7 @@ struct Follower {
     description_changes: usize,
     pending_status: Option<(TicketStatus, TicketSnapshot)>,
     comments: HashSet<Uuid>,
+    assignments: usize,
 }
 
 impl Follower {
@@ -38,6 +39,7 @@ impl Follower {
             description_changes: 0,
             pending_status: None,
             comments: HashSet::new(),
+            assignments: 0,
         }
     }
 
@@ -106,6 +108,31 @@ impl Follower {
                 );
                 assert!(self.comments.insert(c.comment_id), "one event per comment");
             }
+            "ticket.assigned" | "ticket.unassigned" => {
+                let before = self.state.clone();
+                let after: TicketSnapshot =
+                    serde_json::from_value(e.payload["ticket"].clone()).unwrap();
+                assert!(
+                    after.updated_at > before.updated_at,
+                    "updatedAt moves forward"
+                );
+                assert_eq!(
+                    e.payload["previousAssigneeId"],
+                    serde_json::to_value(before.assigned_to_user_id).unwrap(),
+                    "the previous assignee is the one before"
+                );
+                let assignee = e.payload["assignee"]["id"]
+                    .as_str()
+                    .map(|id| id.parse().unwrap());
+                assert_eq!(after.assigned_to_user_id, assignee);
+                assert_ne!(after.assigned_to_user_id, before.assigned_to_user_id);
+                assert_eq!(
+                    (&after.title, after.status, after.user_id),
+                    (&before.title, before.status, before.user_id)
+                );
+                self.assignments += 1;
+                self.state = after;
+            }
             other => panic!("unexpected {other}"),
         }
     }
@@ -118,7 +145,8 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
     let api = Api::new(&svc.url);
     let owner = p.announce_user(Role::User).await;
     let admin = p.announce_user(Role::Admin).await;
-    for u in [&owner, &admin] {
+    let agent = p.announce_user(Role::Agent).await;
+    for u in [&owner, &admin, &agent] {
         wait_user(&svc.pool, u).await;
     }
     let mut tap = EventTap::start(&p.prefix, TICKET_EVENTS).await;
@@ -131,11 +159,12 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
     // that another one changes before they write.
     let statuses = ["IN_PROGRESS", "DONE", "OPEN"];
     let mut requests = Vec::new();
-    for i in 0..36 {
+    for i in 0..40 {
         let api = api.clone();
         let who = if i % 2 == 0 { &owner } else { &admin }.clone();
+        let (admin, agent_id) = (admin.clone(), agent.id);
         requests.push(tokio::spawn(async move {
-            match i % 4 {
+            match i % 5 {
                 0 => {
                     api.patch(
                         &format!("/tickets/{id}"),
@@ -163,7 +192,7 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
                     .await
                     .status
                 }
-                _ => {
+                3 => {
                     api.post(
                         &format!("/tickets/{id}/comments"),
                         &who.token,
@@ -172,12 +201,16 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
                     .await
                     .status
                 }
+                _ => {
+                    let to = (i % 10 == 4).then_some(agent_id);
+                    api.assign(&admin, id, to).await.status
+                }
             }
         }));
     }
     for (i, r) in requests.into_iter().enumerate() {
         let status = r.await.unwrap();
-        assert_eq!(status, if i % 4 == 3 { 201 } else { 200 }, "request {i}");
+        assert_eq!(status, if i % 5 == 3 { 201 } else { 200 }, "request {i}");
     }
 
     let last = api.get(&format!("/tickets/{id}"), &owner.token).await;
@@ -185,7 +218,7 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
     let last_updated: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(last.body["updatedAt"].clone()).unwrap();
     let mut follower = Follower::new(created);
-    while follower.comments.len() < 9
+    while follower.comments.len() < 8
         || follower.state.updated_at < last_updated
         || follower.pending_status.is_some()
     {
@@ -199,13 +232,21 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
     );
     assert_eq!(follower.state.title, last.body["title"].as_str().unwrap());
     assert_eq!(
-        follower.description_changes, 9,
+        follower.description_changes, 8,
         "every description was new, so each is a change"
     );
     let comments = api
         .get(&format!("/tickets/{id}/comments"), &owner.token)
         .await;
-    assert_eq!(comments.body.as_array().map(Vec::len), Some(9));
+    assert_eq!(comments.body.as_array().map(Vec::len), Some(8));
+    assert!(
+        follower.assignments >= 1,
+        "the first assignment changes the assignee"
+    );
+    assert_eq!(
+        serde_json::to_value(follower.state.assigned_to_user_id).unwrap(),
+        last.body["assignedToUserId"]
+    );
     tap.assert_quiet(std::time::Duration::from_millis(500))
         .await;
     svc.stop().await;
