@@ -7,8 +7,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use helpdesk_kit::events::EmailQueued;
-use helpdesk_kit::outbox::{self, EventContext};
+use helpdesk_kit::events::{EmailQueued, Envelope};
+use helpdesk_kit::outbox::{EventContext, OutboxRow};
 
 /// An email's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
@@ -54,42 +54,53 @@ pub fn channel(schema: &str) -> String {
     format!("{schema}_emails")
 }
 
-/// Queues an email in the caller's transaction and announces it (`email.queued`). Returns `None`
-/// when this (event, recipient) already has its email.
+/// Queues `email` (unless its event already queued one to that recipient), records
+/// `email.queued`, and wakes the sender and the outbox relay (unless a relay is polling anyway),
+/// in the caller's transaction and in one statement; the new email's id, or `None` when this
+/// (event, recipient) already has its email.
 pub async fn queue(
     tx: &mut PgConnection,
     email: &NewEmail,
     ctx: &EventContext,
 ) -> sqlx::Result<Option<Uuid>> {
-    let id = sqlx::query_scalar!(
-        "INSERT INTO emails (id, source_event_id, recipient, template, subject, body, sensitive) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (source_event_id, recipient) DO NOTHING RETURNING id",
-        Uuid::now_v7(),
-        email.source_event_id,
-        email.recipient,
-        email.template,
-        email.subject,
-        email.body,
-        email.sensitive,
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(id) = id else { return Ok(None) };
+    let id = Uuid::now_v7();
     let event = EmailQueued {
         email_id: id,
         to: email.recipient.clone(),
         subject: email.subject.clone(),
         template: email.template.clone(),
     };
-    outbox::publish(&mut *tx, &event, ctx).await?;
-    sqlx::query!("SELECT pg_notify(current_schema() || '_emails', '')")
-        .execute(&mut *tx)
-        .await?;
-    Ok(Some(id))
+    let out = OutboxRow::of(&Envelope::wrap(&event, ctx.metadata()))?;
+    let queued = sqlx::query!(
+        r#"WITH e AS (INSERT INTO emails (id, source_event_id, recipient, template, subject, body, sensitive)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (source_event_id, recipient) DO NOTHING RETURNING id),
+           o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
+             SELECT $8, $9, $10, $11, $12, $13 FROM e RETURNING 1)
+           SELECT e.id,
+             pg_notify(current_schema() || '_emails', '')::text AS sender,
+             CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
+               THEN pg_notify(current_schema() || '_outbox', '')::text END AS relay
+           FROM e"#,
+        id,
+        email.source_event_id,
+        email.recipient,
+        email.template,
+        email.subject,
+        email.body,
+        email.sensitive,
+        out.event_id,
+        out.exchange,
+        out.routing_key,
+        out.aggregate_id,
+        out.body,
+        out.headers,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(queued.map(|r| r.id))
 }
 
-/// One email's state.
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EmailView>> {
     sqlx::query_as!(
         EmailView,

@@ -154,6 +154,9 @@ async fn ticket_mails_go_to_the_right_people_once_per_event() {
         ("STAFF_NOTIFY_EMAIL", &staff),
     ]);
     let (_notif, pool) = p.start_notification(config).await;
+    let mut tap =
+        helpdesk_testkit::EventTap::start(&p.prefix, helpdesk_kit::events::NOTIFICATION_EVENTS)
+            .await;
 
     let creator = user("Carla");
     let agent = user("Alan");
@@ -170,6 +173,18 @@ async fn ticket_mails_go_to_the_right_people_once_per_event() {
     p.publish(&created).await;
     let mail = sink.wait_for(&staff, 1).await;
     assert_eq!(mail[0].subject, "New ticket: Printer on fire");
+    // The email and its `email.queued` were written together.
+    let queued = tap
+        .next_where("email.queued", |e| e.payload["to"] == staff.as_str())
+        .await;
+    let stored: Uuid = sqlx::query_scalar("SELECT id FROM emails WHERE source_event_id = $1")
+        .bind(created.event_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued.payload["emailId"], stored.to_string());
+    assert_eq!(queued.payload["subject"], "New ticket: Printer on fire");
+    assert_eq!(queued.metadata.causation_id, Some(created.event_id));
     assert!(
         mail[0]
             .body
