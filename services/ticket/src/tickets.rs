@@ -44,7 +44,7 @@ pub fn can_view(creator: Uuid, assignee: Option<Uuid>, caller: &Caller) -> bool 
 
 mod rows;
 pub(crate) use rows::TicketViewRow;
-pub use rows::{Ticket, TicketRow, VIEW, creator_ref, find, lock, view};
+pub use rows::{Ticket, TicketRow, VIEW, creator_ref, find, view};
 
 /// The event context of a request.
 pub fn request_context(request_id: String, caller: &Caller) -> EventContext {
@@ -443,25 +443,82 @@ pub async fn delete_ticket(
     RequestId(request_id): RequestId,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<ApiJson<Message>> {
-    let mut tx = state.pool.begin().await?;
-    let ticket = lock(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
-    if !caller.is_admin() && ticket.user_id != caller.id {
-        let who = if caller.role == Role::Agent {
-            "Agents"
-        } else {
-            "Users"
-        };
-        return Err(ApiError::forbidden(format!(
-            "{who} can only delete tickets they created"
-        )));
-    }
-    delete_with_event(&mut tx, &ticket, &request_context(request_id, &caller)).await?;
-    tx.commit().await?;
+    let ctx = request_context(request_id, &caller);
+    let write = DeleteTicket {
+        id,
+        caller: &caller,
+        ctx: &ctx,
+    };
+    write_unless_changed(&state.pool, &write, OPTIMISTIC_ATTEMPTS).await?;
     Ok(ApiJson(Message {
         message: "Ticket deleted successfully".into(),
     }))
+}
+
+/// Deletes ticket `id` (its comments go with it) and records `ticket.deleted`. Each attempt reads
+/// the ticket, then deletes it and writes its event in one statement if it is still as read (see
+/// [`write_unless_changed`]): two round trips.
+struct DeleteTicket<'a> {
+    id: Uuid,
+    caller: &'a Caller,
+    ctx: &'a EventContext,
+}
+
+impl TicketWrite for DeleteTicket<'_> {
+    type Done = ();
+
+    fn ticket(&self) -> Uuid {
+        self.id
+    }
+
+    async fn attempt(&self, db: &mut PgConnection) -> ApiResult<Option<()>> {
+        let ticket = find(&mut *db, self.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(NOT_FOUND))?;
+        if !self.caller.is_admin() && ticket.user_id != self.caller.id {
+            let who = if self.caller.role == Role::Agent {
+                "Agents"
+            } else {
+                "Users"
+            };
+            return Err(ApiError::forbidden(format!(
+                "{who} can only delete tickets they created"
+            )));
+        }
+        let envelope = Envelope::wrap(
+            &TicketDeleted {
+                ticket: ticket.snapshot(),
+            },
+            self.ctx.metadata(),
+        );
+        let out = OutboxRow::of(&envelope)?;
+        let deleted = sqlx::query_scalar!(
+            r#"WITH t AS (DELETE FROM tickets
+                 WHERE id = $1 AND user_id = $2 AND status = $3 AND title = $4
+                   AND assigned_to_user_id IS NOT DISTINCT FROM $5 AND updated_at = $6
+                 RETURNING 1),
+               o AS (INSERT INTO outbox (event_id, exchange, routing_key, aggregate_id, body, headers)
+                 SELECT $7, $8, $9, $10, $11, $12 FROM t RETURNING 1)
+               SELECT CASE WHEN NOT EXISTS (SELECT FROM outbox_relay WHERE awake_until > clock_timestamp())
+                 THEN pg_notify(current_schema() || '_outbox', '')::text END AS notified
+               FROM t"#,
+            ticket.id,
+            ticket.user_id,
+            ticket.status.as_str(),
+            ticket.title,
+            ticket.assigned_to_user_id,
+            ticket.updated_at,
+            out.event_id,
+            out.exchange,
+            out.routing_key,
+            out.aggregate_id,
+            out.body,
+            out.headers,
+        )
+        .fetch_optional(&mut *db)
+        .await?;
+        Ok(deleted.map(|_| ()))
+    }
 }
 
 /// Deletes a ticket (its comments go with it) and records `ticket.deleted`.

@@ -1,5 +1,5 @@
 //! The ticket as the contract shows it ([`Ticket`]), as stored ([`TicketRow`]), and the reads
-//! every per-ticket route starts with: view, find, lock, and the creator as a user reference.
+//! every per-ticket route starts with: view, find, and the creator as a user reference.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -203,19 +203,6 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Tick
         r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
              assigned_to_user_id, created_at, updated_at
            FROM tickets WHERE id = $1"#,
-        id,
-    )
-    .fetch_optional(db)
-    .await
-}
-
-/// Locks the ticket for the rest of the transaction.
-pub async fn lock(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as!(
-        TicketRow,
-        r#"SELECT id, user_id, title, description, status AS "status: TicketStatus",
-             assigned_to_user_id, created_at, updated_at
-           FROM tickets WHERE id = $1 FOR UPDATE"#,
         id,
     )
     .fetch_optional(db)

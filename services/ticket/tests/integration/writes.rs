@@ -30,6 +30,7 @@ struct Follower {
     pending_status: Option<(TicketStatus, TicketSnapshot)>,
     comments: HashSet<Uuid>,
     assignments: usize,
+    deleted: bool,
 }
 
 impl Follower {
@@ -40,10 +41,16 @@ impl Follower {
             pending_status: None,
             comments: HashSet::new(),
             assignments: 0,
+            deleted: false,
         }
     }
 
     fn apply(&mut self, e: &Envelope) {
+        assert!(
+            !self.deleted,
+            "nothing follows the deletion, got {}",
+            e.event_type
+        );
         if e.event_type != "ticket.status_changed" {
             assert!(
                 self.pending_status.is_none(),
@@ -132,6 +139,12 @@ impl Follower {
                 );
                 self.assignments += 1;
                 self.state = after;
+            }
+            "ticket.deleted" => {
+                let d: TicketSnapshot =
+                    serde_json::from_value(e.payload["ticket"].clone()).unwrap();
+                assert_eq!(d, self.state, "the deletion carries the ticket as it was");
+                self.deleted = true;
             }
             other => panic!("unexpected {other}"),
         }
@@ -247,6 +260,56 @@ async fn concurrent_changes_and_comments_each_announce_the_state_they_produced()
         serde_json::to_value(follower.state.assigned_to_user_id).unwrap(),
         last.body["assignedToUserId"]
     );
+    tap.assert_quiet(std::time::Duration::from_millis(500))
+        .await;
+    svc.stop().await;
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_deletion_among_concurrent_changes_comes_last_with_the_state_it_deleted() {
+    let mut p = Platform::new().await;
+    let svc = p.start_ticket(None, &[]).await;
+    let api = Api::new(&svc.url);
+    let owner = p.announce_user(Role::User).await;
+    wait_user(&svc.pool, &owner).await;
+    let mut tap = EventTap::start(&p.prefix, TICKET_EVENTS).await;
+    let id = api.create_ticket(&owner, "doomed").await;
+    let created = tap.next_where("ticket.created", |_| true).await;
+    let created: TicketSnapshot =
+        serde_json::from_value(created.payload["ticket"].clone()).unwrap();
+    let mut requests = Vec::new();
+    for i in 0..21 {
+        let (api, token) = (api.clone(), owner.token.clone());
+        requests.push(tokio::spawn(async move {
+            let path = format!("/tickets/{id}");
+            if i == 10 {
+                api.delete(&path, &token).await.status
+            } else {
+                let body = json!({"title": format!("title {i}")});
+                api.patch(&path, &token, body).await.status
+            }
+        }));
+    }
+    for (i, r) in requests.into_iter().enumerate() {
+        let status = r.await.unwrap();
+        if i == 10 {
+            assert_eq!(status, 200, "the deletion");
+        } else {
+            assert!(status == 200 || status == 404, "change {i}: {status}");
+        }
+    }
+    assert_eq!(
+        api.get(&format!("/tickets/{id}"), &owner.token)
+            .await
+            .status,
+        404
+    );
+    let mut follower = Follower::new(created);
+    while !follower.deleted {
+        let (_, e) = tap.next().await;
+        follower.apply(&e);
+    }
     tap.assert_quiet(std::time::Duration::from_millis(500))
         .await;
     svc.stop().await;
