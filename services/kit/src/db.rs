@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::config::{ConfigError, Env};
@@ -114,6 +114,21 @@ pub async fn connect(cfg: &DbConfig) -> Result<PgPool, sqlx::Error> {
         })
         .connect_with(opts)
         .await
+}
+
+/// A `LISTEN` connection for `pool`'s database and schema, outside `pool`'s budget: a listener
+/// holds its connection for as long as it runs, so one taken from `pool` (sqlx's
+/// `PgListener::connect_with`) would leave one fewer for requests and consumers for good: the
+/// outbox relay, the caller cache's invalidation and the email sender each held one of a
+/// service's `*_DB_MAX_CONNECTIONS`. The listener reconnects through its own one-connection pool.
+pub async fn listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    PgListener::connect_with(&own).await
 }
 
 /// A pooled connection idle for this long is checked with a round trip (sqlx's ping) before a

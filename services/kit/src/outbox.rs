@@ -465,7 +465,7 @@ impl OutboxRelay {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        let mut listener = crate::db::listener(&self.pool).await.ok()?;
         listener.listen(&channel(&self.schema)).await.ok()?;
         Some(listener)
     }

@@ -154,7 +154,7 @@ impl<V: Clone> Remembered<V> {
 }
 
 async fn listen(pool: &PgPool, channel: &str) -> Option<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    let mut listener = crate::db::listener(pool).await.ok()?;
     listener.listen(channel).await.ok()?;
     Some(listener)
 }

@@ -420,7 +420,7 @@ impl Sender {
     }
 
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        let mut listener = helpdesk_kit::db::listener(&self.pool).await.ok()?;
         listener.listen(&emails::channel(&self.schema)).await.ok()?;
         Some(listener)
     }

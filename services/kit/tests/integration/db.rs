@@ -207,3 +207,40 @@ async fn connections_carry_the_service_name_unless_the_url_sets_one() {
     pool.close().await;
     testing::drop_schema(&schema).await;
 }
+
+/// A listener (the outbox relay's, the caller cache's, the email sender's) takes no connection of
+/// the service's pool: a pool of 2 still hands out 2 while one listens, and the listener hears.
+#[tokio::test]
+async fn a_listener_leaves_the_whole_pool_to_requests() {
+    testing::require_postgres().await;
+    let schema = unique("t_db_");
+    let pool = db::connect(&DbConfig {
+        url: testing::database_url(),
+        schema: schema.clone(),
+        max_connections: 2,
+        application_name: "helpdesk-test",
+    })
+    .await
+    .expect("connect");
+    let channel = unique("t_listen_");
+    let mut listener = db::listener(&pool).await.expect("listener");
+    listener.listen(&channel).await.expect("listen");
+    let mut first = pool.acquire().await.expect("a first connection");
+    let second = pool
+        .acquire()
+        .await
+        .expect("a second connection: the listener holds none of the pool's");
+    sqlx::query("SELECT pg_notify($1, 'hello')")
+        .bind(&channel)
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("the notification within 5 s")
+        .expect("the listener's connection");
+    assert_eq!(heard.payload(), "hello");
+    drop((first, second));
+    pool.close().await;
+    testing::drop_schema(&schema).await;
+}
