@@ -164,6 +164,7 @@ impl Kubelet {
             }
         }
         for (name, s) in self.list(&apps(&self.ns, "statefulsets")) {
+            let hash = hash_of(&s["spec"]["template"]);
             let owner = Owner::StatefulSet(name.clone());
             let mine: Vec<&Pod> = self
                 .pods
@@ -171,9 +172,13 @@ impl Kubelet {
                 .filter(|p| p.owner == owner && !p.finished)
                 .collect();
             let ready = mine.iter().filter(|p| p.ready).count();
+            // As the StatefulSet controller counts them: only pods of the current template are
+            // updated, so a pod that still runs the previous one (a datastore about to restart
+            // for new credentials) is not reported as rolled out.
+            let updated = mine.iter().filter(|p| p.template_hash == hash).count();
             let status = json!({"observedGeneration": s["metadata"]["generation"],
                 "replicas": mine.len(), "readyReplicas": ready, "currentReplicas": mine.len(),
-                "updatedReplicas": mine.len(), "availableReplicas": ready});
+                "updatedReplicas": updated, "availableReplicas": ready});
             if s["status"] != status {
                 self.fake
                     .edit(&format!("{}/{name}", apps(&self.ns, "statefulsets")), |s| {
