@@ -547,7 +547,26 @@ fn rotated_datastore_passwords_reach_the_running_datastores() {
             } else {
                 cluster.postgres_url()?
             };
-            sqlx::PgPool::connect(&new_pg).await?.close().await;
+            // The operator writes the new URL into the Secret before it re-renders the
+            // workloads, so the loop above can end in between, while every Deployment is still
+            // rolled out on the old credentials (seen once under a loaded CI run): wait for the
+            // datastore itself to take the new password, and for the platform to settle again.
+            let deadline = std::time::Instant::now() + READY_WITHIN;
+            loop {
+                match sqlx::PgPool::connect(&new_pg).await {
+                    Ok(pool) => {
+                        pool.close().await;
+                        break;
+                    }
+                    Err(e) => anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "PostgreSQL did not take the rotated password: {e}\n{}",
+                        cluster.describe().await
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            cluster.wait_ready(READY_WITHIN, DEGRADED_GRACE).await?;
             assert!(
                 sqlx::PgPool::connect(&old_pg).await.is_err(),
                 "the old password is refused"
@@ -563,7 +582,14 @@ fn rotated_datastore_passwords_reach_the_running_datastores() {
             .await;
             let new_mq = amqp_url(&cluster)?;
             assert!(new_mq.contains("mq-rotated-by-an-admin"), "{new_mq}");
-            amqp_accepts(&new_mq).await?;
+            let deadline = std::time::Instant::now() + READY_WITHIN;
+            while let Err(e) = amqp_accepts(&new_mq).await {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "RabbitMQ did not take the rotated password: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             assert!(
                 amqp_accepts(&old_mq).await.is_err(),
                 "the old RabbitMQ password is refused"
