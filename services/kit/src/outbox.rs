@@ -86,6 +86,12 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
+    /// The row of `payload`, wrapped in an envelope with `ctx` (as [`publish`] does), for a
+    /// statement that writes it together with the change it announces.
+    pub fn event<E: DomainEvent>(payload: &E, ctx: &EventContext) -> Result<Self, sqlx::Error> {
+        Self::of(&Envelope::wrap(payload, ctx.metadata()))
+    }
+
     pub fn of(envelope: &Envelope) -> Result<Self, sqlx::Error> {
         Ok(Self {
             event_id: envelope.event_id,
@@ -126,23 +132,14 @@ impl OutboxColumns {
         self.headers.push(row.headers);
     }
 
-    /// Wraps `payload` in an envelope (as [`publish`] does) and adds its row.
+    /// Adds the row of `payload` (see [`OutboxRow::event`]).
     pub fn publish<E: DomainEvent>(
         &mut self,
         payload: &E,
         ctx: &EventContext,
-    ) -> Result<Envelope, sqlx::Error> {
-        let envelope = Envelope::wrap(payload, ctx.metadata());
-        self.push(OutboxRow::of(&envelope)?);
-        Ok(envelope)
-    }
-
-    pub fn len(&self) -> usize {
-        self.event_ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.event_ids.is_empty()
+    ) -> Result<(), sqlx::Error> {
+        self.push(OutboxRow::event(payload, ctx)?);
+        Ok(())
     }
 }
 

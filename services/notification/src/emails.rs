@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use helpdesk_kit::events::{EmailQueued, Envelope};
+use helpdesk_kit::events::EmailQueued;
 use helpdesk_kit::outbox::{EventContext, OutboxRow};
 
 /// An email's state.
@@ -70,7 +70,7 @@ pub async fn queue(
         subject: email.subject.clone(),
         template: email.template.clone(),
     };
-    let out = OutboxRow::of(&Envelope::wrap(&event, ctx.metadata()))?;
+    let out = OutboxRow::event(&event, ctx)?;
     let queued = sqlx::query!(
         r#"WITH e AS (INSERT INTO emails (id, source_event_id, recipient, template, subject, body, sensitive)
              VALUES ($1, $2, $3, $4, $5, $6, $7)

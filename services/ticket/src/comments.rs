@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
-use helpdesk_kit::events::{Envelope, TicketCommentAdded};
+use helpdesk_kit::events::TicketCommentAdded;
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox::{EventContext, OutboxRow};
 
@@ -238,7 +238,7 @@ impl TicketWrite for AddComment<'_> {
             author_id: self.caller.id,
             is_internal: self.is_internal,
         };
-        let out = OutboxRow::of(&Envelope::wrap(&event, self.ctx.metadata()))?;
+        let out = OutboxRow::event(&event, self.ctx)?;
         let written = sqlx::query!(
             r#"WITH t AS (SELECT FROM tickets WHERE id = $1 AND user_id = $2 AND status = $3
                    AND title = $4 AND assigned_to_user_id IS NOT DISTINCT FROM $5 AND updated_at = $6

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use helpdesk_kit::auth::Role;
 use helpdesk_kit::error::{ApiError, ApiJson, ApiPath, ApiResult, check_length};
 use helpdesk_kit::events::{
-    Envelope, TicketCreated, TicketDeleted, TicketStatus, TicketStatusChanged, TicketUpdated,
+    TicketCreated, TicketDeleted, TicketStatus, TicketStatusChanged, TicketUpdated,
 };
 use helpdesk_kit::http::RequestId;
 use helpdesk_kit::outbox::{self, EventContext, OutboxColumns, OutboxRow};
@@ -109,9 +109,7 @@ pub async fn create_ticket(
     // The ticket row, its `ticket.created` outbox row and the relay's wake-up in one statement
     // (one round trip, atomic on its own): the row's values are decided here, so the event can
     // carry them. Timestamps in PostgreSQL's precision, so the event and the row agree.
-    let now = Utc::now()
-        .duration_trunc(chrono::TimeDelta::microseconds(1))
-        .unwrap_or_else(|_| Utc::now());
+    let now = now_in_pg_precision();
     let row = TicketRow {
         id: Uuid::now_v7(),
         user_id: caller.id,
@@ -125,14 +123,14 @@ pub async fn create_ticket(
     // The creator is the caller, just resolved from the read model: no further look-up.
     let creator = caller.reference();
     let ctx = request_context(request_id, &caller);
-    let envelope = Envelope::wrap(
+    let out = OutboxRow::event(
         &TicketCreated {
             ticket: row.snapshot(),
             creator: creator.clone().into(),
         },
-        ctx.metadata(),
-    );
-    insert_created(&state.pool, &row, &OutboxRow::of(&envelope)?).await?;
+        &ctx,
+    )?;
+    insert_created(&state.pool, &row, &out).await?;
     let ticket = Ticket::new(row, creator, None);
     metrics::counter!("helpdesk_tickets_created_total").increment(1);
     Ok((StatusCode::CREATED, ApiJson(ticket)))
@@ -240,13 +238,17 @@ pub async fn write_unless_changed<W: TicketWrite>(
     Ok(done)
 }
 
+/// Now, truncated to PostgreSQL's microseconds, so an event carrying it and the row agree.
+fn now_in_pg_precision() -> DateTime<Utc> {
+    Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or_else(|_| Utc::now())
+}
+
 /// A ticket's next `updated_at`: now, in PostgreSQL's precision, and after the previous one
 /// (so it grows with every change even if clocks disagree).
 pub(crate) fn next_updated_at(previous: DateTime<Utc>) -> DateTime<Utc> {
-    let now = Utc::now()
-        .duration_trunc(chrono::TimeDelta::microseconds(1))
-        .unwrap_or_else(|_| Utc::now());
-    now.max(previous + chrono::TimeDelta::microseconds(1))
+    now_in_pg_precision().max(previous + chrono::TimeDelta::microseconds(1))
 }
 
 /// The fields a PATCH may change (each `None` to leave it).
@@ -485,13 +487,12 @@ impl TicketWrite for DeleteTicket<'_> {
                 "{who} can only delete tickets they created"
             )));
         }
-        let envelope = Envelope::wrap(
+        let out = OutboxRow::event(
             &TicketDeleted {
                 ticket: ticket.snapshot(),
             },
-            self.ctx.metadata(),
-        );
-        let out = OutboxRow::of(&envelope)?;
+            self.ctx,
+        )?;
         let deleted = sqlx::query_scalar!(
             r#"WITH t AS (DELETE FROM tickets
                  WHERE id = $1 AND user_id = $2 AND status = $3 AND title = $4
