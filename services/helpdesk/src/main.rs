@@ -227,8 +227,28 @@ async fn database(
         return Ok((url, None));
     }
     let dir = dir.to_path_buf();
-    let pg = tokio::task::spawn_blocking(move || postgres::EmbeddedPostgres::start(&dir)).await??;
+    let budget = connection_budget(env)?;
+    let pg = tokio::task::spawn_blocking(move || postgres::EmbeddedPostgres::start(&dir, budget))
+        .await??;
     Ok((pg.url(), Some(pg)))
+}
+
+/// Connections of the in-process bus's pool.
+const BUS_POOL: u32 = 30;
+
+/// How many clients the private PostgreSQL takes: every service's pool (`*_DB_MAX_CONNECTIONS`),
+/// the in-process bus's, the LISTEN connections the services keep outside their pools, and room
+/// for `migrate`, `dlq`, `bench baseline`'s 32 raw clients and a psql or two. Never fewer than
+/// PostgreSQL's own default of 100. Without it, pools raised past that default fail under load
+/// with "too many clients" instead of serving.
+fn connection_budget(env: &Env) -> anyhow::Result<u32> {
+    const LISTENERS: u32 = 10;
+    const OTHERS: u32 = 40;
+    let mut pools = 0u32;
+    for service in Service::ALL {
+        pools = pools.saturating_add(DbConfig::pool_size(env, service)?);
+    }
+    Ok(pools.saturating_add(BUS_POOL + LISTENERS + OTHERS).max(100))
 }
 
 /// Migrations need the database and nothing else (as each service's `migrate`).
@@ -386,7 +406,7 @@ async fn run_platform(
             let cfg = DbConfig {
                 url: env.required(var::DATABASE_URL)?,
                 schema: "bus".into(),
-                max_connections: 30,
+                max_connections: BUS_POOL,
                 application_name: "helpdesk-bus",
             };
             let pool = helpdesk_kit::db::connect(&cfg).await?;

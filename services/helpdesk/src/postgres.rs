@@ -168,9 +168,10 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl EmbeddedPostgres {
-    /// Initialises (first time) and starts the server in `<data_dir>/postgres`. A server still
-    /// running on that folder (after a crash) is adopted, and stopped with the platform.
-    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Initialises (first time) and starts the server in `<data_dir>/postgres`, taking up to
+    /// `max_connections` clients. A server still running on that folder (after a crash) is
+    /// adopted as it is, and stopped with the platform.
+    pub fn start(data_dir: &Path, max_connections: u32) -> anyhow::Result<Self> {
         let bin = find_binaries()?;
         let data = data_dir.join("postgres");
         let run_as = if running_as_root() {
@@ -213,7 +214,8 @@ impl EmbeddedPostgres {
             &pg.data.join("server.log").to_string_lossy(),
             "-o",
             &format!(
-                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{sockets}'",
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{sockets}' \
+                 -c max_connections={max_connections}",
                 pg.port
             ),
         ])

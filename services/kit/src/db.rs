@@ -62,9 +62,14 @@ impl DbConfig {
         Ok(Self {
             url,
             schema,
-            max_connections: env.parse_or(&format!("{prefix}_DB_MAX_CONNECTIONS"), 10)?,
+            max_connections: Self::pool_size(env, service)?,
             application_name: service.binary(),
         })
+    }
+
+    /// The service's pool size: `<PREFIX>_DB_MAX_CONNECTIONS`, 10 by default.
+    pub fn pool_size(env: &Env, service: Service) -> Result<u32, ConfigError> {
+        env.parse_or(&format!("{}_DB_MAX_CONNECTIONS", service.env_prefix()), 10)
     }
 }
 

@@ -346,6 +346,44 @@ async fn the_private_postgres_needs_the_generated_password_and_stops_with_the_pl
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The private PostgreSQL takes every connection the platform's pools may open: raising one
+/// service's pool past PostgreSQL's default of 100 must not end in "too many clients" under load.
+#[tokio::test]
+async fn the_private_postgres_takes_every_connection_the_pools_may_open() {
+    use sqlx::Connection;
+    let dir = data_dir();
+    let up = Up::start_with(
+        &dir,
+        &[
+            ("TICKET_DB_MAX_CONNECTIONS", "120"),
+            ("AUDIT_DB_MAX_CONNECTIONS", "30"),
+        ],
+    )
+    .await;
+    let port = embedded_pg_port(&dir).expect("the private PostgreSQL runs");
+    let password = std::fs::read_to_string(dir.join("postgres-password")).unwrap();
+    let mut conn = sqlx::PgConnection::connect(&format!(
+        "postgres://postgres:{}@127.0.0.1:{port}/postgres",
+        password.trim()
+    ))
+    .await
+    .unwrap();
+    let max: String = sqlx::query_scalar("SHOW max_connections")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let max: u32 = max.parse().unwrap();
+    // ticket 120, audit 30, three pools of 10 by default, the in-process bus's 30.
+    let pools = 120 + 30 + 3 * 10 + 30;
+    assert!(
+        max > pools,
+        "max_connections {max} leaves no room beyond the pools' {pools}"
+    );
+    conn.close().await.unwrap();
+    up.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `helpdesk migrate` needs the database and nothing else: with only `DATABASE_URL` (a fresh
 /// database) it creates every service's schema, and generates no keys.
 #[tokio::test]
