@@ -12,9 +12,10 @@ use helpdesk_kit::error::{ApiError, ApiJson, ApiResult, check_length, is_valid_e
 use helpdesk_kit::events::{UserCreated, UserUpdated};
 use helpdesk_kit::http::{ClientIp, RequestId};
 use helpdesk_kit::outbox::{self, EventContext};
-use helpdesk_kit::ratelimit::reserve_attempt;
+use helpdesk_kit::ratelimit::{Attempt, reserve_attempt};
 
 use crate::AppState;
+use crate::passwords::Verified;
 use crate::users::{self, NewUser, User, UserRow};
 
 pub fn routes() -> Router<AppState> {
@@ -220,24 +221,37 @@ pub async fn login(
         return Err(ApiError::unauthorized("Invalid credentials"));
     }
     let row = users::find_by_email(&state.pool, &email).await?;
-    let ok = state
+    let verified = state
         .passwords
-        .verify(body.password, row.as_ref().map(|r| r.password_hash.clone()))
+        .verify_for_login(body.password, row.as_ref().map(|r| r.password_hash.clone()))
         .await?;
-    match row {
-        Some(row) if ok => {
-            attempt.succeeded();
-            let token = issue(&state, &row)?;
-            Ok(ApiJson(AuthResponse {
-                user: User::from(&row),
-                token,
-            }))
+    match (row, verified) {
+        (Some(row), Verified::Right) => signed_in(&state, attempt, row),
+        (Some(row), Verified::RightRehashed(hash)) => {
+            // Moves the account to the current argon2id parameters; the login stands either way.
+            if let Err(e) = users::rehash(&state.pool, row.id, &row.password_hash, &hash).await {
+                tracing::warn!(error = %e, "storing a password hash with the current parameters failed");
+            }
+            signed_in(&state, attempt, row)
         }
         _ => {
             attempt.failed();
             Err(ApiError::unauthorized("Invalid credentials"))
         }
     }
+}
+
+fn signed_in(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    row: UserRow,
+) -> ApiResult<ApiJson<AuthResponse>> {
+    attempt.succeeded();
+    let token = issue(state, &row)?;
+    Ok(ApiJson(AuthResponse {
+        user: User::from(&row),
+        token,
+    }))
 }
 
 /// Loads the signed-in user; a token of a deleted account, or of a session a password change

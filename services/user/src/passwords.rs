@@ -1,7 +1,7 @@
 //! Password hashing with argon2id, off the async runtime on a few dedicated threads, so a login
 //! flood queues for hashing capacity instead of starving every other request. Dedicated threads
 //! (rather than the runtime's blocking pool, which grows to hundreds of threads) also keep memory
-//! flat: each hash needs ~12 MiB of working memory, which each thread allocates once and reuses
+//! flat: each hash needs ~7 MiB of working memory, which each thread allocates once and reuses
 //! while it keeps hashing, and frees after [`HashingConfig::release_after`] without work (see
 //! [`Hasher`]).
 
@@ -16,16 +16,20 @@ use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 
 use helpdesk_kit::config::{ConfigError, Env};
 
-/// argon2id parameters. Defaults are one of OWASP's equivalent recommendations: m = 12 MiB, t = 3,
-/// p = 1. It is as strong as m = 19 MiB, t = 2 and measured ~20 % cheaper in CPU on our machines
-/// (a smaller block array stays in cache). Stored hashes carry their own parameters, so changing
+/// argon2id parameters. Defaults are one of OWASP's equivalent recommendations: m = 7 MiB, t = 5,
+/// p = 1. It is as strong as m = 19 MiB, t = 2 or m = 12 MiB, t = 3, and the cheapest of them in
+/// CPU here: its block array stays in the cache, also with several hashes at once (per hash, on
+/// the 2-core development machine: 11.0 ms alone and 12.0 ms of CPU with four at once, against
+/// 11.8 and 14.1 ms for m = 12 MiB, t = 3). Stored hashes carry their own parameters, so changing
 /// these never locks anyone out.
 #[derive(Debug, Clone)]
 pub struct HashingConfig {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
-    /// Hashes computed at once (default: the number of CPUs).
+    /// Hashes computed at once (default: twice the number of CPUs). More threads than cores give
+    /// the hashing a larger share of a saturated machine: a login waits less for a free hashing
+    /// thread, while a login flood still leaves the request threads their share.
     pub max_concurrent: usize,
     /// How long a hashing thread keeps its working memory without work (2 s).
     pub release_after: Duration,
@@ -39,10 +43,10 @@ impl HashingConfig {
             .map(|n| n.get())
             .unwrap_or(2);
         let cfg = Self {
-            memory_kib: env.parse_or("USER_ARGON2_MEMORY_KIB", 12_288)?,
-            iterations: env.parse_or("USER_ARGON2_ITERATIONS", 3)?,
+            memory_kib: env.parse_or("USER_ARGON2_MEMORY_KIB", 7_168)?,
+            iterations: env.parse_or("USER_ARGON2_ITERATIONS", 5)?,
             parallelism: env.parse_or("USER_ARGON2_PARALLELISM", 1)?,
-            max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", cpus)?,
+            max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", 2 * cpus)?,
             release_after: Duration::from_secs(2),
         };
         cfg.params().map_err(|e| {
@@ -69,8 +73,8 @@ type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
 
 /// One hashing thread's argon2id: the configured parameters for new hashes, and the working memory
 /// (`m` KiB) every hash and verification of the thread reuses until it is released. Allocating it
-/// per hash, as `argon2`'s `hash_password` does, made each login allocate, zero and free 12 MiB;
-/// under load the allocator kept several such blocks resident at once, and `helpdesk up`'s peak
+/// per hash, as `argon2`'s `hash_password` does, made each login allocate, zero and free it (then
+/// 12 MiB); under load the allocator kept several such blocks resident at once, and `helpdesk up`'s peak
 /// RSS in the mixed benchmark on RabbitMQ was ~40 MiB above the same load without logins.
 struct Hasher {
     argon: Argon2<'static>,
@@ -145,28 +149,70 @@ impl Hasher {
     /// Whether `password` matches the PHC-format `stored` hash, computed with the algorithm,
     /// version and parameters it names. Outputs are compared in constant time ([`Output`]'s `==`).
     fn verify(&mut self, password: &[u8], stored: &str) -> bool {
+        self.check(password, stored) != Check::Mismatch
+    }
+
+    /// [`Self::verify`], telling a match against a hash of the configured algorithm, version and
+    /// parameters from one against an older kind.
+    fn check(&mut self, password: &[u8], stored: &str) -> Check {
         let Ok(stored) = PasswordHash::new(stored) else {
-            return false;
+            return Check::Mismatch;
         };
         let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
-            return false;
+            return Check::Mismatch;
         };
         let Ok(algorithm) = Algorithm::try_from(stored.algorithm.as_str()) else {
-            return false;
+            return Check::Mismatch;
         };
         let Ok(version) = Version::try_from(stored.version.unwrap_or(Version::V0x13.into())) else {
-            return false;
+            return Check::Mismatch;
         };
         let Ok(params) = Params::try_from(&stored) else {
-            return false;
+            return Check::Mismatch;
         };
+        let configured = self.argon.params();
+        let current = algorithm == Algorithm::Argon2id
+            && version == Version::V0x13
+            && params.m_cost() == configured.m_cost()
+            && params.t_cost() == configured.t_cost()
+            && params.p_cost() == configured.p_cost()
+            && expected.len()
+                == configured
+                    .output_len()
+                    .unwrap_or(Params::DEFAULT_OUTPUT_LEN);
         let argon = Argon2::new(algorithm, version, params);
         let mut out = [0u8; Output::MAX_LENGTH];
         let out = &mut out[..expected.len()];
-        self.compute(Some(&argon), password, salt.as_ref(), out)
+        let matches = self
+            .compute(Some(&argon), password, salt.as_ref(), out)
             .is_ok()
-            && Output::new(out).is_ok_and(|computed| computed == *expected)
+            && Output::new(out).is_ok_and(|computed| computed == *expected);
+        match (matches, current) {
+            (false, _) => Check::Mismatch,
+            (true, true) => Check::Match,
+            (true, false) => Check::Outdated,
+        }
     }
+}
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Mismatch,
+    /// It matches a hash of the configured algorithm, version and parameters.
+    Match,
+    /// It matches a hash of other ones (an earlier default).
+    Outdated,
+}
+
+/// A password checked against an account's stored hash.
+#[derive(Debug)]
+pub enum Verified {
+    Wrong,
+    Right,
+    /// Right, against a hash of other parameters than the configured ones (an earlier default):
+    /// here is the password hashed with the configured ones, to store in its place.
+    RightRehashed(String),
 }
 
 /// Hashes and verifies passwords.
@@ -259,6 +305,27 @@ impl Passwords {
             .blocking(move |h| h.verify(password.as_bytes(), &hash))
             .await?;
         Ok(ok && known)
+    }
+
+    /// [`Self::verify`] for a sign-in: a right password whose stored hash has other parameters
+    /// than the configured ones (the defaults changed since it was stored) is hashed again with
+    /// them, in the same job, so each account moves to the current parameters at its next login.
+    pub async fn verify_for_login(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> anyhow::Result<Verified> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        let verified = self
+            .blocking(move |h| match h.check(password.as_bytes(), &hash) {
+                Check::Mismatch => Ok(Verified::Wrong),
+                Check::Match => Ok(Verified::Right),
+                Check::Outdated => h.hash(password.as_bytes()).map(Verified::RightRehashed),
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+        Ok(if known { verified } else { Verified::Wrong })
     }
 }
 

@@ -138,7 +138,7 @@ pub(in crate::build) fn service_env(input: &BuildInput, c: Component) -> Vec<Env
                 "password",
             ));
             // Password hashes in flight, from the memory limit rather than the node's CPU count
-            // (each argon2id hash holds 12 MiB; a 16-CPU node would otherwise run 16 at once
+            // (each argon2id hash holds 7 MiB; a 16-CPU node would otherwise run 16 at once
             // inside a 256Mi container).
             let resources = s
                 .services

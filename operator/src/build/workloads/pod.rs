@@ -46,12 +46,13 @@ pub(in crate::build) fn container_security(read_only_root: bool) -> SecurityCont
 }
 
 /// Concurrent password hashes that fit a container's memory limit: what is left after a 96 MiB
-/// baseline (the service at load), at 12 MiB per hash, between 1 and 16. `None` without a limit.
+/// baseline (the service at load), at 7 MiB per hash (user-service's default argon2id memory),
+/// between 1 and 16. `None` without a limit.
 pub(in crate::build) fn hashing_concurrency(resources: &ResourceRequirements) -> Option<u64> {
     let limit = resources.limits.as_ref()?.get("memory")?;
     let bytes = quantity_bytes(&limit.0)?;
     let mib = bytes / (1024 * 1024);
-    Some((mib.saturating_sub(96) / 12).clamp(1, 16))
+    Some((mib.saturating_sub(96) / 7).clamp(1, 16))
 }
 
 /// A memory quantity in bytes (`256Mi`, `1Gi`, `500M`, `1073741824`).
@@ -208,8 +209,9 @@ mod scheduling_tests {
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity(m.into()))])),
             ..Default::default()
         };
-        assert_eq!(hashing_concurrency(&with("256Mi")), Some(13));
-        assert_eq!(hashing_concurrency(&with("128Mi")), Some(2));
+        assert_eq!(hashing_concurrency(&with("256Mi")), Some(16));
+        assert_eq!(hashing_concurrency(&with("160Mi")), Some(9));
+        assert_eq!(hashing_concurrency(&with("128Mi")), Some(4));
         assert_eq!(hashing_concurrency(&with("64Mi")), Some(1));
         assert_eq!(hashing_concurrency(&with("1Gi")), Some(16));
         assert_eq!(hashing_concurrency(&ResourceRequirements::default()), None);

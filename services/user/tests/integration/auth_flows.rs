@@ -536,3 +536,67 @@ async fn a_password_change_ends_every_other_session() {
     assert_eq!(env.payload["user"]["keptSession"], claims(&second)["sid"]);
     app.stop().await;
 }
+
+/// Changing the default argon2id parameters locks nobody out, and moves each account to the new
+/// ones at its next login: the stored hash is replaced, the sessions stay, a wrong password
+/// changes nothing.
+#[tokio::test]
+async fn a_login_moves_a_hash_of_older_parameters_to_the_current_ones() {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
+    let app = spawn().await; // configured: m = 1024 KiB, t = 1
+    let (user, token) = app.signup("older@example.com", "secret12").await;
+    let id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+    // As an earlier release stored it, with other parameters.
+    let old = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(512, 2, 1, None).unwrap(),
+    )
+    .hash_password(b"secret12")
+    .unwrap()
+    .to_string();
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&old)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let stored = || async {
+        sqlx::query_scalar::<_, String>("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(
+        app.login("older@example.com", "secret13").await.status(),
+        401
+    );
+    assert_eq!(stored().await, old, "a wrong password changes nothing");
+
+    assert_eq!(
+        app.login("older@example.com", "secret12").await.status(),
+        200
+    );
+    let new = stored().await;
+    assert!(
+        new.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+        "the login stored a hash of the current parameters: {new}"
+    );
+    assert_eq!(
+        app.login("older@example.com", "secret12").await.status(),
+        200
+    );
+    assert_eq!(stored().await, new, "a current hash stays as it is");
+    assert_eq!(
+        app.login("older@example.com", "secret1").await.status(),
+        401
+    );
+    assert_eq!(
+        app.get("/auth/me", Some(&token)).await.status(),
+        200,
+        "moving the hash ends no session"
+    );
+    app.stop().await;
+}
