@@ -84,6 +84,19 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var(var::RUST_LOG, "warn") };
     }
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Up { .. }) {
+        // user-service runs in this process: every thread but its hashing threads runs lower
+        // (kit::priority). Before the runtime, whose threads inherit it.
+        let lowered = helpdesk_kit::priority::gap_from_env(&Env::process())
+            .map_err(|e| e.to_string())
+            .and_then(|gap| {
+                helpdesk_kit::priority::init(gap).map_err(|e| format!("thread priorities: {e}"))
+            });
+        if let Err(e) = lowered {
+            eprintln!("helpdesk: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -29,6 +29,7 @@ pub mod json;
 pub mod outbox;
 pub mod pagination;
 pub mod peer;
+pub mod priority;
 pub mod ratelimit;
 pub mod remembered;
 pub mod runtime;

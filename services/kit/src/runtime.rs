@@ -142,6 +142,9 @@ pub trait ServiceDef {
     fn load_db(env: &Env) -> Result<DbConfig, ConfigError> {
         DbConfig::for_service(env, Self::SERVICE)
     }
+    /// Whether the service hashes passwords: its other threads then run
+    /// [`crate::priority::gap_from_env`] nice levels below its hashing threads.
+    const HASHES_PASSWORDS: bool = false;
     /// The service's migrations.
     const MIGRATOR: &'static sqlx::migrate::Migrator;
     fn build(
@@ -212,6 +215,18 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
+    if D::HASHES_PASSWORDS && matches!(loaded, Loaded::Serve(_)) {
+        // Before the runtime: its threads start at the lowered priority.
+        let lowered = crate::priority::gap_from_env(&env)
+            .map_err(|e| e.to_string())
+            .and_then(|gap| {
+                crate::priority::init(gap).map_err(|e| format!("thread priorities: {e}"))
+            });
+        if let Err(e) = lowered {
+            eprintln!("{}: {e}", D::NAME);
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

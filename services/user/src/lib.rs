@@ -183,6 +183,7 @@ pub struct UserService;
 
 impl ServiceDef for UserService {
     const SERVICE: contract::Service = contract::Service::User;
+    const HASHES_PASSWORDS: bool = true;
     const MIGRATOR: &'static sqlx::migrate::Migrator = &MIGRATOR;
     type Config = Config;
     fn load(env: &Env) -> Result<Config, ConfigError> {

@@ -239,30 +239,29 @@ impl Passwords {
         for n in 0..cfg.max_concurrent {
             let (queue, argon, held) = (queue.clone(), argon.clone(), held.clone());
             let release_after = cfg.release_after;
-            std::thread::Builder::new()
-                .name(format!("argon2-{n}"))
-                .spawn(move || {
-                    let mut hasher = Hasher::new(argon, held);
-                    // Ends when every sender (every clone of `Passwords`) is gone.
-                    loop {
-                        let job = if hasher.holds_memory() {
-                            match queue.recv_timeout(release_after) {
-                                Ok(job) => job,
-                                Err(RecvTimeoutError::Timeout) => {
-                                    hasher.release();
-                                    continue;
-                                }
-                                Err(RecvTimeoutError::Disconnected) => return,
+            // At the process's own priority: its other threads may run lower (kit::priority).
+            helpdesk_kit::priority::spawn_at_base(format!("argon2-{n}"), move || {
+                let mut hasher = Hasher::new(argon, held);
+                // Ends when every sender (every clone of `Passwords`) is gone.
+                loop {
+                    let job = if hasher.holds_memory() {
+                        match queue.recv_timeout(release_after) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout) => {
+                                hasher.release();
+                                continue;
                             }
-                        } else {
-                            match queue.recv() {
-                                Ok(job) => job,
-                                Err(_) => return,
-                            }
-                        };
-                        job(&mut hasher);
-                    }
-                })?;
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    } else {
+                        match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    };
+                    job(&mut hasher);
+                }
+            })?;
         }
         Ok(Self {
             jobs,
