@@ -27,9 +27,12 @@ pub struct HashingConfig {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
-    /// Hashes computed at once (default: twice the number of CPUs). More threads than cores give
-    /// the hashing a larger share of a saturated machine: a login waits less for a free hashing
-    /// thread, while a login flood still leaves the request threads their share.
+    /// Hashes computed at once (default: three times the number of CPUs). More threads than
+    /// cores give the hashing a larger share of a saturated machine, so a login rarely waits for
+    /// a free hashing thread (with the priority gap of `kit::priority`, login's p95 in the mixed
+    /// benchmark: 66–72 ms with 6 threads on 2 cores, 89–148 ms with 4, 130–160 ms with 4 and no
+    /// gap). The price is paid in a login flood: `GET /auth/me` beside 32 flooding clients kept
+    /// ~1 000 req/s at a p95 of 21 ms, against ~4 000 at 7 ms with 4 threads and no gap.
     pub max_concurrent: usize,
     /// How long a hashing thread keeps its working memory without work (2 s).
     pub release_after: Duration,
@@ -46,7 +49,7 @@ impl HashingConfig {
             memory_kib: env.parse_or("USER_ARGON2_MEMORY_KIB", 7_168)?,
             iterations: env.parse_or("USER_ARGON2_ITERATIONS", 5)?,
             parallelism: env.parse_or("USER_ARGON2_PARALLELISM", 1)?,
-            max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", 2 * cpus)?,
+            max_concurrent: env.parse_or("USER_HASHING_CONCURRENCY", 3 * cpus)?,
             release_after: Duration::from_secs(2),
         };
         cfg.params().map_err(|e| {
