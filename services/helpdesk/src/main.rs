@@ -84,18 +84,21 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var(var::RUST_LOG, "warn") };
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Cmd::Up { .. }) {
+    let priorities: Option<fn(i32) -> std::io::Result<()>> = match cli.command {
         // user-service runs in this process: every thread but its hashing threads runs lower
         // (kit::priority). Before the runtime, whose threads inherit it.
-        let lowered = helpdesk_kit::priority::gap_from_env(&Env::process())
-            .map_err(|e| e.to_string())
-            .and_then(|gap| {
-                helpdesk_kit::priority::init(gap).map_err(|e| format!("thread priorities: {e}"))
-            });
-        if let Err(e) = lowered {
-            eprintln!("helpdesk: {e}");
-            return ExitCode::from(2);
-        }
+        Cmd::Up { .. } => Some(helpdesk_kit::priority::init),
+        // The load generator stands in for clients on other machines: it runs at the priority of
+        // the platform's request threads (below its hashing threads), as it did before the
+        // platform lowered them, so it neither preempts them nor is preempted by them.
+        Cmd::Bench(_) => Some(helpdesk_kit::priority::lower_current_thread),
+        _ => None,
+    };
+    if let Some(apply) = priorities
+        && let Err(e) = helpdesk_kit::priority::apply_from_env(&Env::process(), apply)
+    {
+        eprintln!("helpdesk: {e}");
+        return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -40,6 +40,15 @@ pub fn gap_from_env(env: &crate::config::Env) -> Result<i32, crate::config::Conf
     Ok(gap)
 }
 
+/// [`gap_from_env`], then `apply` ([`init`] or [`lower_current_thread`]); a one-line error.
+pub fn apply_from_env(
+    env: &crate::config::Env,
+    apply: fn(i32) -> io::Result<()>,
+) -> Result<(), String> {
+    let gap = gap_from_env(env).map_err(|e| e.to_string())?;
+    apply(gap).map_err(|e| format!("thread priorities: {e}"))
+}
+
 /// Starts the launcher at the calling thread's priority, then lowers the calling thread by `gap`
 /// nice levels (0 leaves every thread equal). Call it first in `main`, before any other thread
 /// starts; a second call does nothing.

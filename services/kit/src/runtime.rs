@@ -217,12 +217,7 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
     };
     if D::HASHES_PASSWORDS && matches!(loaded, Loaded::Serve(_)) {
         // Before the runtime: its threads start at the lowered priority.
-        let lowered = crate::priority::gap_from_env(&env)
-            .map_err(|e| e.to_string())
-            .and_then(|gap| {
-                crate::priority::init(gap).map_err(|e| format!("thread priorities: {e}"))
-            });
-        if let Err(e) = lowered {
+        if let Err(e) = crate::priority::apply_from_env(&env, crate::priority::init) {
             eprintln!("{}: {e}", D::NAME);
             return ExitCode::from(2);
         }

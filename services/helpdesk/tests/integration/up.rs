@@ -396,7 +396,12 @@ fn thread_nices(pid: u32) -> Vec<(String, i32)> {
         };
         let name = stat[open + 1..close].to_string();
         // After the name: state, ppid, ... nice is the 17th field from there.
-        let nice = stat[close + 2..].split(' ').nth(16).unwrap().parse().unwrap();
+        let nice = stat[close + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
         out.push((name, nice));
     }
     out
