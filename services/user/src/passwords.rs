@@ -77,8 +77,9 @@ type Job = Box<dyn FnOnce(&mut Hasher) + Send>;
 /// One hashing thread's argon2id: the configured parameters for new hashes, and the working memory
 /// (`m` KiB) every hash and verification of the thread reuses until it is released. Allocating it
 /// per hash, as `argon2`'s `hash_password` does, made each login allocate, zero and free it (then
-/// 12 MiB); under load the allocator kept several such blocks resident at once, and `helpdesk up`'s peak
-/// RSS in the mixed benchmark on RabbitMQ was ~40 MiB above the same load without logins.
+/// 12 MiB); under load the allocator kept several such blocks resident at once, and `helpdesk
+/// up`'s peak RSS in the mixed benchmark on RabbitMQ was ~40 MiB above the same load without
+/// logins.
 struct Hasher {
     argon: Argon2<'static>,
     blocks: Vec<Block>,
