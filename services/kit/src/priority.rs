@@ -24,13 +24,23 @@ static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Launch>>> = OnceLock::new();
 /// The variable naming how many nice levels the other threads run below the hashing threads.
 pub const PRIORITY_GAP_VAR: &str = "USER_HASHING_PRIORITY";
 
-/// The default gap: with it, login's p95 in the mixed benchmark fell under 100 ms and the
-/// throughput stayed; during a login flood, `GET /auth/me` kept a p95 of ~11 ms.
-pub const DEFAULT_GAP: i32 = 5;
+/// The default gap of a service binary (user-service in its own container, where its threads
+/// compete only with each other): with it, login's p95 in the mixed benchmark fell under 100 ms
+/// and the throughput stayed; during a login flood, `GET /auth/me` kept a p95 of ~20 ms.
+pub const SERVICE_GAP: i32 = 5;
 
-/// The gap from `USER_HASHING_PRIORITY`: 0 to 19 nice levels, [`DEFAULT_GAP`] when unset.
-pub fn gap_from_env(env: &crate::config::Env) -> Result<i32, crate::config::ConfigError> {
-    let gap: i32 = env.parse_or(PRIORITY_GAP_VAR, DEFAULT_GAP)?;
+/// The default gap of `helpdesk up` and its tools: none. On a shared machine a gap lowers the
+/// whole platform against every other program at the default priority (a nice level is relative
+/// to every thread of the session), and under such load requests waited over the pools' 1 s
+/// deadline (503) where they did not without it.
+pub const SHARED_MACHINE_GAP: i32 = 0;
+
+/// The gap from `USER_HASHING_PRIORITY`: 0 to 19 nice levels, `default` when unset.
+pub fn gap_from_env(
+    env: &crate::config::Env,
+    default: i32,
+) -> Result<i32, crate::config::ConfigError> {
+    let gap: i32 = env.parse_or(PRIORITY_GAP_VAR, default)?;
     if !(0..=19).contains(&gap) {
         return Err(crate::config::ConfigError::new(
             PRIORITY_GAP_VAR,
@@ -43,9 +53,10 @@ pub fn gap_from_env(env: &crate::config::Env) -> Result<i32, crate::config::Conf
 /// [`gap_from_env`], then `apply` ([`init`] or [`lower_current_thread`]); a one-line error.
 pub fn apply_from_env(
     env: &crate::config::Env,
+    default: i32,
     apply: fn(i32) -> io::Result<()>,
 ) -> Result<(), String> {
-    let gap = gap_from_env(env).map_err(|e| e.to_string())?;
+    let gap = gap_from_env(env, default).map_err(|e| e.to_string())?;
     apply(gap).map_err(|e| format!("thread priorities: {e}"))
 }
 

@@ -143,7 +143,8 @@ pub trait ServiceDef {
         DbConfig::for_service(env, Self::SERVICE)
     }
     /// Whether the service hashes passwords: its other threads then run
-    /// [`crate::priority::gap_from_env`] nice levels below its hashing threads.
+    /// [`crate::priority::gap_from_env`] nice levels below its hashing threads
+    /// ([`crate::priority::SERVICE_GAP`] by default).
     const HASHES_PASSWORDS: bool = false;
     /// The service's migrations.
     const MIGRATOR: &'static sqlx::migrate::Migrator;
@@ -217,7 +218,11 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
     };
     if D::HASHES_PASSWORDS && matches!(loaded, Loaded::Serve(_)) {
         // Before the runtime: its threads start at the lowered priority.
-        if let Err(e) = crate::priority::apply_from_env(&env, crate::priority::init) {
+        if let Err(e) = crate::priority::apply_from_env(
+            &env,
+            crate::priority::SERVICE_GAP,
+            crate::priority::init,
+        ) {
             eprintln!("{}: {e}", D::NAME);
             return ExitCode::from(2);
         }
