@@ -1,7 +1,10 @@
 //! Starting a container as a local process: its own mount namespace with the pod's volumes bound
 //! at their mount paths, the UID/GID/supplementary groups the securityContext implies, exactly
-//! the environment it was given, its own process group (so stopping it stops its children), and
-//! its output in a log file.
+//! the environment it was given, its own session and process group (so stopping it stops its
+//! children, and the kernel schedules it as a group of its own, as a container's cgroup is: with
+//! autogroup a nice value counts only against the threads of its session, so a service that
+//! lowers some of its threads lowers them against its own, not against every other pod), and its
+//! output in a log file.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -72,7 +75,6 @@ impl Launch {
             })
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
             .kill_on_drop(true);
         // Prepared before the fork: the child only makes system calls.
         let mounts: Vec<(CString, CString, bool)> = self
@@ -92,6 +94,10 @@ impl Launch {
         // system calls on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // A session of its own, led by the child: its process group is its pid.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::unshare(libc::CLONE_NEWNS) != 0
                     || libc::mount(
                         std::ptr::null(),
@@ -205,4 +211,46 @@ pub fn uid_exists(uid: u32) -> bool {
         p.lines()
             .any(|l| l.split(':').nth(2) == Some(&uid.to_string()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(process group, session)` of `pid`, from `/proc/PID/stat`.
+    fn group_and_session(pid: i32) -> (i32, i32) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+    }
+
+    /// A container leads its own session and process group: stopping it stops its children, and
+    /// nice values inside it count against its own threads only (autogroup), as in a container.
+    #[tokio::test]
+    async fn a_container_leads_its_own_session_and_process_group() {
+        let dir = std::env::temp_dir().join(format!("simcluster-process-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: reading our own ids.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let launch = Launch {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 30 & wait".into()],
+            env: vec![],
+            mounts: vec![],
+            uid,
+            gid,
+            groups: vec![gid],
+            log: dir.join("log"),
+            cwd: dir.clone(),
+            stdin: None,
+        };
+        let mut running = launch.spawn().unwrap();
+        assert_eq!(group_and_session(running.pid), (running.pid, running.pid));
+        let ours = group_and_session(std::process::id() as i32).1;
+        assert_ne!(ours, running.pid, "not the test's session");
+        running.stop(Duration::from_secs(5)).await;
+        assert!(running.exited().is_some(), "stopped with its children");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
