@@ -60,11 +60,15 @@ pub fn apply_from_env(
     apply(gap).map_err(|e| format!("thread priorities: {e}"))
 }
 
+/// Whether nice values are per thread here (Linux). Elsewhere a nice value is the whole
+/// process's, so there is no gap to make: [`init`] and [`lower_current_thread`] do nothing.
+const PER_THREAD: bool = cfg!(target_os = "linux");
+
 /// Starts the launcher at the calling thread's priority, then lowers the calling thread by `gap`
 /// nice levels (0 leaves every thread equal). Call it first in `main`, before any other thread
-/// starts; a second call does nothing.
+/// starts; a second call does nothing, and so does a call off Linux.
 pub fn init(gap: i32) -> io::Result<()> {
-    if gap == 0 || LAUNCHER.get().is_some() {
+    if gap == 0 || !PER_THREAD || LAUNCHER.get().is_some() {
         return Ok(());
     }
     let (tx, rx) = mpsc::channel::<Launch>();
@@ -80,7 +84,8 @@ pub fn init(gap: i32) -> io::Result<()> {
     lower_current_thread(gap)
 }
 
-/// Lowers the calling thread's priority by `by` nice levels (at most to 19).
+/// Lowers the calling thread's priority by `by` nice levels (at most to 19); nothing off Linux.
+#[cfg(target_os = "linux")]
 pub fn lower_current_thread(by: i32) -> io::Result<()> {
     let nice = current_thread_nice()?;
     // SAFETY: plain system calls on the calling thread (who = its thread id).
@@ -98,7 +103,14 @@ pub fn lower_current_thread(by: i32) -> io::Result<()> {
     }
 }
 
+/// Lowers the calling thread's priority by `by` nice levels (at most to 19); nothing off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn lower_current_thread(_by: i32) -> io::Result<()> {
+    Ok(())
+}
+
 /// The calling thread's nice value.
+#[cfg(target_os = "linux")]
 pub fn current_thread_nice() -> io::Result<i32> {
     // getpriority may return -1 as a value: errno tells an error apart.
     // SAFETY: errno is thread-local; plain system call on the calling thread.
@@ -128,7 +140,7 @@ pub fn spawn_at_base(name: String, body: impl FnOnce() + Send + 'static) -> io::
         .map_err(|_| io::Error::other("the launcher thread stopped"))?
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
