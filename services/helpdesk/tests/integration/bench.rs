@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sqlx::Connection;
 
-use crate::up::{Up, data_dir, embedded_pg_port, helpdesk};
+use crate::up::{Up, data_dir, embedded_pg_url, helpdesk};
 
 /// Runs `helpdesk bench ARGS` against `up` and returns what it printed.
 fn bench(up: &Up, dir: &Path, args: &[&str]) -> String {
@@ -55,12 +55,7 @@ async fn scenarios_measure_a_running_platform_and_remove_what_they_seeded() {
         ],
     )
     .await;
-    let port = embedded_pg_port(&dir).expect("the private PostgreSQL runs");
-    let password = std::fs::read_to_string(dir.join("postgres-password")).unwrap();
-    let url = format!(
-        "postgres://postgres:{}@127.0.0.1:{port}/postgres",
-        password.trim()
-    );
+    let url = embedded_pg_url(&dir);
 
     let out = bench(
         &up,

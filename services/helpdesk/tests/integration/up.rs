@@ -252,6 +252,16 @@ pub(crate) fn embedded_pg_port(dir: &std::path::Path) -> Option<u16> {
     lines.nth(2)?.trim().parse().ok()
 }
 
+/// The URL of the private PostgreSQL running on `dir`, over TCP, with its generated password.
+pub(crate) fn embedded_pg_url(dir: &std::path::Path) -> String {
+    let port = embedded_pg_port(dir).expect("the private PostgreSQL runs");
+    let password = std::fs::read_to_string(dir.join("postgres-password")).unwrap();
+    format!(
+        "postgres://postgres:{}@127.0.0.1:{port}/postgres",
+        password.trim()
+    )
+}
+
 /// Security review, High 2 (no trust: a local account cannot log in as the superuser),
 /// reliability item 4 (after a crash, the next clean stop stops the adopted server too), and the
 /// platform's way in: the server's own Unix socket (issue 12, no TCP stack in every query).
@@ -360,14 +370,9 @@ async fn the_private_postgres_takes_every_connection_the_pools_may_open() {
         ],
     )
     .await;
-    let port = embedded_pg_port(&dir).expect("the private PostgreSQL runs");
-    let password = std::fs::read_to_string(dir.join("postgres-password")).unwrap();
-    let mut conn = sqlx::PgConnection::connect(&format!(
-        "postgres://postgres:{}@127.0.0.1:{port}/postgres",
-        password.trim()
-    ))
-    .await
-    .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&embedded_pg_url(&dir))
+        .await
+        .unwrap();
     let max: String = sqlx::query_scalar("SHOW max_connections")
         .fetch_one(&mut conn)
         .await

@@ -105,14 +105,7 @@ async fn a_database_that_is_down_answers_503_with_retry_after_within_a_second() 
 async fn a_busy_pool_does_not_answer_503() {
     testing::require_postgres().await;
     let schema = unique("t_db_");
-    let pool = db::connect(&DbConfig {
-        url: testing::database_url(),
-        schema: schema.clone(),
-        max_connections: 10,
-        application_name: "helpdesk-test",
-    })
-    .await
-    .expect("connect");
+    let pool = test_pool(&schema, 10).await;
     let addr = testing::serve(app(pool)).await;
     let url = format!("http://{addr}/q?sleep=0.02");
     let http = reqwest::Client::new();
@@ -214,14 +207,7 @@ async fn connections_carry_the_service_name_unless_the_url_sets_one() {
 async fn a_listener_leaves_the_whole_pool_to_requests() {
     testing::require_postgres().await;
     let schema = unique("t_db_");
-    let pool = db::connect(&DbConfig {
-        url: testing::database_url(),
-        schema: schema.clone(),
-        max_connections: 2,
-        application_name: "helpdesk-test",
-    })
-    .await
-    .expect("connect");
+    let pool = test_pool(&schema, 2).await;
     let channel = unique("t_listen_");
     let mut listener = db::listener(&pool).await.expect("listener");
     listener.listen(&channel).await.expect("listen");
@@ -243,4 +229,16 @@ async fn a_listener_leaves_the_whole_pool_to_requests() {
     drop((first, second));
     pool.close().await;
     testing::drop_schema(&schema).await;
+}
+
+/// A pool of `max_connections` on the test database, in `schema`.
+async fn test_pool(schema: &str, max_connections: u32) -> sqlx::PgPool {
+    db::connect(&DbConfig {
+        url: testing::database_url(),
+        schema: schema.into(),
+        max_connections,
+        application_name: "helpdesk-test",
+    })
+    .await
+    .expect("connect")
 }
