@@ -85,9 +85,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let priorities: Option<fn(i32) -> std::io::Result<()>> = match cli.command {
-        // user-service runs in this process: with USER_HASHING_PRIORITY set, every thread but its
-        // hashing threads runs lower (kit::priority; off by default on a shared machine). Before
-        // the runtime, whose threads inherit it.
+        // user-service runs in this process: every thread but its hashing threads runs
+        // USER_HASHING_PRIORITY nice levels lower (kit::priority, 5 unless set). Before the
+        // runtime, whose threads inherit it.
         Cmd::Up { .. } => Some(helpdesk_kit::priority::init),
         // The load generator stands in for clients on other machines: it runs at the priority of
         // the platform's request threads (below its hashing threads), as it did before the
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     if let Some(apply) = priorities
         && let Err(e) = helpdesk_kit::priority::apply_from_env(
             &Env::process(),
-            helpdesk_kit::priority::SHARED_MACHINE_GAP,
+            helpdesk_kit::priority::DEFAULT_GAP,
             apply,
         )
     {

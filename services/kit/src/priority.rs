@@ -24,16 +24,19 @@ static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Launch>>> = OnceLock::new();
 /// The variable naming how many nice levels the other threads run below the hashing threads.
 pub const PRIORITY_GAP_VAR: &str = "USER_HASHING_PRIORITY";
 
-/// The default gap of a service binary (user-service in its own container, where its threads
-/// compete only with each other): with it, login's p95 in the mixed benchmark fell under 100 ms
-/// and the throughput stayed; during a login flood, `GET /auth/me` kept a p95 of ~20 ms.
-pub const SERVICE_GAP: i32 = 5;
-
-/// The default gap of `helpdesk up` and its tools: none. On a shared machine a gap lowers the
-/// whole platform against every other program at the default priority (a nice level is relative
-/// to every thread of the session), and under such load requests waited over the pools' 1 s
-/// deadline (503) where they did not without it.
-pub const SHARED_MACHINE_GAP: i32 = 0;
+/// The default gap of every process that hashes passwords: the user-service binary and
+/// `helpdesk up` (and of `helpdesk bench`, which lowers itself by the same gap). With it, login's
+/// p95 in the mixed benchmark fell under 100 ms and the throughput rose; during a login flood,
+/// `GET /auth/me` kept a p95 of ~20 ms.
+///
+/// The gap orders a process's threads among the threads they compete with. With the kernel's
+/// autogroup (Linux's default on machines without a CPU cgroup per program) that is the threads
+/// of the same session: another terminal, a service or a broker is scheduled as a group of its
+/// own, whatever the nice levels inside either group, and a container's cgroup does the same. A
+/// program started from the same session as `helpdesk up` (a test harness running other tests
+/// beside it, say) does outrank its request threads; `USER_HASHING_PRIORITY=0` keeps every
+/// thread at one priority there.
+pub const DEFAULT_GAP: i32 = 5;
 
 /// The gap from `USER_HASHING_PRIORITY`: 0 to 19 nice levels, `default` when unset.
 pub fn gap_from_env(

@@ -144,7 +144,7 @@ pub trait ServiceDef {
     }
     /// Whether the service hashes passwords: its other threads then run
     /// [`crate::priority::gap_from_env`] nice levels below its hashing threads
-    /// ([`crate::priority::SERVICE_GAP`] by default).
+    /// ([`crate::priority::DEFAULT_GAP`] by default).
     const HASHES_PASSWORDS: bool = false;
     /// The service's migrations.
     const MIGRATOR: &'static sqlx::migrate::Migrator;
@@ -220,7 +220,7 @@ pub fn service_main<D: ServiceDef>() -> std::process::ExitCode {
         // Before the runtime: its threads start at the lowered priority.
         if let Err(e) = crate::priority::apply_from_env(
             &env,
-            crate::priority::SERVICE_GAP,
+            crate::priority::DEFAULT_GAP,
             crate::priority::init,
         ) {
             eprintln!("{}: {e}", D::NAME);

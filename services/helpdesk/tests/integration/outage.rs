@@ -25,6 +25,8 @@ fn helpdesk(args: &[&str]) -> tokio::process::Command {
         .env_remove("BOOTSTRAP_ADMIN_PASSWORD")
         .env("USER_ARGON2_MEMORY_KIB", "1024")
         .env("USER_ARGON2_ITERATIONS", "1")
+        // Beside the other tests of the session: no priority gap (see up.rs's `helpdesk`).
+        .env("USER_HASHING_PRIORITY", "0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
