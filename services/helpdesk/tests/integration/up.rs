@@ -51,17 +51,11 @@ impl Up {
             &dir.to_string_lossy(),
         ]);
         command.envs(vars.iter().copied());
-        Self::spawn(command).await
+        Self::spawn(command, port).await
     }
 
-    /// Starts `command` (a `helpdesk up` with `--port`) and waits until it is ready.
-    pub(crate) async fn spawn(mut command: Command) -> Up {
-        let port = command
-            .get_args()
-            .skip_while(|a| *a != "--port")
-            .nth(1)
-            .and_then(|p| p.to_str()?.parse::<u16>().ok())
-            .expect("helpdesk up --port PORT");
+    /// Starts `command`, a `helpdesk up --port port`, and waits until it is ready.
+    pub(crate) async fn spawn(mut command: Command, port: u16) -> Up {
         let child = command.spawn().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
@@ -427,22 +421,22 @@ fn thread_nices(pid: u32) -> Vec<(String, i32)> {
 }
 
 /// Issue 12: a login's argon2id hash is ~11 ms of CPU; time-sliced with every request thread of a
-/// saturated machine it took 130–160 ms at p95. With `USER_HASHING_PRIORITY` the platform's other
-/// threads run that many nice levels below its hashing threads; `helpdesk up` leaves it off by
-/// default (on a shared machine it would lower the whole platform against other programs).
+/// saturated machine it took 130–160 ms at p95. The platform's other threads run
+/// `USER_HASHING_PRIORITY` nice levels (5 by default) below its hashing threads.
 #[tokio::test]
 async fn password_hashing_runs_above_the_platforms_other_threads() {
     let dir = data_dir();
     // `up`'s default: the request threads run 5 nice levels below the hashing threads.
+    let port = free_port();
     let mut default = helpdesk(&[
         "up",
         "--port",
-        &free_port().to_string(),
+        &port.to_string(),
         "--data-dir",
         &dir.to_string_lossy(),
     ]);
     default.env_remove("USER_HASHING_PRIORITY");
-    let up = Up::spawn(default).await;
+    let up = Up::spawn(default, port).await;
     let threads = thread_nices(up.child.id());
     let of = |threads: &[(String, i32)], prefix: &str| -> Vec<i32> {
         threads
