@@ -161,9 +161,14 @@ impl Walk<'_> {
             || async {
                 let (s, v) = api.call(Method::GET, &path, Some(&bob), None).await;
                 // Every event of the walk so far, the status change included (each arrives through
-                // the bus, so an earlier count can be reached before the last one is in).
+                // the bus, so an earlier count can be reached before the last one is in), each
+                // with its actor: audit-service learns the accounts from user events, which come
+                // from another service and may arrive after the ticket events they explain.
                 let complete = v.as_array().is_some_and(|a| {
-                    a.len() >= 5 && a.iter().any(|e| e["action"] == "ticket.status_changed")
+                    a.len() >= 5
+                        && a.iter().any(|e| e["action"] == "ticket.status_changed")
+                        && a.iter()
+                            .all(|e| e["actorId"].is_null() || !e["actor"].is_null())
                 });
                 (s == 200 && complete).then_some(v)
             },
