@@ -302,12 +302,20 @@ impl Passwords {
 
     /// Whether `password` matches `hash`; with `None` a dummy hash is checked (and `false` returned).
     pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        let (known, hash) = self.stored_or_dummy(hash);
         let ok = self
             .blocking(move |h| h.verify(password.as_bytes(), &hash))
             .await?;
         Ok(ok && known)
+    }
+
+    /// Whether there is an account's hash, and the hash to check: the account's, or for an
+    /// unknown account the dummy hash, so the answer takes as long either way.
+    fn stored_or_dummy(&self, hash: Option<String>) -> (bool, String) {
+        match hash {
+            Some(hash) => (true, hash),
+            None => (false, self.dummy_hash.as_ref().clone()),
+        }
     }
 
     /// [`Self::verify`] for a sign-in: a right password whose stored hash has other parameters
@@ -318,8 +326,7 @@ impl Passwords {
         password: String,
         hash: Option<String>,
     ) -> anyhow::Result<Verified> {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.as_ref().clone());
+        let (known, hash) = self.stored_or_dummy(hash);
         let verified = self
             .blocking(move |h| match h.check(password.as_bytes(), &hash) {
                 Check::Mismatch => Ok(Verified::Wrong),

@@ -175,9 +175,9 @@ pub async fn set_password(
 
 /// Stores a new hash of the same password (other parameters) while the stored one is still `old`:
 /// the sessions stay and the row's revision is kept (nothing another service sees changed). A
-/// password change or reset in between wins. Whether it was stored.
-pub async fn rehash(pool: &sqlx::PgPool, id: Uuid, old: &str, new: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
+/// password change or reset in between wins (nothing is stored).
+pub async fn rehash(pool: &sqlx::PgPool, id: Uuid, old: &str, new: &str) -> sqlx::Result<()> {
+    sqlx::query!(
         "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
         id,
         old,
@@ -185,7 +185,7 @@ pub async fn rehash(pool: &sqlx::PgPool, id: Uuid, old: &str, new: &str) -> sqlx
     )
     .execute(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(())
 }
 
 pub async fn set_role(db: &mut PgConnection, id: Uuid, role: Role) -> sqlx::Result<UserRow> {

@@ -30,6 +30,17 @@ pub(crate) fn helpdesk(args: &[&str]) -> Command {
     c
 }
 
+/// `helpdesk up --port port --data-dir dir`, not started.
+pub(crate) fn up_command(dir: &std::path::Path, port: u16) -> Command {
+    helpdesk(&[
+        "up",
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        &dir.to_string_lossy(),
+    ])
+}
+
 pub(crate) struct Up {
     pub(crate) child: Child,
     pub(crate) base: String,
@@ -43,13 +54,7 @@ impl Up {
     /// Starts with extra environment variables.
     pub(crate) async fn start_with(dir: &std::path::Path, vars: &[(&str, &str)]) -> Up {
         let port = free_port();
-        let mut command = helpdesk(&[
-            "up",
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-            &dir.to_string_lossy(),
-        ]);
+        let mut command = up_command(dir, port);
         command.envs(vars.iter().copied());
         Self::spawn(command, port).await
     }
@@ -428,13 +433,7 @@ async fn password_hashing_runs_above_the_platforms_other_threads() {
     let dir = data_dir();
     // `up`'s default: the request threads run 5 nice levels below the hashing threads.
     let port = free_port();
-    let mut default = helpdesk(&[
-        "up",
-        "--port",
-        &port.to_string(),
-        "--data-dir",
-        &dir.to_string_lossy(),
-    ]);
+    let mut default = up_command(&dir, port);
     default.env_remove("USER_HASHING_PRIORITY");
     let up = Up::spawn(default, port).await;
     let threads = thread_nices(up.child.id());
