@@ -36,6 +36,7 @@ pub struct Caller {
 
 struct Lookup {
     role: Option<Role>,
+    revision: Option<i64>,
     deleted: bool,
     token_epoch: Option<i64>,
     kept_session: Option<Uuid>,
@@ -45,7 +46,7 @@ struct Lookup {
 pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, ApiError> {
     let found = sqlx::query_as!(
         Lookup,
-        r#"SELECT u.role AS "role?: Role", (d.id IS NOT NULL) AS "deleted!",
+        r#"SELECT u.role AS "role?: Role", u.revision AS "revision?", (d.id IS NOT NULL) AS "deleted!",
              u.token_epoch AS "token_epoch?", u.kept_session
            FROM (VALUES ($1::uuid)) AS k (id)
              LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
@@ -65,7 +66,7 @@ pub async fn resolve(pool: &sqlx::PgPool, token: &AuthUser) -> Result<Caller, Ap
     }
     Ok(Caller {
         id: token.id,
-        role: found.role.unwrap_or(token.role),
+        role: token.role_by(found.role.zip(found.revision)),
     })
 }
 

@@ -28,6 +28,7 @@ use crate::remembered::Remembered;
 #[derive(Debug, Clone)]
 pub struct Access {
     role: Option<Role>,
+    revision: i64,
     deleted: bool,
     token_epoch: i64,
     kept_session: Option<Uuid>,
@@ -50,7 +51,7 @@ pub async fn current_role(
             let seen = cache.epoch();
             let row = sqlx::query_as!(
                 Access,
-                r#"SELECT role AS "role: Role", deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1"#,
+                r#"SELECT role AS "role: Role", revision, deleted, token_epoch, kept_session FROM user_access WHERE user_id = $1"#,
                 user.id,
             )
             .fetch_optional(pool)
@@ -72,7 +73,9 @@ pub async fn current_role(
     if !sessions.admits(user) {
         return Err(ApiError::unauthorized(SESSION_ENDED));
     }
-    Ok(Some(row.role.unwrap_or(user.role)))
+    Ok(Some(
+        user.role_by(row.role.map(|role| (role, row.revision))),
+    ))
 }
 
 /// Records role changes, password changes and deletions; an older snapshot never overrides a

@@ -113,6 +113,10 @@ pub struct UserClaims {
     /// tokens of earlier epochs stop counting (see [`Sessions`]).
     #[serde(default)]
     pub ep: i64,
+    /// The account's revision at issue (see [`AuthUser::role_by`]): a read model that has applied
+    /// an earlier revision has not caught up with this token yet.
+    #[serde(default)]
+    pub rv: i64,
 }
 
 /// Which of a user's tokens still count: those issued at the current `epoch` or later, and the
@@ -309,19 +313,20 @@ impl JwtKeys {
         Ok(jsonwebtoken::encode(&header, claims, key)?)
     }
 
-    /// Issues a user token valid for the configured lifetime, for a new session at epoch 0.
+    /// Issues a user token valid for the configured lifetime, for a new session at epoch 0 and
+    /// revision 0.
     pub fn issue_user_token(&self, id: Uuid, email: &str, role: Role) -> Result<String, KeyError> {
-        self.issue_session_token(id, email, role, Uuid::new_v4(), 0)
+        self.issue_session_token(id, email, role, Uuid::new_v4(), (0, 0))
     }
 
-    /// Issues a user token for `session` at the account's token `epoch`.
+    /// Issues a user token for `session` at the account's `(token epoch, revision)`.
     pub fn issue_session_token(
         &self,
         id: Uuid,
         email: &str,
         role: Role,
         session: Uuid,
-        epoch: i64,
+        (epoch, revision): (i64, i64),
     ) -> Result<String, KeyError> {
         let now = now_secs();
         self.sign(&UserClaims {
@@ -334,6 +339,7 @@ impl JwtKeys {
             aud: USER_AUDIENCE.to_string(),
             sid: Some(session),
             ep: epoch,
+            rv: revision,
         })
     }
 

@@ -177,12 +177,13 @@ async fn page(
 
 /// The caller look-up of [`users::resolve`], as the first part of a listing's statement.
 const LOOKUP: &str = "SELECT u.email AS caller_email, u.first_name AS caller_first_name, \
-     u.last_name AS caller_last_name, u.role AS caller_role, (d.id IS NOT NULL) AS caller_deleted, \
+     u.last_name AS caller_last_name, u.role AS caller_role, u.revision AS caller_revision, \
+     (d.id IS NOT NULL) AS caller_deleted, \
      u.token_epoch AS caller_token_epoch, u.kept_session AS caller_kept_session \
      FROM (VALUES (";
 
 /// The columns [`LOOKUP`] puts before the page's.
-const CALLER_COLUMNS: usize = 7;
+const CALLER_COLUMNS: usize = 8;
 
 /// Which tickets a listing shows to a caller who is (or is not) an ADMIN.
 fn scope_for(id: Uuid, admin: bool, q: &ListQuery, inbox: bool) -> Scope {
@@ -239,6 +240,7 @@ async fn listing(
             .map_err(|e: String| {
                 ApiError::internal(format!("unexpected role in the read model: {e}"))
             })?,
+        revision: first.try_get("caller_revision")?,
         deleted: first.try_get("caller_deleted")?,
         token_epoch: first.try_get("caller_token_epoch")?,
         kept_session: first.try_get("caller_kept_session")?,

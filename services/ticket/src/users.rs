@@ -114,13 +114,16 @@ pub struct Lookup {
     pub(crate) first_name: Option<String>,
     pub(crate) last_name: Option<String>,
     pub(crate) role: Option<Role>,
+    pub(crate) revision: Option<i64>,
     pub(crate) deleted: bool,
     pub(crate) token_epoch: Option<i64>,
     pub(crate) kept_session: Option<Uuid>,
 }
 
 /// The caller `token` stands for by `found`: refused when deleted or its session ended; `None`
-/// when the read model has no row yet (see [`resolve`]).
+/// when the read model has no row yet (see [`resolve`]). A token issued at a later revision of the
+/// account than the row's speaks for the account until the row catches up
+/// ([`AuthUser::role_by`]).
 pub(crate) fn admit(token: &AuthUser, found: Lookup) -> Result<Option<Caller>, ApiError> {
     if found.deleted {
         return Err(ApiError::unauthorized("User no longer exists"));
@@ -132,14 +135,17 @@ pub(crate) fn admit(token: &AuthUser, found: Lookup) -> Result<Option<Caller>, A
     if !sessions.admits(token) {
         return Err(ApiError::unauthorized(SESSION_ENDED));
     }
-    Ok(match (found.email, found.role) {
-        (Some(email), Some(role)) => Some(Caller {
-            id: token.id,
-            email,
-            first_name: found.first_name,
-            last_name: found.last_name,
-            role,
-        }),
+    Ok(match (found.email, found.role, found.revision) {
+        (Some(email), Some(role), Some(revision)) => {
+            let behind = token.is_newer_than(revision);
+            Some(Caller {
+                id: token.id,
+                email: if behind { token.email.clone() } else { email },
+                first_name: found.first_name,
+                last_name: found.last_name,
+                role: token.role_by(Some((role, revision))),
+            })
+        }
         _ => None,
     })
 }
@@ -160,7 +166,8 @@ pub async fn resolve(
     let found = sqlx::query_as!(
         Lookup,
         r#"SELECT u.email AS "email?", u.first_name, u.last_name, u.role AS "role?: Role",
-             (d.id IS NOT NULL) AS "deleted!", u.token_epoch AS "token_epoch?", u.kept_session
+             u.revision AS "revision?", (d.id IS NOT NULL) AS "deleted!",
+             u.token_epoch AS "token_epoch?", u.kept_session
            FROM (VALUES ($1::uuid)) AS k (id)
              LEFT JOIN users u ON u.id = k.id LEFT JOIN deleted_users d ON d.id = k.id"#,
         token.id,

@@ -135,7 +135,7 @@ fn issue(state: &AppState, row: &UserRow) -> ApiResult<String> {
             &row.email,
             row.role,
             Uuid::new_v4(),
-            row.token_epoch,
+            (row.token_epoch, row.revision),
         )
         .map_err(ApiError::internal)
 }

@@ -555,7 +555,7 @@ async fn a_session_ended_by_a_password_change_is_refused() {
         audit
             .keys
             .keys
-            .issue_session_token(admin.id, &admin.email, Role::Admin, session, 0)
+            .issue_session_token(admin.id, &admin.email, Role::Admin, session, (0, 0))
             .unwrap()
     };
     let (kept_token, other_token) = (token(kept), token(other));

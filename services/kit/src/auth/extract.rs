@@ -29,6 +29,28 @@ pub struct AuthUser {
     /// The token's session and epoch (see [`Sessions`]).
     pub session: Option<Uuid>,
     pub epoch: i64,
+    /// The account's revision when the token was issued.
+    pub revision: i64,
+}
+
+impl AuthUser {
+    /// The role to authorize by, given what a read model has applied of the account (its role
+    /// and revision): the model's role, unless the token was issued at a later revision than the
+    /// model has seen. Then the model has not caught up yet (the role change's event is on its
+    /// way) and the token, signed by user-service at that revision, states the newer role: a user
+    /// who signs in again after a demotion is never taken for staff, nor one signing in after a
+    /// promotion for a requester. Without a row the token's role counts.
+    pub fn role_by(&self, known: Option<(Role, i64)>) -> Role {
+        match known {
+            Some((role, revision)) if !self.is_newer_than(revision) => role,
+            _ => self.role,
+        }
+    }
+
+    /// Whether a read model that has applied `revision` of the account is behind this token.
+    pub fn is_newer_than(&self, revision: i64) -> bool {
+        revision < self.revision
+    }
 }
 
 impl From<UserClaims> for AuthUser {
@@ -39,6 +61,7 @@ impl From<UserClaims> for AuthUser {
             role: claims.role,
             session: claims.sid,
             epoch: claims.ep,
+            revision: claims.rv,
         }
     }
 }

@@ -93,3 +93,25 @@ fn mismatched_private_key_is_refused() {
     let err = JwtKeys::from_pem(&public, Some(&private), "x", Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, KeyError::Mismatch));
 }
+
+#[test]
+fn a_token_newer_than_the_read_model_states_the_role() {
+    let k = keys();
+    let id = Uuid::new_v4();
+    let token = k
+        .issue_session_token(id, "a@b.co", Role::User, Uuid::new_v4(), (2, 5))
+        .unwrap();
+    let user = AuthUser::from(k.verify_user_token(&token).unwrap());
+    assert_eq!((user.epoch, user.revision), (2, 5));
+    // The model has applied revision 4 (an AGENT then): behind the token, whose role counts.
+    assert_eq!(user.role_by(Some((Role::Agent, 4))), Role::User);
+    // At the token's revision or later the model's role counts.
+    assert_eq!(user.role_by(Some((Role::Agent, 5))), Role::Agent);
+    assert_eq!(user.role_by(Some((Role::Admin, 6))), Role::Admin);
+    // No row: the token's role.
+    assert_eq!(user.role_by(None), Role::User);
+    // A token without the claim (issued before it existed) is revision 0: the model always wins.
+    let old = k.issue_user_token(id, "a@b.co", Role::Admin).unwrap();
+    let old = AuthUser::from(k.verify_user_token(&old).unwrap());
+    assert_eq!(old.role_by(Some((Role::User, 0))), Role::User);
+}

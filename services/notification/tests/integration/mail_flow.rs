@@ -446,7 +446,7 @@ async fn the_status_route_checks_the_callers_current_role_and_session() {
     let keys = &p.keys.keys;
     let (demoted, signed_out, deleted) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let token = |id: Uuid, session: Uuid| {
-        keys.issue_session_token(id, "x@example.com", Role::Admin, session, 0)
+        keys.issue_session_token(id, "x@example.com", Role::Admin, session, (0, 0))
             .unwrap()
     };
     let (kept, other) = (Uuid::new_v4(), Uuid::new_v4());
@@ -498,5 +498,17 @@ async fn the_status_route_checks_the_callers_current_role_and_session() {
         404,
         "the session that changed the password stays signed in"
     );
+    // Promoted back and signed in again (revision 3) before that event arrives: the row
+    // (revision 2) is behind the token, whose role counts.
+    let again = keys
+        .issue_session_token(
+            demoted,
+            "x@example.com",
+            Role::Admin,
+            Uuid::new_v4(),
+            (0, 3),
+        )
+        .unwrap();
+    assert_eq!(status(again).await, 404, "the newer token's ADMIN counts");
     p.finish().await;
 }

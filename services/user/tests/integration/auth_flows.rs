@@ -62,6 +62,9 @@ async fn signup_login_me_and_the_user_created_event() {
         user["id"].as_str()
     );
     assert!(env.metadata.correlation_id.is_some());
+    // The token states the account's revision, as its events do: a read model that has applied
+    // less is behind the token.
+    assert_eq!(c["rv"], env.payload["user"]["revision"], "{c}");
     app.assert_no_more_events().await;
     app.stop().await;
 }
