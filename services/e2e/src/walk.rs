@@ -25,6 +25,7 @@ pub async fn walk(base: &str, admin: &Admin, sink: Option<&SmtpSink>, entry: Ent
     w.view_rights().await;
     w.assignment().await;
     w.comments().await;
+    w.assignee_must_be_staff().await;
     w.status_change().await;
     w.audit_trail().await;
     w.dashboard().await;
