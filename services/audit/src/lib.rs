@@ -48,7 +48,8 @@ pub struct Config {
     /// matter. One consumer takes what the broker has pushed as one batch (one transaction): under
     /// load its batches grow and it keeps up with less work than several consumers splitting the
     /// same stream into smaller batches (the `helpdesk bench` mix: 4–6 % more requests a second
-    /// with one, the event lag the same). More help where one batch's transaction is slow.
+    /// with one, the event lag the same). More consumers help only where one batch's
+    /// transaction is slow.
     pub consumers: usize,
 }
 

@@ -22,9 +22,9 @@ fn admin() -> Admin {
     }
 }
 
+/// [`crate::up::TEST_PLATFORM`]'s settings, and short event retries.
 fn fast_hashing(c: &mut Command) -> &mut Command {
-    c.env("USER_ARGON2_MEMORY_KIB", "1024")
-        .env("USER_ARGON2_ITERATIONS", "1")
+    c.envs(crate::up::TEST_PLATFORM.iter().copied())
         .env("EVENT_RETRY_BASE_DELAY", "100ms")
 }
 
@@ -67,8 +67,6 @@ async fn whole_contract_through_helpdesk_up() {
     .env("MAIL_FROM", "helpdesk@e2e.test")
     .env("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
     .env("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    // Beside the other tests of the session: no priority gap (see up.rs's `helpdesk`).
-    .env("USER_HASHING_PRIORITY", "0")
     .stdout(Stdio::null());
     let procs = Procs(vec![fast_hashing(&mut cmd).spawn().unwrap()]);
     let base = format!("http://127.0.0.1:{port}");

@@ -28,8 +28,7 @@ fn spawn_up(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
         .env_remove("DATABASE_URL")
         .env_remove("AMQP_URL")
         .env_remove("SMTP_URL")
-        // Beside the other tests of the session: no priority gap (see up.rs's `helpdesk`).
-        .env("USER_HASHING_PRIORITY", "0")
+        .envs(crate::up::TEST_PLATFORM.iter().copied())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -54,8 +53,6 @@ impl Up {
             .chain([
                 ("BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
                 ("BOOTSTRAP_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
-                ("USER_ARGON2_MEMORY_KIB".into(), "1024".into()),
-                ("USER_ARGON2_ITERATIONS".into(), "1".into()),
                 ("STAFF_NOTIFY_EMAIL".into(), "staff@faults.test".into()),
                 // Retries that would exhaust within a second: an outage must not.
                 ("EVENT_MAX_ATTEMPTS".into(), MAX_ATTEMPTS.to_string()),

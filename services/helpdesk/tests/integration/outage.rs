@@ -23,10 +23,7 @@ fn helpdesk(args: &[&str]) -> tokio::process::Command {
         .env_remove("SMTP_URL")
         .env_remove("BOOTSTRAP_ADMIN_EMAIL")
         .env_remove("BOOTSTRAP_ADMIN_PASSWORD")
-        .env("USER_ARGON2_MEMORY_KIB", "1024")
-        .env("USER_ARGON2_ITERATIONS", "1")
-        // Beside the other tests of the session: no priority gap (see up.rs's `helpdesk`).
-        .env("USER_HASHING_PRIORITY", "0")
+        .envs(crate::up::TEST_PLATFORM.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);

@@ -9,6 +9,16 @@ use futures_util::StreamExt;
 use helpdesk_testkit::{database_url, eventually, free_port, unique};
 use serde_json::{Value, json};
 
+/// What every platform these tests start runs with: cheap password hashing, and no priority gap
+/// (kit::priority): the platform shares the machine with the other tests, which run beside it in
+/// the same session, so its request threads are not lowered below theirs.
+/// `password_hashing_runs_above_the_platforms_other_threads` checks the default gap.
+pub(crate) const TEST_PLATFORM: &[(&str, &str)] = &[
+    ("USER_ARGON2_MEMORY_KIB", "1024"),
+    ("USER_ARGON2_ITERATIONS", "1"),
+    ("USER_HASHING_PRIORITY", "0"),
+];
+
 pub(crate) fn helpdesk(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_helpdesk"));
     c.args(args)
@@ -17,12 +27,7 @@ pub(crate) fn helpdesk(args: &[&str]) -> Command {
         .env_remove("SMTP_URL")
         .env_remove("BOOTSTRAP_ADMIN_EMAIL")
         .env_remove("BOOTSTRAP_ADMIN_PASSWORD")
-        .env("USER_ARGON2_MEMORY_KIB", "1024")
-        .env("USER_ARGON2_ITERATIONS", "1")
-        // The platform shares the test machine with the other tests, which run beside it in the
-        // same session: its request threads are not lowered below theirs (kit::priority).
-        // `password_hashing_runs_above_the_platforms_other_threads` checks the default.
-        .env("USER_HASHING_PRIORITY", "0")
+        .envs(TEST_PLATFORM.iter().copied())
         .env_remove("FRONTEND_BASE_URL")
         .env_remove("CORS_ALLOWED_ORIGINS")
         .stdout(Stdio::piped())
